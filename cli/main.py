@@ -1,0 +1,232 @@
+"""`lake`: the command line. It holds no logic of its own: it calls the library.
+
+Exit codes: 0 success; 1 error (nothing could be done / read); 2 `lake ingest` quarantined
+some records; 64 usage error (unknown option, missing argument).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from lake import Lake, LakeError, Settings
+
+EXIT_ERROR, EXIT_USAGE = 1, 64
+
+
+def _common(fn: Callable) -> Callable:
+    """--data, --tenant, --config on every command (flags beat LAKE_* and the config file)."""
+
+    @click.option("--data", envvar=None, default=None, metavar="DIR",
+                  help="Lake root: directory or s3:// URI [env LAKE_DATA; default ./lake-data].")
+    @click.option("--tenant", default=None, help="Tenant [env LAKE_TENANT; default 'default'].")
+    @click.option("--config", "config_file", default=None, metavar="FILE",
+                  help="TOML settings file [env LAKE_CONFIG].")
+    @functools.wraps(fn)
+    def wrapper(data: str | None, tenant: str | None, config_file: str | None, **kw: Any) -> Any:
+        settings = Settings.load(config=config_file, data=data, tenant=tenant)
+        return fn(settings, **kw)
+
+    return wrapper
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="context-lake")
+def cli() -> None:
+    """Context Lake: a durable, versioned, queryable store of agent trajectories.
+
+    \b
+    Example:
+      lake ingest runs/ && lake sql "select agent, avg(success::int) from trajectories group by 1"
+    """
+
+
+@cli.command()
+@_common
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--quarantine", type=click.Path(), default=None,
+              help="Write rejected records here [default DATA/quarantine/ingest-*.jsonl].")
+@click.option("--progress", type=click.Choice(["bar", "json", "none"]), default="bar",
+              help="bar: a progress bar; json: one line per durable chunk on stdout.")
+def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine: str | None,
+           progress: str) -> None:
+    """Load trajectory files (.jsonl, .jsonl.gz, .parquet, .arrow, .arrows) or directories.
+
+    Good records land; bad ones go to the quarantine file with file:line and the reason.
+    Exit code 0: all landed; 2: some were quarantined; 1: nothing could be read.
+
+    \b
+    Example:
+      lake ingest runs/2025-08-01.jsonl.gz exports/ --json
+    """
+    from ingest import Quarantine, ingest_paths
+
+    from .progress import bar
+
+    q = Quarantine(path=quarantine) if quarantine else None
+    with Lake.open(settings=settings) as lake, bar(progress == "bar", "ingest") as tick:
+        on_ack = (lambda ev: click.echo(json.dumps({"event": "acked", **ev}))) \
+            if progress == "json" else None
+        summary = ingest_paths(lake, list(paths), quarantine=q, on_progress=tick, on_ack=on_ack)
+    if as_json:
+        _echo_json(summary.as_dict())
+    else:
+        line = (f"{summary.files} file(s): {summary.trajectories} trajectories, "
+                f"{summary.steps} steps landed; {summary.rejected} rejected")
+        if summary.quarantine:
+            line += f" (see {summary.quarantine})"
+        for err in summary.unreadable:
+            click.echo(f"unreadable: {err}", err=True)
+        click.echo(line)
+    sys.exit(summary.exit_code)
+
+
+@cli.command()
+@_common
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--as-of", default=None, metavar="VERSION|TAG", help="Read the lake as of then.")
+@click.option("--all-tenants", is_flag=True, help="Show every tenant's rows (admin).")
+def sql(settings: Settings, query: str, fmt: str, as_of: str | None, all_tenants: bool) -> None:
+    """Run a DuckDB query over trajectories, steps, payloads and versions.
+
+    \b
+    Example:
+      lake sql "select name, avg(t.success::int) as rate from steps s
+                join trajectories t using (trajectory_id)
+                where kind = 'tool' group by name order by rate"
+    """
+    from .output import render
+
+    lake = Lake.open(settings=settings, readonly=True)
+    rel = lake.sql(query, as_of=as_of, all_tenants=all_tenants)
+    click.echo(render(rel, fmt))
+
+
+@cli.command()
+@_common
+@click.option("--json", "as_json", is_flag=True)
+def versions(settings: Settings, as_json: bool) -> None:
+    """List the lake's versions (every commit) with their tags.
+
+    \b
+    Example:
+      lake versions --json
+    """
+    from .output import render
+
+    lake = Lake.open(settings=settings, readonly=True)
+    rel = lake.sql("select version, created_at, operation, tags, detail from versions "
+                   "order by version")
+    click.echo(render(rel, "json" if as_json else "table"))
+
+
+@cli.command()
+@_common
+@click.argument("name")
+@click.option("--version", "ref", default=None, metavar="VERSION|TAG",
+              help="Version to tag [default: the latest].")
+@click.option("--force", is_flag=True, help="Move an existing tag.")
+def tag(settings: Settings, name: str, ref: str | None, force: bool) -> None:
+    """Name a version, to read (--as-of) or restore it later.
+
+    \b
+    Example:
+      lake tag before-cleanup
+    """
+    with Lake.open(settings=settings) as lake:
+        v = lake.tag(name, ref, force=force)
+    click.echo(f"tagged version {v.version} as {name!r}")
+
+
+@cli.command()
+@_common
+@click.argument("ref", metavar="VERSION|TAG")
+def restore(settings: Settings, ref: str) -> None:
+    """Make the lake's contents those of an earlier version, as a new version.
+
+    Nothing is destroyed: the versions in between stay readable with --as-of.
+
+    \b
+    Example:
+      lake restore before-cleanup
+    """
+    with Lake.open(settings=settings) as lake:
+        v = lake.restore(ref)
+    click.echo(f"restored {ref} as version {v.version}")
+
+
+@cli.command()
+@_common
+@click.option("--sample/--no-sample", default=True,
+              help="Load the bundled tau2-bench sample into an empty lake.")
+def init(settings: Settings, sample: bool) -> None:
+    """Create the lake (and load the sample on first start). Safe to run again.
+
+    \b
+    Example:
+      lake init --data ./lake-data
+    """
+    from ingest.sample import load_if_empty
+
+    with Lake.open(settings=settings) as lake:
+        click.echo(load_if_empty(lake) if sample else
+                   f"lake {settings.data} is ready (version {lake.version().version})")
+
+
+@cli.command("config")
+@_common
+@click.option("--json", "as_json", is_flag=True)
+def config_cmd(settings: Settings, as_json: bool) -> None:
+    """Show every setting: its value, environment variable and meaning.
+
+    \b
+    Example:
+      LAKE_DATA=/srv/lake lake config
+    """
+    rows = [{"name": n, "env": e, "value": getattr(settings, n), "default": d, "help": h}
+            for n, e, d, h in Settings.describe()]
+    if as_json:
+        _echo_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<18} {str(r['value']):<24} {r['env']:<22} {r['help']}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="lake", standalone_mode=False)
+    except click.UsageError as e:
+        click.echo(f"usage error: {e.format_message()}\nrun `lake --help` (or `lake COMMAND --help`)",
+                   err=True)
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.Abort:
+        sys.exit(EXIT_ERROR)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_ERROR)
+    except LakeError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_ERROR)
+    except Exception as e:  # a bug, not bad input: say so, keep the traceback for LAKE_DEBUG
+        if os.environ.get("LAKE_DEBUG"):
+            raise
+        click.echo(f"internal error: {type(e).__name__}: {e}\nrerun with LAKE_DEBUG=1 for the "
+                   "traceback and report it; acknowledged data is safe in the write-ahead log",
+                   err=True)
+        sys.exit(EXIT_ERROR)
+
+
+if __name__ == "__main__":
+    main()

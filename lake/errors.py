@@ -1,0 +1,73 @@
+"""The lake's one error tree.
+
+    LakeError                 base: every error the lake raises on purpose
+    ├── InvalidArgument       bad input: names the field path / file:line and the fix
+    ├── NotFound              a trajectory, version, tag or file that does not exist
+    ├── AlreadyExists         a name that must be new is taken
+    ├── Conflict              the lake is in use by another writer, or state moved on
+    ├── PermissionDenied      the caller's token lacks the scope
+    ├── Unauthenticated       no token, or an unknown / revoked one
+    └── ResourceExhausted     overload or a limit: retry later or send less
+
+Every message says what failed, the offending value or location, and what to do next.
+The gRPC status mapping lives in one table in ``server/errors.py``; the CLI maps the same
+classes to exit codes in ``cli/``.
+"""
+
+from __future__ import annotations
+
+
+class LakeError(Exception):
+    """Base class. ``str(err)`` is the full, actionable message."""
+
+    def __init__(self, message: str, *, field: str | None = None, location: str | None = None):
+        self.message = message
+        self.field = field  # e.g. "steps[3].tokens_in"
+        self.location = location  # e.g. "runs.jsonl:17"
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = ", ".join(x for x in (self.location, self.field) if x)
+        return f"{where}: {self.message}" if where else self.message
+
+
+class InvalidArgument(LakeError):
+    pass
+
+
+class NotFound(LakeError):
+    pass
+
+
+class AlreadyExists(LakeError):
+    pass
+
+
+class Conflict(LakeError):
+    pass
+
+
+class PermissionDenied(LakeError):
+    pass
+
+
+class Unauthenticated(LakeError):
+    pass
+
+
+class ResourceExhausted(LakeError):
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, **kw: str | None):
+        self.retry_after_s = retry_after_s
+        super().__init__(message, **kw)
+
+
+ALL_ERRORS: tuple[type[LakeError], ...] = (
+    LakeError,
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    Conflict,
+    PermissionDenied,
+    Unauthenticated,
+    ResourceExhausted,
+)

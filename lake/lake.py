@@ -1,0 +1,200 @@
+"""The ``Lake``: open a lake, write trajectories durably, read versions, query with SQL.
+
+    with Lake.open("./lake-data") as lake:
+        result = lake.ingest([{"trajectory_id": "t1", "task": "refund order #12", "steps": []}])
+        lake.flush()
+        print(lake.sql("select count(*) from trajectories").fetchall())
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import orjson
+
+from . import sql as sqlmod
+from .errors import InvalidArgument, LakeError, NotFound
+from .records import Context, Record, normalize_line, now_us
+from .schema import ALL_TABLES, DATA_TABLES
+from .settings import Settings
+from .tables import TableStore
+from .versions import Catalog, Version
+from .wal import WriteAheadLog
+from .writer import Writer
+
+
+@dataclass
+class Reject:
+    location: str
+    reason: str
+    field: str | None
+    text: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"location": self.location, "reason": self.reason, "field": self.field,
+                "text": self.text}
+
+
+@dataclass
+class IngestResult:
+    trajectories: int = 0
+    steps: int = 0
+    rejected: list[Reject] = field(default_factory=list)
+    lsn: int = 0
+
+
+class Lake:
+    def __init__(self, settings: Settings, store: TableStore, catalog: Catalog,
+                 writer: Writer | None):
+        self.settings, self.store, self.catalog, self.writer = settings, store, catalog, writer
+        self._connections: dict[tuple[int, str | None], duckdb.DuckDBPyConnection] = {}
+
+    @classmethod
+    def open(cls, data: str | None = None, *, settings: Settings | None = None,
+             readonly: bool = False, **overrides: Any) -> Lake:
+        """Open (creating if needed) the lake. A writer replays its log first."""
+        settings = settings or Settings.load(data=data, **overrides)
+        if data is not None and settings.data != data:
+            settings = settings.replace(data=data)
+        store = TableStore(settings.data)
+        if readonly and not store.exists("_versions"):
+            raise NotFound(f"no lake at {settings.data}: create one with `lake ingest FILE` "
+                           "(or `make run` for the sample), or point --data / LAKE_DATA at it")
+        for name in ALL_TABLES:
+            store.table(name)
+        catalog = Catalog(store)
+        writer = None
+        if not readonly:
+            wal = WriteAheadLog(settings.wal_path, settings.wal_segment_bytes)
+            try:
+                writer = Writer(store, catalog, wal, settings)
+                writer.start()
+                if catalog.latest() is None:
+                    catalog.commit("create", wal.writer_id, 0, {})
+            except BaseException:
+                wal.close()
+                raise
+        return cls(settings, store, catalog, writer)
+
+    # -- writing ------------------------------------------------------------------------------
+    def context(self, tenant: str | None = None) -> Context:
+        return Context(tenant or self.settings.tenant, now_us(), self.settings.payload_limit,
+                       self.settings.preview_chars)
+
+    def _writer(self) -> Writer:
+        if self.writer is None:
+            raise LakeError("this lake was opened read-only; open it with readonly=False to write")
+        return self.writer
+
+    def submit(self, records: list[Record], lines: list[bytes], ctx: Context) -> int:
+        """Durably log validated records (see ``ingest`` for the convenient form)."""
+        return self._writer().submit(records, lines, ctx)
+
+    def ingest(self, trajectories: Iterable[dict[str, Any]], *, tenant: str | None = None,
+               wait: bool = True) -> IngestResult:
+        """Validate and durably write trajectories (interchange-format dicts).
+
+        Bad records are returned in ``result.rejected`` with the reason; the rest land.
+        With ``wait`` the call returns once they are committed and visible to SQL.
+        """
+        ctx = self.context(tenant)
+        result = IngestResult()
+        records, lines = [], []
+        for i, obj in enumerate(trajectories):
+            try:
+                line = orjson.dumps(obj)
+            except TypeError as e:
+                result.rejected.append(Reject(f"item {i}", f"not JSON-serializable: {e}", None,
+                                              repr(obj)[:1000]))
+                continue
+            try:
+                rec = normalize_line(line, ctx)
+            except InvalidArgument as e:
+                result.rejected.append(Reject(f"item {i}", e.message, e.field, line.decode()))
+                continue
+            records.append(rec)
+            lines.append(line)
+        result.trajectories = len(records)
+        result.steps = sum(r.trajectory["n_steps"] for r in records)
+        result.lsn = self.submit(records, lines, ctx)
+        if wait:
+            self.flush()
+        return result
+
+    def flush(self, timeout: float | None = None) -> None:
+        if self.writer is not None:
+            self.writer.flush(timeout)
+
+    # -- versions -----------------------------------------------------------------------------
+    def versions(self) -> list[Version]:
+        return self.catalog.list()
+
+    def version(self, ref: int | str | None = None) -> Version:
+        return self.catalog.resolve(ref)
+
+    def tag(self, name: str, ref: int | str | None = None, *, force: bool = False) -> Version:
+        self.flush()
+        target = self.catalog.resolve(ref)
+        self.catalog.tag(name, target.version, force=force)
+        return target
+
+    def restore(self, ref: int | str) -> Version:
+        """Make the lake's contents those of ``ref`` again, as a new version."""
+        writer = self._writer()
+        writer.flush()
+        target = self.catalog.resolve(ref)
+        with writer.exclusive():
+            for name in DATA_TABLES:
+                tbl = self.store.table(name)
+                pinned = target.tables.get(name)
+                if pinned is None:
+                    tbl.delete("true")
+                elif pinned != self.store.version(name):
+                    tbl.restore(pinned)
+            return self.catalog.commit(
+                "restore", writer.wal.writer_id, writer.lag["applied_lsn"],
+                {"restored": target.version, "tags": [t for t, v in self.catalog.tags().items()
+                                                      if v == target.version]})
+
+    # -- reading ------------------------------------------------------------------------------
+    def connect(self, *, as_of: int | str | None = None, tenant: str | None = "",
+                all_tenants: bool = False) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with views ``trajectories``, ``steps``, ``payloads``, ``versions``."""
+        version = self.catalog.resolve(as_of)
+        scope = None if all_tenants else (tenant or self.settings.tenant)
+        key = (version.version, scope)
+        con = self._connections.get(key)
+        if con is None:  # a relation needs its connection alive: keep one per snapshot
+            con = self._connections[key] = sqlmod.connect(self.store, self.catalog, version, scope)
+        return con
+
+    def sql(self, query: str, *, as_of: int | str | None = None, tenant: str | None = None,
+            all_tenants: bool = False) -> duckdb.DuckDBPyRelation:
+        """Run ``query`` and return the DuckDB relation (``.fetchall()``, ``.arrow()``, ...)."""
+        con = self.connect(as_of=as_of, tenant=tenant, all_tenants=all_tenants)
+        try:
+            return con.sql(query)
+        except duckdb.Error as e:
+            raise InvalidArgument(f"SQL failed: {e}; tables are trajectories, steps, payloads, "
+                                  "versions (see docs/schema.md)", field="query") from e
+
+    def count(self, table: str, *, tenant: str | None = None) -> int:
+        return int(self.sql(f'select count(*) from "{table}"', tenant=tenant).fetchall()[0][0])
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            finally:
+                self.writer.wal.close()
+                self.writer = None
+
+    def __enter__(self) -> Lake:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,410 @@
+"""Validate one trajectory in the interchange format and turn it into lake rows.
+
+The interchange format (documented in ``docs/format.md``) is one JSON object per
+trajectory with its steps inline. ``normalize`` is the single gate every record passes,
+whatever door it came through (JSONL, Parquet, Arrow, gRPC, OTLP). It either returns a
+``Record`` with rows for ``trajectories``, ``steps`` and ``payloads``, or raises
+``InvalidArgument`` naming the field path and the fix. It is deterministic given the raw
+bytes and the context, so a write-ahead-log replay rebuilds exactly the same rows.
+
+Unknown fields are never dropped: at trajectory level they go into ``meta``, at step level
+into ``attributes`` (under their dotted name, e.g. ``outcome.judge``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import unicodedata
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from .errors import InvalidArgument
+from .schema import STATUSES
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_US = 253402300799 * 1_000_000  # 9999-12-31T23:59:59Z
+_STATUS_RANK = {"running": 0, "abandoned": 1, "failed": 1, "succeeded": 1}
+
+TRAJECTORY_FIELDS = frozenset(
+    "trajectory_id task agent agent_version model session_id on_behalf_of parent_id "
+    "fork_step status started_at ended_at outcome tokens_in tokens_out cost_usd tags meta "
+    "expires_at steps tenant success reward scores".split()
+)
+OUTCOME_FIELDS = frozenset(("success", "reward", "scores"))
+STEP_FIELDS = frozenset(
+    "index step_id parent_step_id kind name input output error actor started_at "
+    "duration_ms tokens_in tokens_out cost_usd attributes".split()
+)
+# Accepted alternative names: alias -> canonical step field (documented in docs/format.md).
+STEP_ALIASES = {
+    "latency_ms": "duration_ms",
+    "tokens_prompt": "tokens_in",
+    "prompt_tokens": "tokens_in",
+    "input_tokens": "tokens_in",
+    "tokens_completion": "tokens_out",
+    "completion_tokens": "tokens_out",
+    "output_tokens": "tokens_out",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What the door knows that the record does not: who, when, limits."""
+
+    tenant: str
+    ingested_at_us: int
+    payload_limit: int = 65536
+    preview_chars: int = 1024
+
+
+@dataclass(slots=True)
+class Record:
+    trajectory: dict[str, Any]
+    steps: list[dict[str, Any]]
+    payloads: list[dict[str, Any]]
+
+    @property
+    def key(self) -> str:
+        return self.trajectory["trajectory_id"]
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """Ordering used to decide whether a new version replaces a stored one."""
+        return progress(self.trajectory["n_steps"], self.trajectory["status"])
+
+
+def progress(n_steps: int, status: str) -> tuple[int, int]:
+    return (n_steps, _STATUS_RANK.get(status, 0))
+
+
+def normalize_task(text: str) -> str:
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def task_hash(text: str) -> str:
+    return hashlib.sha256(normalize_task(text).encode()).hexdigest()[:16]
+
+
+def now_us() -> int:
+    return (datetime.now(UTC) - _EPOCH) // _US
+
+
+_US = datetime.resolution  # timedelta(microseconds=1)
+
+
+def normalize_line(raw: bytes, ctx: Context) -> Record:
+    """Parse one JSON line and normalize it (the WAL replay path uses this too)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise InvalidArgument(f"not valid JSON ({e}); each line must be one JSON object") from e
+    return normalize(obj, raw, ctx)
+
+
+def normalize(obj: Any, raw: bytes, ctx: Context) -> Record:
+    if not isinstance(obj, dict):
+        raise InvalidArgument(f"a trajectory must be a JSON object, got {_kind(obj)}", field="$")
+    rhash = hashlib.blake2b(raw, digest_size=12).hexdigest()
+    tenant = obj.get("tenant")
+    if tenant is not None and tenant != ctx.tenant:
+        raise InvalidArgument(
+            f"tenant {tenant!r} in the record differs from the ingest tenant {ctx.tenant!r}; "
+            "drop the field or ingest with that tenant", field="tenant")
+    task = _str(obj, "task", "task")
+    if task is None or not task.strip():
+        raise InvalidArgument("task is missing or empty; every trajectory needs its task text",
+                              field="task")
+    tid = _str(obj, "trajectory_id", "trajectory_id")
+    if tid is None:
+        tid = "h-" + rhash  # content-derived: re-ingesting the same line is idempotent
+    elif not tid.strip():
+        raise InvalidArgument("trajectory_id is empty; give a stable id or omit the field",
+                              field="trajectory_id")
+    outcome = obj.get("outcome")
+    if outcome is None:
+        outcome = {}
+    elif not isinstance(outcome, dict):
+        raise InvalidArgument(f"outcome must be an object, got {_kind(outcome)}", field="outcome")
+    success = _bool(outcome, "success", "outcome.success")
+    if success is None:
+        success = _bool(obj, "success", "success")
+    reward = _float(outcome, "reward", "outcome.reward")
+    if reward is None:
+        reward = _float(obj, "reward", "reward")
+    scores = _scores(outcome.get("scores", obj.get("scores")))
+    status = _str(obj, "status", "status")
+    if status is None:
+        status = "running" if success is None else ("succeeded" if success else "failed")
+    elif status not in STATUSES:
+        raise InvalidArgument(f"status {status!r} is not one of {', '.join(STATUSES)}",
+                              field="status")
+    steps, payloads = _steps(obj.get("steps"), tid, ctx)
+    meta = _meta(obj, outcome)
+    traj = {
+        "tenant": ctx.tenant,
+        "trajectory_id": tid,
+        "task": task,
+        "task_hash": task_hash(task),
+        "agent": _str(obj, "agent", "agent"),
+        "agent_version": _str(obj, "agent_version", "agent_version"),
+        "model": _str(obj, "model", "model"),
+        "session_id": _str(obj, "session_id", "session_id"),
+        "on_behalf_of": _str(obj, "on_behalf_of", "on_behalf_of"),
+        "parent_id": _str(obj, "parent_id", "parent_id"),
+        "fork_step": _int(obj, "fork_step", "fork_step", bits=31),
+        "status": status,
+        "started_at": _ts(obj, "started_at", "started_at"),
+        "ended_at": _ts(obj, "ended_at", "ended_at"),
+        "success": success,
+        "reward": reward,
+        "scores": scores,
+        "n_steps": len(steps),
+        "tokens_in": _total(obj, "tokens_in", steps, _int),
+        "tokens_out": _total(obj, "tokens_out", steps, _int),
+        "cost_usd": _total(obj, "cost_usd", steps, _float),
+        "tags": _tags(obj.get("tags")),
+        "meta": orjson.dumps(meta).decode() if meta else None,
+        "ingested_at": ctx.ingested_at_us,
+        "expires_at": _ts(obj, "expires_at", "expires_at"),
+        "_record_hash": rhash,
+    }
+    return Record(traj, steps, payloads)
+
+
+# -- steps --------------------------------------------------------------------------------
+
+def _steps(value: Any, tid: str, ctx: Context) -> tuple[list[dict], list[dict]]:
+    if value is None:
+        return [], []
+    if not isinstance(value, list):
+        raise InvalidArgument(f"steps must be a list of objects, got {_kind(value)}", field="steps")
+    seen: dict[int, int] = {}
+    rows: list[dict] = []
+    payloads: list[dict] = []
+    for pos, step in enumerate(value):
+        path = f"steps[{pos}]"
+        if not isinstance(step, dict):
+            raise InvalidArgument(f"a step must be an object, got {_kind(step)}", field=path)
+        index = _int(step, "index", f"{path}.index", bits=31)
+        if index is None:
+            index = pos
+        if index in seen:
+            raise InvalidArgument(
+                f"index {index} is already used by steps[{seen[index]}]; step indexes must be "
+                "unique within a trajectory", field=f"{path}.index")
+        seen[index] = pos
+        rows.append(_step(step, path, index, tid, ctx, payloads))
+    return rows, payloads
+
+
+def _step(step: dict, path: str, index: int, tid: str, ctx: Context, payloads: list) -> dict:
+    kind = _str(step, "kind", f"{path}.kind")
+    if not kind:
+        raise InvalidArgument("kind is missing; use llm, tool, user, observation or error",
+                              field=f"{path}.kind")
+    attrs = step.get("attributes")
+    if attrs is None:
+        attrs = {}
+    elif not isinstance(attrs, dict):
+        raise InvalidArgument(f"attributes must be an object, got {_kind(attrs)}",
+                              field=f"{path}.attributes")
+    else:
+        attrs = dict(attrs)
+    vals: dict[str, Any] = {}
+    for key, val in step.items():
+        if key in STEP_FIELDS:
+            continue
+        canon = STEP_ALIASES.get(key)
+        if canon is not None and step.get(canon) is None and canon not in vals:
+            vals[canon] = val
+        else:
+            _keep(attrs, key, val)
+    for canon, val in vals.items():
+        step = {**step, canon: val}
+    output = _text(step, "output", f"{path}.output")
+    error = _text(step, "error", f"{path}.error")
+    if error is None and step.get("is_error") is True:
+        error = output if output else "error"
+    row = {
+        "tenant": ctx.tenant,
+        "trajectory_id": tid,
+        "index": index,
+        "step_id": _str(step, "step_id", f"{path}.step_id") or str(index),
+        "parent_step_id": _str(step, "parent_step_id", f"{path}.parent_step_id"),
+        "kind": kind,
+        "name": _str(step, "name", f"{path}.name"),
+        "input": _text(step, "input", f"{path}.input"),
+        "output": output,
+        "error": error,
+        "actor": _str(step, "actor", f"{path}.actor"),
+        "started_at": _ts(step, "started_at", f"{path}.started_at"),
+        "duration_ms": _float(step, "duration_ms", f"{path}.duration_ms", nonneg=True),
+        "tokens_in": _int(step, "tokens_in", f"{path}.tokens_in"),
+        "tokens_out": _int(step, "tokens_out", f"{path}.tokens_out"),
+        "cost_usd": _float(step, "cost_usd", f"{path}.cost_usd", nonneg=True),
+        "attributes": orjson.dumps(attrs).decode() if attrs else None,
+        "input_ref": None,
+        "output_ref": None,
+    }
+    for col in ("input", "output"):
+        text = row[col]
+        if text is not None and len(text) * 4 > ctx.payload_limit:
+            data = text.encode()
+            if len(data) > ctx.payload_limit:
+                sha = hashlib.sha256(data).hexdigest()
+                payloads.append({"tenant": ctx.tenant, "sha256": sha, "size": len(data), "data": text})
+                row[col] = text[: ctx.preview_chars]
+                row[f"{col}_ref"] = sha
+    return row
+
+
+# -- field readers: each names the field path and the fix on error ------------------------
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return f"boolean {str(v).lower()}"
+    if isinstance(v, (int, float)):
+        return f"number {v!r}"
+    if isinstance(v, str):
+        return f"string {v[:40]!r}"
+    if isinstance(v, (list, tuple)):
+        return "a list"
+    if isinstance(v, dict):
+        return "an object"
+    return type(v).__name__
+
+
+def _str(obj: dict, key: str, path: str) -> str | None:
+    v = obj.get(key)
+    if v is None or isinstance(v, str):
+        return v
+    raise InvalidArgument(f"must be a string, got {_kind(v)}", field=path)
+
+
+def _text(obj: dict, key: str, path: str) -> str | None:
+    """Free text: strings as they are; any other JSON value is stored as its JSON text."""
+    v = obj.get(key)
+    if v is None or isinstance(v, str):
+        return v
+    try:
+        return orjson.dumps(v).decode()
+    except TypeError as e:
+        raise InvalidArgument(f"cannot be stored as text: {e}", field=path) from e
+
+
+def _int(obj: dict, key: str, path: str, bits: int = 63) -> int | None:
+    v = obj.get(key)
+    if v is None:
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise InvalidArgument(f"must be a whole number, got {_kind(v)}", field=path)
+    if not 0 <= v < (1 << bits):
+        raise InvalidArgument(f"must be between 0 and {(1 << bits) - 1}, got {v}", field=path)
+    return v
+
+
+def _float(obj: dict, key: str, path: str, nonneg: bool = False) -> float | None:
+    v = obj.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise InvalidArgument(f"must be a number, got {_kind(v)}", field=path)
+    v = float(v)
+    if not math.isfinite(v) or (nonneg and v < 0):
+        raise InvalidArgument(f"must be a finite{' non-negative' if nonneg else ''} number, "
+                              f"got {v!r}", field=path)
+    return v
+
+
+def _bool(obj: dict, key: str, path: str) -> bool | None:
+    v = obj.get(key)
+    if v is None or isinstance(v, bool):
+        return v
+    raise InvalidArgument(f"must be true, false or null, got {_kind(v)}", field=path)
+
+
+def _ts(obj: dict, key: str, path: str) -> int | None:
+    """ISO 8601 text (naive means UTC), epoch seconds, or a datetime -> epoch microseconds."""
+    v = obj.get(key)
+    if v is None:
+        return None
+    if isinstance(v, str):
+        try:
+            dt = datetime.fromisoformat(v)
+        except ValueError as e:
+            raise InvalidArgument(f"{v[:40]!r} is not an ISO 8601 time "
+                                  "(e.g. 2025-08-01T16:16:37Z)", field=path) from e
+    elif isinstance(v, datetime):
+        dt = v
+    elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        us = int(v * 1_000_000)
+        if not 0 <= us <= _MAX_US:
+            raise InvalidArgument(f"epoch seconds {v!r} are out of range", field=path)
+        return us
+    else:
+        raise InvalidArgument(f"must be an ISO 8601 time or epoch seconds, got {_kind(v)}",
+                              field=path)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    us = (dt - _EPOCH) // _US
+    if not 0 <= us <= _MAX_US:
+        raise InvalidArgument(f"{v!r} is before 1970 or after 9999", field=path)
+    return us
+
+
+def _scores(v: Any) -> list[tuple[str, float]] | None:
+    if v is None:
+        return None
+    if not isinstance(v, dict):
+        raise InvalidArgument(f"must be an object of name -> number, got {_kind(v)}",
+                              field="outcome.scores")
+    return [(str(k), _float(v, k, f"outcome.scores.{k}")) for k in v if v[k] is not None]  # type: ignore[misc]
+
+
+def _tags(v: Any) -> list[str] | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
+        raise InvalidArgument(f"must be a list of strings, got {_kind(v)}", field="tags")
+    return v
+
+
+def _total(obj: dict, key: str, steps: list[dict], read: Any) -> Any:
+    given = read(obj, key, key)
+    if given is not None:
+        return given
+    vals = [s[key] for s in steps if s[key] is not None]
+    return sum(vals) if vals else None
+
+
+def _keep(bag: dict, key: str, val: Any) -> None:
+    """Keep an unmodelled field; a key the bag already has is kept under '_fields'."""
+    if key in bag:
+        bag.setdefault("_fields", {})[key] = val
+    else:
+        bag[key] = val
+
+
+def _meta(obj: dict, outcome: dict) -> dict:
+    meta = obj.get("meta")
+    if meta is None:
+        meta = {}
+    elif not isinstance(meta, dict):
+        raise InvalidArgument(f"meta must be an object, got {_kind(meta)}", field="meta")
+    else:
+        meta = dict(meta)
+    for key, val in obj.items():
+        if key not in TRAJECTORY_FIELDS:
+            _keep(meta, key, val)
+    for key, val in outcome.items():
+        if key not in OUTCOME_FIELDS:
+            _keep(meta, f"outcome.{key}", val)
+    return meta

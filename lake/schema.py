@@ -1,0 +1,140 @@
+"""The Arrow schemas of every lake table: the single source of truth.
+
+Lance tables are created from these schemas, DuckDB views read them, Parquet exports
+write them, and ``docs/schema.md`` is checked against them by a test. Nothing else in
+the code base spells out a column list.
+
+Conventions:
+- every row carries ``tenant``; tables are keyed by ``(tenant, <id>...)``;
+- times are ``timestamp[us, UTC]``; free-form objects are JSON text (``meta``,
+  ``attributes``) so DuckDB's ``json`` functions and ``->>`` work on them;
+- columns whose name starts with ``_`` are internal (hashes used for idempotence) and
+  are not shown in SQL views.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TS = pa.timestamp("us", tz="UTC")
+JSON = pa.string()  # JSON text
+
+STATUSES = ("running", "succeeded", "failed", "abandoned")
+STEP_KINDS = ("llm", "tool", "user", "observation", "error")  # other values are kept as given
+
+
+def _f(name: str, type_: pa.DataType, doc: str, nullable: bool = True) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable, metadata={"doc": doc})
+
+
+TRAJECTORIES = pa.schema(
+    [
+        _f("tenant", pa.string(), "tenant that owns the row", False),
+        _f("trajectory_id", pa.string(), "client-supplied id, unique per tenant", False),
+        _f("task", pa.string(), "the task text the agent was given", False),
+        _f("task_hash", pa.string(), "sha256 (16 hex) of the normalized task text", False),
+        _f("agent", pa.string(), "agent name"),
+        _f("agent_version", pa.string(), "agent version"),
+        _f("model", pa.string(), "model the agent ran on"),
+        _f("session_id", pa.string(), "conversation or session id"),
+        _f("on_behalf_of", pa.string(), "user or principal the agent acted for"),
+        _f("parent_id", pa.string(), "trajectory this one was forked from"),
+        _f("fork_step", pa.int32(), "step index of the parent at which this run forked"),
+        _f("status", pa.string(), "running | succeeded | failed | abandoned", False),
+        _f("started_at", TS, "when the run started"),
+        _f("ended_at", TS, "when the run ended"),
+        _f("success", pa.bool_(), "outcome.success (null: unknown)"),
+        _f("reward", pa.float64(), "outcome.reward"),
+        _f("scores", pa.map_(pa.string(), pa.float64()), "outcome.scores: name -> value"),
+        _f("n_steps", pa.int32(), "number of steps", False),
+        _f("tokens_in", pa.int64(), "input tokens (given, else the sum over steps)"),
+        _f("tokens_out", pa.int64(), "output tokens (given, else the sum over steps)"),
+        _f("cost_usd", pa.float64(), "cost in USD (given, else the sum over steps)"),
+        _f("tags", pa.list_(pa.string()), "free-form labels"),
+        _f("meta", JSON, "JSON object: the record's meta plus every unmodelled field"),
+        _f("ingested_at", TS, "when this version of the trajectory was accepted", False),
+        _f("expires_at", TS, "not served after this time"),
+        _f("_record_hash", pa.string(), "hash of the accepted record (idempotence)", False),
+    ]
+)
+
+STEPS = pa.schema(
+    [
+        _f("tenant", pa.string(), "tenant that owns the row", False),
+        _f("trajectory_id", pa.string(), "the trajectory the step belongs to", False),
+        _f("index", pa.int32(), "position of the step in its trajectory (0-based)", False),
+        _f("step_id", pa.string(), "client-supplied step id (default: the index)", False),
+        _f("parent_step_id", pa.string(), "enclosing step (span tree)"),
+        _f("kind", pa.string(), "llm | tool | user | observation | error (others kept)", False),
+        _f("name", pa.string(), "tool name (tool steps) or model/function name"),
+        _f("input", pa.string(), "input text; a preview when input_ref is set"),
+        _f("output", pa.string(), "output text; a preview when output_ref is set"),
+        _f("error", pa.string(), "error message, when the step failed"),
+        _f("actor", pa.string(), "who acted: agent | user | system | ..."),
+        _f("started_at", TS, "when the step started"),
+        _f("duration_ms", pa.float64(), "duration in milliseconds"),
+        _f("tokens_in", pa.int64(), "input (prompt) tokens"),
+        _f("tokens_out", pa.int64(), "output (completion) tokens"),
+        _f("cost_usd", pa.float64(), "cost in USD"),
+        _f("attributes", JSON, "JSON object: the step's attributes plus every unmodelled field"),
+        _f("input_ref", pa.string(), "sha256 of the full input in `payloads`, when large"),
+        _f("output_ref", pa.string(), "sha256 of the full output in `payloads`, when large"),
+    ]
+)
+
+PAYLOADS = pa.schema(
+    [
+        _f("tenant", pa.string(), "tenant that owns the row", False),
+        _f("sha256", pa.string(), "sha256 of the UTF-8 payload", False),
+        _f("size", pa.int64(), "payload size in bytes", False),
+        _f("data", pa.large_string(), "the full payload text", False),
+    ]
+)
+
+# Lake-level versions: each row pins one Lance version of every table.
+VERSIONS = pa.schema(
+    [
+        _f("version", pa.int64(), "lake version number (1, 2, ...)", False),
+        _f("created_at", TS, "commit time", False),
+        _f("operation", pa.string(), "create | ingest | compact | restore | ...", False),
+        _f("tables", JSON, "JSON object: table name -> Lance version", False),
+        _f("writer", pa.string(), "id of the write-ahead log that made the commit", False),
+        _f("wal_lsn", pa.int64(), "last log sequence number applied by this commit", False),
+        _f("detail", JSON, "JSON object: what the commit did (counts, restored version...)"),
+    ]
+)
+
+TAGS = pa.schema(
+    [
+        _f("name", pa.string(), "tag name", False),
+        _f("version", pa.int64(), "lake version the tag points at", False),
+        _f("created_at", TS, "when the tag was set", False),
+    ]
+)
+
+# Data tables (tenant-scoped, shown in SQL) and internal catalog tables.
+DATA_TABLES: dict[str, pa.Schema] = {
+    "trajectories": TRAJECTORIES,
+    "steps": STEPS,
+    "payloads": PAYLOADS,
+}
+CATALOG_TABLES: dict[str, pa.Schema] = {"_versions": VERSIONS, "_tags": TAGS}
+ALL_TABLES: dict[str, pa.Schema] = {**DATA_TABLES, **CATALOG_TABLES}
+
+# Primary keys (used by upserts and documented in docs/schema.md).
+KEYS: dict[str, tuple[str, ...]] = {
+    "trajectories": ("tenant", "trajectory_id"),
+    "steps": ("tenant", "trajectory_id", "index"),
+    "payloads": ("tenant", "sha256"),
+    "_versions": ("version",),
+    "_tags": ("name",),
+}
+
+
+def public_columns(schema: pa.Schema) -> list[str]:
+    """Columns shown to users (SQL views, exports): internal ``_`` columns hidden."""
+    return [f.name for f in schema if not f.name.startswith("_")]
+
+
+def empty(schema: pa.Schema) -> pa.Table:
+    return schema.empty_table()

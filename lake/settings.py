@@ -1,0 +1,103 @@
+"""One settings object: every setting with its name, default and help.
+
+Precedence (lowest first): defaults, the config file (TOML: ``--config``, ``LAKE_CONFIG``,
+or ``lake.toml`` in the working directory), ``LAKE_*`` environment variables, explicit
+keyword arguments (the CLI's flags).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidArgument
+
+
+def _s(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    data: str = _s("./lake-data", "lake root: a directory or an object-store URI (s3://...)")
+    tenant: str = _s("default", "tenant used by the CLI and by an open (no-auth) server")
+    wal_dir: str = _s("", "write-ahead log directory (local disk); default DATA/_wal")
+    payload_limit: int = _s(65536, "inputs/outputs larger than this many bytes are stored "
+                            "once in `payloads`, with a preview inline")
+    preview_chars: int = _s(1024, "characters of a large payload kept inline as preview")
+    flush_rows: int = _s(50000, "steps grouped into one lake commit at most")
+    flush_interval_ms: int = _s(200, "longest a durable write waits before its lake commit")
+    compact_fragments: int = _s(32, "compact a table in the background past this many fragments")
+    wal_segment_bytes: int = _s(64 << 20, "write-ahead log segment size")
+    quarantine_dir: str = _s("", "where rejected records go; default DATA/quarantine")
+
+    @classmethod
+    def load(cls, config: str | os.PathLike[str] | None = None,
+             env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = config or env.get("LAKE_CONFIG") or ("lake.toml" if Path("lake.toml").exists() else None)
+        if path:
+            try:
+                values.update(tomllib.loads(Path(path).read_text()))
+            except (OSError, tomllib.TOMLDecodeError) as e:
+                raise InvalidArgument(f"cannot read config file: {e}; fix or remove it",
+                                      location=str(path)) from e
+        for f in fields(cls):
+            key = f"LAKE_{f.name.upper()}"
+            if key in env:
+                values[f.name] = env[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        known = {f.name: f for f in fields(cls)}
+        out: dict[str, Any] = {}
+        for name, raw in values.items():
+            if name not in known:
+                raise InvalidArgument(f"unknown setting {name!r}; known: {', '.join(known)}")
+            typ = type(known[name].default)
+            try:
+                out[name] = typ(raw)
+            except (TypeError, ValueError) as e:
+                raise InvalidArgument(f"setting {name}={raw!r} is not a valid {typ.__name__}",
+                                      field=name) from e
+        return cls(**out)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def is_local(self) -> bool:
+        return "://" not in self.data or self.data.startswith("file://")
+
+    @property
+    def local_root(self) -> Path:
+        return Path(self.data.removeprefix("file://")).expanduser()
+
+    @property
+    def wal_path(self) -> Path:
+        if self.wal_dir:
+            return Path(self.wal_dir).expanduser()
+        if not self.is_local:
+            raise InvalidArgument(
+                f"the lake root {self.data} is not a local directory, so the write-ahead log "
+                "needs a local disk: set LAKE_WAL_DIR (or --wal-dir) to a local directory")
+        return self.local_root / "_wal"
+
+    @property
+    def quarantine_path(self) -> Path:
+        if self.quarantine_dir:
+            return Path(self.quarantine_dir).expanduser()
+        return (self.local_root if self.is_local else Path(".")) / "quarantine"
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, Any, str]]:
+        """(name, env var, default, help) for every setting: docs and `lake config`."""
+        return [(f.name, f"LAKE_{f.name.upper()}", f.default, f.metadata["help"]) for f in fields(cls)]

@@ -1,0 +1,171 @@
+"""Write-ahead log: what is acknowledged is on disk before the lake commit.
+
+Layout: a directory of segment files ``<first-lsn>.wal`` and a ``WRITER`` file holding
+this log's id (lake commits record ``(writer, lsn)`` so a restart knows where to resume).
+Each entry is ``MAGIC | lsn u64 | length u32 | crc32 u32 | payload`` and is fsynced before
+``append`` returns. On open, a torn tail (a crash mid-append) is cut off at the last
+complete entry: such an entry was never acknowledged.
+
+The log must live on a local disk (``fsync``); the lake itself may be remote.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import threading
+import uuid
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import Conflict, LakeError
+
+MAGIC = b"CLW1"
+_HEADER = struct.Struct("<4sQII")  # magic, lsn, length, crc32
+
+
+class WalCorrupt(LakeError):
+    pass
+
+
+class WriteAheadLog:
+    def __init__(self, path: Path, segment_bytes: int = 64 << 20):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.segment_bytes = segment_bytes
+        self._lock_file = open(self.path / "LOCK", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise Conflict(
+                f"the lake's write-ahead log {self.path} is in use by another process "
+                "(a running `lake serve` or `lake ingest`?); send the data to that server, "
+                "or stop it and retry") from None
+        self.writer_id = self._writer_id()
+        self._mutex = threading.Lock()
+        self._segments = sorted(self.path.glob("*.wal"), key=lambda p: int(p.stem))
+        self.last_lsn = self._recover_tail()
+        self._out: BinaryIO | None = None
+
+    # -- identity and recovery --------------------------------------------------------------
+    def _writer_id(self) -> str:
+        f = self.path / "WRITER"
+        if not f.exists():
+            tmp = f.with_suffix(".tmp")
+            tmp.write_text(uuid.uuid4().hex)
+            _fsync_file(tmp)
+            os.replace(tmp, f)
+            _fsync_dir(self.path)
+        return f.read_text().strip()
+
+    def _recover_tail(self) -> int:
+        """Return the last complete LSN; truncate a torn tail of the last segment."""
+        last = 0
+        for seg in self._segments:
+            end = 0
+            for lsn, _payload, end in _scan(seg):
+                last = lsn
+            if end < seg.stat().st_size:
+                if seg is not self._segments[-1]:
+                    raise WalCorrupt(
+                        f"write-ahead log segment {seg} is damaged before its end; move it "
+                        "aside to start without it (its entries will be lost)")
+                with open(seg, "r+b") as f:
+                    f.truncate(end)
+                    os.fsync(f.fileno())
+        if last == 0 and self._segments:
+            last = int(self._segments[-1].stem) - 1
+        return last
+
+    # -- writing ------------------------------------------------------------------------------
+    def append(self, payload: bytes) -> int:
+        """Append one entry, fsync it, and return its LSN. Thread-safe."""
+        with self._mutex:
+            out = self._segment_for(len(payload))
+            lsn = self.last_lsn + 1
+            out.write(_HEADER.pack(MAGIC, lsn, len(payload), zlib.crc32(payload)))
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+            self.last_lsn = lsn
+            return lsn
+
+    def _segment_for(self, size: int) -> BinaryIO:
+        if self._out is not None and self._out.tell() + size <= self.segment_bytes:
+            return self._out
+        if self._out is None and self._segments:
+            seg = self._segments[-1]
+            if seg.stat().st_size + size <= self.segment_bytes:
+                self._out = open(seg, "ab")
+                return self._out
+        if self._out is not None:
+            self._out.close()
+        seg = self.path / f"{self.last_lsn + 1:020d}.wal"
+        self._out = open(seg, "ab")
+        _fsync_dir(self.path)
+        self._segments.append(seg)
+        return self._out
+
+    # -- reading and truncation -----------------------------------------------------------------
+    def replay(self, after_lsn: int) -> Iterator[tuple[int, bytes]]:
+        """Entries with LSN > after_lsn, in order."""
+        for i, seg in enumerate(list(self._segments)):
+            nxt = self._segments[i + 1] if i + 1 < len(self._segments) else None
+            if nxt is not None and int(nxt.stem) - 1 <= after_lsn:
+                continue
+            for lsn, payload, _end in _scan(seg):
+                if lsn > after_lsn:
+                    yield lsn, payload
+
+    def truncate(self, upto_lsn: int) -> None:
+        """Delete whole segments whose entries are all <= upto_lsn (applied to the lake)."""
+        with self._mutex:
+            keep = []
+            for i, seg in enumerate(self._segments):
+                nxt = self._segments[i + 1] if i + 1 < len(self._segments) else None
+                if nxt is not None and int(nxt.stem) - 1 <= upto_lsn:
+                    seg.unlink(missing_ok=True)
+                else:
+                    keep.append(seg)
+            self._segments = keep
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._out is not None:
+                self._out.close()
+                self._out = None
+        if not self._lock_file.closed:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+
+
+def _scan(seg: Path) -> Iterator[tuple[int, bytes, int]]:
+    """Yield (lsn, payload, end offset) for each complete, checksummed entry."""
+    with open(seg, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        magic, lsn, length, crc = _HEADER.unpack_from(data, pos)
+        start = pos + _HEADER.size
+        payload = data[start:start + length]
+        if magic != MAGIC or len(payload) < length or zlib.crc32(payload) != crc:
+            return
+        pos = start + length
+        yield lsn, payload, pos
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

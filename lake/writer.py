@@ -1,0 +1,286 @@
+"""The durable write path.
+
+``submit`` appends the records' raw JSON to the write-ahead log and fsyncs it: from then
+on they are acknowledged. A background thread groups acknowledged entries (up to
+``flush_rows`` steps or ``flush_interval_ms``) into one lake commit:
+
+1. within the group, keep the most progressed version of each trajectory;
+2. look up which (tenant, trajectory_id) the lake already has; skip identical or less
+   progressed versions (a retry or a replay changes nothing);
+3. write payloads, then steps (replacing the steps of updated trajectories and any
+   orphans of an interrupted commit), then trajectories;
+4. record a lake version pinning all tables and the last applied LSN; drop WAL segments.
+
+A crash anywhere before step 4 leaves the previous version as the lake's state; on restart
+the entries after the last recorded LSN are replayed through the same steps. Every few
+commits, tables with too many fragments are compacted (in this thread, between commits).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from .errors import LakeError
+from .records import Context, Record, normalize_line, progress
+from .schema import PAYLOADS, STEPS, TRAJECTORIES
+from .settings import Settings
+from .tables import TableStore, in_filter
+from .versions import Catalog, Version
+from .wal import WriteAheadLog
+
+log = logging.getLogger(__name__)
+COMPACT_EVERY = 8  # commits between fragment-count checks
+
+
+@dataclass
+class Pending:
+    lsn: int
+    records: list[Record]
+    n_steps: int
+
+
+@dataclass
+class ApplyStats:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    steps: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class Writer:
+    def __init__(self, store: TableStore, catalog: Catalog, wal: WriteAheadLog, settings: Settings,
+                 on_commit: Callable[[Version], None] | None = None):
+        self.store, self.catalog, self.wal, self.settings = store, catalog, wal, settings
+        self.on_commit = on_commit
+        self._queue: deque[Pending] = deque()
+        self._cv = threading.Condition()
+        self._submit_lock = threading.Lock()
+        self._apply_lock = threading.Lock()  # held while the lake changes (commits, restore)
+        self._pending_steps = 0
+        self._submitted_lsn = self._applied_lsn = self.catalog.last_lsn(wal.writer_id)
+        # A log directory emptied by hand must not reuse LSNs the lake already recorded.
+        wal.last_lsn = max(wal.last_lsn, self._applied_lsn)
+        self._error: BaseException | None = None
+        self._stop = False
+        self._commits = 0
+        self._thread: threading.Thread | None = None
+
+    # -- public -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.recover()
+        self._thread = threading.Thread(target=self._run, name="lake-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, records: list[Record], lines: list[bytes], ctx: Context) -> int:
+        """Make ``records`` durable (WAL + fsync) and queue them for the lake. Returns the LSN."""
+        if not records:
+            return self._submitted_lsn
+        header = orjson.dumps({"op": "traj", "tenant": ctx.tenant, "at": ctx.ingested_at_us,
+                               "limit": ctx.payload_limit, "preview": ctx.preview_chars})
+        payload = header + b"\n" + b"\n".join(lines)
+        n_steps = sum(r.trajectory["n_steps"] for r in records)
+        with self._submit_lock:
+            with self._cv:
+                while (self._pending_steps > 4 * self.settings.flush_rows and not self._error
+                       and not self._stop):
+                    self._cv.wait(0.5)  # backpressure: the lake is behind the log
+                self._raise_if_failed()
+            lsn = self.wal.append(payload)
+            with self._cv:
+                self._queue.append(Pending(lsn, list(records), n_steps))  # caller may reuse its list
+                self._pending_steps += n_steps
+                self._submitted_lsn = lsn
+                self._cv.notify_all()
+        return lsn
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until everything submitted so far is committed to the lake."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cv:
+            target = self._submitted_lsn
+            self._cv.notify_all()
+            while self._applied_lsn < target:
+                self._raise_if_failed()
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"lake commit of LSN {target} not done in {timeout}s")
+                self._cv.wait(0.2 if left is None else min(left, 0.2))
+            self._raise_if_failed()
+
+    @property
+    def lag(self) -> dict[str, int]:
+        return {"submitted_lsn": self._submitted_lsn, "applied_lsn": self._applied_lsn,
+                "pending_steps": self._pending_steps}
+
+    def close(self) -> None:
+        if self._thread is not None:
+            try:
+                self.flush()
+            finally:
+                with self._cv:
+                    self._stop = True
+                    self._cv.notify_all()
+                self._thread.join()
+                self._thread = None
+
+    def exclusive(self) -> threading.Lock:
+        """Hold this to change the lake outside the write path (restore)."""
+        return self._apply_lock
+
+    # -- recovery -----------------------------------------------------------------------------
+    def recover(self) -> int:
+        """Apply WAL entries logged but not committed before a crash. Returns how many."""
+        after = self._applied_lsn
+        batch: list[Record] = []
+        last = after
+        n = 0
+        for lsn, payload in self.wal.replay(after):
+            batch.extend(_decode(payload, lsn))
+            last, n = lsn, n + 1
+            if sum(r.trajectory["n_steps"] for r in batch) >= self.settings.flush_rows:
+                self.apply(batch, last, operation="replay")
+                batch = []
+        if batch or last > after:
+            self.apply(batch, last, operation="replay")
+        self._submitted_lsn = self._applied_lsn = last
+        return n
+
+    # -- the commit ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue and not self._stop:
+                    self._cv.wait()
+                if not self._queue and self._stop:
+                    return
+                if self._pending_steps < self.settings.flush_rows and not self._stop:
+                    self._cv.wait(self.settings.flush_interval_ms / 1000)
+                group: list[Pending] = []
+                steps = 0
+                while self._queue and (not group or steps < self.settings.flush_rows):
+                    p = self._queue.popleft()
+                    group.append(p)
+                    steps += p.n_steps
+            try:
+                self.apply([r for p in group for r in p.records], group[-1].lsn)
+            except BaseException as e:  # noqa: BLE001 - surfaced to every waiter
+                log.exception("lake commit failed; acknowledged data is safe in the WAL")
+                with self._cv:
+                    self._error = e
+                    self._cv.notify_all()
+                return
+            with self._cv:
+                self._pending_steps -= steps
+                self._applied_lsn = group[-1].lsn
+                self._cv.notify_all()
+
+    def apply(self, records: list[Record], lsn: int, operation: str = "ingest") -> Version | None:
+        with self._apply_lock:
+            stats = ApplyStats()
+            by_tenant: dict[str, dict[str, Record]] = {}
+            for r in records:  # keep the most progressed version per key; later wins ties
+                group = by_tenant.setdefault(r.trajectory["tenant"], {})
+                old = group.get(r.key)
+                if old is None or r.progress >= old.progress:
+                    group[r.key] = r
+            for tenant, group in by_tenant.items():
+                self._apply_tenant(tenant, group, stats)
+            if stats.inserted or stats.updated:
+                version = self.catalog.commit(operation, self.wal.writer_id, lsn, stats.as_dict())
+            else:  # nothing changed: no new version; the entries' effect is already stored
+                version = self.catalog._latest or self.catalog.latest()
+            self.wal.truncate(lsn)
+            self._commits += 1
+            if self._commits % COMPACT_EVERY == 0:
+                self._compact()
+        if self.on_commit is not None:
+            self.on_commit(version)
+        return version
+
+    def _apply_tenant(self, tenant: str, group: dict[str, Record], stats: ApplyStats) -> None:
+        keys = list(group)
+        have = self.store.lookup("trajectories", tenant, "trajectory_id", keys,
+                                 ["trajectory_id", "n_steps", "status", "_record_hash"]).to_pylist()
+        stored = {h["trajectory_id"]: h for h in have}
+        new, upd = [], []
+        for key, rec in group.items():
+            old = stored.get(key)
+            if old is None:
+                new.append(rec)
+            elif (old["_record_hash"] == rec.trajectory["_record_hash"]
+                  or rec.progress < progress(old["n_steps"], old["status"])):
+                stats.unchanged += 1
+            else:
+                upd.append(rec)
+        write = new + upd
+        if not write:
+            return
+        stats.inserted += len(new)
+        stats.updated += len(upd)
+        orphans = self.store.lookup("steps", tenant, "trajectory_id", [r.key for r in new],
+                                    ["trajectory_id"])["trajectory_id"].to_pylist() if new else []
+        clear = sorted({r.key for r in upd} | set(orphans))
+        payloads = [p for r in write for p in r.payloads]
+        if payloads:
+            self.store.table("payloads").merge_insert(["tenant", "sha256"]) \
+                .when_not_matched_insert_all().execute(_arrow(payloads, PAYLOADS))
+        if clear:
+            self.store.table("steps").delete(in_filter(tenant, "trajectory_id", clear))
+        steps = [s for r in write for s in r.steps]
+        stats.steps += len(steps)
+        if steps:
+            self.store.table("steps").add(_arrow(steps, STEPS))
+        rows = _arrow([r.trajectory for r in write], TRAJECTORIES)
+        if upd:
+            self.store.table("trajectories").merge_insert(["tenant", "trajectory_id"]) \
+                .when_matched_update_all().when_not_matched_insert_all().execute(rows)
+        else:
+            self.store.table("trajectories").add(rows)
+
+    def _compact(self) -> None:
+        compacted = []
+        for name in ("steps", "trajectories", "payloads", "_versions"):
+            if self.store.fragments(name) > self.settings.compact_fragments:
+                self.store.compact(name)
+                compacted.append(name)
+        if compacted:
+            self.catalog.commit("compact", self.wal.writer_id, self._last_lsn(),
+                                {"tables": compacted})
+
+    def _last_lsn(self) -> int:
+        latest = self.catalog._latest
+        return latest.wal_lsn if latest and latest.writer == self.wal.writer_id else 0
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise LakeError(f"the lake's writer stopped: {self._error}. Acknowledged data is "
+                            "safe in the write-ahead log; fix the cause and reopen the lake "
+                            "to replay it") from self._error
+
+
+def _arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    return pa.table({f.name: pa.array([r[f.name] for r in rows], f.type) for f in schema},
+                    schema=schema)
+
+
+def _decode(payload: bytes, lsn: int) -> Iterable[Record]:
+    header, _, body = payload.partition(b"\n")
+    h = orjson.loads(header)
+    ctx = Context(h["tenant"], h["at"], h["limit"], h["preview"])
+    for i, line in enumerate(body.split(b"\n")):
+        try:
+            yield normalize_line(line, ctx)
+        except LakeError as e:  # validated before logging; only a changed validator gets here
+            log.error("WAL entry %d line %d no longer validates, skipped: %s", lsn, i, e)
