@@ -64,7 +64,7 @@ class Lake:
             raise NotFound(f"no lake at {settings.data}: create one with `lake ingest FILE` "
                            "(or `make run` for the sample), or point --data / LAKE_DATA at it")
         for name in ALL_TABLES:
-            store.table(name)
+            store.ensure(name)
         catalog = Catalog(store)
         writer = None
         if not readonly:
@@ -148,12 +148,7 @@ class Lake:
         target = self.catalog.resolve(ref)
         with writer.exclusive():
             for name in DATA_TABLES:
-                tbl = self.store.table(name)
-                pinned = target.tables.get(name)
-                if pinned is None:
-                    tbl.delete("true")
-                elif pinned != self.store.version(name):
-                    tbl.restore(pinned)
+                self.store.restore(name, target.tables.get(name))
             return self.catalog.commit(
                 "restore", writer.wal.writer_id, writer.lag["applied_lsn"],
                 {"restored": target.version, "tags": [t for t, v in self.catalog.tags().items()

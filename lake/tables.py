@@ -1,18 +1,18 @@
-"""Lance tables of the lake: create from ``schema``, migrate, open at a version.
+"""Lance tables of the lake: create from ``schema``, migrate, write, open at a version.
 
-The root may be a local directory or an object-store URI; everything here goes through
-LanceDB / Lance, which speak both.
+The root may be a local directory or an object-store URI; everything goes through Lance
+(pylance), which speaks both. Each table is a Lance dataset at ``ROOT/<name>.lance``,
+the layout LanceDB uses, so ``lancedb.connect(ROOT).open_table(name)`` opens it too.
+(We call pylance directly: importing lancedb costs ~3 s, too much for every CLI call.)
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 os.environ.setdefault("LANCE_LOG", "error")
 
 import lance  # noqa: E402
-import lancedb  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 
@@ -24,65 +24,81 @@ IN_LIST_MAX = 1000  # above this many keys, scan the key columns instead of an I
 class TableStore:
     def __init__(self, root: str):
         self.root = root.rstrip("/")
-        if "://" not in self.root:
-            os.makedirs(self.root, exist_ok=True)
-        self.db = lancedb.connect(self.root)
-        self._tables: dict[str, Any] = {}
+        self._local = "://" not in self.root or self.root.startswith("file://")
+        if self._local:
+            os.makedirs(self.root.removeprefix("file://"), exist_ok=True)
+        self._ready: set[str] = set()
 
     def uri(self, name: str) -> str:
         return f"{self.root}/{name}.lance"
 
     def exists(self, name: str) -> bool:
-        return name in self.db.list_tables().tables
+        if self._local:
+            return os.path.isdir(os.path.join(self.uri(name).removeprefix("file://"), "_versions"))
+        try:
+            lance.dataset(self.uri(name))
+            return True
+        except (ValueError, OSError):
+            return False
 
-    def table(self, name: str) -> Any:
-        """The LanceDB table, created from its schema (or migrated to it) on first use."""
-        tbl = self._tables.get(name)
-        if tbl is None:
-            schema = ALL_TABLES[name]
-            if self.exists(name):
-                tbl = self.db.open_table(name)
-                self._migrate(tbl, schema)
-            else:
-                tbl = self.db.create_table(name, schema=schema, exist_ok=True)
-            self._tables[name] = tbl
-        return tbl
+    def ensure(self, name: str) -> None:
+        """Create the table from its schema, or add the columns the schema has gained."""
+        if name in self._ready:
+            return
+        schema = ALL_TABLES[name]
+        if not self.exists(name):
+            lance.write_dataset(schema.empty_table(), self.uri(name), mode="create")
+        else:
+            ds = self.dataset(name)
+            missing = [f for f in schema if f.name not in set(ds.schema.names)]
+            if missing:
+                ds.add_columns(missing)
+        self._ready.add(name)
 
-    @staticmethod
-    def _migrate(tbl: Any, schema: pa.Schema) -> None:
-        """Add columns the schema gained since the table was written (as nulls)."""
-        have = set(tbl.schema.names)
-        missing = [f for f in schema if f.name not in have]
-        if missing:
-            tbl.add_columns(missing)
-
-    def version(self, name: str) -> int:
-        tbl = self.table(name)
-        tbl.checkout_latest()
-        return int(tbl.version)
-
+    # -- reading ------------------------------------------------------------------------------
     def dataset(self, name: str, version: int | None = None) -> lance.LanceDataset:
         if version is None:
             return lance.dataset(self.uri(name))
         return lance.dataset(self.uri(name), version=version)
 
+    def version(self, name: str) -> int:
+        return int(self.dataset(name).version)
+
     def lookup(self, name: str, tenant: str, column: str, keys: list[str],
                columns: list[str]) -> pa.Table:
         """Rows of ``tenant`` whose ``column`` is in ``keys`` (latest version)."""
         ds = self.dataset(name)
-        base = f"tenant = {quote(tenant)}"
         if len(keys) <= IN_LIST_MAX:
-            flt = f"{base} AND {column} IN ({', '.join(quote(k) for k in keys)})"
-            return ds.to_table(columns=columns, filter=flt)
-        got = ds.to_table(columns=columns, filter=base)
+            return ds.to_table(columns=columns, filter=in_filter(tenant, column, keys))
+        got = ds.to_table(columns=columns, filter=f"tenant = {quote(tenant)}")
         return got.filter(pc.is_in(got[column], value_set=pa.array(keys, pa.string())))
 
     def fragments(self, name: str) -> int:
         return len(self.dataset(name).get_fragments())
 
+    # -- writing (each call is one Lance commit) ---------------------------------------------
+    def append(self, name: str, rows: pa.Table) -> None:
+        lance.write_dataset(rows, self.uri(name), mode="append")
+
+    def upsert(self, name: str, keys: list[str], rows: pa.Table, *, update: bool = True) -> None:
+        """Insert rows whose key is new; replace (``update``) or keep the existing ones."""
+        merge = self.dataset(name).merge_insert(keys)
+        if update:
+            merge = merge.when_matched_update_all()
+        merge.when_not_matched_insert_all().execute(rows)
+
+    def delete(self, name: str, predicate: str) -> None:
+        self.dataset(name).delete(predicate)
+
+    def restore(self, name: str, version: int | None) -> None:
+        """Make ``version``'s rows current again as a new version (None: empty the table)."""
+        if version is None:
+            self.delete(name, "true")
+        elif version != self.version(name):
+            self.dataset(name, version).restore()
+
     def compact(self, name: str) -> None:
         self.dataset(name).optimize.compact_files()
-        self.table(name).checkout_latest()
 
 
 def quote(value: str) -> str:

@@ -69,7 +69,7 @@ class Catalog:
         row = {"version": number, "created_at": now_us(), "operation": operation,
                "tables": orjson.dumps(tables).decode(), "writer": writer, "wal_lsn": wal_lsn,
                "detail": orjson.dumps(detail or {}).decode()}
-        self.store.table("_versions").add(pa.Table.from_pylist([row], schema=VERSIONS))
+        self.store.append("_versions", pa.Table.from_pylist([row], schema=VERSIONS))
         self._latest = _version(row)
         return self._latest
 
@@ -86,8 +86,7 @@ class Catalog:
             raise AlreadyExists(f"tag {name!r} already exists; pick another name or move it "
                                 "with --force")
         row = {"name": name, "version": version, "created_at": now_us()}
-        self.store.table("_tags").merge_insert(["name"]).when_matched_update_all() \
-            .when_not_matched_insert_all().execute(pa.Table.from_pylist([row], schema=TAGS))
+        self.store.upsert("_tags", ["name"], pa.Table.from_pylist([row], schema=TAGS))
 
     def resolve(self, ref: int | str | None) -> Version:
         """A version number, a tag name, or None (latest) -> Version."""

@@ -232,22 +232,22 @@ class Writer:
         orphans = self.store.lookup("steps", tenant, "trajectory_id", [r.key for r in new],
                                     ["trajectory_id"])["trajectory_id"].to_pylist() if new else []
         clear = sorted({r.key for r in upd} | set(orphans))
-        payloads = [p for r in write for p in r.payloads]
+        # content-addressed: one row per (tenant, sha256), however often it occurs
+        payloads = list({p["sha256"]: p for r in write for p in r.payloads}.values())
         if payloads:
-            self.store.table("payloads").merge_insert(["tenant", "sha256"]) \
-                .when_not_matched_insert_all().execute(_arrow(payloads, PAYLOADS))
+            self.store.upsert("payloads", ["tenant", "sha256"], _arrow(payloads, PAYLOADS),
+                              update=False)
         if clear:
-            self.store.table("steps").delete(in_filter(tenant, "trajectory_id", clear))
+            self.store.delete("steps", in_filter(tenant, "trajectory_id", clear))
         steps = [s for r in write for s in r.steps]
         stats.steps += len(steps)
         if steps:
-            self.store.table("steps").add(_arrow(steps, STEPS))
+            self.store.append("steps", _arrow(steps, STEPS))
         rows = _arrow([r.trajectory for r in write], TRAJECTORIES)
         if upd:
-            self.store.table("trajectories").merge_insert(["tenant", "trajectory_id"]) \
-                .when_matched_update_all().when_not_matched_insert_all().execute(rows)
+            self.store.upsert("trajectories", ["tenant", "trajectory_id"], rows)
         else:
-            self.store.table("trajectories").add(rows)
+            self.store.append("trajectories", rows)
 
     def _compact(self) -> None:
         compacted = []
