@@ -1,0 +1,117 @@
+"""Every input format lands the same records; unreadable files change nothing."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ingest import EXIT_NOTHING_READ, EXIT_OK, EXIT_SOME_REJECTED, ingest_paths
+from lake import InvalidArgument, Lake
+
+
+def _arrow(records: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(records)
+
+
+@pytest.fixture
+def sample(dev_records) -> list[dict]:
+    return dev_records[:25]
+
+
+def _counts(lake: Lake) -> tuple[int, int]:
+    return lake.count("trajectories"), lake.count("steps")
+
+
+def _expected(records: list[dict]) -> tuple[int, int]:
+    return len(records), sum(len(r["steps"]) for r in records)
+
+
+def _write(kind: str, records: list[dict], path: Path) -> Path:
+    if kind == "jsonl":
+        path.write_bytes(b"\n".join(orjson.dumps(r) for r in records) + b"\n")
+    elif kind == "jsonl.gz":
+        path.write_bytes(gzip.compress(b"\n".join(orjson.dumps(r) for r in records)))
+    elif kind == "parquet":
+        pq.write_table(_arrow(records), path)
+    elif kind == "arrow":
+        with pa.ipc.new_file(path, _arrow(records).schema) as w:
+            w.write_table(_arrow(records))
+    elif kind == "arrows":
+        with pa.ipc.new_stream(path, _arrow(records).schema) as w:
+            w.write_table(_arrow(records), max_chunksize=7)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "jsonl.gz", "parquet", "arrow", "arrows"])
+def test_each_format_lands_the_same_records(kind, lake, sample, tmp_path):
+    path = _write(kind, sample, tmp_path / f"runs.{kind}")
+    s = ingest_paths(lake, [str(path)])
+    assert (s.trajectories, s.rejected, s.exit_code) == (25, 0, EXIT_OK)
+    assert _counts(lake) == _expected(sample)
+    # the same trajectories through a second format change nothing
+    other = _write("jsonl", sample, tmp_path / "again.jsonl")
+    ingest_paths(lake, [str(other)])
+    assert _counts(lake) == _expected(sample)
+
+
+def test_parquet_keeps_outcome_scores_and_meta(lake, tmp_path):
+    recs = [{"trajectory_id": "s1", "task": "t", "outcome": {"success": True, "reward": 0.5,
+             "scores": {"judge": 0.9}}, "meta": {"team": "a"}, "steps": []}]
+    table = pa.table({"trajectory_id": ["s1"], "task": ["t"],
+                      "outcome": pa.array([recs[0]["outcome"]], pa.struct([
+                          ("success", pa.bool_()), ("reward", pa.float64()),
+                          ("scores", pa.map_(pa.string(), pa.float64()))])),
+                      "meta": pa.array([{"team": "a"}])})
+    pq.write_table(table, tmp_path / "x.parquet")
+    ingest_paths(lake, [str(tmp_path / "x.parquet")])
+    got = lake.sql("select success, reward, scores['judge'], meta->>'team' "
+                   "from trajectories").fetchall()
+    assert got == [(True, 0.5, 0.9, "a")]
+
+
+def test_directory_is_walked_for_supported_files(lake, sample, tmp_path):
+    d = tmp_path / "runs"
+    (d / "sub").mkdir(parents=True)
+    _write("jsonl", sample[:10], d / "a.jsonl")
+    _write("parquet", sample[10:], d / "sub" / "b.parquet")
+    (d / "notes.txt").write_text("ignored")
+    s = ingest_paths(lake, [str(d)])
+    assert s.files == 2 and _counts(lake) == _expected(sample)
+
+
+def test_missing_and_unsupported_paths_are_named(lake, tmp_path):
+    with pytest.raises(InvalidArgument, match="no such file"):
+        ingest_paths(lake, [str(tmp_path / "nope.jsonl")])
+    (tmp_path / "x.csv").write_text("a,b")
+    with pytest.raises(InvalidArgument, match="unsupported file type"):
+        ingest_paths(lake, [str(tmp_path / "x.csv")])
+
+
+def test_unreadable_file_leaves_nothing_written(lake, sample, tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    v0 = len(lake.versions())
+    s = ingest_paths(lake, [str(bad)])
+    assert s.exit_code == EXIT_NOTHING_READ and s.unreadable and str(bad) in s.unreadable[0]
+    assert _counts(lake) == (0, 0) and len(lake.versions()) == v0
+    good = _write("jsonl", sample[:3], tmp_path / "good.jsonl")
+    s = ingest_paths(lake, [str(bad), str(good)])
+    assert s.exit_code == EXIT_SOME_REJECTED and _counts(lake) == _expected(sample[:3])
+
+
+def test_truncated_gzip_keeps_complete_records_and_reports(lake, sample, tmp_path):
+    full = gzip.compress(b"\n".join(orjson.dumps(r) for r in sample) + b"\n")
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(full[: len(full) * 2 // 3])
+    s = ingest_paths(lake, [str(path)])
+    assert s.exit_code == EXIT_SOME_REJECTED and s.rejected >= 1
+    n, steps = _counts(lake)
+    assert 0 < n < len(sample)
+    assert steps == lake.sql("select sum(n_steps) from trajectories").fetchall()[0][0]
+    reasons = [orjson.loads(x)["reason"] for x in Path(s.quarantine).read_bytes().splitlines()]
+    assert any("damaged" in r for r in reasons)

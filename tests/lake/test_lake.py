@@ -1,0 +1,162 @@
+"""The lake on a real temp dir: ingest, idempotence, updates, versions, time travel, SQL."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from lake import Lake, NotFound
+from lake.errors import AlreadyExists, InvalidArgument
+
+
+def _traj(tid: str, n: int, **kw) -> dict:
+    steps = [{"kind": "tool", "name": f"t{i % 3}", "input": "{}", "output": "ok"} for i in range(n)]
+    return {"trajectory_id": tid, "task": f"task {tid}", "steps": steps, **kw}
+
+
+def test_dev_data_loads_as_is_and_reingest_does_not_duplicate(lake: Lake, dev_records):
+    r = lake.ingest(dev_records)
+    assert (r.trajectories, r.steps, r.rejected) == (240, 9065, [])
+    assert lake.count("trajectories") == 240
+    assert lake.count("steps") == 9065
+    before = len(lake.versions())
+    lake.ingest(dev_records)
+    assert lake.count("trajectories") == 240
+    assert lake.count("steps") == 9065
+    assert len(lake.versions()) == before, "a no-op ingest must not add a version"
+
+
+def test_unknown_fields_are_kept(lake: Lake, dev_records):
+    lake.ingest(dev_records[:3])
+    rows = lake.sql("select meta->>'source' as src, meta->'meta'->>'domain' as d, "
+                    "meta->>'domain' as domain from trajectories").fetchall()
+    assert all(src == "tau2-bench" for src, _, _ in rows)
+    assert all(domain in ("retail", "telecom") for _, _, domain in rows)
+    attrs = lake.sql("select attributes->>'n_tool_calls' from steps "
+                     "where attributes->>'n_tool_calls' is not null").fetchall()
+    assert attrs, "step fields we do not model (n_tool_calls) must be kept in attributes"
+
+
+def test_dev_fields_are_mapped(lake: Lake, dev_records):
+    lake.ingest(dev_records[:1])
+    rec = dev_records[0]
+    llm = next(s for s in rec["steps"] if s.get("tokens_prompt") is not None)
+    got = lake.sql(f"select tokens_in, tokens_out, duration_ms from steps "
+                   f"where index = {llm['index']}").fetchall()[0]
+    assert got == (llm["tokens_prompt"], llm["tokens_completion"], llm["latency_ms"])
+    t = lake.sql("select success, reward, status, n_steps, agent from trajectories").fetchall()[0]
+    assert t == (rec["outcome"]["success"], rec["outcome"]["reward"],
+                 "succeeded" if rec["outcome"]["success"] else "failed", len(rec["steps"]),
+                 rec["agent"])
+
+
+def test_longer_version_updates_shorter_never_regresses(lake: Lake):
+    lake.ingest([_traj("a", 2)])
+    lake.ingest([_traj("a", 5, outcome={"success": True})])
+    assert lake.sql("select n_steps, status from trajectories").fetchall() == [(5, "succeeded")]
+    assert lake.count("steps") == 5
+    lake.ingest([_traj("a", 3)])  # a stale, shorter version arrives late
+    assert lake.sql("select n_steps from trajectories").fetchall() == [(5,)]
+    assert lake.count("steps") == 5
+
+
+def test_batch_keeps_most_progressed_duplicate(lake: Lake):
+    lake.ingest([_traj("a", 4), _traj("a", 2), _traj("b", 1)])
+    assert sorted(lake.sql("select trajectory_id, n_steps from trajectories").fetchall()) == \
+        [("a", 4), ("b", 1)]
+    assert lake.count("steps") == 5
+
+
+def test_tenants_are_isolated(lake: Lake):
+    lake.ingest([_traj("x", 1)], tenant="acme")
+    lake.ingest([_traj("x", 2)], tenant="globex")
+    assert lake.sql("select n_steps from trajectories", tenant="acme").fetchall() == [(1,)]
+    assert lake.sql("select n_steps from trajectories", tenant="globex").fetchall() == [(2,)]
+    assert lake.count("trajectories") == 0  # the default tenant sees neither
+    assert lake.sql("select count(*) from trajectories", all_tenants=True).fetchall() == [(2,)]
+
+
+def test_large_payloads_stored_once_with_preview(lake: Lake):
+    big = "x" * 70_000
+    lake.ingest([{"trajectory_id": "p", "task": "t",
+                  "steps": [{"kind": "tool", "output": big}, {"kind": "tool", "output": big}]}])
+    rows = lake.sql("select length(output), output_ref from steps order by index").fetchall()
+    assert rows[0][0] == lake.settings.preview_chars and rows[0][1] == rows[1][1]
+    assert lake.sql("select count(*), max(size) from payloads").fetchall() == [(1, 70_000)]
+    full = lake.sql(f"select data from payloads where sha256 = '{rows[0][1]}'").fetchall()[0][0]
+    assert full == big
+
+
+def test_tag_ingest_restore_and_versions_history(lake: Lake):
+    lake.ingest([_traj("a", 1)])
+    lake.tag("before")
+    lake.ingest([_traj("b", 2), _traj("c", 3)])
+    assert lake.count("trajectories") == 3
+    restored = lake.restore("before")
+    assert lake.count("trajectories") == 1 and lake.count("steps") == 1
+    ops = [v.operation for v in lake.versions()]
+    assert ops == ["create", "ingest", "ingest", "restore"]
+    assert restored.detail["restored"] == lake.version("before").version
+    # nothing is destroyed: the version before the restore is still readable
+    assert lake.sql("select count(*) from trajectories", as_of=3).fetchall() == [(3,)]
+    # and the lake keeps working after a restore
+    lake.ingest([_traj("d", 1)])
+    assert lake.count("trajectories") == 2
+
+
+def test_time_travel_sql_by_version_and_tag(lake: Lake):
+    lake.ingest([_traj("a", 1)])
+    v = lake.tag("one").version
+    lake.ingest([_traj("b", 1)])
+    assert lake.sql("select count(*) from trajectories", as_of="one").fetchall() == [(1,)]
+    assert lake.sql("select count(*) from trajectories", as_of=v).fetchall() == [(1,)]
+    assert lake.sql("select count(*) from trajectories").fetchall() == [(2,)]
+
+
+def test_bad_refs_and_tags_say_what_to_do(lake: Lake):
+    lake.ingest([_traj("a", 1)])
+    with pytest.raises(NotFound, match="lake versions"):
+        lake.restore("nope")
+    with pytest.raises(NotFound, match="versions run from 1"):
+        lake.sql("select 1", as_of=99)
+    lake.tag("t1")
+    with pytest.raises(AlreadyExists, match="--force"):
+        lake.tag("t1")
+    lake.tag("t1", force=True)
+    with pytest.raises(InvalidArgument):
+        lake.tag("has space")
+    with pytest.raises(InvalidArgument, match="SQL failed"):
+        lake.sql("select * from nowhere")
+
+
+def test_reopen_sees_everything_and_readonly_cannot_write(lake_dir, dev_records):
+    with Lake.open(str(lake_dir)) as lk:
+        lk.ingest(dev_records[:10])
+    ro = Lake.open(str(lake_dir), readonly=True)
+    assert ro.count("trajectories") == 10
+    with pytest.raises(Exception, match="read-only"):
+        ro.ingest(dev_records[:1])
+
+
+def test_second_writer_gets_a_clear_conflict(lake, lake_dir):
+    from lake.errors import Conflict
+
+    with pytest.raises(Conflict, match="in use by another process"):
+        Lake.open(str(lake_dir))
+
+
+def test_readonly_open_of_missing_lake(tmp_path):
+    with pytest.raises(NotFound, match="lake ingest"):
+        Lake.open(str(tmp_path / "none"), readonly=True)
+
+
+def test_rejects_do_not_block_good_records(lake: Lake):
+    good = _traj("g", 2)
+    bad = copy.deepcopy(good) | {"trajectory_id": "b", "task": ""}
+    r = lake.ingest([good, bad, {"task": "x", "steps": [{"kind": "tool", "index": 0},
+                                                       {"kind": "tool", "index": 0}]}])
+    assert r.trajectories == 1 and len(r.rejected) == 2
+    assert r.rejected[0].field == "task" and "empty" in r.rejected[0].reason
+    assert r.rejected[1].field == "steps[1].index"
+    assert lake.count("trajectories") == 1 and lake.count("steps") == 2

@@ -1,0 +1,47 @@
+"""Imports point one way: cli -> server | ingest | lake; server -> ingest, lake; ingest -> lake.
+
+Nothing in lake/ imports grpc (or any of our outer packages).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FORBIDDEN = {
+    "lake": {"grpc", "server", "ingest", "cli", "proto"},
+    "ingest": {"server", "cli", "grpc"},
+    "server": {"cli"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_imports_point_one_way(package):
+    bad = []
+    for f in sorted((ROOT / package).rglob("*.py")):
+        if "_pb2" in f.name:
+            continue
+        for mod in _imports(f) & FORBIDDEN[package]:
+            bad.append(f"{f.relative_to(ROOT)} imports {mod}")
+    assert not bad, "layering violated:\n" + "\n".join(bad)
+
+
+def test_modules_stay_small():
+    big = [f"{f.relative_to(ROOT)}: {n} lines" for pkg in ("lake", "ingest", "server", "cli")
+           for f in (ROOT / pkg).rglob("*.py") if "_pb2" not in f.name
+           and (n := len(f.read_text().splitlines())) > 600]
+    assert not big, "split these modules: " + ", ".join(big)

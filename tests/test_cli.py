@@ -1,0 +1,123 @@
+"""The `lake` command as users run it: a real subprocess, real exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from ingest.sample import PATH as SAMPLE
+from ingest.sample import STEPS, TRAJECTORIES
+
+# the console script users run (not `python -m`, whose sys.path[0] is the cwd)
+LAKE = [str(Path(sys.executable).with_name("lake"))]
+
+
+def lake(*args: str, data: Path, check: bool = True, env: dict | None = None):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("LAKE_")}
+    e.update(env or {})
+    p = subprocess.run([*LAKE, *args, "--data", str(data)] if data else [*LAKE, *args],
+                       capture_output=True, text=True, env=e, timeout=300)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def test_init_loads_sample_once_and_sql_prints_counts(tmp_path):
+    d = tmp_path / "lake-data"
+    assert "loaded the tau2-bench sample" in lake("init", data=d).stdout
+    assert lake("sql", "select count(*) from trajectories", data=d).stdout.strip() == \
+        str(TRAJECTORIES)
+    assert lake("sql", "select count(*) from steps", data=d).stdout.strip() == str(STEPS)
+    assert "holds 240" in lake("init", data=d).stdout  # idempotent
+    out = lake("sql", "select count(*) as n from trajectories", "--format", "json", data=d).stdout
+    assert json.loads(out) == [{"n": 240}]
+    csv = lake("sql", "select agent, count(*) n from trajectories group by 1 order by 1",
+               "--format", "csv", data=d).stdout.splitlines()
+    assert csv[0] == "agent,n" and len(csv) >= 2
+
+
+def test_ingest_json_summary_and_exit_codes(tmp_path):
+    d = tmp_path / "lake"
+    lines = gzip_lines(SAMPLE)[:50]
+    bad = lines[:]
+    for i in range(0, 50, 10):  # 10% corrupted lines
+        bad[i] = b'{"trajectory_id": "broken", "task": ' if i % 20 else b'{"task": 42}'
+    f = tmp_path / "runs.jsonl"
+    f.write_bytes(b"\n".join(bad) + b"\n")
+    p = lake("ingest", str(f), "--json", data=d, check=False)
+    assert p.returncode == 2, p.stderr
+    summary = json.loads(p.stdout)
+    assert set(summary) >= {"files", "trajectories", "steps", "rejected", "quarantine"}
+    assert (summary["files"], summary["trajectories"], summary["rejected"]) == (1, 45, 5)
+    q = [orjson.loads(x) for x in Path(summary["quarantine"]).read_bytes().splitlines()]
+    assert [e["line"] for e in q] == [1, 11, 21, 31, 41]
+    assert all(e["reason"] and e["text"] and e["location"] == f"{f}:{e['line']}" for e in q)
+    assert "must be a string" in q[0]["reason"] and q[0]["field"] == "task"
+    assert "not valid JSON" in q[1]["reason"]
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(b"\n".join(lines[:5]))
+    assert lake("ingest", str(good), data=d).returncode == 0
+    nothing = tmp_path / "x.parquet"
+    nothing.write_bytes(b"garbage")
+    p = lake("ingest", str(nothing), data=d, check=False)
+    assert p.returncode == 1 and "cannot read parquet file" in p.stderr
+
+
+def test_tag_restore_versions(tmp_path):
+    d = tmp_path / "lake"
+    f = tmp_path / "a.jsonl"
+    lines = gzip_lines(SAMPLE)
+    f.write_bytes(b"\n".join(lines[:10]))
+    lake("ingest", str(f), data=d)
+    lake("tag", "before", data=d)
+    f.write_bytes(b"\n".join(lines[10:30]))
+    lake("ingest", str(f), data=d)
+    assert lake("sql", "select count(*) from trajectories", data=d).stdout.strip() == "30"
+    assert "restored before" in lake("restore", "before", data=d).stdout
+    assert lake("sql", "select count(*) from trajectories", data=d).stdout.strip() == "10"
+    assert lake("sql", "select count(*) from trajectories", "--as-of", "3",
+                data=d).stdout.strip() == "30"
+    versions = json.loads(lake("versions", "--json", data=d).stdout)
+    assert [v["operation"] for v in versions] == ["create", "ingest", "ingest", "restore"]
+    assert versions[1]["tags"] == ["before"]
+
+
+def test_errors_are_one_line_with_what_to_do(tmp_path):
+    d = tmp_path / "lake"
+    p = lake("sql", "select 1", data=d, check=False)
+    assert p.returncode == 1 and p.stderr.startswith("error: no lake at") and "Traceback" not in p.stderr
+    p = lake("ingest", data=d, check=False)
+    assert p.returncode == 64 and "usage error" in p.stderr
+    lake("init", "--no-sample", data=d)
+    p = lake("restore", "nope", data=d, check=False)
+    assert p.returncode == 1 and "no tag 'nope'" in p.stderr
+    p = lake("sql", "select * from nowhere", data=d, check=False)
+    assert p.returncode == 1 and "SQL failed" in p.stderr
+
+
+def test_env_and_flags_precedence(tmp_path):
+    d_env, d_flag = tmp_path / "env", tmp_path / "flag"
+    lake("init", "--no-sample", data=None, env={"LAKE_DATA": str(d_env)})
+    assert (d_env / "_versions.lance").exists()
+    lake("init", "--no-sample", data=d_flag, env={"LAKE_DATA": str(d_env)})
+    assert (d_flag / "_versions.lance").exists()
+    out = json.loads(lake("config", "--json", data=None, env={"LAKE_TENANT": "acme"}).stdout)
+    assert {r["name"]: r["value"] for r in out}["tenant"] == "acme"
+
+
+@pytest.mark.parametrize("cmd", ["ingest", "sql", "versions", "tag", "restore", "init", "config"])
+def test_every_command_has_help_with_an_example(cmd):
+    p = subprocess.run([*LAKE, cmd, "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "Example" in p.stdout
+
+
+def gzip_lines(path: Path) -> list[bytes]:
+    import gzip
+
+    return [x for x in gzip.decompress(path.read_bytes()).splitlines() if x.strip()]
