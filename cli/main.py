@@ -185,6 +185,19 @@ def init(settings: Settings, sample: bool) -> None:
                    f"lake {settings.data} is ready (version {lake.version().version})")
 
 
+@cli.command()
+def schema() -> None:
+    """Print the lake's tables and columns (Markdown; the same as docs/schema.md).
+
+    \b
+    Example:
+      lake schema > schema.md
+    """
+    from lake.schema import markdown
+
+    click.echo(markdown())
+
+
 @cli.command("config")
 @_common
 @click.option("--json", "as_json", is_flag=True)

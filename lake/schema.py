@@ -138,3 +138,26 @@ def public_columns(schema: pa.Schema) -> list[str]:
 
 def empty(schema: pa.Schema) -> pa.Table:
     return schema.empty_table()
+
+
+def markdown() -> str:
+    """docs/schema.md, generated from the schemas above (a test keeps the file in sync)."""
+    out = ["# Lake tables", "",
+           "Generated from `lake/schema.py` by `lake schema`; do not edit by hand.", "",
+           "Every table is a Lance dataset under the lake root (`<root>/<table>.lance`). SQL "
+           "views (`lake sql`) show one tenant's rows and hide internal `_` columns. "
+           "`meta` / `attributes` are JSON (`meta->>'domain'`).", ""]
+    for name, schema in DATA_TABLES.items():
+        out += [f"## `{name}`", "", f"Key: `({', '.join(KEYS[name])})`", "",
+                "| column | type | null | meaning |", "| --- | --- | --- | --- |"]
+        for f in schema:
+            if f.name.startswith("_"):
+                continue
+            doc = (f.metadata or {}).get(b"doc", b"").decode().replace("|", "\\|")
+            out.append(f"| `{f.name}` | `{f.type}` | {'yes' if f.nullable else 'no'} | {doc} |")
+        out.append("")
+    out += ["## `versions`", "",
+            "One row per lake version: `version`, `created_at`, `operation` (create, ingest, "
+            "replay, compact, restore), `tags`, `detail`. Each version pins one Lance version "
+            "of every table; `lake sql --as-of VERSION|TAG` reads the lake as it was then.", ""]
+    return "\n".join(out)

@@ -45,3 +45,10 @@ def test_modules_stay_small():
            for f in (ROOT / pkg).rglob("*.py") if "_pb2" not in f.name
            and (n := len(f.read_text().splitlines())) > 600]
     assert not big, "split these modules: " + ", ".join(big)
+
+
+def test_docs_schema_is_generated_from_the_schema():
+    from lake.schema import markdown
+
+    assert (ROOT / "docs" / "schema.md").read_text().strip() == markdown().strip(), \
+        "docs/schema.md is stale: run `lake schema > docs/schema.md`"

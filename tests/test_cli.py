@@ -111,7 +111,8 @@ def test_env_and_flags_precedence(tmp_path):
     assert {r["name"]: r["value"] for r in out}["tenant"] == "acme"
 
 
-@pytest.mark.parametrize("cmd", ["ingest", "sql", "versions", "tag", "restore", "init", "config"])
+@pytest.mark.parametrize("cmd", ["ingest", "sql", "versions", "tag", "restore", "init", "config",
+                                 "schema"])
 def test_every_command_has_help_with_an_example(cmd):
     p = subprocess.run([*LAKE, cmd, "--help"], capture_output=True, text=True)
     assert p.returncode == 0 and "Example" in p.stdout
