@@ -18,6 +18,10 @@ from typing import Any
 from .errors import InvalidArgument
 
 
+_MINIMUMS = {"payload_limit": 1024, "preview_chars": 0, "flush_rows": 1, "flush_interval_ms": 0,
+             "compact_fragments": 1, "wal_segment_bytes": 4096}
+
+
 def _s(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
@@ -69,6 +73,15 @@ class Settings:
                 raise InvalidArgument(f"setting {name}={raw!r} is not a valid {typ.__name__}",
                                       field=name) from e
         return cls(**out)
+
+    def __post_init__(self) -> None:
+        for name, low in _MINIMUMS.items():
+            if getattr(self, name) < low:
+                raise InvalidArgument(f"setting {name}={getattr(self, name)} is below its "
+                                      f"minimum {low}; set LAKE_{name.upper()} or the flag to "
+                                      f"at least {low}", field=name)
+        if not self.tenant:
+            raise InvalidArgument("setting tenant is empty; name a tenant", field="tenant")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
