@@ -170,6 +170,8 @@ def normalize(obj: Any, raw: bytes, ctx: Context) -> Record:
         "meta": orjson.dumps(meta).decode() if meta else None,
         "ingested_at": ctx.ingested_at_us,
         "expires_at": _ts(obj, "expires_at", "expires_at"),
+        "retracted_at": None,  # set only by `retract`; an update keeps the stored value
+        "retract_reason": None,
         "_record_hash": rhash,
     }
     return Record(traj, steps, payloads)

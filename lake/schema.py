@@ -54,6 +54,8 @@ TRAJECTORIES = pa.schema(
         _f("meta", JSON, "JSON object: the record's meta plus every unmodelled field"),
         _f("ingested_at", TS, "when this version of the trajectory was accepted", False),
         _f("expires_at", TS, "not served after this time"),
+        _f("retracted_at", TS, "when it was retracted (never served again; kept for audit)"),
+        _f("retract_reason", pa.string(), "why it was retracted"),
         _f("_record_hash", pa.string(), "hash of the accepted record (idempotence)", False),
     ]
 )
@@ -91,6 +93,75 @@ PAYLOADS = pa.schema(
     ]
 )
 
+EMBEDDING_DIM = 384  # all-MiniLM-L6-v2; another embedder brings its own table
+
+# The semantic cache ------------------------------------------------------------------------
+# Vectors are a content-addressed cache: (model, hash of the normalized text) -> vector. A
+# trajectory's vector is its task_hash's row, so the same task text is embedded once, for
+# every tenant and every lake version (a vector is a fact about a text, never stale).
+EMBEDDINGS = pa.schema(
+    [
+        _f("model_id", pa.string(), "embedder that made the vector", False),
+        _f("text_hash", pa.string(), "task_hash of the embedded (normalized) text", False),
+        _f("vector", pa.list_(pa.float32(), EMBEDDING_DIM), "L2-normalized embedding", False),
+    ]
+)
+
+CLUSTERS = pa.schema(
+    [
+        _f("tenant", pa.string(), "tenant that owns the row", False),
+        _f("cluster_id", pa.int32(), "cluster number within the tenant's current fit", False),
+        _f("size", pa.int64(), "member trajectories", False),
+        _f("label", pa.string(), "the member task nearest the centroid"),
+        _f("success_rate", pa.float64(), "share of members that succeeded (known outcomes)"),
+        _f("hit_threshold", pa.float64(), "calibrated cosine above which a slot-equal match "
+           "is a `hit`", False),
+        _f("stats", JSON, "JSON: plan skeleton, tool stats, pitfalls, expected steps/cost"),
+        _f("centroid", pa.list_(pa.float32(), EMBEDDING_DIM), "unit-length centroid", False),
+        _f("fitted_at", TS, "when the clustering was fitted", False),
+    ]
+)
+
+CLUSTER_MEMBERS = pa.schema(
+    [
+        _f("tenant", pa.string(), "tenant that owns the row", False),
+        _f("trajectory_id", pa.string(), "member trajectory", False),
+        _f("cluster_id", pa.int32(), "its cluster", False),
+        _f("similarity", pa.float32(), "cosine to the cluster centroid", False),
+    ]
+)
+
+CONTEXTS = pa.schema(
+    [
+        _f("tenant", pa.string(), "tenant that owns the row", False),
+        _f("context_id", pa.string(), "id returned with the context", False),
+        _f("created_at", TS, "when it was served", False),
+        _f("query", pa.string(), "query text (null for a vector query)"),
+        _f("agent", pa.string(), "agent that asked"),
+        _f("verdict", pa.string(), "exact | hit | similar | miss", False),
+        _f("cluster_id", pa.int32(), "the query's cluster"),
+        _f("top_similarity", pa.float64(), "cosine of the best neighbour"),
+        _f("slots_equal", pa.bool_(), "the best neighbour's slots equal the query's"),
+        _f("neighbors", pa.list_(pa.string()), "trajectory ids served, best first"),
+        _f("lake_version", pa.int64(), "lake version the context was computed from"),
+    ]
+)
+
+FEEDBACK = pa.schema(
+    [
+        _f("tenant", pa.string(), "tenant that owns the row", False),
+        _f("context_id", pa.string(), "the context reported on", False),
+        _f("reported_at", TS, "when", False),
+        _f("used", pa.bool_(), "the agent used the context"),
+        _f("success", pa.bool_(), "the agent's run succeeded"),
+        _f("reward", pa.float64(), "the agent's reward"),
+        _f("trajectory_id", pa.string(), "the run that used the context, if known"),
+        _f("verdict", pa.string(), "the verdict that was served"),
+        _f("cluster_id", pa.int32(), "the query's cluster"),
+        _f("top_similarity", pa.float64(), "cosine of the best neighbour served"),
+    ]
+)
+
 # Lake-level versions: each row pins one Lance version of every table.
 VERSIONS = pa.schema(
     [
@@ -117,8 +188,13 @@ DATA_TABLES: dict[str, pa.Schema] = {
     "trajectories": TRAJECTORIES,
     "steps": STEPS,
     "payloads": PAYLOADS,
+    "clusters": CLUSTERS,
+    "cluster_members": CLUSTER_MEMBERS,
+    "contexts": CONTEXTS,
+    "feedback": FEEDBACK,
 }
-CATALOG_TABLES: dict[str, pa.Schema] = {"_versions": VERSIONS, "_tags": TAGS}
+CATALOG_TABLES: dict[str, pa.Schema] = {"_versions": VERSIONS, "_tags": TAGS,
+                                        "_embeddings": EMBEDDINGS}
 ALL_TABLES: dict[str, pa.Schema] = {**DATA_TABLES, **CATALOG_TABLES}
 
 # Primary keys (used by upserts and documented in docs/schema.md).
@@ -126,6 +202,11 @@ KEYS: dict[str, tuple[str, ...]] = {
     "trajectories": ("tenant", "trajectory_id"),
     "steps": ("tenant", "trajectory_id", "index"),
     "payloads": ("tenant", "sha256"),
+    "clusters": ("tenant", "cluster_id"),
+    "cluster_members": ("tenant", "trajectory_id"),
+    "contexts": ("tenant", "context_id"),
+    "feedback": ("tenant", "context_id", "reported_at"),
+    "_embeddings": ("model_id", "text_hash"),
     "_versions": ("version",),
     "_tags": ("name",),
 }
