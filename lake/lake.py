@@ -63,17 +63,20 @@ class Lake:
         if readonly and not store.exists("_versions"):
             raise NotFound(f"no lake at {settings.data}: create one with `lake ingest FILE` "
                            "(or `make run` for the sample), or point --data / LAKE_DATA at it")
-        for name in ALL_TABLES:
-            store.ensure(name)
         catalog = Catalog(store)
         writer = None
-        if not readonly:
+        if not readonly:  # a reader never writes: it reads what the versions pin
             wal = WriteAheadLog(settings.wal_path, settings.wal_segment_bytes)
             try:
+                fresh = not store.exists("_versions")
+                changed = [name for name in ALL_TABLES if store.ensure(name)]
                 writer = Writer(store, catalog, wal, settings)
                 writer.start()
-                if catalog.latest() is None:
+                if fresh:
                     catalog.commit("create", wal.writer_id, 0, {})
+                elif changed:  # tables created or columns added by a newer schema
+                    catalog.commit("migrate", wal.writer_id, writer.lag["applied_lsn"],
+                                   {"tables": changed})
             except BaseException:
                 wal.close()
                 raise

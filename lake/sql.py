@@ -25,14 +25,24 @@ def connect(store: TableStore, catalog: Catalog, version: Version | None,
     con = duckdb.connect()
     for name, schema in DATA_TABLES.items():
         pinned = version.tables.get(name) if version else None
-        source: object = store.dataset(name, pinned) if pinned else schema.empty_table()
+        source = store.dataset(name, pinned) if pinned else schema.empty_table()
         con.register(f"_lance_{name}", source)
-        cols = ", ".join(_column(name, c) for c in public_columns(schema))
+        con.register(f"_empty_{name}", schema.empty_table())
+        have = set(source.schema.names)
+        cols = ", ".join(_column(name, c) if c in have else _null(con, name, c)
+                         for c in public_columns(schema))
         where = f" WHERE tenant = {quote(tenant)}" if tenant is not None else ""
         con.execute(f'CREATE VIEW "{name}" AS SELECT {cols} FROM _lance_{name}{where}')
     con.register("_versions_arrow", _versions_table(catalog))
     con.execute("CREATE VIEW versions AS SELECT * FROM _versions_arrow")
     return con
+
+
+def _null(con: duckdb.DuckDBPyConnection, table: str, col: str) -> str:
+    """A column the schema gained after this version was written reads as typed NULL."""
+    types = dict(con.execute(f"select column_name, column_type from "
+                             f"(describe _empty_{table})").fetchall())
+    return f'CAST(NULL AS {types[col]}) AS "{col}"'
 
 
 def _column(table: str, col: str) -> str:

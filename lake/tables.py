@@ -41,11 +41,14 @@ class TableStore:
         except (ValueError, OSError):
             return False
 
-    def ensure(self, name: str) -> None:
-        """Create the table from its schema, or add the columns the schema has gained."""
+    def ensure(self, name: str) -> bool:
+        """Create the table from its schema, or add the columns the schema has gained.
+
+        Returns True when it changed anything (the caller records a lake version)."""
         if name in self._ready:
-            return
+            return False
         schema = ALL_TABLES[name]
+        changed = True
         if not self.exists(name):
             lance.write_dataset(schema.empty_table(), self.uri(name), mode="create")
         else:
@@ -53,7 +56,9 @@ class TableStore:
             missing = [f for f in schema if f.name not in set(ds.schema.names)]
             if missing:
                 ds.add_columns(missing)
+            changed = bool(missing)
         self._ready.add(name)
+        return changed
 
     # -- reading ------------------------------------------------------------------------------
     def dataset(self, name: str, version: int | None = None) -> lance.LanceDataset:

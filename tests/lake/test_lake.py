@@ -160,3 +160,23 @@ def test_rejects_do_not_block_good_records(lake: Lake):
     assert r.rejected[0].field == "task" and "empty" in r.rejected[0].reason
     assert r.rejected[1].field == "steps[1].index"
     assert lake.count("trajectories") == 1 and lake.count("steps") == 2
+
+
+def test_lake_written_by_an_older_schema_opens_and_reads(lake_dir):
+    """Columns added to the schema later read as NULL in old versions; readers never write."""
+    import lance
+
+    with Lake.open(str(lake_dir)) as lk:  # make it an "old" lake, without retract_reason
+        lk.ingest([_traj("a", 1)])
+        lk.store.dataset("trajectories").drop_columns(["retract_reason"])
+        lk.catalog.commit("ingest", lk.writer.wal.writer_id, lk.writer.lag["applied_lsn"])
+    ro = Lake.open(str(lake_dir), readonly=True)
+    assert ro.sql("select trajectory_id, retract_reason from trajectories").fetchall() == \
+        [("a", None)]
+    uri = str(lake_dir / "trajectories.lance")
+    assert "retract_reason" not in lance.dataset(uri).schema.names, "a reader wrote"
+    with Lake.open(str(lake_dir)) as lk:  # a writer migrates, as a version
+        assert lk.versions()[-1].operation == "migrate"
+        lk.ingest([_traj("b", 1)])
+        assert lk.count("trajectories") == 2
+        assert lk.sql("select retract_reason from trajectories", as_of=3).fetchall() == [(None,)]
