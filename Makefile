@@ -9,7 +9,7 @@ TORCH   ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 LANCE_LOG=error
 
-.PHONY: help install run test lint bench clean
+.PHONY: help install run proto test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-run: install  ## set up, create ./lake-data with the sample, start the service
-	$(BIN)/lake init
+run: install  ## set up, load the sample into ./lake-data on first start, serve gRPC on :50051
+	$(BIN)/lake serve
+
+proto: install  ## regenerate the gRPC stubs from proto/**/*.proto (a test checks they match)
+	$(BIN)/python -m proto.generate
 
 test: install  ## set up and run the test suite
 	$(BIN)/python -m pytest -q

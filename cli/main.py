@@ -217,6 +217,132 @@ def config_cmd(settings: Settings, as_json: bool) -> None:
         click.echo(f"{r['name']:<18} {str(r['value']):<24} {r['env']:<22} {r['help']}")
 
 
+@cli.command()
+@_common
+@click.option("--host", default=None, help="Address to bind [env LAKE_HOST; default 127.0.0.1].")
+@click.option("--port", type=int, default=None,
+              help="Port [env LAKE_PORT; default 50051; 0: any free port].")
+@click.option("--auth", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="Bearer tokens [env LAKE_AUTH; default auto: on unless the host is loopback].")
+@click.option("--max-message-bytes", type=int, default=None,
+              help="Largest message [env LAKE_MAX_MESSAGE_BYTES; default 64 MiB].")
+@click.option("--sample/--no-sample", default=True,
+              help="Load the bundled tau2-bench sample into an empty lake.")
+def serve(settings: Settings, host: str | None, port: int | None, auth: str | None,
+          max_message_bytes: int | None, sample: bool) -> None:
+    """Serve the lake over gRPC until SIGINT / SIGTERM, then stop gracefully.
+
+    Stopping finishes the calls in flight and flushes the write path. On a loopback host
+    the server may run without tokens (it says so); elsewhere every call needs one.
+
+    \b
+    Example:
+      lake serve --host 0.0.0.0 --port 50051 --data /srv/lake
+    """
+    import signal
+    import threading
+
+    from ingest.sample import load_if_empty
+    from server.app import serve as start
+
+    flags = {"host": host, "port": port, "auth": auth, "max_message_bytes": max_message_bytes}
+    settings = settings.replace(**{k: v for k, v in flags.items() if v is not None})
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with Lake.open(settings=settings) as lake:
+        if sample:
+            click.echo(load_if_empty(lake))
+        server = start(settings, lake=lake)
+        click.echo(server.describe())
+        click.echo("stop with Ctrl-C or SIGTERM")
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            click.echo("stopping: finishing calls in flight, flushing the write path")
+            server.stop()
+    click.echo("stopped; every acknowledged write is in the lake")
+
+
+@cli.group()
+def token() -> None:
+    """Create, list and revoke bearer tokens for `lake serve` (works while it runs).
+
+    \b
+    Example:
+      lake token create --tenant acme --agent support-bot --scopes read,ingest
+    """
+
+
+def _tokens(settings: Settings):  # type: ignore[no-untyped-def]
+    import getpass
+
+    from lake.tokens import Tokens
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return Tokens.at(settings, actor=f"cli:{user}")
+
+
+@token.command("create")
+@_common
+@click.option("--agent", required=True, help="Agent identity the token stands for.")
+@click.option("--scopes", default="read,ingest", show_default=True,
+              help="Comma-separated: ingest, read, admin.")
+@click.option("--json", "as_json", is_flag=True)
+def token_create(settings: Settings, agent: str, scopes: str, as_json: bool) -> None:
+    """Create a token for --tenant (default 'default'); it is printed once: keep it.
+
+    \b
+    Example:
+      lake token create --tenant acme --agent support-bot --scopes read,ingest
+    """
+    text, info = _tokens(settings).create(settings.tenant, agent, scopes)
+    if as_json:
+        _echo_json({**info.as_dict(), "token": text})
+        return
+    click.echo(text)
+    click.echo(f"token {info.token_id}: tenant {info.tenant!r}, agent {info.agent!r}, scopes "
+               f"{','.join(info.scopes)}. Shown once: store it now (e.g. LAKE_TOKEN).", err=True)
+
+
+@token.command("revoke")
+@_common
+@click.argument("token_id")
+def token_revoke(settings: Settings, token_id: str) -> None:
+    """Revoke a token by its id (see `lake token list`); a server refuses it within ~1 s.
+
+    \b
+    Example:
+      lake token revoke 3f9a0c1b2d4e
+    """
+    info = _tokens(settings).revoke(token_id)
+    click.echo(f"revoked token {info.token_id} (tenant {info.tenant!r}, agent {info.agent!r})")
+
+
+@token.command("list")
+@_common
+@click.option("--json", "as_json", is_flag=True)
+def token_list(settings: Settings, as_json: bool) -> None:
+    """List every token (all tenants): id, tenant, agent, scopes, created, revoked.
+
+    \b
+    Example:
+      lake token list --json
+    """
+    rows = [t.as_dict() for t in _tokens(settings).list()]
+    if as_json:
+        _echo_json(rows)
+        return
+    for r in rows:
+        state = f"revoked {r['revoked_at']:%Y-%m-%d %H:%M}" if r["revoked_at"] else "valid"
+        click.echo(f"{r['token_id']}  {r['tenant']:<16} {r['agent']:<20} "
+                   f"{','.join(r['scopes']):<18} {state}")
+    click.echo(f"({len(rows)} token{'s' if len(rows) != 1 else ''})")
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="lake", standalone_mode=False)

@@ -14,13 +14,14 @@ from typing import Any
 
 import duckdb
 import orjson
+import pyarrow as pa
 
 from . import sql as sqlmod
 from .errors import InvalidArgument, LakeError, NotFound
 from .records import Context, Record, normalize_line, now_us
-from .schema import ALL_TABLES, DATA_TABLES
+from .schema import ALL_TABLES, DATA_TABLES, TRAJECTORIES
 from .settings import Settings
-from .tables import TableStore
+from .tables import TableStore, quote
 from .versions import Catalog, Version
 from .wal import WriteAheadLog
 from .writer import Writer
@@ -157,6 +158,41 @@ class Lake:
                 {"restored": target.version, "tags": [t for t, v in self.catalog.tags().items()
                                                       if v == target.version]})
 
+    def replace_tenant_rows(self, tenant: str, tables: dict[str, pa.Table], *, operation: str,
+                            detail: dict[str, Any]) -> int:
+        """Replace all of ``tenant``'s rows of derived tables (clusters...), as one version."""
+        writer = self._writer()
+        with writer.exclusive():
+            for name, rows in tables.items():
+                self.store.delete(name, f"tenant = {quote(tenant)}")
+                if rows.num_rows:
+                    self.store.append(name, rows)
+            return self.catalog.commit(operation, writer.wal.writer_id, writer.lag["applied_lsn"],
+                                       {"tenant": tenant, **detail}).version
+
+    def retract(self, ids: list[str], reason: str, *, tenant: str | None = None) -> int:
+        """Mark trajectories retracted: never served again, kept (and visible to SQL) for audit."""
+        tenant = tenant or self.settings.tenant
+        if not reason or not reason.strip():
+            raise InvalidArgument("a retraction needs a reason (--reason)", field="reason")
+        writer = self._writer()
+        writer.flush()
+        with writer.exclusive():
+            rows = self.store.lookup("trajectories", tenant, "trajectory_id", list(ids),
+                                     list(TRAJECTORIES.names)).to_pylist()
+            missing = sorted(set(ids) - {r["trajectory_id"] for r in rows})
+            if missing:
+                raise NotFound(f"no trajectory {', '.join(missing[:5])} in tenant {tenant!r}; "
+                               "nothing was retracted (check the ids with `lake sql`)")
+            at = now_us()
+            for r in rows:
+                r["retracted_at"], r["retract_reason"] = at, reason
+            self.store.upsert("trajectories", ["tenant", "trajectory_id"],
+                              pa.Table.from_pylist(rows, schema=TRAJECTORIES))
+            self.catalog.commit("retract", writer.wal.writer_id, writer.lag["applied_lsn"],
+                                {"trajectories": len(rows), "reason": reason})
+        return len(rows)
+
     # -- reading ------------------------------------------------------------------------------
     def connect(self, *, as_of: int | str | None = None, tenant: str | None = "",
                 all_tenants: bool = False) -> duckdb.DuckDBPyConnection:
@@ -167,6 +203,8 @@ class Lake:
         con = self._connections.get(key)
         if con is None:  # a relation needs its connection alive: keep one per snapshot
             con = self._connections[key] = sqlmod.connect(self.store, self.catalog, version, scope)
+        else:
+            sqlmod.refresh(con, self.store)  # the audit trail is not pinned: always the latest
         return con
 
     def sql(self, query: str, *, as_of: int | str | None = None, tenant: str | None = None,

@@ -18,6 +18,7 @@ import pyarrow as pa
 
 TS = pa.timestamp("us", tz="UTC")
 JSON = pa.string()  # JSON text
+JSON_COLUMNS = frozenset({"meta", "attributes", "detail", "stats"})  # typed JSON in SQL views
 
 STATUSES = ("running", "succeeded", "failed", "abandoned")
 STEP_KINDS = ("llm", "tool", "user", "observation", "error")  # other values are kept as given
@@ -183,6 +184,37 @@ TAGS = pa.schema(
     ]
 )
 
+# System tables: outside the per-version pinning, so a restore never brings back a revoked
+# token nor rewrites the audit trail. Written directly (no write-ahead log), by any process.
+TOKENS = pa.schema(
+    [
+        _f("token_id", pa.string(), "public id, the `<id>` of `cl_<id>_<secret>`", False),
+        _f("tenant", pa.string(), "tenant every call with the token acts as", False),
+        _f("agent", pa.string(), "agent identity the token stands for", False),
+        _f("scopes", pa.list_(pa.string()), "ingest | read | admin", False),
+        _f("secret_sha256", pa.string(), "sha256 (hex) of the secret; the secret is never stored",
+           False),
+        _f("created_at", TS, "when the token was created", False),
+        _f("revoked_at", TS, "when it was revoked (null: valid)"),
+    ]
+)
+
+AUDIT = pa.schema(
+    [
+        _f("tenant", pa.string(), "the caller's tenant; empty when the caller is unknown", False),
+        _f("time", TS, "when it happened", False),
+        _f("actor", pa.string(), "agent of the token, `anonymous`, or `cli:<user>`", False),
+        _f("token_id", pa.string(), "id of the token used, when there was one"),
+        _f("action", pa.string(), "RPC (`AdminService/Restore`) or command (`token.create`)",
+           False),
+        _f("resource", pa.string(), "what it acted on: `version 3`, `tag before`, `token ab12`"),
+        _f("outcome", pa.string(), "ok, or the refusal: unauthenticated, permission_denied, ...",
+           False),
+        _f("detail", JSON, "JSON object: the error message, the caller's address, ..."),
+    ]
+)
+SYSTEM_TABLES: dict[str, pa.Schema] = {"tokens": TOKENS}
+
 # Data tables (tenant-scoped, shown in SQL) and internal catalog tables.
 DATA_TABLES: dict[str, pa.Schema] = {
     "trajectories": TRAJECTORIES,
@@ -190,12 +222,18 @@ DATA_TABLES: dict[str, pa.Schema] = {
     "payloads": PAYLOADS,
     "clusters": CLUSTERS,
     "cluster_members": CLUSTER_MEMBERS,
+}
+# Append-only logs of what happened: tenant-scoped views read at their latest; a restore
+# does not roll them back and appending to them makes no lake version.
+LOG_TABLES: dict[str, pa.Schema] = {
     "contexts": CONTEXTS,
     "feedback": FEEDBACK,
+    "audit": AUDIT,
 }
 CATALOG_TABLES: dict[str, pa.Schema] = {"_versions": VERSIONS, "_tags": TAGS,
                                         "_embeddings": EMBEDDINGS}
-ALL_TABLES: dict[str, pa.Schema] = {**DATA_TABLES, **CATALOG_TABLES}
+ALL_TABLES: dict[str, pa.Schema] = {**DATA_TABLES, **LOG_TABLES, **CATALOG_TABLES,
+                                     **SYSTEM_TABLES}
 
 # Primary keys (used by upserts and documented in docs/schema.md).
 KEYS: dict[str, tuple[str, ...]] = {
@@ -209,6 +247,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "_embeddings": ("model_id", "text_hash"),
     "_versions": ("version",),
     "_tags": ("name",),
+    "tokens": ("token_id",),
 }
 
 
@@ -228,17 +267,22 @@ def markdown() -> str:
            "Every table is a Lance dataset under the lake root (`<root>/<table>.lance`). SQL "
            "views (`lake sql`) show one tenant's rows and hide internal `_` columns. "
            "`meta` / `attributes` are JSON (`meta->>'domain'`).", ""]
-    for name, schema in DATA_TABLES.items():
-        out += [f"## `{name}`", "", f"Key: `({', '.join(KEYS[name])})`", "",
+    for name, schema in {**DATA_TABLES, **LOG_TABLES}.items():
+        kind = ("versioned: `--as-of` reads it as it was" if name in DATA_TABLES else
+                "append-only log, not versioned: `--as-of` and `lake restore` leave it as it is")
+        key = f"Key: `({', '.join(KEYS[name])})`; " if name in KEYS else ""
+        out += [f"## `{name}`", "", f"{key}{kind}.", "",
                 "| column | type | null | meaning |", "| --- | --- | --- | --- |"]
-        for f in schema:
-            if f.name.startswith("_"):
-                continue
-            doc = (f.metadata or {}).get(b"doc", b"").decode().replace("|", "\\|")
-            out.append(f"| `{f.name}` | `{f.type}` | {'yes' if f.nullable else 'no'} | {doc} |")
-        out.append("")
+        out += [_row(f) for f in schema if not f.name.startswith("_")] + [""]
+    out += ["`audit` rows of callers whose tenant is unknown have an empty tenant: "
+            "`--all-tenants` shows them.", ""]
     out += ["## `versions`", "",
             "One row per lake version: `version`, `created_at`, `operation` (create, ingest, "
             "replay, compact, restore), `tags`, `detail`. Each version pins one Lance version "
             "of every table; `lake sql --as-of VERSION|TAG` reads the lake as it was then.", ""]
     return "\n".join(out)
+
+
+def _row(f: pa.Field) -> str:
+    doc = (f.metadata or {}).get(b"doc", b"").decode().replace("|", "\\|")
+    return f"| `{f.name}` | `{f.type}` | {'yes' if f.nullable else 'no'} | {doc} |"

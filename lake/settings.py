@@ -19,7 +19,9 @@ from .errors import InvalidArgument
 
 
 _MINIMUMS = {"payload_limit": 1024, "preview_chars": 0, "flush_rows": 1, "flush_interval_ms": 0,
-             "compact_fragments": 1, "wal_segment_bytes": 4096}
+             "compact_fragments": 1, "wal_segment_bytes": 4096, "port": 0,
+             "max_message_bytes": 65536, "max_inflight": 1}
+AUTH_MODES = ("auto", "on", "off")
 
 
 def _s(default: Any, help: str) -> Any:
@@ -39,6 +41,12 @@ class Settings:
     compact_fragments: int = _s(32, "compact a table in the background past this many fragments")
     wal_segment_bytes: int = _s(64 << 20, "write-ahead log segment size")
     quarantine_dir: str = _s("", "where rejected records go; default DATA/quarantine")
+    host: str = _s("127.0.0.1", "address `lake serve` binds")
+    port: int = _s(50051, "port `lake serve` listens on (0: any free port)")
+    auth: str = _s("auto", "bearer tokens: on | off | auto (on unless the host is loopback)")
+    max_message_bytes: int = _s(64 << 20, "largest gRPC message the server accepts or sends")
+    max_inflight: int = _s(32, "gRPC calls served at once; more get RESOURCE_EXHAUSTED "
+                          "with a retry-after-ms hint")
 
     @classmethod
     def load(cls, config: str | os.PathLike[str] | None = None,
@@ -82,6 +90,9 @@ class Settings:
                                       f"at least {low}", field=name)
         if not self.tenant:
             raise InvalidArgument("setting tenant is empty; name a tenant", field="tenant")
+        if self.auth not in AUTH_MODES:
+            raise InvalidArgument(f"setting auth={self.auth!r} is not one of "
+                                  f"{', '.join(AUTH_MODES)}", field="auth")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -11,31 +11,45 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from .schema import DATA_TABLES, JSON, public_columns
+from .schema import DATA_TABLES, JSON_COLUMNS, LOG_TABLES, public_columns
 from .tables import TableStore, quote
 from .versions import Catalog, Version
-
-JSON_COLUMNS = {(t, f.name) for t, s in DATA_TABLES.items() for f in s
-                if f.type == JSON and f.name in ("meta", "attributes")}
 
 
 def connect(store: TableStore, catalog: Catalog, version: Version | None,
             tenant: str | None) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with a view per table; ``tenant=None`` shows every tenant."""
+    """A DuckDB connection with a view per table; ``tenant=None`` shows every tenant.
+
+    Versioned tables are read as ``version`` pins them; log tables (contexts, feedback,
+    audit) as they are now (``refresh`` re-points them)."""
     con = duckdb.connect()
+    where = f" WHERE tenant = {quote(tenant)}" if tenant is not None else ""
     for name, schema in DATA_TABLES.items():
         pinned = version.tables.get(name) if version else None
         source = store.dataset(name, pinned) if pinned else schema.empty_table()
         con.register(f"_lance_{name}", source)
-        con.register(f"_empty_{name}", schema.empty_table())
-        have = set(source.schema.names)
-        cols = ", ".join(_column(name, c) if c in have else _null(con, name, c)
-                         for c in public_columns(schema))
-        where = f" WHERE tenant = {quote(tenant)}" if tenant is not None else ""
-        con.execute(f'CREATE VIEW "{name}" AS SELECT {cols} FROM _lance_{name}{where}')
+        _view(con, name, schema, set(source.schema.names), where)
+    refresh(con, store)
+    for name, schema in LOG_TABLES.items():
+        _view(con, name, schema, set(schema.names), where)
     con.register("_versions_arrow", _versions_table(catalog))
     con.execute("CREATE VIEW versions AS SELECT * FROM _versions_arrow")
     return con
+
+
+def refresh(con: duckdb.DuckDBPyConnection, store: TableStore) -> None:
+    """Point the log tables' views at their latest rows (they are not pinned by versions)."""
+    for name, schema in LOG_TABLES.items():
+        con.register(f"_lance_{name}", store.dataset(name) if store.exists(name)
+                     else schema.empty_table())
+
+
+def _view(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema, have: set[str],
+          where: str) -> None:
+    con.register(f"_empty_{name}", schema.empty_table())
+    cols = ", ".join(_column(c) if c in have else _null(con, name, c)
+                     for c in public_columns(schema))
+    con.execute(f'CREATE VIEW "{name}" AS SELECT {cols} FROM _lance_{name}{where}')
 
 
 def _null(con: duckdb.DuckDBPyConnection, table: str, col: str) -> str:
@@ -45,10 +59,8 @@ def _null(con: duckdb.DuckDBPyConnection, table: str, col: str) -> str:
     return f'CAST(NULL AS {types[col]}) AS "{col}"'
 
 
-def _column(table: str, col: str) -> str:
-    if (table, col) in JSON_COLUMNS:
-        return f'CAST("{col}" AS JSON) AS "{col}"'
-    return f'"{col}"'
+def _column(col: str) -> str:
+    return f'CAST("{col}" AS JSON) AS "{col}"' if col in JSON_COLUMNS else f'"{col}"'
 
 
 def _versions_table(catalog: Catalog) -> pa.Table:

@@ -1,0 +1,1 @@
+"""Context Lake's gRPC contracts, one sub-package per version."""

@@ -1,0 +1,1 @@
+"""Context Lake's gRPC contract, version 1 (generated stubs: `make proto`)."""

@@ -1,0 +1,150 @@
+"""Who is calling, and may they: bearer tokens, one scope per RPC, the audit trail.
+
+Every call of the lake's services passes ``AuthInterceptor``:
+
+1. identify: ``authorization: Bearer cl_<id>_<secret>`` metadata, verified against the
+   lake's token store (``lake/tokens.py``). Without auth (an open server on loopback) a
+   call without a token acts as ``settings.tenant`` with every scope; a token that is sent
+   is still verified and used.
+2. authorize: the RPC's scope (``SCOPES``, the one table) must be among the token's.
+3. run the RPC with the identity attached (``identity()`` in the servicer); the tenant of
+   everything it does comes from here, never from the request.
+
+Refused calls (unauthenticated, permission denied, overloaded) and every admin-scoped
+call are appended to the ``audit`` table; admin actions are flushed at once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import text_format
+from google.protobuf.message import Message
+
+from lake.audit import AuditLog
+from lake.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+from lake.tokens import SCOPES as ALL_SCOPES
+from lake.tokens import Identity, Tokens
+
+from .errors import Behavior, status_of, wrap_handler
+
+_V1 = "/contextlake.v1."
+SCOPES: dict[str, str] = {
+    _V1 + "IngestService/StartTrajectory": "ingest",
+    _V1 + "IngestService/AppendSteps": "ingest",
+    _V1 + "IngestService/StreamSteps": "ingest",
+    _V1 + "IngestService/FinishTrajectory": "ingest",
+    _V1 + "IngestService/IngestArrow": "ingest",
+    _V1 + "ContextService/GetContext": "read",
+    _V1 + "ContextService/ReportOutcome": "ingest",
+    _V1 + "ContextService/GetTrajectory": "read",
+    _V1 + "ContextService/ListTrajectories": "read",
+    _V1 + "AdminService/Stats": "read",
+    _V1 + "AdminService/Versions": "admin",
+    _V1 + "AdminService/Tag": "admin",
+    _V1 + "AdminService/Restore": "admin",
+    _V1 + "AdminService/Recluster": "admin",
+    _V1 + "AdminService/Retract": "admin",
+}
+REFUSALS = (Unauthenticated, PermissionDenied, ResourceExhausted)
+ANONYMOUS = "anonymous"
+
+_IDENTITY: contextvars.ContextVar[Identity] = contextvars.ContextVar("lake_identity")
+
+
+def identity() -> Identity:
+    """The caller of the RPC being served (set by ``AuthInterceptor``)."""
+    return _IDENTITY.get()
+
+
+class Authenticator:
+    def __init__(self, tokens: Tokens, *, required: bool, open_tenant: str):
+        self.tokens, self.required = tokens, required
+        self.open_identity = Identity(open_tenant, "local", frozenset(ALL_SCOPES))
+
+    def identify(self, metadata: Sequence[tuple[str, Any]] | None) -> Identity:
+        header = next((v for k, v in metadata or () if k == "authorization"), None)
+        if header is None:
+            if self.required:
+                raise Unauthenticated("this server requires a bearer token: send metadata "
+                                      "`authorization: Bearer cl_...` (an operator creates one "
+                                      "with `lake token create`)")
+            return self.open_identity
+        scheme, _, token = str(header).strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("the authorization metadata must read `Bearer <token>`")
+        return self.tokens.verify(token.strip())
+
+    @staticmethod
+    def authorize(who: Identity, method: str) -> None:
+        scope = SCOPES[method]
+        if scope not in who.scopes:
+            rpc = method.rsplit(".", 1)[-1]
+            raise PermissionDenied(
+                f"token {who.token_id} (agent {who.agent!r}, tenant {who.tenant!r}) has scopes "
+                f"{', '.join(sorted(who.scopes)) or 'none'}; {rpc} needs {scope!r}: use a token "
+                f"created with `lake token create --scopes {scope}`")
+
+
+class AuthInterceptor(grpc.ServerInterceptor):
+    def __init__(self, auth: Authenticator, audit: AuditLog):
+        self.auth, self.audit = auth, audit
+
+    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        method = details.method
+        if handler is None or method not in SCOPES:
+            return handler  # health and reflection are open
+
+        def decorate(behavior: Behavior) -> Behavior:
+            def checked(request: Any, context: grpc.ServicerContext) -> Any:
+                return self._call(method, behavior, request, context)
+
+            return checked
+
+        return wrap_handler(handler, decorate)
+
+    def _call(self, method: str, behavior: Behavior, request: Any,
+              context: grpc.ServicerContext) -> Any:
+        who: Identity | None = None
+        admin = SCOPES[method] == "admin"
+        try:
+            who = self.auth.identify(context.invocation_metadata())
+            self.auth.authorize(who, method)
+            token = _IDENTITY.set(who)
+            try:
+                result = behavior(request, context)
+            finally:
+                _IDENTITY.reset(token)
+        except Exception as exc:
+            if admin or isinstance(exc, REFUSALS):
+                refused = isinstance(exc, REFUSALS)  # a storm of these is not flushed per call
+                self._audit(method, who, request, context, exc, flush=admin and not refused)
+            raise
+        if admin:
+            self._audit(method, who, request, context, None, flush=True)
+        return result
+
+    def _audit(self, method: str, who: Identity | None, request: Any,
+               context: grpc.ServicerContext, exc: BaseException | None, *, flush: bool) -> None:
+        admin = SCOPES[method] == "admin"
+        outcome = "ok" if exc is None else status_of(exc)[0].name.lower()
+        detail: dict[str, Any] = {"peer": context.peer()}
+        if exc is not None:
+            detail["error"] = str(exc)[:1000]
+        self.audit.record(
+            tenant=who.tenant if who else "", actor=who.agent if who else ANONYMOUS,
+            token_id=who.token_id if who else None, action=method.removeprefix(_V1),
+            resource=_resource(request) if admin else None, outcome=outcome, detail=detail,
+            flush=flush)
+
+
+def _resource(request: Any) -> str | None:
+    """The request in one line of protobuf text (``name: "before" ref: "3"``)."""
+    if not isinstance(request, Message):
+        return None  # a client stream
+    text = text_format.MessageToString(request, as_one_line=True)
+    return text[:500] or None

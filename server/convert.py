@@ -1,0 +1,317 @@
+"""Proto messages <-> the lake's rows, interchange records and Arrow: the one converter.
+
+Three shapes meet here:
+
+- **rows**: dicts shaped like ``lake/schema.py``'s tables, as Lance / DuckDB return them
+  (times are ``datetime`` in UTC, ``meta`` / ``attributes`` JSON text, ``scores`` a dict);
+- **messages**: ``Trajectory`` / ``Step`` mirror the rows field for field, driven by the
+  schema: a timestamp column ``x_at`` is ``x_at_us`` (int64 microseconds, UTC), a nullable
+  column is an ``optional`` field, JSON text stays JSON text (empty = null), ``status``
+  is the ``Status`` enum;
+- **records**: the interchange format of ``docs/format.md`` that every ingest door feeds
+  to ``lake/records.py``: Arrow IPC rows (``ipc_records``) and messages (``record_from_pb``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from lake.errors import InvalidArgument
+from lake.schema import STATUSES, STEPS, TRAJECTORIES
+from lake.versions import Version
+from proto.contextlake.v1 import lake_pb2 as pb
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+STATUS_TO_PB: dict[str, int] = {s: pb.Status.Value(f"STATUS_{s.upper()}") for s in STATUSES}
+PB_TO_STATUS: dict[int, str] = {v: k for k, v in STATUS_TO_PB.items()}
+_READ_ONLY = frozenset(("tenant", "task_hash", "n_steps", "ingested_at", "retracted_at",
+                        "retract_reason", "input_ref", "output_ref"))
+
+
+# -- times and enums ---------------------------------------------------------------------------
+
+def to_us(value: datetime | int) -> int:
+    if isinstance(value, int):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // _US
+
+
+def from_us(us: int, path: str = "") -> datetime:
+    try:
+        return _EPOCH + us * _US
+    except OverflowError as e:
+        raise InvalidArgument(f"{us} microseconds since 1970 is not a representable time",
+                              field=path or None) from e
+
+
+def status_name(value: int, path: str = "status") -> str | None:
+    """An enum number -> the lake's status; UNSPECIFIED -> None; unknown -> InvalidArgument."""
+    if value == pb.STATUS_UNSPECIFIED:
+        return None
+    if value not in PB_TO_STATUS:
+        known = ", ".join(f"{n} ({pb.Status.Name(n)})" for n in sorted(PB_TO_STATUS))
+        raise InvalidArgument(f"status {value} is not a known Status; use one of {known}",
+                              field=path)
+    return PB_TO_STATUS[value]
+
+
+# -- rows <-> messages (schema-driven) ---------------------------------------------------------
+
+def wire_name(f: pa.Field) -> str:
+    """The message field of a column: ``started_at`` -> ``started_at_us``."""
+    return f"{f.name}_us" if pa.types.is_timestamp(f.type) else f.name
+
+
+def _columns(msg: Any, schema: pa.Schema, skip: frozenset[str] = frozenset()) -> list[pa.Field]:
+    """Public columns the message carries (a Step has no tenant / trajectory_id: its parent's)."""
+    fields = msg.DESCRIPTOR.fields_by_name
+    return [f for f in schema if not f.name.startswith("_") and f.name not in skip
+            and wire_name(f) in fields]
+
+
+def _fill(msg: Any, row: dict[str, Any], schema: pa.Schema) -> Any:
+    for f in _columns(msg, schema):
+        value = row.get(f.name)
+        if value is None:
+            continue
+        if pa.types.is_timestamp(f.type):
+            setattr(msg, f"{f.name}_us", to_us(value))
+        elif pa.types.is_map(f.type):
+            getattr(msg, f.name).update(dict(value))
+        elif pa.types.is_list(f.type):
+            getattr(msg, f.name).extend(value)
+        elif f.name == "status":
+            msg.status = STATUS_TO_PB[value]
+        else:
+            setattr(msg, f.name, value)
+    return msg
+
+
+def _row(msg: Any, schema: pa.Schema, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    fields = msg.DESCRIPTOR.fields_by_name
+    row: dict[str, Any] = {}
+    for f in _columns(msg, schema, skip):
+        if pa.types.is_timestamp(f.type):
+            name = f"{f.name}_us"
+            has = msg.HasField(name) if fields[name].has_presence else True
+            row[f.name] = from_us(getattr(msg, name), name) if has else None
+        elif pa.types.is_map(f.type) or pa.types.is_list(f.type):
+            value = getattr(msg, f.name)
+            row[f.name] = (dict(value) if pa.types.is_map(f.type) else list(value)) or None
+        elif f.name == "status":
+            row[f.name] = status_name(msg.status)
+        elif fields[f.name].has_presence:
+            row[f.name] = getattr(msg, f.name) if msg.HasField(f.name) else None
+        else:
+            value = getattr(msg, f.name)
+            row[f.name] = None if f.nullable and value == "" else value
+    return row
+
+
+def step_to_pb(row: dict[str, Any]) -> pb.Step:
+    return _fill(pb.Step(), row, STEPS)
+
+
+def trajectory_to_pb(row: dict[str, Any]) -> pb.Trajectory:
+    """A trajectory row (with ``steps`` rows, if any) -> message."""
+    msg = _fill(pb.Trajectory(), row, TRAJECTORIES)
+    msg.steps.extend(step_to_pb(s) for s in row.get("steps") or ())
+    return msg
+
+
+def step_from_pb(msg: pb.Step) -> dict[str, Any]:
+    return _row(msg, STEPS)
+
+
+def trajectory_from_pb(msg: pb.Trajectory) -> dict[str, Any]:
+    """Message -> a trajectory row with ``steps`` (what the Python client returns)."""
+    return {**_row(msg, TRAJECTORIES), "steps": [step_from_pb(s) for s in msg.steps]}
+
+
+# -- messages -> interchange records (the ingest RPCs) ------------------------------------------
+
+def record_from_pb(msg: pb.Trajectory, path: str = "trajectory") -> dict[str, Any]:
+    """A message -> an interchange record for ``lake/records.py`` (read-only fields dropped)."""
+    row = _record_row(msg, TRAJECTORIES, path)
+    row["status"] = status_name(msg.status, f"{path}.status")
+    outcome = {k: row.pop(k) for k in ("success", "reward", "scores")}
+    row["outcome"] = {k: v for k, v in outcome.items() if v is not None}
+    row["meta"] = _json_object(row.get("meta"), f"{path}.meta")
+    row["steps"] = [step_record_from_pb(s, f"{path}.steps[{i}]") for i, s in enumerate(msg.steps)]
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def step_record_from_pb(msg: pb.Step, path: str) -> dict[str, Any]:
+    row = _record_row(msg, STEPS, path)
+    row["attributes"] = _json_object(row.get("attributes"), f"{path}.attributes")
+    return {k: v for k, v in row.items() if v is not None}
+
+
+def _record_row(msg: Any, schema: pa.Schema, path: str) -> dict[str, Any]:
+    for f in _columns(msg, schema, _READ_ONLY):  # name the full path of a time out of range
+        if pa.types.is_timestamp(f.type) and msg.HasField(wire_name(f)):
+            from_us(getattr(msg, wire_name(f)), f"{path}.{wire_name(f)}")
+    row = _row(msg, schema, _READ_ONLY | {"status"})  # the caller names the status' path
+    for k, v in row.items():
+        if isinstance(v, datetime):
+            row[k] = v.isoformat()  # exact to the microsecond, and what the format reads
+    return row
+
+
+def _json_object(text: str | None, path: str) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise InvalidArgument(f"must be JSON object text ({e})", field=path) from e
+    if not isinstance(value, dict):
+        raise InvalidArgument("must be a JSON object ({...})", field=path)
+    return value
+
+
+# -- Arrow IPC ---------------------------------------------------------------------------------
+
+def records_to_arrow(records: list[dict[str, Any]]) -> pa.Table:
+    """Interchange records -> one Arrow table (a column per key any record has).
+
+    ``meta`` / ``attributes`` objects and non-text ``input`` / ``output`` / ``error`` values
+    travel as JSON text, so records of any shape share a schema; the lake stores them as
+    that same text."""
+    rows = [_flat_json(r) for r in records]
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    try:
+        return pa.table({k: pa.array([r.get(k) for r in rows]) for k in keys})
+    except (pa.ArrowException, TypeError) as e:
+        raise InvalidArgument(f"the records do not fit one Arrow table ({e}); give each field "
+                              "one type, or pass a pyarrow.Table", field="records") from e
+
+
+def arrow_to_ipc(data: pa.Table | pa.RecordBatch) -> bytes:
+    """A table or batch -> Arrow IPC stream bytes."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, data.schema) as writer:
+        writer.write(data)
+    return sink.getvalue().to_pybytes()
+
+
+def _json_text(value: Any) -> Any:
+    return value if value is None or isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _flat_json(record: dict[str, Any]) -> dict[str, Any]:
+    out = dict(record)
+    if isinstance(out.get("meta"), dict):
+        out["meta"] = _json_text(out["meta"])
+    if isinstance(out.get("steps"), list):
+        out["steps"] = [_flat_step(s) if isinstance(s, dict) else s for s in out["steps"]]
+    return out
+
+
+def _flat_step(step: dict[str, Any]) -> dict[str, Any]:
+    out = dict(step)
+    for key in ("attributes", "input", "output", "error"):
+        if key in out and not (key == "attributes" and not isinstance(out[key], dict)):
+            out[key] = _json_text(out[key])
+    return out
+
+
+def ipc_records(data: bytes) -> list[tuple[bytes | None, str | None]]:
+    """Arrow IPC bytes -> per row: (the record as JSON, None) or (None, why it is unreadable).
+
+    The whole message is decoded and validated first, so a damaged one is refused before
+    anything is written."""
+    if not data:
+        raise InvalidArgument("arrow_ipc is empty; send an Arrow IPC stream of trajectories",
+                              field="arrow_ipc")
+    try:
+        buf = pa.py_buffer(data)
+        if data[:6] == b"ARROW1":
+            table = pa.ipc.open_file(buf).read_all()
+        else:
+            table = pa.ipc.open_stream(buf).read_all()
+        table.validate(full=True)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise InvalidArgument(f"not a readable Arrow IPC stream or file ({e}); write it with "
+                              "pyarrow.ipc.new_stream", field="arrow_ipc") from e
+    out: list[tuple[bytes | None, str | None]] = []
+    for batch in table.to_batches():
+        for obj in batch.to_pylist(maps_as_pydicts="lossy"):
+            try:
+                out.append((orjson.dumps(_from_arrow(obj), option=orjson.OPT_NAIVE_UTC), None))
+            except TypeError as e:
+                out.append((None, f"a value cannot be read as JSON: {e}"))
+    return out
+
+
+def _from_arrow(obj: dict[str, Any]) -> dict[str, Any]:
+    """An Arrow row -> the record it stands for.
+
+    A column exists for every row of a batch, so a null says "no value here": such fields
+    are dropped (else every sparse column would land in ``meta`` / ``attributes`` as null).
+    A string ``meta`` / ``attributes`` column holds JSON object text: read as the object
+    (anything else stays as it is, for the lake's validation to name)."""
+    obj = {k: v for k, v in obj.items() if v is not None}
+    _parse_in(obj, "meta")
+    steps = obj.get("steps")
+    if isinstance(steps, list):
+        obj["steps"] = [_step_from_arrow(s) if isinstance(s, dict) else s for s in steps]
+    return obj
+
+
+def _step_from_arrow(step: dict[str, Any]) -> dict[str, Any]:
+    step = {k: v for k, v in step.items() if v is not None}
+    _parse_in(step, "attributes")
+    return step
+
+
+def _parse_in(obj: dict[str, Any], key: str) -> None:
+    text = obj.get(key)
+    if isinstance(text, str) and text.lstrip().startswith("{"):
+        try:
+            obj[key] = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+
+
+# -- versions, rejects, page tokens --------------------------------------------------------------
+
+def version_to_pb(v: Version, tags: list[str]) -> pb.Version:
+    return pb.Version(version=v.version, created_at_us=to_us(v.created_at),
+                      operation=v.operation, tags=sorted(tags), tables=v.tables,
+                      detail=orjson.dumps(v.detail, default=str).decode())
+
+
+def version_from_pb(msg: pb.Version) -> dict[str, Any]:
+    return {"version": msg.version, "created_at": from_us(msg.created_at_us),
+            "operation": msg.operation, "tags": list(msg.tags), "tables": dict(msg.tables),
+            "detail": orjson.loads(msg.detail or "{}")}
+
+
+def page_token(version: int, after: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"v": version, "a": after})).decode()
+
+
+def parse_page_token(token: str) -> tuple[int, str]:
+    """(version, last trajectory_id) of a ``next_page_token``."""
+    try:
+        obj = orjson.loads(base64.urlsafe_b64decode(token.encode()))
+        return int(obj["v"]), str(obj["a"])
+    except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise InvalidArgument("page_token is not one this server returned; pass "
+                              "next_page_token unchanged, or empty for the first page",
+                              field="page_token") from e
+
+
+def ref(text: str) -> int | str | None:
+    """A version reference on the wire: '' (latest), '7', or a tag name."""
+    return text or None

@@ -1,0 +1,146 @@
+"""gRPC status codes for the lake's errors: the one table, applied in one place.
+
+    raised by the lake / server     status                client gets back
+    InvalidArgument                 INVALID_ARGUMENT      InvalidArgument (+ field path)
+    NotFound                        NOT_FOUND             NotFound
+    AlreadyExists                   ALREADY_EXISTS        AlreadyExists
+    Conflict                        ABORTED               Conflict
+    PermissionDenied                PERMISSION_DENIED     PermissionDenied
+    Unauthenticated                 UNAUTHENTICATED       Unauthenticated
+    ResourceExhausted               RESOURCE_EXHAUSTED    ResourceExhausted (+ retry_after_s)
+    LakeError (any other)           FAILED_PRECONDITION   LakeError
+    NotImplementedError             UNIMPLEMENTED         NotImplementedError
+    anything else (a bug)           INTERNAL              LakeError (generic message)
+
+``ErrorInterceptor`` applies the table to every RPC: servicers raise, never set codes.
+The status message is the error's full text (``field: what is wrong and what to do``);
+trailers carry the parts: ``lake-field-bin`` (the field path, UTF-8), ``lake-location-bin``
+and, on RESOURCE_EXHAUSTED, ``retry-after-ms``. An unknown exception becomes INTERNAL with a
+generic message and an incident id; its traceback is logged under that id.
+``from_rpc_error`` is the inverse, used by the Python client.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import grpc
+
+from lake.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidArgument,
+    LakeError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+)
+
+log = logging.getLogger(__name__)
+Code = grpc.StatusCode
+
+STATUS: dict[type[BaseException], grpc.StatusCode] = {
+    InvalidArgument: Code.INVALID_ARGUMENT,
+    NotFound: Code.NOT_FOUND,
+    AlreadyExists: Code.ALREADY_EXISTS,
+    Conflict: Code.ABORTED,
+    PermissionDenied: Code.PERMISSION_DENIED,
+    Unauthenticated: Code.UNAUTHENTICATED,
+    ResourceExhausted: Code.RESOURCE_EXHAUSTED,
+    LakeError: Code.FAILED_PRECONDITION,
+    NotImplementedError: Code.UNIMPLEMENTED,
+}
+ERROR_OF: dict[grpc.StatusCode, type[BaseException]] = {c: e for e, c in STATUS.items()}
+
+FIELD_KEY, LOCATION_KEY, RETRY_KEY = "lake-field-bin", "lake-location-bin", "retry-after-ms"
+INTERNAL_MESSAGE = ("internal error (incident {}): the server logged the details; acknowledged "
+                    "writes are safe in the write-ahead log. Retry, and report it if it recurs")
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, list[tuple[str, Any]]]:
+    """(code, message, trailing metadata) for an exception; INTERNAL for unknown ones."""
+    code = next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), Code.INTERNAL)
+    if code is Code.INTERNAL:
+        return code, INTERNAL_MESSAGE, []
+    trailers: list[tuple[str, Any]] = []
+    if isinstance(exc, LakeError):
+        if exc.field:
+            trailers.append((FIELD_KEY, exc.field.encode()))
+        if exc.location:
+            trailers.append((LOCATION_KEY, exc.location.encode()))
+    if isinstance(exc, ResourceExhausted):
+        trailers.append((RETRY_KEY, str(max(1, round(exc.retry_after_s * 1000)))))
+    return code, str(exc) or type(exc).__name__, trailers
+
+
+def abort(context: grpc.ServicerContext, exc: BaseException, method: str = "") -> NoReturn:
+    code, message, trailers = status_of(exc)
+    if code is Code.INTERNAL:
+        incident = secrets.token_hex(4)
+        log.error("internal error (incident %s) in %s", incident, method, exc_info=exc)
+        message = message.format(incident)
+    if trailers:
+        context.set_trailing_metadata(tuple(trailers))
+    context.abort(code, message)
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler,
+                 decorate: Callable[[Behavior], Behavior]) -> grpc.RpcMethodHandler:
+    """The handler with its behavior (whatever its streaming kind) wrapped by ``decorate``."""
+    kind = ("stream" if handler.request_streaming else "unary") + "_" + \
+           ("stream" if handler.response_streaming else "unary")
+    return handler._replace(**{kind: decorate(getattr(handler, kind))})
+
+
+class ErrorInterceptor(grpc.ServerInterceptor):
+    """Outermost interceptor: any exception an RPC raises becomes its status (the table)."""
+
+    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        if handler is None or not details.method.startswith("/contextlake."):
+            return handler
+
+        def decorate(behavior: Behavior) -> Behavior:
+            def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+                try:
+                    return behavior(request, context)
+                except Exception as exc:  # noqa: BLE001 - every error gets its status here
+                    abort(context, exc, details.method)
+
+            return guarded
+
+        return wrap_handler(handler, decorate)
+
+
+# -- client side ------------------------------------------------------------------------------
+
+def from_rpc_error(err: grpc.RpcError) -> BaseException:
+    """The lake error a failed call stands for (the table, inverted)."""
+    code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
+    details: str = err.details() or ""  # type: ignore[attr-defined]
+    trailers = dict(err.trailing_metadata() or ())  # type: ignore[attr-defined]
+    cls = ERROR_OF.get(code)
+    if cls is None or not issubclass(cls, LakeError):
+        if cls is NotImplementedError:
+            return NotImplementedError(details)
+        return LakeError(f"the server answered {code.name}: {details}")
+    field = _text(trailers.get(FIELD_KEY))
+    location = _text(trailers.get(LOCATION_KEY))
+    where = ", ".join(x for x in (location, field) if x)
+    message = details.removeprefix(f"{where}: ") if where else details
+    if cls is ResourceExhausted:
+        retry = trailers.get(RETRY_KEY)
+        return ResourceExhausted(message, retry_after_s=int(retry) / 1000 if retry else 1.0,
+                                 field=field, location=location)
+    return cls(message, field=field, location=location)
+
+
+def _text(value: str | bytes | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,162 @@
+"""The servicers: thin. Each RPC validates, calls the lake, converts the answer.
+
+They raise the lake's errors and never set status codes (``server/errors.py`` does); the
+caller's identity, and so the tenant, comes from ``auth.identity()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import orjson
+
+from lake import Lake, reads
+from lake.errors import InvalidArgument
+from lake.records import normalize_line
+from proto.contextlake.v1 import lake_pb2 as pb
+from proto.contextlake.v1 import lake_pb2_grpc as pb_grpc
+
+from . import convert
+from .auth import identity
+
+SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
+
+
+def _later(rpc: str) -> NotImplementedError:
+    return NotImplementedError(f"{rpc} is not yet implemented on this server; use IngestArrow "
+                               "to send whole trajectories")
+
+
+class IngestServicer(pb_grpc.IngestServiceServicer):
+    def __init__(self, lake: Lake):
+        self.lake = lake
+
+    def StartTrajectory(self, request: pb.StartTrajectoryRequest, context: Any) -> Any:
+        raise _later("StartTrajectory")
+
+    def AppendSteps(self, request: pb.AppendStepsRequest, context: Any) -> Any:
+        raise _later("AppendSteps")
+
+    def StreamSteps(self, request_iterator: Any, context: Any) -> Any:
+        raise _later("StreamSteps")
+
+    def FinishTrajectory(self, request: pb.FinishTrajectoryRequest, context: Any) -> Any:
+        raise _later("FinishTrajectory")
+
+    def IngestArrow(self, request: pb.IngestArrowRequest, context: Any) -> pb.IngestArrowResponse:
+        """Validate every row like a file ingest; log the good ones durably (WAL + fsync)."""
+        ctx = self.lake.context(identity().tenant)
+        items = convert.ipc_records(request.arrow_ipc)  # a damaged message: refused whole
+        records, lines, rejects = [], [], []
+        for i, (raw, why) in enumerate(items):
+            if raw is None:
+                rejects.append(pb.Reject(index=i, reason=why or "unreadable"))
+                continue
+            try:
+                rec = normalize_line(raw, ctx)
+            except InvalidArgument as e:
+                rejects.append(pb.Reject(index=i, field=e.field or "", reason=e.message,
+                                         trajectory_id=_trajectory_id(raw)))
+                continue
+            records.append(rec)
+            lines.append(raw)
+        lsn = self.lake.submit(records, lines, ctx)
+        return pb.IngestArrowResponse(
+            accepted=len(records), steps=sum(r.trajectory["n_steps"] for r in records),
+            rejects=rejects, lsn=lsn)
+
+
+def _trajectory_id(raw: bytes) -> str:
+    tid = orjson.loads(raw).get("trajectory_id")
+    return tid if isinstance(tid, str) else ""
+
+
+class ContextServicer(pb_grpc.ContextServiceServicer):
+    def __init__(self, lake: Lake):
+        self.lake = lake
+
+    def GetContext(self, request: pb.GetContextRequest, context: Any) -> Any:
+        raise _later("GetContext")
+
+    def ReportOutcome(self, request: pb.ReportOutcomeRequest, context: Any) -> Any:
+        raise _later("ReportOutcome")
+
+    def GetTrajectory(self, request: pb.GetTrajectoryRequest,
+                      context: Any) -> pb.GetTrajectoryResponse:
+        reads.wait_visible(self.lake, request.min_lsn)
+        version, row = reads.trajectory(self.lake, identity().tenant, request.trajectory_id,
+                                        as_of=convert.ref(request.as_of),
+                                        full_payloads=request.full_payloads)
+        return pb.GetTrajectoryResponse(trajectory=convert.trajectory_to_pb(row),
+                                        version=version.version)
+
+    def ListTrajectories(self, request: pb.ListTrajectoriesRequest,
+                         context: Any) -> pb.ListTrajectoriesResponse:
+        reads.wait_visible(self.lake, request.min_lsn)
+        as_of, after = convert.ref(request.as_of), None
+        if request.page_token:
+            as_of, after = convert.parse_page_token(request.page_token)
+        version, rows, more = reads.trajectories(
+            self.lake, identity().tenant, _filter(request.filter, request.include_retracted),
+            as_of=as_of, page_size=request.page_size, after=after)
+        token = convert.page_token(version.version, rows[-1]["trajectory_id"]) if more else ""
+        return pb.ListTrajectoriesResponse(
+            trajectories=[convert.trajectory_to_pb(r) for r in rows], next_page_token=token,
+            version=version.version)
+
+
+def _filter(f: pb.Filter, include_retracted: bool) -> reads.TrajectoryFilter:
+    statuses = [convert.status_name(s, f"filter.status[{i}]") for i, s in enumerate(f.status)]
+    return reads.TrajectoryFilter(
+        agent=f.agent, agent_version=f.agent_version, model=f.model, session_id=f.session_id,
+        statuses=[s for s in statuses if s], success=f.success if f.HasField("success") else None,
+        since_us=f.since_us if f.HasField("since_us") else None,
+        until_us=f.until_us if f.HasField("until_us") else None,
+        include_retracted=include_retracted)
+
+
+class AdminServicer(pb_grpc.AdminServiceServicer):
+    def __init__(self, lake: Lake, auth_mode: str):
+        self.lake, self.auth_mode = lake, auth_mode
+
+    def Stats(self, request: pb.StatsRequest, context: Any) -> pb.StatsResponse:
+        return pb.StatsResponse(**reads.stats(self.lake, identity().tenant), auth=self.auth_mode)
+
+    def Versions(self, request: pb.VersionsRequest, context: Any) -> pb.VersionsResponse:
+        tags = self._tags()
+        return pb.VersionsResponse(versions=[convert.version_to_pb(v, tags.get(v.version, []))
+                                             for v in self.lake.versions()])
+
+    def Tag(self, request: pb.TagRequest, context: Any) -> pb.TagResponse:
+        version = self.lake.tag(request.name, convert.ref(request.ref), force=request.force)
+        return pb.TagResponse(version=self._version(version))
+
+    def Restore(self, request: pb.RestoreRequest, context: Any) -> pb.RestoreResponse:
+        if not request.ref:
+            raise InvalidArgument("ref is empty: name the version number or tag to restore "
+                                  "(see Versions)", field="ref")
+        version = self.lake.restore(convert.ref(request.ref))
+        return pb.RestoreResponse(version=self._version(version),
+                                  restored=version.detail.get("restored", 0))
+
+    def Recluster(self, request: pb.ReclusterRequest, context: Any) -> Any:
+        raise _later("Recluster")
+
+    def Retract(self, request: pb.RetractRequest, context: Any) -> Any:
+        raise _later("Retract")
+
+    def _tags(self) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for name, v in self.lake.catalog.tags().items():
+            out.setdefault(v, []).append(name)
+        return out
+
+    def _version(self, version: Any) -> pb.Version:
+        return convert.version_to_pb(version, self._tags().get(version.version, []))
+
+
+def add_servicers(server: grpc.Server, lake: Lake, auth_mode: str) -> None:
+    pb_grpc.add_IngestServiceServicer_to_server(IngestServicer(lake), server)
+    pb_grpc.add_ContextServiceServicer_to_server(ContextServicer(lake), server)
+    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(lake, auth_mode), server)
