@@ -1,0 +1,585 @@
+"""Slots: the values in a task text that must match before a cached trajectory is reused.
+
+Two task texts can be near-identical in wording and embedding ("book a flight NYC to SF" vs
+"... SF to NYC", cosine ~0.99) yet need different plans, so the semantic cache calls a
+candidate a ``hit`` only if, besides a high cosine, both texts carry the same *slots*.
+``extract(text)`` returns a frozen, hashable ``Slots``; ``compare(a, b)`` returns
+``(equal, differences)``, one readable line per difference: ``"slot 'order_id' differs:
+#W1 vs #W2"``. Pure Python and regular expressions: ~50 us for a short text.
+
+Slot types (one ``Slots`` field each; normalized values compared as sets, so repetition and
+sentence order do not matter; a value only in one text is a difference):
+
+``emails``        ``name@host.tld``, casefolded.  ``urls``: ``http(s)://...``.
+``phones``        ``555-123-2002``, ``(555) 123-2002``, ``+1 555 123 2002``: digits only.
+``order_ids``     ``#``-prefixed references (``#W5442520``, ``#1234``), upper-cased.
+``user_ids``      identifiers with an underscore (``isabella_lopez_6490``,
+                  ``credit_card_3566337``, ``get_status_bar``), casefolded.
+``codes``         letter-led tokens holding a digit (``W5442520``, ``A320``, ``IPX4``), UUIDs,
+                  long hex strings; upper-cased. ``#W1`` and ``W1`` count as the same reference.
+``dates``         ``2024-05-01`` (with a time or not), ``5/1/2024``, ``May 1``, ``1 May 2024``,
+                  ``May 1st, 2024`` (-> ``05-01``, ``2024-05-01``); times ``10:30``, ``3pm``,
+                  ``3 p.m.`` (-> ``15:00``); weekdays, ``today``, ``tonight``, ``tomorrow``,
+                  ``yesterday``.
+``numbers``       digits with sign, currency, separators, decimals and a glued unit or a unit
+                  word (``$1,131`` -> ``1131``, ``4.4%``, ``32GB`` -> ``32gb``, ``19 bar``,
+                  ``10 hours`` -> ``10hour``); number words two..ninety, hundred, thousand,
+                  million, billion, dozen (not ``one``: mostly a pronoun).
+``quoted``        text in "double", “curly”, 'single' quotes (an apostrophe is not a quote:
+                  the opening quote may not follow a letter), `backticks`, and ``{...}``
+                  records kept whole (``{'size': 'S'}`` is one value); casefolded.
+``names``         proper nouns: capitalized words (``Isabella``, ``NYC``, ``PayPal``,
+                  ``Jigsaw``) whose lower-case form is not a common English word (``_COMMON``:
+                  pronouns, determiners, auxiliaries, discourse words, frequent verbs, and so
+                  all-caps emphasis like ``ONLY``); a sentence's first word included. Compared
+                  word by word; a name is present in the other text if the word occurs there
+                  in any case (casing alone is no difference).
+``actions``       what is asked: verbs of a lexicon mapped to a canonical action (cancel,
+                  return, exchange/swap, refund, modify/update/edit, change, keep, book/reserve,
+                  reschedule, transfer, escalate (human, representative, supervisor), pay,
+                  delete/remove, add, create, buy/purchase/reorder, upgrade, downgrade, renew,
+                  (un)subscribe, enable, disable, reset, send, split). Not counted: past forms
+                  (``the order you paid for`` describes, it does not ask), words in a negation's
+                  scope (``do not cancel``), ``change your mind``. ``change`` is generic: it
+                  matches an ``exchange`` or ``modify`` in the other text.
+``comparatives``  ``more``, ``less``, ``fewer``, ``most``, ``least`` and the comparative and
+                  superlative forms of common gradable adjectives (``bigger``, ``cheapest``,
+                  ``brighter``): "a bigger one" and "a smaller one" embed almost alike.
+``rankings``      preference chains with ``>`` (``battery > USB > AC``): the last word of each
+                  element, in order.
+
+Negation rule (``negations``). A cue (``not``, ``n't``, ``no``, ``never``, ``without``,
+``cannot``, ``nor``; ``no longer``; ``not only`` is no cue) negates its *head*, the first next
+word that is not a filler (``want to``, ``be``, determiners, pronouns, ``any``...). The scope
+runs over the next 4 words, up to punctuation or a conjunction; scoped words are neither
+asserted nor actions. ``negations`` holds ``(head, "-")`` (only negated in this text) or
+``(head, "+-")`` (also asserted elsewhere in it). Two texts conflict when a head occurs in both
+with a different polarity: "cancel it" vs "do not cancel it"; "exchange A; if asked again, do
+not exchange anything" vs "exchange A". A negated statement about something the other text
+never mentions is extra information, not a conflict. Heads about the requester rather than the
+request (know, remember, mention, reveal, say, tell ...: "you do not remember your email") make
+no negation slot.
+
+Role rules (``roles``, ``order``): where order matters, a swap is a difference.
+
+* ``from X`` / ``to X`` (``into``, ``towards``, ``until``, ``till``; ``origin``/``source`` ->
+  from, ``destination``/``target`` -> to), at most one filler word before the slot value X
+  (any type above, or a name or number word): ``roles`` holds ``(X, "from" | "to")``.
+* ``X to Y``, ``X -> Y``, ``X → Y``, ``X => Y`` between two slot values (one filler word allowed
+  on each side): ``("to", X, Y)`` in ``order``: "NYC to SF", "{'size': 'S'} to {'size': 'M'}".
+* ``X over Y``, ``X than Y`` (not after a comparative: "more than $5" is a comparative and a
+  number), ``X rather than Y``, ``X instead of Y``, between the nearest content words:
+  ``("over", X, Y)``: "art than animal", "art over the animal theme".
+
+Only role *conflicts* are differences: the same value with role ``from`` in one text and ``to``
+in the other, or an ordered pair reversed in the other text. So "fly to SF from NYC" vs "NYC to
+SF" is no difference, "from NYC to SF" vs "from SF to NYC" is, and so is "NYC to SF" vs "SF to
+NYC".
+
+``Slots`` equality (``==``, ``hash``) is exact equality of the fields, stricter than ``compare``,
+which applies the tolerance and conflict rules above.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field, fields
+
+__all__ = ["Slots", "extract", "compare", "SLOT_TYPES", "COMMON_WORDS"]
+
+
+@dataclass(frozen=True, slots=True)
+class Slots:
+    emails: frozenset[str] = frozenset()
+    urls: frozenset[str] = frozenset()
+    phones: frozenset[str] = frozenset()
+    order_ids: frozenset[str] = frozenset()
+    user_ids: frozenset[str] = frozenset()
+    codes: frozenset[str] = frozenset()
+    dates: frozenset[str] = frozenset()
+    numbers: frozenset[str] = frozenset()
+    quoted: frozenset[str] = frozenset()
+    names: frozenset[str] = frozenset()
+    actions: frozenset[str] = frozenset()
+    comparatives: frozenset[str] = frozenset()
+    rankings: frozenset[tuple[str, ...]] = frozenset()
+    negations: frozenset[tuple[str, str]] = frozenset()
+    roles: frozenset[tuple[str, str]] = frozenset()
+    order: frozenset[tuple[str, str, str]] = frozenset()
+    #: every word and value, lower-cased (names are looked up in it)
+    words: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    #: words and values outside any negation scope (for the negation rule)
+    asserted: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+
+    def as_dict(self) -> dict[str, list]:
+        """Non-empty slot fields as sorted lists (for logs and API answers)."""
+        return {f.name: sorted(getattr(self, f.name)) for f in fields(self)
+                if f.name in SLOT_TYPES and getattr(self, f.name)}
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, n) for n in SLOT_TYPES)
+
+
+# field -> the singular name used in difference messages; compared as sets
+_SET_FIELDS = {
+    "emails": "email", "urls": "url", "phones": "phone", "order_ids": "order_id",
+    "user_ids": "user_id", "codes": "code", "dates": "date", "numbers": "number",
+    "quoted": "quoted", "names": "name", "actions": "action", "comparatives": "comparative",
+    "rankings": "ranking"}
+SLOT_TYPES = tuple(_SET_FIELDS) + ("negations", "roles", "order")
+
+# -- lexicons -----------------------------------------------------------------------------
+
+_MONTHS = {m: i for i, ms in enumerate((
+    ("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"), ("may",),
+    ("jun", "june"), ("jul", "july"), ("aug", "august"), ("sep", "sept", "september"),
+    ("oct", "october"), ("nov", "november"), ("dec", "december")), start=1) for m in ms}
+_DAYS = frozenset("monday tuesday wednesday thursday friday saturday sunday today tonight "
+                  "tomorrow yesterday".split())
+_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
+    "zero _ two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty".split()) if w != "_"}
+_NUMBER_WORDS.update(thirty="30", forty="40", fifty="50", sixty="60", seventy="70",
+                     eighty="80", ninety="90", hundred="100", thousand="1000",
+                     million="1000000", billion="1000000000", dozen="12")
+_UNIT_WORDS = ("percent dollars dollar usd eur euros euro cents cent pounds gbp kg g lb lbs oz "
+               "km m mi miles mile ml l gb mb tb kb hours hour hrs hr minutes minute mins min "
+               "seconds sec days day weeks week months month years year pieces piece items item "
+               "bar inch inches ft feet cm mm thousand million billion trillion k bn").split()
+
+# canonical action: "request forms | past forms" (past forms are recognized, not counted)
+_ACTIONS: dict[str, str] = {}
+_PAST: set[str] = set()
+for _canon, _forms in {
+    "cancel": "cancel cancels canceling cancelling cancellation | canceled cancelled",
+    "return": "return returns returning | returned",
+    "exchange": "exchange exchanges exchanging swap swaps swapping | exchanged swapped",
+    "refund": "refund refunds refunding | refunded",
+    "modify": "modify modifies modifying update updates updating edit edits editing alter "
+              "alters altering | modified updated edited altered",
+    "change": "change changes changing | changed",
+    "keep": "keep keeps keeping | kept",
+    "book": "book books booking reserve reserves reserving | booked reserved",
+    "reschedule": "reschedule reschedules rescheduling postpone postpones | rescheduled "
+                  "postponed",
+    "transfer": "transfer transfers transferring | transferred",
+    "escalate": "escalate escalates escalating human humans representative representatives "
+                "supervisor | escalated",
+    "pay": "pay pays paying | paid",
+    "delete": "delete deletes deleting remove removes removing | deleted removed",
+    "add": "add adds adding | added",
+    "create": "create creates creating | created",
+    "buy": "buy buys buying purchase purchases purchasing reorder reorders reordering | "
+           "bought purchased reordered",
+    "upgrade": "upgrade upgrades upgrading | upgraded",
+    "downgrade": "downgrade downgrades downgrading | downgraded",
+    "renew": "renew renews renewing | renewed",
+    "subscribe": "subscribe subscribes subscribing | subscribed",
+    "unsubscribe": "unsubscribe unsubscribes unsubscribing | unsubscribed",
+    "enable": "enable enables enabling activate activates activating | enabled activated",
+    "disable": "disable disables disabling deactivate deactivates deactivating | disabled "
+               "deactivated",
+    "reset": "reset resets resetting |",
+    "send": "send sends sending | sent",
+    "split": "split splits splitting |",
+}.items():
+    _now, _past = _forms.split("|")
+    _ACTIONS.update(dict.fromkeys(_now.split() + _past.split(), _canon))
+    _PAST.update(_past.split())
+_GENERIC = {"change": frozenset(("exchange", "modify")),
+            "exchange": frozenset(("change",)), "modify": frozenset(("change",))}
+
+_COMPARATIVES = frozenset("""
+more less fewer most least fewest higher highest lower lowest bigger biggest larger largest
+smaller smallest cheaper cheapest pricier priciest brighter brightest dimmer darker darkest
+lighter lightest heavier heaviest faster fastest slower slowest longer longest shorter shortest
+newer newest older oldest earlier earliest later latest better best worse worst greater
+greatest thicker thinner wider widest narrower louder loudest quieter quietest stronger
+strongest weaker weakest warmer cooler softer softest harder hardest easier easiest simpler
+closer closest nearer nearest farther farthest further furthest taller tallest deeper
+""".split())
+
+# never proper nouns, even capitalized (sentence start, emphasis, titles)
+COMMON_WORDS = frozenset("""
+a an the this that these those there here it its it's i i'm i've i'd i'll me my mine we us our
+you your yours you're you've you'll you'd he him his she her hers they them their theirs
+who whom whose what which when where why how whoever whatever whenever wherever however
+and or but nor so yet for if then else than as because since while though although unless
+until till after before once whether either neither both each every all any some none no not
+never always often sometimes also too very really just only even still already again ever
+cannot
+of in on at to from by with without into onto about above below over under between through
+during against among within upon via per like
+be am is are was were been being do does did doing done have has had having
+can could may might must shall should will would
+yes ok okay please thanks thank hello hi hey dear sir madam mr mrs ms dr
+first second third next last lastly finally then later now
+also besides moreover furthermore otherwise meanwhile instead anyway overall actually
+note ps btw fyi eg ie etc re fw fwd
+make sure ask tell say let get go come give take use try want need know see look find check
+call help show think feel mention provide confirm explain agree prefer
+customer user agent assistant system
+one two three four five six seven eight nine ten
+other another others same similar different opposite such own else
+important urgent
+""".split()) | frozenset(_ACTIONS) | _COMPARATIVES | _DAYS | frozenset(_MONTHS)
+
+_NEG_CUES = frozenset("not no never without cannot nor".split())
+_NEG_FILLER = frozenset("""
+a an the to be been being any anything anyone anybody really even ever also just yet exactly
+quite at all sure able want wants wanted need needs needed wish like likes try tries going
+gonna wanna have has had do does did will would should could can may might must
+longer more much very so too
+it its this that these those them me you your my our their his her him us i we they he she
+one ones
+""".split())
+_NO_CONFLICT = frozenset("""
+know knew known remember recall recollect think believe understand realize recognize sure
+care mind like love hate mention reveal say tell share disclose speak talk remind
+""".split())
+_SCOPE_BREAK = frozenset("and or but because so if then while unless although though when"
+                         .split())
+_SCOPE_WORDS = 4
+_ROLE_PREP = {"from": "from", "to": "to", "into": "to", "towards": "to", "toward": "to",
+              "until": "to", "till": "to", "origin": "from", "source": "from",
+              "destination": "to", "target": "to"}
+_PAIR_CONNECTORS = frozenset(("to", "into", "->", "→", "=>", "⇒"))
+_PAIR_FILLER = frozenset("the a an my your our their his her its this that one ones of".split())
+
+# -- the scanner --------------------------------------------------------------------------
+
+_MONTH_RE = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|(?-i:May)|june?|july?|"
+             r"aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
+_UNIT_RE = "|".join(sorted((re.escape(u) for u in _UNIT_WORDS), key=len, reverse=True))
+# "fast" takes plain words in one step (atomic group, no backtracking); a word that may
+# start an email, id, url or date falls through to the specific patterns.
+_SCAN = re.compile(r"""
+  (?P<fast>(?>[^\W\d_]+(?:['’-][^\W\d_]+)*))(?![\w.%+-]{0,64}@|[\w-]{0,64}[_\d]|://|\.?\s+\d)
+| (?P<email>[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)
+| (?P<url>\bhttps?://[^\s<>"'`]+)
+| (?P<record>\{[^{}\n]{0,400}\})
+| "(?P<dq>[^"\n]{1,200})" | “(?P<cq>[^”\n]{1,200})” | ‘(?P<csq>[^’\n]{1,200})’
+| `(?P<bq>[^`\n]{1,200})` | (?<![\w'’])'(?P<sq>[^'\n]{1,200}?)'(?![\w])
+| (?P<iso>\b\d{4}-\d{2}-\d{2}(?:[T\s]\d{1,2}:\d{2}(?::\d{2})?)?\b)
+| (?P<slash>\b\d{1,2}/\d{1,2}/\d{2,4}\b)
+| (?P<phone>(?<![\w#])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4}\b)
+| (?P<time>\b\d{1,2}(?::\d{2})?\s?(?:[ap]\.m\.|[ap]m\b)|\b\d{1,2}:\d{2}\b)
+| (?P<mdy>\b""" + _MONTH_RE + r"""\.?\s+\d{1,2}(?:st|nd|rd|th)?\b(?:,?\s+\d{4}\b)?)
+| (?P<dmy>\b\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?""" + _MONTH_RE + r"""\b\.?(?:,?\s+\d{4}\b)?)
+| (?P<oid>\#[A-Za-z0-9][A-Za-z0-9_-]*)
+| (?P<uid>\b[A-Za-z][A-Za-z0-9]{0,64}(?:_[A-Za-z0-9]+)+\b)
+| (?P<hex>\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b
+         |\b(?=[a-f]*\d)(?=\d*[a-f])[0-9a-f]{12,}\b)
+| (?P<code>\b[A-Za-z][A-Za-z-]{0,64}\d[A-Za-z0-9-]*\b)
+| (?P<num>(?<![\w.])[-+]?[$€£¥]?\d+(?:,\d{3})*(?:\.\d+)?(?:(?:\s?%)|[A-Za-z]{1,4}\b|\s(?:"""
+    + _UNIT_RE + r""")\b)?)
+| (?P<word>[^\W\d_](?:[\w'’-]*\w)?)
+| (?P<arrow>->|→|=>|⇒|>)
+| (?P<punct>[.!?;:,()\[\]\n—–])
+""", re.VERBOSE | re.IGNORECASE)
+
+
+def _norm_num(s: str) -> str:
+    m = re.match(r"([-+]?)[$€£¥]?(\d+(?:\.\d+)?)\s*(.*)$", s.strip().replace(",", ""))
+    if not m:
+        return s.lower()
+    sign, digits, unit = m.groups()
+    if "." in digits:
+        digits = digits.rstrip("0").rstrip(".")
+    unit = unit.lower().replace(" ", "")
+    if unit == "percent":
+        unit = "%"
+    elif len(unit) > 3 and unit.endswith("s"):
+        unit = unit[:-1]  # hours -> hour, pieces -> piece
+    return f"{'-' if sign == '-' else ''}{digits}{unit}"
+
+
+def _norm_time(s: str) -> str:
+    m = re.match(r"(\d{1,2})(?::(\d{2}))?(am|pm)?$", s.lower().replace(".", "").replace(" ", ""))
+    if not m:
+        return s.lower()
+    h, mi, ap = int(m.group(1)), int(m.group(2) or 0), m.group(3)
+    h = h + 12 if ap == "pm" and h < 12 else 0 if ap == "am" and h == 12 else h
+    return f"{h:02d}:{mi:02d}"
+
+
+def _norm_date(s: str, kind: str) -> str:
+    if kind == "mdy":
+        mo, d, y = re.match(r"([A-Za-z]+)\.?\s+(\d+)\w*(?:,?\s+(\d{4}))?", s).groups()
+    else:
+        d, mo, y = re.match(r"(\d+)\w*\s+(?:of\s+)?([A-Za-z]+)\.?(?:,?\s+(\d{4}))?", s).groups()
+    md = f"{_MONTHS.get(mo.lower(), 0):02d}-{int(d):02d}"
+    return f"{y}-{md}" if y else md
+
+
+def _casefold(s: str) -> str:
+    return " ".join(s.casefold().split())
+
+
+_NORMALIZE = {  # regex group -> (slot field, normalizer of the whole match)
+    "email": ("emails", str.casefold),
+    "url": ("urls", lambda s: s.rstrip(".,;:!?)]}")),
+    "record": ("quoted", _casefold),
+    "iso": ("dates", lambda s: s.replace(" ", "T")),
+    "slash": ("dates", str),
+    "phone": ("phones", lambda s: re.sub(r"\D", "", s)),
+    "time": ("dates", _norm_time),
+    "oid": ("order_ids", str.upper),
+    "uid": ("user_ids", str.casefold),
+    "hex": ("codes", str.upper),
+    "code": ("codes", str.upper),
+    "num": ("numbers", _norm_num),
+}
+_QUOTES = ("dq", "cq", "csq", "bq", "sq")
+
+# A token is (kind, value, is_name): kind is a slot field, "word", "arrow" or "punct"; a
+# word's value is lower-cased with a possessive 's dropped.
+
+
+def _scan(text: str) -> list[tuple[str, str, bool]]:
+    toks = []
+    for m in _SCAN.finditer(text):
+        kind, s = m.lastgroup, m.group()
+        if kind == "fast" or kind == "word":
+            s = s.replace("’", "'")
+            low = s.lower()
+            if low.endswith("'s"):
+                low = low[:-2]
+            name = (s[0].isupper() and len(low) > 1 and low not in COMMON_WORDS
+                    and not low.endswith("n't"))
+            toks.append(("word", low, name))
+        elif kind in _NORMALIZE:
+            field_, norm = _NORMALIZE[kind]
+            toks.append((field_, norm(s), False))
+        elif kind in _QUOTES:
+            toks.append(("quoted", _casefold(m.group(kind)), False))
+        elif kind in ("mdy", "dmy"):
+            toks.append(("dates", _norm_date(s, kind), False))
+        else:
+            toks.append((kind, s, False))  # arrow, punct
+    return toks
+
+
+def _is_cue(w: str) -> bool:
+    return w in _NEG_CUES or w.endswith("n't")
+
+
+def extract(text: str) -> Slots:
+    """The slots of one text (see the module docstring for what counts)."""
+    toks = _scan(unicodedata.normalize("NFKC", text))
+    n = len(toks)
+    sets: dict[str, set] = {k: set() for k in _SET_FIELDS}
+    negated: set[str] = set()
+    asserted: set[str] = set()
+    words: set[str] = set()
+
+    # negation scopes and heads
+    in_scope = [False] * n
+    for i, (kind, low, _) in enumerate(toks):
+        if kind != "word" or not _is_cue(low):
+            continue
+        if low == "not" and i + 1 < n and toks[i + 1][1] == "only":
+            continue
+        head = None
+        j = i + 1
+        while j < n and j <= i + _SCOPE_WORDS:
+            kj, wj, _ = toks[j]
+            if kj in ("punct", "arrow") or wj in _SCOPE_BREAK:
+                break
+            in_scope[j] = True
+            if head is None and (kj != "word" or (wj not in _NEG_FILLER and not _is_cue(wj))):
+                head = _ACTIONS.get(wj, wj) if kj == "word" else wj
+            j += 1
+        if head is not None and head not in _NO_CONFLICT:
+            negated.add(head)
+
+    # values, names, actions, comparatives
+    prev = ""
+    for i, (kind, low, name) in enumerate(toks):
+        if kind in _SET_FIELDS:
+            sets[kind].add(low)
+            words.add(low)
+            if not in_scope[i]:
+                asserted.add(low)
+        elif kind == "word":
+            words.add(low)
+            if name:
+                sets["names"].add(low)
+            elif low in _NUMBER_WORDS:
+                sets["numbers"].add(_NUMBER_WORDS[low])
+            elif low in _DAYS:
+                sets["dates"].add(low)
+            if not in_scope[i] and not _is_cue(low):
+                asserted.add(low)
+                canon = _ACTIONS.get(low)
+                if canon is not None:
+                    asserted.add(canon)
+                    if low not in _PAST and not (
+                            canon == "change" and i + 2 < n and toks[i + 2][1] == "mind"):
+                        sets["actions"].add(canon)
+            if low in _COMPARATIVES and not (low == "longer" and prev == "no"):
+                sets["comparatives"].add(low)
+        prev = low if kind == "word" else ""
+
+    roles, order = _roles(toks)
+    return Slots(**{k: frozenset(v) for k, v in sets.items() if k != "rankings"},
+                 rankings=frozenset(_rankings(toks)),
+                 negations=frozenset((h, "+-" if h in asserted else "-") for h in negated),
+                 roles=frozenset(roles), order=frozenset(order), words=frozenset(words),
+                 asserted=frozenset(asserted))
+
+
+def _value(tok: tuple[str, str, bool]) -> str | None:
+    """A token's slot value: typed values, names and number words; else None."""
+    kind, low, name = tok
+    if kind in _SET_FIELDS:
+        return low
+    if kind == "word":
+        if name:
+            return low
+        return _NUMBER_WORDS.get(low)
+    return None
+
+
+def _rankings(toks: list) -> list[tuple[str, ...]]:
+    """Chains ``a > b > c``: the last word (or value) of each element, in order."""
+    out = []
+    n = len(toks)
+    i = 0
+    while i < n:
+        if toks[i][:2] != ("arrow", ">"):
+            i += 1
+            continue
+        chain = [toks[i - 1][1]] if i > 0 and toks[i - 1][0] != "punct" else []
+        j = i
+        while j < n and toks[j][:2] == ("arrow", ">"):
+            k, last = j + 1, None
+            while k < n and toks[k][0] not in ("arrow", "punct"):
+                last, k = toks[k][1], k + 1
+            if last is not None:
+                chain.append(last)
+            j = k
+        if len(chain) >= 2:
+            out.append(tuple(chain))
+        i = j
+    return out
+
+
+def _roles(toks: list) -> tuple[set[tuple[str, str]], set[tuple[str, str, str]]]:
+    roles: set[tuple[str, str]] = set()
+    order: set[tuple[str, str, str]] = set()
+    n = len(toks)
+    vals = [_value(t) for t in toks]
+    for i, v in enumerate(vals):
+        if v is None:
+            continue
+        for k in (i - 1, i - 2):  # from/to before the value, one filler word allowed
+            if k < 0 or toks[k][0] != "word":
+                break
+            if toks[k][1] in _ROLE_PREP:
+                roles.add((v, _ROLE_PREP[toks[k][1]]))
+                break
+            if toks[k][1] not in _PAIR_FILLER:
+                break
+    for i, (kind, low, _) in enumerate(toks):
+        if (kind == "arrow" and low != ">") or (kind == "word" and low in _PAIR_CONNECTORS):
+            left, right = _near_value(toks, vals, i, -1), _near_value(toks, vals, i, 1)
+            if left is not None and right is not None and left != right:
+                order.add(("to", left, right))
+        if kind != "word":
+            continue
+        if low in ("over", "than"):
+            p = toks[i - 1][1] if i > 0 and toks[i - 1][0] == "word" else ""
+            if low == "than" and (p in _COMPARATIVES or p in ("other", "else")):
+                continue
+            li, ri = (i - 2 if p == "rather" else i - 1), i + 1
+        elif low == "instead" and i + 1 < n and toks[i + 1][1] == "of":
+            li, ri = i - 1, i + 2
+        else:
+            continue
+        left, right = _content(toks, li, -1), _content(toks, ri, 1)
+        if left and right and left != right:
+            order.add(("over", left, right))
+    return roles, order
+
+
+def _near_value(toks: list, vals: list, i: int, step: int) -> str | None:
+    """The slot value next to position i, one filler word allowed in between."""
+    k = i + step
+    for _ in range(2):
+        if not 0 <= k < len(toks):
+            return None
+        if vals[k] is not None:
+            return vals[k]
+        if toks[k][0] != "word" or toks[k][1] not in _PAIR_FILLER:
+            return None
+        k += step
+    return None
+
+
+def _content(toks: list, k: int, step: int) -> str | None:
+    """The nearest content word (or value) from position k in direction step."""
+    for _ in range(3):
+        if not 0 <= k < len(toks) or toks[k][0] in ("punct", "arrow"):
+            return None
+        kind, low, _ = toks[k]
+        if kind != "word" or (low not in _PAIR_FILLER and low not in COMMON_WORDS):
+            return low
+        k += step
+    return None
+
+
+# -- comparison ---------------------------------------------------------------------------
+
+_POL = {"+": "asserted", "-": "negated", "+-": "both asserted and negated"}
+
+
+def _fmt(values) -> str:
+    if not values:
+        return "(none)"
+    return ", ".join(" > ".join(v) if isinstance(v, tuple) else v for v in sorted(values))
+
+
+def _refs(s: Slots) -> frozenset[str]:
+    return frozenset(v.lstrip("#") for v in s.order_ids | s.codes)
+
+
+def compare(a: Slots, b: Slots) -> tuple[bool, list[str]]:
+    """``(equal, differences)``: set slots must be equal; negations, roles and order must not
+    conflict (see the module docstring). The differences are stable, readable lines."""
+    diffs: list[str] = []
+    same_refs = _refs(a) == _refs(b)
+    for fname, label in _SET_FIELDS.items():
+        va, vb = getattr(a, fname), getattr(b, fname)
+        if va == vb or (same_refs and fname in ("order_ids", "codes")):
+            continue
+        only_a, only_b = va - vb, vb - va
+        if fname == "actions":  # 'change' matches exchange or modify, and they it
+            only_a = {v for v in only_a if _GENERIC.get(v, frozenset()).isdisjoint(b.actions)}
+            only_b = {v for v in only_b if _GENERIC.get(v, frozenset()).isdisjoint(a.actions)}
+        elif fname == "names":  # casing alone is no difference
+            only_a = {v for v in only_a if v not in b.words}
+            only_b = {v for v in only_b if v not in a.words}
+        if only_a or only_b:
+            diffs.append(f"slot '{label}' differs: {_fmt(only_a)} vs {_fmt(only_b)}")
+    pa, pb = dict(a.negations), dict(b.negations)
+    for head in sorted(set(pa) | set(pb)):
+        pol_a = pa.get(head) or ("+" if head in a.asserted else None)
+        pol_b = pb.get(head) or ("+" if head in b.asserted else None)
+        if pol_a and pol_b and pol_a != pol_b:
+            diffs.append(f"slot 'negation' differs: {head!r} is {_POL[pol_a]} vs {_POL[pol_b]}")
+    ra: dict[str, set[str]] = {}
+    rb: dict[str, set[str]] = {}
+    for v, r in a.roles:
+        ra.setdefault(v, set()).add(r)
+    for v, r in b.roles:
+        rb.setdefault(v, set()).add(r)
+    for v in sorted(set(ra) & set(rb)):
+        if ra[v] != rb[v]:
+            diffs.append(f"slot 'role' differs: {v!r} is {'/'.join(sorted(ra[v]))} vs "
+                         f"{'/'.join(sorted(rb[v]))}")
+    for rel, x, y in sorted(a.order):
+        if (rel, y, x) in b.order and (rel, x, y) not in b.order:
+            diffs.append(f"slot 'order' differs: {x} {rel} {y} vs {y} {rel} {x}")
+    return (not diffs, diffs)

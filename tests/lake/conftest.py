@@ -1,0 +1,31 @@
+"""Fixtures for tests/lake: the real embedding model (loaded once per session) and the
+labelled dev pairs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+PAIRS = Path(__file__).resolve().parents[3] / "shared" / "data" / "dev" / "pairs.jsonl"
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """all-MiniLM-L6-v2 from the bundled weights, loaded once for the whole session."""
+    from lake.embedder import MiniLMEmbedder
+
+    return MiniLMEmbedder().load()
+
+
+@pytest.fixture(scope="session")
+def dev_pairs() -> dict[str, dict]:
+    """The labelled pairs of /work/shared/data/dev/pairs.jsonl by pair_id (skip if absent)."""
+    if not PAIRS.exists():
+        pytest.skip(f"{PAIRS} not found")
+    with PAIRS.open() as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {r["pair_id"]: r for r in rows}
