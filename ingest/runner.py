@@ -7,16 +7,30 @@ chunks in the background.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pickle
+import queue
+import struct
+import subprocess
+import sys
+import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa
 
 from lake import Lake
 from lake.errors import InvalidArgument
-from lake.records import normalize_line
+from lake.records import Context, Record, normalize, normalize_line
+from lake.writer import steps_table
 
 from .quarantine import Quarantine
-from .readers import Reader, expand
+from .readers import Reader, expand, kind_of
 
 CHUNK_RECORDS = 2000
 
@@ -50,26 +64,44 @@ class Summary:
 def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
                  quarantine: Quarantine | None = None,
                  on_progress: Callable[[int, int], None] | None = None,
-                 on_ack: Callable[[dict[str, Any]], None] | None = None) -> Summary:
+                 on_ack: Callable[[dict[str, Any]], None] | None = None,
+                 workers: int | None = None) -> Summary:
     """Ingest files/directories. ``on_progress(done_bytes, total_bytes)``; ``on_ack`` gets
-    ``{"file", "through", "trajectories", "lsn"}`` each time a chunk is durable."""
+    ``{"file", "through", "trajectories", "lsn"}`` each time a chunk is durable.
+
+    ``workers``: processes that validate JSONL records (None: one per core when the JSONL
+    input is at least ``WORKERS_MIN_BYTES``, else none; 0: validate in this process). What
+    lands is the same either way. Parquet and Arrow records are validated here: they reach
+    Python as objects already, and shipping them to a worker costs more than it saves."""
     files = expand(paths)
     quarantine = quarantine or Quarantine(directory=lake.settings.quarantine_path)
     summary = Summary(files=len(files))
     total = sum(f.stat().st_size for f in files)
+    if workers is None:
+        cores = os.cpu_count() or 1
+        jsonl = sum(f.stat().st_size for f in files if kind_of(f) in JSONL_KINDS)
+        workers = cores if cores > 1 and jsonl >= WORKERS_MIN_BYTES else 0
+    pool: _Workers | None = None  # started for the first JSONL file
     done = 0
-    for path in files:
-        try:
-            reader = Reader(path)
-        except InvalidArgument as e:
-            summary.unreadable.append(str(e))
-            quarantine.add(str(path), e.message, None, None)
-            continue
-        _ingest_file(lake, reader, tenant, quarantine, summary, on_ack,
-                     lambda: on_progress(done + reader.position(), total) if on_progress else None)
-        done += reader.size
-        if on_progress:
-            on_progress(done, total)
+    try:
+        for path in files:
+            try:
+                reader = Reader(path)
+            except InvalidArgument as e:
+                summary.unreadable.append(str(e))
+                quarantine.add(str(path), e.message, None, None)
+                continue
+            if workers > 0 and pool is None and reader.kind in JSONL_KINDS:
+                pool = _Workers(workers)
+            _ingest_file(lake, reader, tenant, quarantine, summary, on_ack,
+                         lambda: on_progress(done + reader.position(), total)  # noqa: B023
+                         if on_progress else None, pool, workers)
+            done += reader.size
+            if on_progress:
+                on_progress(done, total)
+    finally:
+        if pool is not None:
+            pool.close()
     lake.flush()
     quarantine.close()
     summary.rejected = quarantine.count - len(summary.unreadable)
@@ -78,35 +110,240 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
 
 
 def _ingest_file(lake: Lake, reader: Reader, tenant: str | None, quarantine: Quarantine,
-                 summary: Summary, on_ack: Callable | None, tick: Callable[[], None]) -> None:
+                 summary: Summary, on_ack: Callable | None, tick: Callable[[], None],
+                 pool: _Workers | None = None, workers: int = 0) -> None:
+    # Records are validated here or, with a pool, in worker processes (chunks of
+    # WORKER_CHUNK items, results taken in order). Logging a chunk durably (WAL write +
+    # fsync, in a thread) overlaps validating the next one; at most one chunk is in
+    # flight, and its ack (summary, on_ack, progress) is reported here, in order, once it is
+    # durable.
     ctx = lake.context(tenant)
-    records, lines = [], []
+    records: list[Record] = []
+    lines: list[bytes] = []
     last = ""
+    inflight: tuple[Future[int], list[Record], str] | None = None
 
-    def submit() -> None:
-        lsn = lake.submit(records, lines, ctx)
-        summary.trajectories += len(records)
-        summary.steps += sum(r.trajectory["n_steps"] for r in records)
+    def finish() -> None:
+        nonlocal inflight
+        if inflight is None:
+            return
+        future, done, through = inflight
+        inflight = None
+        lsn = future.result()
+        summary.trajectories += len(done)
+        summary.steps += sum(r.trajectory["n_steps"] for r in done)
         if on_ack:
-            on_ack({"file": str(reader.path), "through": last, "trajectories": len(records),
+            on_ack({"file": str(reader.path), "through": through, "trajectories": len(done),
                     "lsn": lsn})
-        records.clear()
-        lines.clear()
         tick()
 
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-log") as log:
+
+        def submit() -> None:
+            nonlocal records, lines, inflight
+            finish()
+            inflight = (log.submit(lake.submit, records, lines, ctx), records, last)
+            records, lines = [], []
+
+        def accept(location: str, raw: bytes | None = None, rec: Record | None = None) -> None:
+            nonlocal last
+            last = location  # the last item read (good or not): an ack's "through"
+            if rec is not None:
+                records.append(rec)
+                lines.append(raw)
+                if len(records) >= CHUNK_RECORDS:
+                    submit()
+
+        try:
+            if pool is None or reader.kind not in JSONL_KINDS:
+                for item in reader:
+                    accept(item.location)
+                    if item.raw is None:
+                        quarantine.add(item.location, item.error or "unreadable", None, None)
+                        continue
+                    try:
+                        rec = (normalize_line(item.raw, ctx) if item.obj is None
+                               else normalize(item.obj, item.raw, ctx))  # obj: raw, parsed
+                    except InvalidArgument as e:
+                        quarantine.add(item.location, e.message, e.field, item.raw)
+                        continue
+                    accept(item.location, item.raw, rec)
+            else:
+                _validate_in_workers(pool, 2 * workers + 1, reader, ctx, quarantine, accept)
+            if records:
+                submit()
+            finish()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                finish()  # report what did become durable
+            raise
+
+
+# -- validation in worker processes ----------------------------------------------------------
+# Validation is pure Python and holds the GIL; on a multi-core machine, worker processes
+# validate chunks of records in parallel and return the steps already as an Arrow table
+# (cheaper to send than row dicts), while this process logs and commits. Each record's steps
+# travel as a slice of its chunk's table; the writer stores them as they are.
+
+WORKERS_MIN_BYTES = 64 << 20
+JSONL_KINDS = ("jsonl", "jsonl.gz")
+WORKER_CHUNK = 500  # items per task
+
+
+def _validate_in_workers(pool: _Workers, depth: int, reader: Reader, ctx: Context,
+                         quarantine: Quarantine, accept: Callable[..., None]) -> None:
+    tasks: deque[list[tuple[str, bytes | None, str | None]]] = deque()
+
+    def take() -> None:
+        items = tasks.popleft()
+        valid, rejected, steps = pool.result()
+        rejected = {i: (message, field) for i, message, field in rejected}
+        valid = iter(valid)
+        offset = 0
+        for i, (location, raw, error) in enumerate(items):
+            accept(location)
+            if raw is None:
+                quarantine.add(location, error or "unreadable", None, None)
+            elif i in rejected:
+                message, field = rejected[i]
+                quarantine.add(location, message, field, raw)
+            else:
+                trajectory, payloads = next(valid)
+                n = trajectory["n_steps"]
+                accept(location, raw, Record(trajectory, steps.slice(offset, n), payloads))
+                offset += n
+
+    chunk: list[tuple[str, bytes | None, str | None]] = []
     for item in reader:
-        last = item.location
-        if item.raw is None:
-            quarantine.add(item.location, item.error or "unreadable", None, None)
+        chunk.append((item.location, item.raw, item.error))
+        if len(chunk) >= WORKER_CHUNK:
+            pool.submit(([c[1] for c in chunk], ctx))
+            tasks.append(chunk)
+            chunk = []
+            while len(tasks) >= depth:
+                take()
+    if chunk:
+        pool.submit(([c[1] for c in chunk], ctx))
+        tasks.append(chunk)
+    while tasks:
+        take()
+
+
+def _validate_chunk(raws: list[bytes | None], ctx: Context) -> tuple[list, list, pa.Table]:
+    """In a worker: ``normalize_line`` each record. Returns the valid ones' (trajectory row,
+    payload rows), the rejected ones' (position, message, field), and all valid steps as one
+    table, in order."""
+    valid, rejected, steps = [], [], []
+    for i, raw in enumerate(raws):
+        if raw is None:
             continue
         try:
-            rec = normalize_line(item.raw, ctx)
+            rec = normalize_line(raw, ctx)
         except InvalidArgument as e:
-            quarantine.add(item.location, e.message, e.field, item.raw)
+            rejected.append((i, e.message, e.field))
             continue
-        records.append(rec)
-        lines.append(item.raw)
-        if len(records) >= CHUNK_RECORDS:
-            submit()
-    if records:
-        submit()
+        valid.append((rec.trajectory, rec.payloads))
+        steps.extend(rec.steps)
+    return valid, rejected, steps_table(steps)
+
+
+class _Workers:
+    """Worker processes fed round-robin; results come back in the order of ``submit``.
+
+    Fresh interpreters running ``_worker_main``: unlike multiprocessing's spawn, nothing of
+    the caller's ``__main__`` is re-run. Tasks and results are pickles framed by their
+    length on stdin / stdout."""
+
+    def __init__(self, n: int):
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)  # where `ingest` and `lake` live
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        cmd = [sys.executable, "-c", "from ingest.runner import _worker_main; _worker_main()"]
+        self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       env=env) for _ in range(n)]
+        # One feeder thread per process writes its tasks, so the caller never blocks on a
+        # full pipe while that process is blocked writing a result nobody reads yet.
+        self.feeds: list[queue.Queue[bytes | None]] = [queue.Queue() for _ in self.procs]
+        self.feeders = [threading.Thread(target=self._feed, args=(p.stdin, q), daemon=True,
+                                         name="ingest-feed") for p, q in zip(self.procs,
+                                                                             self.feeds,
+                                                                             strict=True)]
+        for t in self.feeders:
+            t.start()
+        self.next = 0
+        self.pending: deque[int] = deque()
+
+    @staticmethod
+    def _feed(out: BinaryIO, tasks: queue.Queue[bytes | None]) -> None:
+        try:
+            while (task := tasks.get()) is not None:
+                _write_frame(out, task)
+        except OSError:
+            pass  # the process died: its result read fails and says so
+        finally:
+            with contextlib.suppress(OSError):
+                out.close()
+
+    def submit(self, task: object) -> None:
+        i = self.next
+        self.next = (i + 1) % len(self.procs)
+        self.feeds[i].put(pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL))
+        self.pending.append(i)
+
+    def result(self) -> Any:
+        i = self.pending.popleft()
+        frame = _read_frame(self.procs[i].stdout)
+        if frame is None:
+            raise RuntimeError(f"ingest worker process {self.procs[i].pid} exited "
+                               f"(code {self.procs[i].poll()}); see its stderr above")
+        ok, value = pickle.loads(frame)
+        if not ok:
+            raise RuntimeError(f"ingest worker process failed:\n{value}")
+        return value
+
+    def close(self) -> None:
+        for q in self.feeds:
+            q.put(None)  # end of tasks: the process exits
+        for p in self.procs:
+            if self.pending:  # given up on (an error): results nobody will read
+                p.kill()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            if p.stdout is not None:
+                p.stdout.close()
+        for t in self.feeders:
+            t.join(timeout=10)
+
+
+def _write_frame(out: BinaryIO, data: bytes) -> None:
+    out.write(struct.pack("<Q", len(data)))
+    out.write(data)
+    out.flush()
+
+
+def _read_frame(src: BinaryIO) -> bytes | None:
+    head = src.read(8)
+    if len(head) < 8:
+        return None
+    (n,) = struct.unpack("<Q", head)
+    data = src.read(n)
+    return data if len(data) == n else None
+
+
+def _worker_main() -> None:
+    """In a worker process: validate the chunks read on stdin, results to stdout."""
+    import traceback
+
+    src = sys.stdin.buffer
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray prints go to stderr, not into the result stream
+    while (frame := _read_frame(src)) is not None:
+        try:
+            result = (True, _validate_chunk(*pickle.loads(frame)))
+        except Exception:  # noqa: BLE001 - reported to the caller
+            result = (False, traceback.format_exc())
+        _write_frame(out, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+

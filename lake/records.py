@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,8 @@ from .schema import STATUSES
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_US = 253402300799 * 1_000_000  # 9999-12-31T23:59:59Z
+_MAX_I31, _MAX_I63 = (1 << 31) - 1, (1 << 63) - 1
+_MAX_FLOAT = sys.float_info.max  # 0.0 <= x <= _MAX_FLOAT: finite and non-negative
 _STATUS_RANK = {"running": 0, "abandoned": 1, "failed": 1, "succeeded": 1}
 
 TRAJECTORY_FIELDS = frozenset(
@@ -135,7 +138,8 @@ def normalize(obj: Any, raw: bytes, ctx: Context) -> Record:
     reward = _float(outcome, "reward", "outcome.reward")
     if reward is None:
         reward = _float(obj, "reward", "reward")
-    scores = _scores(outcome.get("scores", obj.get("scores")))
+    scores = (_scores(outcome["scores"], "outcome.scores") if "scores" in outcome
+              else _scores(obj.get("scores"), "scores"))
     status = _str(obj, "status", "status")
     if status is None:
         status = "running" if success is None else ("succeeded" if success else "failed")
@@ -188,70 +192,130 @@ def _steps(value: Any, tid: str, ctx: Context) -> tuple[list[dict], list[dict]]:
     rows: list[dict] = []
     payloads: list[dict] = []
     for pos, step in enumerate(value):
-        path = f"steps[{pos}]"
         if not isinstance(step, dict):
-            raise InvalidArgument(f"a step must be an object, got {_kind(step)}", field=path)
-        index = _int(step, "index", f"{path}.index", bits=31)
-        if index is None:
-            index = pos
+            raise InvalidArgument(f"a step must be an object, got {_kind(step)}",
+                                  field=f"steps[{pos}]")
+        index = step.get("index")
+        if type(index) is not int or not 0 <= index <= _MAX_I31:  # else: the checked reader
+            index = _int(step, "index", f"steps[{pos}].index", bits=31)
+            if index is None:
+                index = pos
         if index in seen:
             raise InvalidArgument(
                 f"index {index} is already used by steps[{seen[index]}]; step indexes must be "
-                "unique within a trajectory", field=f"{path}.index")
+                "unique within a trajectory", field=f"steps[{pos}].index")
         seen[index] = pos
-        rows.append(_step(step, path, index, tid, ctx, payloads))
+        rows.append(_step(step, pos, index, tid, ctx, payloads))
     return rows, payloads
 
 
-def _step(step: dict, path: str, index: int, tid: str, ctx: Context, payloads: list) -> dict:
-    kind = _str(step, "kind", f"{path}.kind")
+def _step(step: dict, pos: int, index: int, tid: str, ctx: Context, payloads: list) -> dict:
+    # The hot path of every ingest. Values of the common type are taken as they are; any
+    # other value goes through its checked reader (``_str``, ``_int``...), which converts it
+    # or raises the error naming ``steps[pos].<field>``. Fields are read in a fixed order,
+    # so the first bad field is the one reported.
+    get = step.get
+    kind = get("kind")
+    if type(kind) is not str:
+        kind = _str(step, "kind", f"steps[{pos}].kind")
     if not kind:
         raise InvalidArgument("kind is missing; use llm, tool, user, observation or error",
-                              field=f"{path}.kind")
-    attrs = step.get("attributes")
+                              field=f"steps[{pos}].kind")
+    attrs = get("attributes")
     if attrs is None:
         attrs = {}
     elif not isinstance(attrs, dict):
         raise InvalidArgument(f"attributes must be an object, got {_kind(attrs)}",
-                              field=f"{path}.attributes")
+                              field=f"steps[{pos}].attributes")
     else:
         attrs = dict(attrs)
-    vals: dict[str, Any] = {}
+    vals: dict[str, Any] | None = None
+    src: dict[str, str] = {}  # canonical field -> the alias its value came from (for errors)
     for key, val in step.items():
         if key in STEP_FIELDS:
             continue
         canon = STEP_ALIASES.get(key)
-        if canon is not None and step.get(canon) is None and canon not in vals:
+        if canon is not None and get(canon) is None and (vals is None or canon not in vals):
+            if vals is None:
+                vals = {}
             vals[canon] = val
-        else:
+            src[canon] = key
+        elif key in attrs:
             _keep(attrs, key, val)
-    for canon, val in vals.items():
-        step = {**step, canon: val}
-    output = _text(step, "output", f"{path}.output")
-    error = _text(step, "error", f"{path}.error")
-    if error is None and step.get("is_error") is True:
+        else:
+            attrs[key] = val
+    output = get("output")
+    if output is not None and type(output) is not str:
+        output = _text(step, "output", f"steps[{pos}].output")
+    error = get("error")
+    if error is not None and type(error) is not str:
+        error = _text(step, "error", f"steps[{pos}].error")
+    if error is None and get("is_error") is True:
         error = output if output else "error"
+    step_id = get("step_id")
+    if step_id is not None and type(step_id) is not str:
+        step_id = _str(step, "step_id", f"steps[{pos}].step_id")
+    parent_step_id = get("parent_step_id")
+    if parent_step_id is not None and type(parent_step_id) is not str:
+        parent_step_id = _str(step, "parent_step_id", f"steps[{pos}].parent_step_id")
+    name = get("name")
+    if name is not None and type(name) is not str:
+        name = _str(step, "name", f"steps[{pos}].name")
+    input_ = get("input")
+    if input_ is not None and type(input_) is not str:
+        input_ = _text(step, "input", f"steps[{pos}].input")
+    actor = get("actor")
+    if actor is not None and type(actor) is not str:
+        actor = _str(step, "actor", f"steps[{pos}].actor")
+    started_at = get("started_at")
+    if started_at is not None:
+        started_at = _ts_text(started_at)
+        if started_at is None:
+            started_at = _ts(step, "started_at", f"steps[{pos}].started_at")
+    # An alias stands in for its field when the field is absent or null (``vals``).
+    duration_ms = get("duration_ms") if vals is None else vals.get("duration_ms",
+                                                                   get("duration_ms"))
+    if duration_ms is not None and (type(duration_ms) is not float
+                                    or not 0.0 <= duration_ms <= _MAX_FLOAT):
+        duration_ms = _float({"duration_ms": duration_ms}, "duration_ms",
+                             f"steps[{pos}].{src.get('duration_ms', 'duration_ms')}", nonneg=True)
+    tokens_in = get("tokens_in") if vals is None else vals.get("tokens_in", get("tokens_in"))
+    if tokens_in is not None and (type(tokens_in) is not int or not 0 <= tokens_in <= _MAX_I63):
+        tokens_in = _int({"tokens_in": tokens_in}, "tokens_in",
+                         f"steps[{pos}].{src.get('tokens_in', 'tokens_in')}")
+    tokens_out = get("tokens_out") if vals is None else vals.get("tokens_out", get("tokens_out"))
+    if tokens_out is not None and (type(tokens_out) is not int
+                                   or not 0 <= tokens_out <= _MAX_I63):
+        tokens_out = _int({"tokens_out": tokens_out}, "tokens_out",
+                          f"steps[{pos}].{src.get('tokens_out', 'tokens_out')}")
+    cost_usd = get("cost_usd")
+    if cost_usd is not None and (type(cost_usd) is not float or not 0.0 <= cost_usd <= _MAX_FLOAT):
+        cost_usd = _float(step, "cost_usd", f"steps[{pos}].cost_usd", nonneg=True)
     row = {
         "tenant": ctx.tenant,
         "trajectory_id": tid,
         "index": index,
-        "step_id": _str(step, "step_id", f"{path}.step_id") or str(index),
-        "parent_step_id": _str(step, "parent_step_id", f"{path}.parent_step_id"),
+        "step_id": step_id or str(index),
+        "parent_step_id": parent_step_id,
         "kind": kind,
-        "name": _str(step, "name", f"{path}.name"),
-        "input": _text(step, "input", f"{path}.input"),
+        "name": name,
+        "input": input_,
         "output": output,
         "error": error,
-        "actor": _str(step, "actor", f"{path}.actor"),
-        "started_at": _ts(step, "started_at", f"{path}.started_at"),
-        "duration_ms": _float(step, "duration_ms", f"{path}.duration_ms", nonneg=True),
-        "tokens_in": _int(step, "tokens_in", f"{path}.tokens_in"),
-        "tokens_out": _int(step, "tokens_out", f"{path}.tokens_out"),
-        "cost_usd": _float(step, "cost_usd", f"{path}.cost_usd", nonneg=True),
+        "actor": actor,
+        "started_at": started_at,
+        "duration_ms": duration_ms,
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "cost_usd": cost_usd,
         "attributes": orjson.dumps(attrs).decode() if attrs else None,
         "input_ref": None,
         "output_ref": None,
     }
+    limit = ctx.payload_limit
+    if (input_ is None or len(input_) * 4 <= limit) and (output is None
+                                                          or len(output) * 4 <= limit):
+        return row  # nothing can be over the payload limit (UTF-8: at most 4 bytes a char)
     for col in ("input", "output"):
         text = row[col]
         if text is not None and len(text) * 4 > ctx.payload_limit:
@@ -347,7 +411,8 @@ def _ts(obj: dict, key: str, path: str) -> int | None:
     elif isinstance(v, datetime):
         dt = v
     elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-        us = int(v * 1_000_000)
+        x = v * 1_000_000  # inf for a huge float: out of range, not an OverflowError
+        us = int(x) if math.isfinite(x) else -1
         if not 0 <= us <= _MAX_US:
             raise InvalidArgument(f"epoch seconds {v!r} are out of range", field=path)
         return us
@@ -362,13 +427,27 @@ def _ts(obj: dict, key: str, path: str) -> int | None:
     return us
 
 
-def _scores(v: Any) -> list[tuple[str, float]] | None:
+def _ts_text(v: Any) -> int | None:
+    """``_ts`` for the common case, an in-range ISO 8601 string; None for anything else."""
+    if type(v) is not str:
+        return None
+    try:
+        dt = datetime.fromisoformat(v)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    us = (dt - _EPOCH) // _US
+    return us if 0 <= us <= _MAX_US else None
+
+
+def _scores(v: Any, path: str) -> list[tuple[str, float]] | None:
     if v is None:
         return None
     if not isinstance(v, dict):
         raise InvalidArgument(f"must be an object of name -> number, got {_kind(v)}",
-                              field="outcome.scores")
-    return [(str(k), _float(v, k, f"outcome.scores.{k}")) for k in v if v[k] is not None]  # type: ignore[misc]
+                              field=path)
+    return [(str(k), _float(v, k, f"{path}.{k}")) for k in v if v[k] is not None]  # type: ignore[misc]
 
 
 def _tags(v: Any) -> list[str] | None:
@@ -388,11 +467,15 @@ def _total(obj: dict, key: str, steps: list[dict], read: Any) -> Any:
 
 
 def _keep(bag: dict, key: str, val: Any) -> None:
-    """Keep an unmodelled field; a key the bag already has is kept under '_fields'."""
-    if key in bag:
-        bag.setdefault("_fields", {})[key] = val
-    else:
+    """Keep an unmodelled field; a key the bag already has is kept under '_fields' (a
+    '_fields' that is not an object is first moved under '_fields._fields')."""
+    if key not in bag:
         bag[key] = val
+        return
+    held = bag.get("_fields", {})  # copied, never changed in place: it is the caller's
+    held = dict(held) if isinstance(held, dict) else {"_fields": held}
+    held[key] = val
+    bag["_fields"] = held
 
 
 def _meta(obj: dict, outcome: dict) -> dict:

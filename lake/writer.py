@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from .errors import LakeError
 from .records import Context, Record, normalize_line, progress
-from .schema import PAYLOADS, STEPS, TRAJECTORIES
+from .schema import DATA_TABLES, PAYLOADS, STEPS, TRAJECTORIES
 from .settings import Settings
 from .tables import TableStore, in_filter
 from .versions import Catalog, Version
@@ -61,7 +61,7 @@ class ApplyStats:
 
 class Writer:
     def __init__(self, store: TableStore, catalog: Catalog, wal: WriteAheadLog, settings: Settings,
-                 on_commit: Callable[[Version], None] | None = None):
+                 on_commit: Callable[[Version, dict[str, list[dict]]], None] | None = None):
         self.store, self.catalog, self.wal, self.settings = store, catalog, wal, settings
         self.on_commit = on_commit
         self._queue: deque[Pending] = deque()
@@ -195,9 +195,12 @@ class Writer:
                 old = group.get(r.key)
                 if old is None or r.progress >= old.progress:
                     group[r.key] = r
+            written: dict[str, list[dict]] = {}
             for tenant, group in by_tenant.items():
-                self._apply_tenant(tenant, group, stats)
-            if stats.inserted or stats.updated:
+                rows = self._apply_tenant(tenant, group, stats)
+                if rows:
+                    written[tenant] = rows
+            if stats.inserted or stats.updated or (operation == "replay" and self._tables_moved()):
                 version = self.catalog.commit(operation, self.wal.writer_id, lsn, stats.as_dict())
             else:  # nothing changed: no new version; the entries' effect is already stored
                 version = self.catalog._latest or self.catalog.latest()
@@ -205,14 +208,17 @@ class Writer:
             self._commits += 1
             if self._commits % COMPACT_EVERY == 0:
                 self._compact()
-        if self.on_commit is not None:
-            self.on_commit(version)
+        if self.on_commit is not None and written:
+            self.on_commit(version, written)  # e.g. the semantic cache queues them to embed
         return version
 
-    def _apply_tenant(self, tenant: str, group: dict[str, Record], stats: ApplyStats) -> None:
+    def _apply_tenant(self, tenant: str, group: dict[str, Record],
+                      stats: ApplyStats) -> list[dict]:
+        """Write the group's new and progressed trajectories; return their rows."""
         keys = list(group)
         have = self.store.lookup("trajectories", tenant, "trajectory_id", keys,
-                                 ["trajectory_id", "n_steps", "status", "_record_hash"]).to_pylist()
+                                 ["trajectory_id", "n_steps", "status", "_record_hash",
+                                  "retracted_at", "retract_reason"]).to_pylist()
         stored = {h["trajectory_id"]: h for h in have}
         new, upd = [], []
         for key, rec in group.items():
@@ -223,10 +229,13 @@ class Writer:
                   or rec.progress < progress(old["n_steps"], old["status"])):
                 stats.unchanged += 1
             else:
+                # a retraction outlives new versions of the trajectory
+                rec.trajectory["retracted_at"] = old["retracted_at"]
+                rec.trajectory["retract_reason"] = old["retract_reason"]
                 upd.append(rec)
         write = new + upd
         if not write:
-            return
+            return []
         stats.inserted += len(new)
         stats.updated += len(upd)
         orphans = self.store.lookup("steps", tenant, "trajectory_id", [r.key for r in new],
@@ -239,15 +248,24 @@ class Writer:
                               update=False)
         if clear:
             self.store.delete("steps", in_filter(tenant, "trajectory_id", clear))
-        steps = [s for r in write for s in r.steps]
-        stats.steps += len(steps)
-        if steps:
-            self.store.append("steps", _arrow(steps, STEPS))
+        steps = _steps_of(write)
+        stats.steps += steps.num_rows
+        if steps.num_rows:
+            self.store.append("steps", steps)
         rows = _arrow([r.trajectory for r in write], TRAJECTORIES)
         if upd:
             self.store.upsert("trajectories", ["tenant", "trajectory_id"], rows)
         else:
             self.store.append("trajectories", rows)
+        return [r.trajectory for r in write]
+
+    def _tables_moved(self) -> bool:
+        """A table is ahead of the lake's latest version: a commit was interrupted (crash)
+        after writing its tables, before its version row. Replaying its entries then finds
+        them stored ("unchanged"), so the replay must commit the version that shows them."""
+        latest = self.catalog._latest or self.catalog.latest()
+        return latest is None or any(latest.tables.get(name) != self.store.version(name)
+                                     for name in DATA_TABLES)
 
     def _compact(self) -> None:
         compacted = []
@@ -270,9 +288,44 @@ class Writer:
                             "to replay it") from self._error
 
 
+def steps_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Step rows (``Record.steps``) -> a ``steps`` table."""
+    return _arrow(rows, STEPS)
+
+
+def _steps_of(records: list[Record]) -> pa.Table:
+    """The records' steps as one table, in order. A record's steps are row dicts or, when it
+    was validated in an ingest worker process, already a table (a slice of ``steps_table``)."""
+    parts: list[pa.Table] = []
+    rows: list[dict[str, Any]] = []
+    for r in records:
+        if isinstance(r.steps, list):
+            rows.extend(r.steps)
+            continue
+        if rows:
+            parts.append(_arrow(rows, STEPS))
+            rows = []
+        parts.append(r.steps)
+    if rows or not parts:
+        parts.append(_arrow(rows, STEPS))
+    return parts[0] if len(parts) == 1 else pa.concat_tables(parts).combine_chunks()
+
+
 def _arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    return pa.table({f.name: pa.array([r[f.name] for r in rows], f.type) for f in schema},
-                    schema=schema)
+    """Row dicts (each holding every column of ``schema``) -> a table.
+
+    One pass of Arrow's converter over the dicts as a struct array: faster than a list per
+    column. A row without one of the columns is a bug upstream: KeyError, as a column-wise
+    build would raise, rather than a silent null.
+    """
+    names = frozenset(schema.names)
+    for r in rows:
+        if not r.keys() >= names:
+            raise KeyError(next(n for n in schema.names if n not in r))
+    arr = pa.array(rows, pa.struct(list(schema)))
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]  # > 2 GB: chunked
+    return pa.Table.from_batches(
+        [pa.RecordBatch.from_arrays(c.flatten(), schema=schema) for c in chunks], schema=schema)
 
 
 def _decode(payload: bytes, lsn: int) -> Iterable[Record]:
