@@ -254,6 +254,7 @@ def serve(settings: Settings, host: str | None, port: int | None, auth: str | No
         if sample:
             click.echo(load_if_empty(lake))
         server = start(settings, lake=lake)
+        server.warm()  # model + index load in the background; the port is already open
         click.echo(server.describe())
         click.echo("stop with Ctrl-C or SIGTERM")
         try:
@@ -342,6 +343,9 @@ def token_list(settings: Settings, as_json: bool) -> None:
         click.echo(f"{r['token_id']}  {r['tenant']:<16} {r['agent']:<20} "
                    f"{','.join(r['scopes']):<18} {state}")
     click.echo(f"({len(rows)} token{'s' if len(rows) != 1 else ''})")
+
+from . import cache  # noqa: E402,F401  (registers context / recluster / retract)
+
 
 def main(argv: list[str] | None = None) -> None:
     try:

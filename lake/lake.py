@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +53,9 @@ class Lake:
                  writer: Writer | None):
         self.settings, self.store, self.catalog, self.writer = settings, store, catalog, writer
         self._connections: dict[tuple[int, str | None], duckdb.DuckDBPyConnection] = {}
+        self._listeners: list[Callable[[Version, dict[str, list[dict]]], None]] = []
+        if writer is not None:
+            writer.on_commit = self._committed
 
     @classmethod
     def open(cls, data: str | None = None, *, settings: Settings | None = None,
@@ -69,12 +73,11 @@ class Lake:
         if not readonly:  # a reader never writes: it reads what the versions pin
             wal = WriteAheadLog(settings.wal_path, settings.wal_segment_bytes)
             try:
-                fresh = not store.exists("_versions")
                 changed = [name for name in ALL_TABLES if store.ensure(name)]
                 writer = Writer(store, catalog, wal, settings)
                 writer.start()
-                if fresh:
-                    catalog.commit("create", wal.writer_id, 0, {})
+                if catalog.latest() is None:  # new, or killed before its first version
+                    catalog.commit("create", wal.writer_id, writer.lag["applied_lsn"], {})
                 elif changed:  # tables created or columns added by a newer schema
                     catalog.commit("migrate", wal.writer_id, writer.lag["applied_lsn"],
                                    {"tables": changed})
@@ -84,6 +87,18 @@ class Lake:
         return cls(settings, store, catalog, writer)
 
     # -- writing ------------------------------------------------------------------------------
+    def subscribe(self, listener: Callable[[Version, dict[str, list[dict]]], None]) -> None:
+        """Call ``listener(version, {tenant: trajectory rows})`` after each commit that wrote
+        trajectories. It runs on the writer's thread: hand work off, do not block."""
+        self._listeners.append(listener)
+
+    def _committed(self, version: Version, written: dict[str, list[dict]]) -> None:
+        for listener in self._listeners:
+            try:
+                listener(version, written)
+            except Exception:  # noqa: BLE001 - a listener must not stop the write path
+                logging.getLogger(__name__).exception("commit listener failed")
+
     def context(self, tenant: str | None = None) -> Context:
         return Context(tenant or self.settings.tenant, now_us(), self.settings.payload_limit,
                        self.settings.preview_chars)

@@ -9,6 +9,7 @@ are typed JSON, so ``meta->>'domain'`` works.
 from __future__ import annotations
 
 import duckdb
+import lance
 import pyarrow as pa
 
 from .schema import DATA_TABLES, JSON_COLUMNS, LOG_TABLES, public_columns
@@ -26,7 +27,7 @@ def connect(store: TableStore, catalog: Catalog, version: Version | None,
     where = f" WHERE tenant = {quote(tenant)}" if tenant is not None else ""
     for name, schema in DATA_TABLES.items():
         pinned = version.tables.get(name) if version else None
-        source = store.dataset(name, pinned) if pinned else schema.empty_table()
+        source = _scanned(store.dataset(name, pinned)) if pinned else schema.empty_table()
         con.register(f"_lance_{name}", source)
         _view(con, name, schema, set(source.schema.names), where)
     refresh(con, store)
@@ -37,10 +38,33 @@ def connect(store: TableStore, catalog: Catalog, version: Version | None,
     return con
 
 
+# Wide text columns are read late: only for the rows the query's filter keeps. The others
+# are read with the scan. (Lance's default reads every column outside the filter late, a
+# take per batch: 1.5x slower on a whole-table aggregate such as success rate by tool over
+# 1M steps, see benchmarks/RESULTS.md; a lookup by id stays as fast either way.)
+LATE_COLUMNS = frozenset(("task", "meta", "input", "output", "error", "attributes", "data",
+                          "detail"))
+
+
+class _Scanned(lance.LanceDataset):
+    """A Lance dataset whose scans (DuckDB's, with its pushed-down filter and projection)
+    materialize only ``LATE_COLUMNS`` late."""
+
+    def scanner(self, *args, **kwargs):  # type: ignore[override]
+        kwargs.setdefault("late_materialization",
+                          [c for c in self.schema.names if c in LATE_COLUMNS])
+        return super().scanner(*args, **kwargs)
+
+
+def _scanned(ds: lance.LanceDataset) -> lance.LanceDataset:
+    ds.__class__ = _Scanned  # same object and state (version, storage options), tuned scans
+    return ds
+
+
 def refresh(con: duckdb.DuckDBPyConnection, store: TableStore) -> None:
     """Point the log tables' views at their latest rows (they are not pinned by versions)."""
     for name, schema in LOG_TABLES.items():
-        con.register(f"_lance_{name}", store.dataset(name) if store.exists(name)
+        con.register(f"_lance_{name}", _scanned(store.dataset(name)) if store.exists(name)
                      else schema.empty_table())
 
 

@@ -55,6 +55,12 @@ class Catalog:
         row = tbl.sort_by([("version", "descending")]).slice(0, 1).to_pylist()[0]
         return _version(row)
 
+    def current(self) -> Version | None:
+        """The latest version as this process last saw it (a writer sees every commit)."""
+        if self._latest is None:
+            self._latest = self.latest()
+        return self._latest
+
     def last_lsn(self, writer: str) -> int:
         tbl = self.store.dataset("_versions").to_table(
             columns=["wal_lsn"], filter=f"writer = {quote(writer)}")

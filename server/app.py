@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from lake import Lake, Settings
 from lake.audit import AuditLog
+from lake.context import ContextService
 from lake.errors import Conflict, InvalidArgument
 from lake.tokens import Tokens
 
@@ -68,6 +70,20 @@ class Server:
     limiter: Limiter
     health: health.HealthServicer
     owns_lake: bool
+    cache: ContextService
+
+    def warm(self, tenant: str | None = None) -> threading.Thread:
+        """Load the embedding model and a tenant's index in the background, so the first
+        GetContext does not pay for them."""
+        def run() -> None:
+            try:
+                self.cache.index(tenant or self.lake.settings.tenant)
+                self.cache.embedding.embed(["warm up"], persisted=False)
+            except Exception:  # noqa: BLE001 - warming is best effort; queries still work
+                log.exception("warming the semantic cache failed; it will load on first use")
+        t = threading.Thread(target=run, name="lake-warm", daemon=True)
+        t.start()
+        return t
 
     @property
     def target(self) -> str:
@@ -89,6 +105,7 @@ class Server:
         self.grpc_server.stop(grace).wait()
         try:
             self.audit.close()
+            self.cache.close()
         finally:
             if self.owns_lake:
                 self.lake.close()
@@ -137,7 +154,8 @@ def _start(settings: Settings, lake: Lake, host: str, port: int, required: bool,
                  ("grpc.max_send_message_length", size),
                  ("grpc.so_reuseport", 0)],  # a port in use is an error, not shared
         maximum_concurrent_rpcs=workers)
-    add_servicers(server, lake, "on" if required else "off")
+    cache = ContextService(lake)
+    add_servicers(server, lake, "on" if required else "off", cache)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -152,6 +170,6 @@ def _start(settings: Settings, lake: Lake, host: str, port: int, required: bool,
     for name in ("", *SERVICE_NAMES):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     running = Server(server, lake, host, bound, required, audit, tokens, limiter,
-                     health_servicer, owns)
+                     health_servicer, owns, cache)
     (log.info if required else log.warning)(running.describe())
     return running

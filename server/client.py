@@ -18,6 +18,8 @@ the ``LAKE_TOKEN`` environment variable.
 
 from __future__ import annotations
 
+import json
+
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -139,6 +141,39 @@ class LakeClient:
             yield from page.trajectories
             if not (token := page.next_page_token):
                 return
+
+    # -- the semantic cache ---------------------------------------------------------------------
+    def get_context(self, text: str | None = None, *, vector: Any = None, k: int = 5,
+                    success_only: bool = False, agent: str = "", agent_version: str = "",
+                    min_reward: float | None = None, tags: list[str] | None = None,
+                    since_us: int | None = None, until_us: int | None = None,
+                    min_lsn: int = 0) -> dict[str, Any]:
+        """Closest past trajectories, a verdict and the fused plan (docs/context.md)."""
+        flt = pb.Filter(agent=agent, agent_version=agent_version, tags=tags or [],
+                        success=True if success_only else None, min_reward=min_reward,
+                        since_us=since_us, until_us=until_us)
+        req = pb.GetContextRequest(k=k, filter=flt, min_lsn=min_lsn)
+        if vector is not None:
+            req.vector.values.extend(float(x) for x in vector)
+        if text is not None:
+            req.text = text
+        return json.loads(self.call(self.context.GetContext, req).answer_json)
+
+    def report(self, context_id: str, *, used: bool | None = None, success: bool | None = None,
+               reward: float | None = None, trajectory_id: str = "") -> None:
+        """Say whether a context helped: it moves the cluster's threshold and plan stats."""
+        self.call(self.context.ReportOutcome, pb.ReportOutcomeRequest(
+            context_id=context_id, used=used, success=success, reward=reward,
+            trajectory_id=trajectory_id))
+
+    def recluster(self) -> dict[str, Any]:
+        r = self.call(self.admin.Recluster, pb.ReclusterRequest())
+        return {"clusters": r.clusters, "trajectories": r.trajectories, "version": r.version}
+
+    def retract(self, trajectory_ids: list[str], reason: str) -> int:
+        r = self.call(self.admin.Retract, pb.RetractRequest(trajectory_ids=trajectory_ids,
+                                                            reason=reason))
+        return r.retracted
 
     # -- admin --------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import json
+
 import grpc
 import orjson
 
 from lake import Lake, reads
+from lake.context import ContextService, describe
 from lake.errors import InvalidArgument
 from lake.records import normalize_line
 from proto.contextlake.v1 import lake_pb2 as pb
@@ -73,14 +76,44 @@ def _trajectory_id(raw: bytes) -> str:
 
 
 class ContextServicer(pb_grpc.ContextServiceServicer):
-    def __init__(self, lake: Lake):
-        self.lake = lake
+    def __init__(self, lake: Lake, cache: ContextService):
+        self.lake, self.cache = lake, cache
 
-    def GetContext(self, request: pb.GetContextRequest, context: Any) -> Any:
-        raise _later("GetContext")
+    def GetContext(self, request: pb.GetContextRequest, context: Any) -> pb.GetContextResponse:
+        who = identity()
+        self.cache.wait_indexed(request.min_lsn)
+        query: dict[str, Any] = {"k": request.k or 5, "agent": request.agent or who.agent,
+                                 "filters": _context_filters(request.filter)}
+        which = request.WhichOneof("query")
+        if which == "text":
+            query["text"] = request.text
+        elif which == "vector":
+            query["vector"] = list(request.vector.values)
+        else:
+            raise InvalidArgument("set text (the task) or vector", field="query")
+        a = self.cache.get_context(who.tenant, query)
+        return pb.GetContextResponse(
+            verdict=pb.Verdict(label=a["verdict"], reason=a["reason"],
+                               cluster_id=(a["cluster"] or {}).get("id")),
+            neighbours=[pb.Neighbour(similarity=n["similarity"], trajectory=pb.Trajectory(
+                trajectory_id=n["trajectory_id"], task=n["task"], success=n["success"],
+                reward=n["reward"], agent=n["agent"], agent_version=n["agent_version"]))
+                for n in a["neighbors"]],
+            context=describe(a), context_id=a["context_id"],
+            version=a["provenance"]["lake_version"], answer_json=json.dumps(a, default=str))
 
-    def ReportOutcome(self, request: pb.ReportOutcomeRequest, context: Any) -> Any:
-        raise _later("ReportOutcome")
+    def ReportOutcome(self, request: pb.ReportOutcomeRequest,
+                      context: Any) -> pb.ReportOutcomeResponse:
+        if not request.context_id:
+            raise InvalidArgument("context_id is empty: pass the one GetContext returned",
+                                  field="context_id")
+        self.cache.report(identity().tenant, request.context_id,
+                          used=request.used if request.HasField("used") else None,
+                          success=request.success if request.HasField("success") else None,
+                          reward=request.reward if request.HasField("reward") else None,
+                          trajectory_id=request.trajectory_id or None)
+        return pb.ReportOutcomeResponse(lsn=self.lake.writer.lag["applied_lsn"]
+                                        if self.lake.writer else 0)
 
     def GetTrajectory(self, request: pb.GetTrajectoryRequest,
                       context: Any) -> pb.GetTrajectoryResponse:
@@ -106,6 +139,27 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
             version=version.version)
 
 
+def _context_filters(f: pb.Filter) -> dict[str, Any]:
+    """GetContext's filters; fields it cannot honour are refused, not ignored."""
+    for name in ("model", "session_id"):
+        if getattr(f, name):
+            raise InvalidArgument(f"GetContext cannot filter on {name}; use agent, "
+                                  "agent_version, success, min_reward, tags, since/until",
+                                  field=f"filter.{name}")
+    if f.status:
+        raise InvalidArgument("GetContext cannot filter on status; use success=true",
+                              field="filter.status")
+    if f.HasField("success") and not f.success:
+        raise InvalidArgument("GetContext serves successful or all runs: set success=true or "
+                              "leave it unset", field="filter.success")
+    return {"success_only": f.HasField("success") and f.success,
+            "agent": f.agent or None, "agent_version": f.agent_version or None,
+            "min_reward": f.min_reward if f.HasField("min_reward") else None,
+            "tags": list(f.tags) or None,
+            "since_us": f.since_us if f.HasField("since_us") else None,
+            "until_us": f.until_us if f.HasField("until_us") else None}
+
+
 def _filter(f: pb.Filter, include_retracted: bool) -> reads.TrajectoryFilter:
     statuses = [convert.status_name(s, f"filter.status[{i}]") for i, s in enumerate(f.status)]
     return reads.TrajectoryFilter(
@@ -117,7 +171,8 @@ def _filter(f: pb.Filter, include_retracted: bool) -> reads.TrajectoryFilter:
 
 
 class AdminServicer(pb_grpc.AdminServiceServicer):
-    def __init__(self, lake: Lake, auth_mode: str):
+    def __init__(self, lake: Lake, auth_mode: str, cache: ContextService):
+        self.cache = cache
         self.lake, self.auth_mode = lake, auth_mode
 
     def Stats(self, request: pb.StatsRequest, context: Any) -> pb.StatsResponse:
@@ -140,11 +195,20 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.RestoreResponse(version=self._version(version),
                                   restored=version.detail.get("restored", 0))
 
-    def Recluster(self, request: pb.ReclusterRequest, context: Any) -> Any:
-        raise _later("Recluster")
+    def Recluster(self, request: pb.ReclusterRequest, context: Any) -> pb.ReclusterResponse:
+        res = self.cache.recluster(identity().tenant)
+        return pb.ReclusterResponse(clusters=res["clusters"], trajectories=res["rows"],
+                                    version=res["version"] or
+                                    self.lake.catalog.current().version)
 
-    def Retract(self, request: pb.RetractRequest, context: Any) -> Any:
-        raise _later("Retract")
+    def Retract(self, request: pb.RetractRequest, context: Any) -> pb.RetractResponse:
+        if not request.trajectory_ids:
+            raise InvalidArgument("trajectory_ids is empty: name what to retract",
+                                  field="trajectory_ids")
+        res = self.cache.retract(identity().tenant, list(request.trajectory_ids),
+                                 request.reason)
+        return pb.RetractResponse(retracted=res["retracted"],
+                                  version=self.lake.catalog.current().version)
 
     def _tags(self) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
@@ -156,7 +220,8 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return convert.version_to_pb(version, self._tags().get(version.version, []))
 
 
-def add_servicers(server: grpc.Server, lake: Lake, auth_mode: str) -> None:
+def add_servicers(server: grpc.Server, lake: Lake, auth_mode: str,
+                  cache: ContextService) -> None:
     pb_grpc.add_IngestServiceServicer_to_server(IngestServicer(lake), server)
-    pb_grpc.add_ContextServiceServicer_to_server(ContextServicer(lake), server)
-    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(lake, auth_mode), server)
+    pb_grpc.add_ContextServiceServicer_to_server(ContextServicer(lake, cache), server)
+    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(lake, auth_mode, cache), server)

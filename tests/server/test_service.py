@@ -142,10 +142,6 @@ def test_read_your_writes_rejects_an_lsn_from_the_future(client):
     ("ingest", "StartTrajectory", pb.StartTrajectoryRequest()),
     ("ingest", "AppendSteps", pb.AppendStepsRequest()),
     ("ingest", "FinishTrajectory", pb.FinishTrajectoryRequest()),
-    ("context", "GetContext", pb.GetContextRequest(text="refund")),
-    ("context", "ReportOutcome", pb.ReportOutcomeRequest()),
-    ("admin", "Recluster", pb.ReclusterRequest()),
-    ("admin", "Retract", pb.RetractRequest()),
 ])
 def test_the_leads_rpcs_answer_unimplemented_for_now(client, stub, rpc, request_):
     with pytest.raises(grpc.RpcError) as e:

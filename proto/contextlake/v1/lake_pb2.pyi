@@ -138,7 +138,7 @@ class Reject(_message.Message):
     def __init__(self, index: _Optional[int] = ..., field: _Optional[str] = ..., reason: _Optional[str] = ..., trajectory_id: _Optional[str] = ...) -> None: ...
 
 class Filter(_message.Message):
-    __slots__ = ("agent", "agent_version", "model", "session_id", "status", "success", "since_us", "until_us")
+    __slots__ = ("agent", "agent_version", "model", "session_id", "status", "success", "since_us", "until_us", "min_reward", "tags")
     AGENT_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +147,8 @@ class Filter(_message.Message):
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     SINCE_US_FIELD_NUMBER: _ClassVar[int]
     UNTIL_US_FIELD_NUMBER: _ClassVar[int]
+    MIN_REWARD_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     agent: str
     agent_version: str
     model: str
@@ -155,7 +157,9 @@ class Filter(_message.Message):
     success: bool
     since_us: int
     until_us: int
-    def __init__(self, agent: _Optional[str] = ..., agent_version: _Optional[str] = ..., model: _Optional[str] = ..., session_id: _Optional[str] = ..., status: _Optional[_Iterable[_Union[Status, str]]] = ..., success: _Optional[bool] = ..., since_us: _Optional[int] = ..., until_us: _Optional[int] = ...) -> None: ...
+    min_reward: float
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, agent: _Optional[str] = ..., agent_version: _Optional[str] = ..., model: _Optional[str] = ..., session_id: _Optional[str] = ..., status: _Optional[_Iterable[_Union[Status, str]]] = ..., success: _Optional[bool] = ..., since_us: _Optional[int] = ..., until_us: _Optional[int] = ..., min_reward: _Optional[float] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StartTrajectoryRequest(_message.Message):
     __slots__ = ("trajectory",)
@@ -263,18 +267,20 @@ class Vector(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GetContextRequest(_message.Message):
-    __slots__ = ("text", "vector", "k", "filter", "agent")
+    __slots__ = ("text", "vector", "k", "filter", "agent", "min_lsn")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     VECTOR_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
+    MIN_LSN_FIELD_NUMBER: _ClassVar[int]
     text: str
     vector: Vector
     k: int
     filter: Filter
     agent: str
-    def __init__(self, text: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., agent: _Optional[str] = ...) -> None: ...
+    min_lsn: int
+    def __init__(self, text: _Optional[str] = ..., vector: _Optional[_Union[Vector, _Mapping]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., agent: _Optional[str] = ..., min_lsn: _Optional[int] = ...) -> None: ...
 
 class Verdict(_message.Message):
     __slots__ = ("label", "confidence", "reason", "cluster_id")
@@ -297,18 +303,20 @@ class Neighbour(_message.Message):
     def __init__(self, trajectory: _Optional[_Union[Trajectory, _Mapping]] = ..., similarity: _Optional[float] = ...) -> None: ...
 
 class GetContextResponse(_message.Message):
-    __slots__ = ("verdict", "neighbours", "context", "context_id", "version")
+    __slots__ = ("verdict", "neighbours", "context", "context_id", "version", "answer_json")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_JSON_FIELD_NUMBER: _ClassVar[int]
     verdict: Verdict
     neighbours: _containers.RepeatedCompositeFieldContainer[Neighbour]
     context: str
     context_id: str
     version: int
-    def __init__(self, verdict: _Optional[_Union[Verdict, _Mapping]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., context: _Optional[str] = ..., context_id: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
+    answer_json: str
+    def __init__(self, verdict: _Optional[_Union[Verdict, _Mapping]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., context: _Optional[str] = ..., context_id: _Optional[str] = ..., version: _Optional[int] = ..., answer_json: _Optional[str] = ...) -> None: ...
 
 class ReportOutcomeRequest(_message.Message):
     __slots__ = ("context_id", "used", "success", "reward", "trajectory_id")

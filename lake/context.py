@@ -1,0 +1,509 @@
+"""The semantic cache: ``get_context``, ``report``, ``recluster``, ``retract``.
+
+A query (text, or a client-computed vector) gets the closest past trajectories of its
+tenant, a verdict, and the fused context of its cluster (see ``fused``):
+
+- ``exact``: a neighbour has the same normalized task text;
+- ``hit``: the best neighbour is a near-duplicate safe to reuse as is: cosine at or above
+  its cluster's calibrated threshold AND equal slots (numbers, ids, names, negations, the
+  roles of from/to ...: ``slots``) AND it did not fail;
+- ``similar``: related: adapt it, do not replay it (cosine at or above ``SIMILAR_MIN``);
+- ``miss``: nothing close.
+
+A vector query has no text, so it can be ``similar`` at best. Every answer carries a
+``context_id``; ``report(context_id, used, success, reward)`` stores feedback that moves
+the cluster's threshold (``verdict.calibrate``) and shows in its fused stats.
+
+Vectors are computed after the durable write, in the background (``Indexer``); a
+trajectory is retrievable once embedded, and ``stats()`` shows the lag.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import embedder as embedders
+from . import fused as fusedmod
+from . import slots
+from . import verdict as verdicts
+from .errors import InvalidArgument, NotFound
+from .index import Filters, Row, TenantIndex
+from .records import normalize_task, now_us, task_hash
+from .schema import CLUSTER_MEMBERS, CLUSTERS, CONTEXTS, FEEDBACK
+from .tables import quote
+from .vectors import EmbeddingService, VectorCache
+
+log = logging.getLogger(__name__)
+K_MAX = 100
+FUSED_TTL_S = 5.0  # fused stats are recomputed at most this often while the tenant changes
+LOG_FLUSH_S = 1.0
+
+
+@dataclass
+class Query:
+    text: str | None = None
+    vector: Any = None
+    k: int = 5
+    filters: Filters = field(default_factory=Filters)
+    agent: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Query:
+        d = dict(d)
+        k = d.pop("k", 5)
+        text, vector, agent = d.pop("text", None), d.pop("vector", None), d.pop("agent", None)
+        return cls(text, vector, k, Filters.from_dict(d.pop("filters", None) or d), agent)
+
+
+class ContextService:
+    def __init__(self, lake: Any, embedder: embedders.Embedder | None = None):
+        self.lake = lake
+        self.embedder = embedder or embedders.get("minilm")
+        self.cache = VectorCache(lake.store, self.embedder.model_id, self.embedder.dim)
+        self.embedding = EmbeddingService(self.embedder, self.cache)
+        self._indexes: dict[str, TenantIndex] = {}
+        self._fused: dict[str, tuple[float, int, dict[int, dict]]] = {}
+        self._feedback: dict[str, dict[int, list[tuple[float, bool, bool]]]] = {}
+        self._contexts: dict[str, dict[str, Any]] = {}  # recent context_id -> what was served
+        self._log: list[dict] = []
+        self._thresholds: dict[tuple[str, int | None], float] = {}
+        self._slot_cache: dict[str, slots.Slots] = {}
+        self._pending: list[tuple[int, dict[str, list[dict]]]] = []  # (lsn, rows by tenant)
+        self._pending_cv = threading.Condition()
+        self.indexed_lsn = lake.writer.lag["applied_lsn"] if lake.writer else 0
+        self._closed = False
+        self._indexer = threading.Thread(target=self._index_loop, name="lake-indexer",
+                                         daemon=True)
+        self._indexer.start()
+        lake.subscribe(self._committed)
+        self._lock = threading.RLock()
+        self._changes = 0
+
+    # -- the index ----------------------------------------------------------------------------
+    def index(self, tenant: str) -> TenantIndex:
+        with self._lock:
+            idx = self._indexes.get(tenant)
+            if idx is None:
+                idx = self._indexes[tenant] = self._load(tenant)
+            return idx
+
+    def _load(self, tenant: str) -> TenantIndex:
+        con = self.lake.connect(tenant=tenant)
+        t = con.sql("select trajectory_id, task, task_hash, success, reward, agent, agent_version,"
+                    " tags, epoch_us(started_at) s, epoch_us(expires_at) e, retracted_at is null a"
+                    " from trajectories order by ingested_at, trajectory_id").fetchall()
+        tools = dict(con.sql("select trajectory_id, list(name order by index) from steps "
+                             "where kind = 'tool' and name is not null group by 1").fetchall())
+        idx = TenantIndex(tenant, self.embedder.dim)
+        rows = [Row(tid, task, h, ok, rw, ag, av, tuple(tg or ()), s, e, _collapse(tools.get(tid)),
+                    bool(a)) for tid, task, h, ok, rw, ag, av, tg, s, e, a in t]
+        self._add(idx, rows)
+        idx.fit()
+        self._persist_clusters(idx, only_if_changed=True)
+        self._feedback[tenant] = self._load_feedback(tenant)
+        return idx
+
+    def _add(self, idx: TenantIndex, rows: list[Row]) -> None:
+        if not rows:
+            return
+        vecs = self.embed_tasks([r.task_hash for r in rows], [r.task for r in rows])
+        idx.add(rows, vecs)
+
+    def embed_tasks(self, hashes: list[str], tasks: list[str]) -> np.ndarray:
+        """Vectors for task texts, embedding (and persisting) only the unseen ones."""
+        known = self.cache.get_many(hashes)
+        todo = {h: normalize_task(t) for h, t in zip(hashes, tasks, strict=True)
+                if h not in known}
+        if todo:
+            vecs = self.embedding.embed_hashed(list(todo), list(todo.values()), persisted=False)
+            self.cache.persist(list(todo), vecs)
+            known.update(zip(todo, vecs, strict=True))
+        return np.stack([known[h] for h in hashes])
+
+    def _committed(self, version: Any, written: dict[str, list[dict]]) -> None:
+        """Writer thread: queue the rows; the indexer thread embeds them."""
+        with self._pending_cv:
+            self._pending.append((version.wal_lsn, written))
+            self._pending_cv.notify_all()
+
+    def _index_loop(self) -> None:
+        while True:
+            with self._pending_cv:
+                while not self._pending and not self._closed:
+                    self._pending_cv.wait()
+                if self._closed and not self._pending:
+                    return
+                lsn, written = self._pending[0]
+            try:
+                for tenant, rows in written.items():
+                    self.on_commit(tenant, rows)
+            except Exception:  # noqa: BLE001 - keep indexing; the rows reload on restart
+                log.exception("indexing committed trajectories failed")
+            with self._pending_cv:
+                self._pending.pop(0)
+                self.indexed_lsn = max(self.indexed_lsn, lsn)
+                self._pending_cv.notify_all()
+
+    def wait_indexed(self, lsn: int, timeout: float = 60.0) -> None:
+        """Block until writes through ``lsn`` are committed and embedded (read your writes)."""
+        if lsn <= 0:
+            return
+        self.lake.flush(timeout)
+        deadline = time.monotonic() + timeout
+        with self._pending_cv:
+            while self._pending and self.indexed_lsn < lsn:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"writes through LSN {lsn} not indexed in {timeout}s")
+                self._pending_cv.wait(min(left, 0.2))
+
+    @property
+    def lag(self) -> dict[str, int]:
+        """Committed trajectories not yet embedded (retrievable once they are)."""
+        with self._pending_cv:
+            return {"commits": len(self._pending),
+                    "trajectories": sum(len(r) for _, w in self._pending for r in w.values())}
+
+    def on_commit(self, tenant: str, trajectories: list[dict[str, Any]]) -> None:
+        """New or updated trajectory rows were committed: index them (if loaded)."""
+        with self._lock:
+            idx = self._indexes.get(tenant)
+        if idx is None:
+            return
+        tids = [t["trajectory_id"] for t in trajectories]
+        tools = dict(self.lake.connect(tenant=tenant).sql(
+            "select trajectory_id, list(name order by index) from steps where kind = 'tool' "
+            f"and name is not null and trajectory_id in ({', '.join(map(quote, tids))}) "
+            "group by 1").fetchall()) if tids else {}
+        rows = [Row(t["trajectory_id"], t["task"], t["task_hash"], t["success"], t["reward"],
+                    t["agent"], t["agent_version"], tuple(t["tags"] or ()), t["started_at"],
+                    t["expires_at"], _collapse(tools.get(t["trajectory_id"])),
+                    t.get("retracted_at") is None) for t in trajectories]
+        self._add(idx, rows)
+        self._changes += 1
+        if idx.needs_refit():
+            self.recluster(tenant)
+
+    # -- lookup -------------------------------------------------------------------------------
+    def get_context(self, tenant: str, query: Query | dict[str, Any]) -> dict[str, Any]:
+        q = query if isinstance(query, Query) else Query.from_dict(query)
+        t0 = time.perf_counter()
+        vec, qhash = self._query_vector(q)
+        t1 = time.perf_counter()
+        idx = self.index(tenant)
+        now = now_us()
+        ids, scores = idx.search(vec, q.k, q.filters, now)
+        neighbors = [self._neighbor(idx, int(r), float(s)) for r, s in zip(ids, scores,
+                                                                             strict=True)]
+        cluster = idx.cluster_of_vector(vec)[0] if idx.model is not None else None
+        threshold = self.threshold(tenant, cluster)
+        verdict = self._verdict(q, qhash, neighbors, threshold)
+        fused = self._fused_for(tenant, idx, cluster, now)
+        ctx_id = "ctx_" + uuid.uuid4().hex
+        version = self.lake.catalog.current().version
+        answer = {
+            "context_id": ctx_id, "verdict": verdict["verdict"], "reason": verdict["reason"],
+            "cluster": self._cluster_info(tenant, idx, cluster, threshold),
+            "neighbors": neighbors, "fused": fused,
+            "provenance": {"lake_version": version, "embedder": self.embedder.model_id,
+                           "sources": fused.get("sources", []),
+                           "neighbors": [n["trajectory_id"] for n in neighbors]},
+            "timing_ms": {"embed": round((t1 - t0) * 1e3, 3),
+                          "total": round((time.perf_counter() - t0) * 1e3, 3)},
+        }
+        self._remember(tenant, ctx_id, q, answer, verdict, neighbors, cluster, version)
+        return answer
+
+    def _query_vector(self, q: Query) -> tuple[np.ndarray, str | None]:
+        if (q.text is None) == (q.vector is None):
+            raise InvalidArgument("give exactly one of text or vector", field="text")
+        if not 1 <= int(q.k) <= K_MAX:
+            raise InvalidArgument(f"k must be between 1 and {K_MAX}, got {q.k}", field="k")
+        if q.text is not None:
+            if not isinstance(q.text, str) or not q.text.strip():
+                raise InvalidArgument("text is empty; send the task text", field="text")
+            h = task_hash(q.text)
+            return self.embedding.embed_hashed([h], [normalize_task(q.text)],
+                                               persisted=False)[0], h
+        v = np.asarray(q.vector, dtype=np.float32).reshape(-1)
+        if v.shape[0] != self.embedder.dim:
+            raise InvalidArgument(f"vector has {v.shape[0]} dimensions; this lake's embedder "
+                                  f"({self.embedder.model_id}) makes {self.embedder.dim}",
+                                  field="vector")
+        norm = float(np.linalg.norm(v))
+        if not np.isfinite(v).all() or norm == 0:
+            raise InvalidArgument("vector must be finite and non-zero", field="vector")
+        return v / norm, None
+
+    def _neighbor(self, idx: TenantIndex, row: int, score: float) -> dict[str, Any]:
+        r = idx.rows[row]
+        return {"trajectory_id": r.trajectory_id, "task": r.task, "similarity": round(score, 6),
+                "success": r.success, "reward": r.reward, "agent": r.agent,
+                "agent_version": r.agent_version, "tools": list(r.tools),
+                "cluster": int(idx.labels[row]) if row < len(idx.labels) else None,
+                "_hash": r.task_hash}
+
+    def _verdict(self, q: Query, qhash: str | None, neighbors: list[dict],
+                 threshold: float) -> dict[str, Any]:
+        hashes = [n.pop("_hash") for n in neighbors]
+        if not neighbors:
+            return {"verdict": "miss", "reason": "no trajectories match", "slots_equal": None}
+        if qhash is not None and qhash in hashes:
+            i = hashes.index(qhash)
+            neighbors.insert(0, neighbors.pop(i))
+            return {"verdict": "exact", "reason": "same normalized task text",
+                    "slots_equal": True}
+        top = neighbors[0]
+        if q.text is None:
+            v = "similar" if top["similarity"] >= verdicts.SIMILAR_MIN else "miss"
+            return {"verdict": v, "reason": "a vector query has no text to compare slots: "
+                    "at most `similar`", "slots_equal": None}
+        d = verdicts.decide(q.text, top["task"], top["similarity"], threshold,
+                            candidate_slots=self._slots(top["task"]))
+        kind, reason = d.verdict, d.reason
+        if kind == "hit" and top["success"] is False:
+            kind, reason = "similar", "the near-duplicate failed: adapt it, do not replay it"
+        return {"verdict": kind, "reason": reason, "slots_equal": d.slots_equal}
+
+    def _slots(self, text: str) -> slots.Slots:
+        """Slots of a stored task text, extracted once (stored texts repeat across queries)."""
+        got = self._slot_cache.get(text)
+        if got is None:
+            if len(self._slot_cache) > 100_000:
+                self._slot_cache.clear()
+            got = self._slot_cache[text] = slots.extract(text)
+        return got
+
+    # -- clusters and fused context ---------------------------------------------------------
+    def threshold(self, tenant: str, cluster: int | None) -> float:
+        key = (tenant, cluster)
+        t = self._thresholds.get(key)
+        if t is None:
+            obs = self._feedback.get(tenant, {}).get(cluster, []) if cluster is not None else []
+            t = self._thresholds[key] = verdicts.calibrate(obs)
+        return t
+
+    def _cluster_info(self, tenant: str, idx: TenantIndex, cluster: int | None,
+                      threshold: float) -> dict[str, Any] | None:
+        if cluster is None:
+            return None
+        stats = self._fused.get(tenant, (0, 0, {}))[2].get(cluster, {})
+        return {"id": cluster, "size": stats.get("runs", 0),
+                "success_rate": stats.get("success_rate"), "hit_threshold": threshold,
+                "label": stats.get("label")}
+
+    def _fused_for(self, tenant: str, idx: TenantIndex, cluster: int | None,
+                   now: int) -> dict[str, Any]:
+        if cluster is None:
+            return {}
+        at, changes, stats = self._fused.get(tenant, (0.0, -1, {}))
+        if changes != self._changes and (not stats or time.time() - at > FUSED_TTL_S):
+            stats = self._compute_fused(tenant, idx)
+        out = dict(stats.get(cluster, {}))
+        out["sources"] = [s for s in out.get("sources", [])
+                          if (row := idx.pos.get(s)) is not None and idx._servable(row, now)]
+        out["feedback"] = self._feedback_stats(tenant, cluster)
+        return out
+
+    def _compute_fused(self, tenant: str, idx: TenantIndex) -> dict[int, dict]:
+        members = idx.members()
+        tids = [idx.rows[r].trajectory_id for rows in members.values() for r in rows]
+        cids = [c for c, rows in members.items() for _ in rows]
+        m = pa.table({"trajectory_id": pa.array(tids, pa.string()),
+                      "cluster_id": pa.array(cids, pa.int32())})
+        con = self.lake.connect(tenant=tenant)
+        runs = con.sql("select trajectory_id, success, n_steps, cost_usd, tokens_in, tokens_out "
+                       "from trajectories").to_arrow_table()
+        steps = con.sql("select trajectory_id, index, kind, name, error, duration_ms, cost_usd "
+                        "from steps").to_arrow_table()
+        stats = fusedmod.compute(m, runs, steps)
+        for cid, rows in members.items():
+            if cid in stats:
+                stats[cid]["label"] = self._label(idx, cid, rows)
+        self._fused[tenant] = (time.time(), self._changes, stats)
+        return stats
+
+    def _label(self, idx: TenantIndex, cid: int, rows: list[int]) -> str:
+        c = idx.model.centroids[cid]
+        vecs = idx.model.vectors_by_row()[rows]
+        return idx.rows[rows[int(np.argmax(vecs @ c))]].task[:200]
+
+    def recluster(self, tenant: str) -> dict[str, Any]:
+        idx = self.index(tenant)
+        t0 = time.perf_counter()
+        idx.fit()
+        self._changes += 1
+        self._fused.pop(tenant, None)
+        version = self._persist_clusters(idx, only_if_changed=False)
+        return {"tenant": tenant, "clusters": idx.model.k if idx.model else 0,
+                "rows": idx.size, "seconds": round(time.perf_counter() - t0, 3),
+                "version": version}
+
+    def _persist_clusters(self, idx: TenantIndex, only_if_changed: bool) -> int | None:
+        if idx.model is None:
+            return None
+        active = [r for r in range(len(idx.labels)) if idx.rows[r].active]
+        store, tenant = self.lake.store, idx.tenant
+        if only_if_changed:
+            got = store.dataset("cluster_members").to_table(
+                columns=["trajectory_id", "cluster_id"], filter=f"tenant = {quote(tenant)}")
+            stored = dict(zip(got["trajectory_id"].to_pylist(), got["cluster_id"].to_pylist(),
+                              strict=True))
+            if stored == {idx.rows[r].trajectory_id: int(idx.labels[r]) for r in active}:
+                return None
+        vecs = idx.model.vectors_by_row()
+        cents = idx.model.centroids / np.maximum(
+            np.linalg.norm(idx.model.centroids, axis=1, keepdims=True), 1e-12)
+        sizes = np.bincount(idx.labels[active], minlength=idx.model.k)
+        fitted = int(idx.fitted_at * 1e6)
+        clusters = pa.table({
+            "tenant": [tenant] * idx.model.k, "cluster_id": pa.array(range(idx.model.k), pa.int32()),
+            "size": sizes.astype(np.int64), "label": [None] * idx.model.k,
+            "success_rate": pa.array([None] * idx.model.k, pa.float64()),
+            "hit_threshold": [self.threshold(tenant, c) for c in range(idx.model.k)],
+            "stats": pa.array([None] * idx.model.k, pa.string()),
+            "centroid": pa.FixedSizeListArray.from_arrays(pa.array(cents.astype(np.float32)
+                                                                  .ravel()), idx.dim),
+            "fitted_at": pa.array([fitted] * idx.model.k, CLUSTERS.field("fitted_at").type)},
+            schema=CLUSTERS)
+        members = pa.table({
+            "tenant": [tenant] * len(active),
+            "trajectory_id": [idx.rows[r].trajectory_id for r in active],
+            "cluster_id": pa.array(idx.labels[active], pa.int32()),
+            "similarity": pa.array(np.einsum("ij,ij->i", vecs[active],
+                                             cents[idx.labels[active]]), pa.float32())},
+            schema=CLUSTER_MEMBERS)
+        return self.lake.replace_tenant_rows(tenant, {"clusters": clusters,
+                                                      "cluster_members": members},
+                                             operation="recluster",
+                                             detail={"clusters": idx.model.k,
+                                                     "rows": len(active)})
+
+    # -- feedback and the context log -------------------------------------------------------
+    def _remember(self, tenant: str, ctx_id: str, q: Query, answer: dict, verdict: dict,
+                  neighbors: list[dict], cluster: int | None, version: int) -> None:
+        row = {"tenant": tenant, "context_id": ctx_id, "created_at": now_us(), "query": q.text,
+               "agent": q.agent, "verdict": verdict["verdict"], "cluster_id": cluster,
+               "top_similarity": neighbors[0]["similarity"] if neighbors else None,
+               "slots_equal": verdict["slots_equal"],
+               "neighbors": [n["trajectory_id"] for n in neighbors], "lake_version": version}
+        with self._lock:
+            self._contexts[ctx_id] = row
+            self._log.append(row)
+            if len(self._contexts) > 100_000:
+                self._contexts.pop(next(iter(self._contexts)))
+        if len(self._log) >= 1000:
+            self.flush_log()
+
+    def flush_log(self) -> None:
+        with self._lock:
+            rows, self._log = self._log, []
+        if rows:
+            self.lake.store.append("contexts", pa.Table.from_pylist(rows, schema=CONTEXTS))
+
+    def report(self, tenant: str, context_id: str, *, used: bool | None = None,
+               success: bool | None = None, reward: float | None = None,
+               trajectory_id: str | None = None) -> dict[str, Any]:
+        ctx = self._contexts.get(context_id)
+        if ctx is None:
+            self.flush_log()
+            found = self.lake.store.dataset("contexts").to_table(
+                filter=f"context_id = {quote(context_id)}").to_pylist()
+            ctx = found[0] if found else None
+        if ctx is None or ctx["tenant"] != tenant:
+            raise NotFound(f"no context {context_id!r} for this tenant; report the context_id "
+                           "that get_context returned")
+        row = {"tenant": tenant, "context_id": context_id, "reported_at": now_us(),
+               "used": used, "success": success, "reward": reward,
+               "trajectory_id": trajectory_id, "verdict": ctx["verdict"],
+               "cluster_id": ctx["cluster_id"], "top_similarity": ctx["top_similarity"]}
+        self.lake.store.append("feedback", pa.Table.from_pylist([row], schema=FEEDBACK))
+        self._observe(tenant, row, ctx.get("slots_equal"))
+        return {"context_id": context_id, "stored": True,
+                "hit_threshold": self.threshold(tenant, ctx["cluster_id"])}
+
+    def _observe(self, tenant: str, row: dict, slots_equal: bool | None) -> None:
+        # only hit/similar contexts say anything about the threshold (exact is by text hash)
+        if (row["used"] and row["success"] is not None and row["top_similarity"] is not None
+                and row["verdict"] in ("hit", "similar")):
+            obs = self._feedback.setdefault(tenant, {}).setdefault(row["cluster_id"], [])
+            obs.append((row["top_similarity"], bool(slots_equal), bool(row["success"])))
+            self._thresholds.pop((tenant, row["cluster_id"]), None)
+
+    def _load_feedback(self, tenant: str) -> dict[int, list[tuple[float, bool, bool]]]:
+        rows = self.lake.connect(tenant=tenant).sql(
+            "select f.cluster_id, f.top_similarity, coalesce(c.slots_equal, false), f.success "
+            "from feedback f left join contexts c using (context_id) "
+            "where f.used and f.success is not null and f.top_similarity is not null "
+            "and f.verdict in ('hit', 'similar')").fetchall()
+        out: dict[int, list] = {}
+        for cid, sim, eq, ok in rows:
+            out.setdefault(cid, []).append((sim, bool(eq), bool(ok)))
+        return out
+
+    def _feedback_stats(self, tenant: str, cluster: int) -> dict[str, Any]:
+        obs = self._feedback.get(tenant, {}).get(cluster, [])
+        return {"reports_used": len(obs),
+                "success_rate_when_used": (sum(o[2] for o in obs) / len(obs)) if obs else None}
+
+    def retract(self, tenant: str, ids: list[str], reason: str) -> dict[str, Any]:
+        n = self.lake.retract(ids, reason, tenant=tenant)
+        with self._lock:
+            idx = self._indexes.get(tenant)
+        if idx is not None:
+            idx.retract(ids)
+            self._changes += 1
+        return {"retracted": n}
+
+    def stats(self) -> dict[str, Any]:
+        return {"tenants": {t: {"rows": i.size, "clusters": i.model.k if i.model else 0}
+                            for t, i in self._indexes.items()},
+                "embedding_lag": self.lag, "indexed_lsn": self.indexed_lsn,
+                "embedder": self.embedder.model_id, "model_calls": self.embedding.model_calls,
+                "model_texts": self.embedding.model_texts}
+
+    def close(self) -> None:
+        with self._pending_cv:
+            self._closed = True
+            self._pending_cv.notify_all()
+        self._indexer.join(timeout=60)
+        self.flush_log()
+        self.embedding.close()
+
+
+def describe(a: dict[str, Any]) -> str:
+    """The answer as short text: for people, and ready to put in an agent's prompt."""
+    out = [f"verdict: {a['verdict']} ({a['reason']})"]
+    c = a.get("cluster")
+    if c:
+        rate = "n/a" if c["success_rate"] is None else f"{c['success_rate']:.0%}"
+        out.append(f"cluster {c['id']}: {c['size']} runs, success {rate}, hit threshold "
+                   f"{c['hit_threshold']:.2f}")
+    for n in a["neighbors"]:
+        ok = {True: "ok  ", False: "FAIL", None: "?   "}[n["success"]]
+        out.append(f"  {n['similarity']:.3f} {ok} {n['trajectory_id']}  "
+                   f"{' > '.join(n['tools'][:6])}")
+    for p in a["fused"].get("plans", [])[:1]:
+        rate = "n/a" if p["success_rate"] is None else f"{p['success_rate']:.0%}"
+        out.append(f"plan ({p['support']} runs, {rate} success): {' > '.join(p['tools'])}")
+    for p in a["fused"].get("pitfalls", [])[:3]:
+        out.append(f"pitfall: {p['tool']}{': ' + p['error'] if p['error'] else ''} "
+                   f"(in {p['failed_runs']} failed, {p['successful_runs']} successful runs)")
+    out.append(f"context_id: {a['context_id']}")
+    return "\n".join(out)
+
+
+def _collapse(tools: list[str] | None) -> tuple[str, ...]:
+    out: list[str] = []
+    for t in tools or ():
+        if not out or out[-1] != t:
+            out.append(t)
+    return tuple(out)

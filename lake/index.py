@@ -1,0 +1,262 @@
+"""A tenant's in-memory retrieval index: vectors, clusters, and filter columns.
+
+Rows are numbered in arrival order (the numbering ``clusters`` uses). Each row is one
+trajectory version that can be served; a trajectory whose task text changes gets a new
+row and its old row is deactivated. Filters become a boolean mask over rows built from
+numpy columns (success, reward, agent, agent_version, tags, started_at), so a filtered
+lookup never post-filters a small candidate set (``clusters.search`` handles the mask).
+
+Never served: retracted rows (``active`` is False) and rows past ``expires_at``. An
+unfiltered lookup asks for a few extra neighbours and drops those instead of building a
+mask over every row; if too few remain it searches again with the mask.
+
+Clusters: every tenant is clustered into kinds of task (plans, calibration and comparisons
+are per cluster). k = round(sqrt(n)) below ``clusters.EXACT_MAX_ROWS`` rows, where search
+stays exact; above, ``clusters.k_for``. Re-fit when ``needs_refit`` says the tenant grew by
+``GROWTH_REFIT`` or drifted.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import clusters as ivf
+from .errors import InvalidArgument
+
+NEVER = np.iinfo(np.int64).max
+EXTRA = 8  # neighbours fetched beyond k before dropping expired/retracted ones
+GROWTH_REFIT = 1.5
+
+
+def semantic_k(n: int) -> int:
+    if n < ivf.EXACT_MAX_ROWS:
+        return max(1, min(n, round(math.sqrt(n))))
+    return ivf.k_for(n)
+
+
+@dataclass
+class Filters:
+    success_only: bool = False
+    min_reward: float | None = None
+    agent: str | None = None
+    agent_version: str | None = None
+    tags: tuple[str, ...] = ()
+    since_us: int | None = None
+    until_us: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return (not self.success_only and self.min_reward is None and not self.agent
+                and not self.agent_version and not self.tags and self.since_us is None
+                and self.until_us is None)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Filters:
+        d = dict(d or {})
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise InvalidArgument(f"unknown filter(s) {sorted(unknown)}; known: "
+                                  f"{sorted(known)}", field="filters")
+        if d.get("tags") is not None:
+            d["tags"] = tuple(d["tags"])
+        return cls(**{k: v for k, v in d.items() if v is not None})
+
+
+@dataclass
+class Row:
+    trajectory_id: str
+    task: str
+    task_hash: str
+    success: bool | None
+    reward: float | None
+    agent: str | None
+    agent_version: str | None
+    tags: tuple[str, ...]
+    started_at_us: int | None
+    expires_at_us: int | None
+    tools: tuple[str, ...]
+    active: bool = True
+
+
+class _Codes:
+    """String -> small int code (for vectorised equality filters)."""
+
+    def __init__(self) -> None:
+        self.code: dict[str | None, int] = {None: 0}
+
+    def __call__(self, s: str | None) -> int:
+        c = self.code.get(s)
+        if c is None:
+            c = self.code[s] = len(self.code)
+        return c
+
+
+@dataclass
+class TenantIndex:
+    tenant: str
+    dim: int
+    rows: list[Row] = field(default_factory=list)
+    pos: dict[str, int] = field(default_factory=dict)  # trajectory_id -> current row
+    model: ivf.ClusterModel | None = None
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    fitted_rows: int = 0
+    fitted_at: float = 0.0
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def __post_init__(self) -> None:
+        self._agents, self._versions = _Codes(), _Codes()
+        self._cols: dict[str, np.ndarray] = {}
+        self._pending: list[np.ndarray] = []  # vectors of rows added before the first fit
+
+    # -- building -----------------------------------------------------------------------------
+    def add(self, rows: list[Row], vectors: np.ndarray) -> None:
+        """Add or update rows (a new version of a known trajectory replaces it)."""
+        with self.lock:
+            fresh: list[int] = []  # positions in ``rows`` that become new index rows
+            for i, r in enumerate(rows):
+                old = self.pos.get(r.trajectory_id)
+                if old is not None and self.rows[old].task_hash == r.task_hash:
+                    r.active = self.rows[old].active
+                    self.rows[old] = r  # same text, same vector: update metadata in place
+                    continue
+                if old is not None:
+                    self.rows[old].active = False
+                self.pos[r.trajectory_id] = len(self.rows)
+                self.rows.append(r)
+                fresh.append(i)
+            if fresh:
+                vecs = np.asarray(vectors, np.float32)[fresh]
+                if self.model is None:
+                    self._pending.append(vecs)
+                else:
+                    self.labels = np.concatenate([self.labels, ivf.assign(self.model, vecs)])
+            self._cols = {}
+
+    def fit(self, seed: int = 0) -> None:
+        with self.lock:
+            if self.model is not None:
+                x = self.model.vectors_by_row()
+            else:
+                x = (np.concatenate(self._pending) if self._pending
+                     else np.zeros((0, self.dim), np.float32))
+            self._pending = []
+            if not len(x):
+                return
+            n = len(x)
+            k = semantic_k(n)
+            if n < ivf.EXACT_MAX_ROWS:  # never more clusters than distinct task vectors
+                k = min(k, len(np.unique(np.round(x, 5), axis=0)))
+            small = n < ivf.EXACT_MAX_ROWS
+            model = ivf.fit(x, k=k, seed=seed)
+            if small:
+                model.exact = True  # small tenant: exact search, clusters still mean "kind"
+            self.model = model
+            self.labels = _labels_by_row(model)
+            self.fitted_rows, self.fitted_at = n, time.time()
+
+    def needs_refit(self) -> bool:
+        if self.model is None:
+            return bool(self._pending)
+        n = self.model.n_rows
+        return n >= GROWTH_REFIT * max(1, self.fitted_rows) or (
+            not self.model.exact and ivf.needs_refit(self.model))
+
+    # -- lookup -------------------------------------------------------------------------------
+    def search(self, query: np.ndarray, k: int, filters: Filters, now_us: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+        with self.lock:
+            if self.model is None or k <= 0:
+                return np.empty(0, np.int64), np.empty(0, np.float32)
+            if filters.empty:
+                ids, scores = ivf.search(self.model, query, k + EXTRA)
+                keep = [i for i, r in enumerate(ids) if self._servable(int(r), now_us)]
+                if len(keep) >= k or len(ids) < k + EXTRA:  # enough, or no more rows exist
+                    return ids[keep][:k], scores[keep][:k]
+            return ivf.search(self.model, query, k, allowed=self.mask(filters, now_us))
+
+    def _servable(self, row: int, now_us: int) -> bool:
+        r = self.rows[row]
+        return r.active and (r.expires_at_us is None or r.expires_at_us > now_us)
+
+    def mask(self, f: Filters, now_us: int) -> np.ndarray:
+        c = self._columns()
+        m = c["active"] & (c["expires"] > now_us)
+        if f.success_only:
+            m &= c["success"] == 1
+        if f.min_reward is not None:
+            m &= c["reward"] >= f.min_reward
+        if f.agent:
+            m &= c["agent"] == self._agents.code.get(f.agent, -1)
+        if f.agent_version:
+            m &= c["agent_version"] == self._versions.code.get(f.agent_version, -1)
+        if f.since_us is not None:
+            m &= c["started"] >= f.since_us
+        if f.until_us is not None:
+            m &= c["started"] < f.until_us
+        for tag in f.tags:
+            m &= np.fromiter((tag in r.tags for r in self.rows), np.bool_, len(self.rows))
+        return m
+
+    def _columns(self) -> dict[str, np.ndarray]:
+        if not self._cols:
+            rs = self.rows
+            n = len(rs)
+            self._cols = {
+                "active": np.fromiter((r.active for r in rs), np.bool_, n),
+                "expires": np.fromiter((NEVER if r.expires_at_us is None else r.expires_at_us
+                                        for r in rs), np.int64, n),
+                "success": np.fromiter((-1 if r.success is None else int(r.success)
+                                        for r in rs), np.int8, n),
+                "reward": np.fromiter((np.nan if r.reward is None else r.reward for r in rs),
+                                      np.float64, n),
+                "agent": np.fromiter((self._agents(r.agent) for r in rs), np.int32, n),
+                "agent_version": np.fromiter((self._versions(r.agent_version) for r in rs),
+                                             np.int32, n),
+                "started": np.fromiter((-1 if r.started_at_us is None else r.started_at_us
+                                        for r in rs), np.int64, n),
+            }
+        return self._cols
+
+    def retract(self, trajectory_ids: list[str]) -> int:
+        with self.lock:
+            n = 0
+            for tid in trajectory_ids:
+                row = self.pos.get(tid)
+                if row is not None and self.rows[row].active:
+                    self.rows[row].active = False
+                    n += 1
+            self._cols = {}
+            return n
+
+    # -- clusters -----------------------------------------------------------------------------
+    def cluster_of_vector(self, v: np.ndarray) -> tuple[int, float]:
+        """Nearest centroid and its cosine (centroids are not unit length: normalised here)."""
+        c = self.model.centroids
+        sims = (c @ v) / np.maximum(np.linalg.norm(c, axis=1), 1e-12)
+        best = int(np.argmax(sims))
+        return best, float(sims[best])
+
+    def members(self) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {}
+        for row, cid in enumerate(self.labels.tolist()):
+            if self.rows[row].active:
+                out.setdefault(cid, []).append(row)
+        return out
+
+    @property
+    def size(self) -> int:
+        return sum(1 for r in self.rows if r.active)
+
+
+def _labels_by_row(model: ivf.ClusterModel) -> np.ndarray:
+    labels = np.empty(model.n_fit, np.int32)
+    for c in range(model.k):
+        labels[model.row_ids[model.offsets[c]:model.offsets[c + 1]]] = c
+    return labels
