@@ -12,10 +12,11 @@ from .errors import (
                      PermissionDenied,
                      ResourceExhausted,
                      Unauthenticated,
+                     Unavailable,
 )
 from .lake import IngestResult, Lake, Reject
 from .settings import Settings
 
 __all__ = ["Lake", "IngestResult", "Reject", "Settings", "LakeError", "InvalidArgument",
            "NotFound", "AlreadyExists", "Conflict", "PermissionDenied", "Unauthenticated",
-           "ResourceExhausted"]
+           "ResourceExhausted", "Unavailable"]

@@ -7,7 +7,8 @@
     ├── Conflict              the lake is in use by another writer, or state moved on
     ├── PermissionDenied      the caller's token lacks the scope
     ├── Unauthenticated       no token, or an unknown / revoked one
-    └── ResourceExhausted     overload or a limit: retry later or send less
+    ├── ResourceExhausted     overload or a limit: retry later or send less
+    └── Unavailable           the service is down or restarting: retry the same call
 
 Every message says what failed, the offending value or location, and what to do next.
 The gRPC status mapping lives in one table in ``server/errors.py``; the CLI maps the same
@@ -61,6 +62,11 @@ class ResourceExhausted(LakeError):
         super().__init__(message, **kw)
 
 
+class Unavailable(LakeError):
+    """Nothing was answered (the server is down or restarting). Calls with client ids are
+    idempotent: retry the same call."""
+
+
 ALL_ERRORS: tuple[type[LakeError], ...] = (
     LakeError,
     InvalidArgument,
@@ -70,4 +76,5 @@ ALL_ERRORS: tuple[type[LakeError], ...] = (
     PermissionDenied,
     Unauthenticated,
     ResourceExhausted,
+    Unavailable,
 )

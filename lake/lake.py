@@ -54,6 +54,7 @@ class Lake:
         self.settings, self.store, self.catalog, self.writer = settings, store, catalog, writer
         self._connections: dict[tuple[int, str | None], duckdb.DuckDBPyConnection] = {}
         self._listeners: list[Callable[[Version, dict[str, list[dict]]], None]] = []
+        self._started: set[tuple[str, str]] = set()  # live trajectories started here
         if writer is not None:
             writer.on_commit = self._committed
 
@@ -142,6 +143,67 @@ class Lake:
         if wait:
             self.flush()
         return result
+
+    # -- live trajectories (see lake/patches.py) --------------------------------------------
+    def start_trajectory(self, record: dict[str, Any], *, tenant: str | None = None) -> int:
+        """Open a live trajectory (status running; steps may come with it). Returns the LSN."""
+        return self._patch({**record, "op": "start"}, tenant)
+
+    def append_steps(self, trajectory_id: str, steps: list[dict[str, Any]], *,
+                     tenant: str | None = None) -> IngestResult:
+        """Add steps (each with its ``index``) to a started trajectory; a retry is a no-op.
+
+        Good steps land; each bad one comes back in ``rejected`` (location ``steps[i]``)."""
+        from .patches import parse
+
+        ctx = self.context(tenant)
+        good, seen, result = [], set(), IngestResult()
+        for i, step in enumerate(steps):
+            body = {"op": "steps", "trajectory_id": trajectory_id, "steps": [step]}
+            try:
+                parse(body, orjson.dumps(body), ctx)
+                if step["index"] in seen:
+                    raise InvalidArgument(f"index {step['index']} appears twice in this batch",
+                                          field="steps[0].index")
+            except (InvalidArgument, TypeError) as e:
+                fld = getattr(e, "field", None)
+                fld = fld.replace("steps[0]", f"steps[{i}]") if fld else f"steps[{i}]"
+                result.rejected.append(Reject(f"steps[{i}]", getattr(e, "message", str(e)),
+                                              fld, repr(step)[:1000]))
+                continue
+            seen.add(step["index"])
+            good.append(step)
+        if good:
+            result.lsn = self._patch({"op": "steps", "trajectory_id": trajectory_id,
+                                      "steps": good}, tenant)
+        result.steps = len(good)
+        return result
+
+    def finish_trajectory(self, trajectory_id: str, *, tenant: str | None = None,
+                          **fields: Any) -> int:
+        """Close it: ``status`` and/or ``outcome`` ({success, reward, scores}), ``ended_at``."""
+        return self._patch({"op": "finish", "trajectory_id": trajectory_id,
+                            **{k: v for k, v in fields.items() if v is not None}}, tenant)
+
+    def _patch(self, obj: dict[str, Any], tenant: str | None) -> int:
+        from .patches import parse
+
+        ctx = self.context(tenant)
+        try:
+            line = orjson.dumps(obj)
+        except TypeError as e:
+            raise InvalidArgument(f"not JSON-serializable: {e}") from e
+        patch = parse(obj, line, ctx)
+        key = (ctx.tenant, patch.trajectory_id)
+        if patch.kind != "start" and key not in self._started:
+            found = self.store.lookup("trajectories", ctx.tenant, "trajectory_id",
+                                      [patch.trajectory_id], ["trajectory_id"]).num_rows
+            if not found:
+                raise NotFound(f"trajectory {patch.trajectory_id!r} was not started: call "
+                               "StartTrajectory (start_trajectory) first", field="trajectory_id")
+        lsn = self._writer().submit([patch], [line], ctx)
+        self._started.add(key)
+        return lsn
 
     def flush(self, timeout: float | None = None) -> None:
         if self.writer is not None:

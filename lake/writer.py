@@ -29,7 +29,9 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from . import patches
 from .errors import LakeError
+from .patches import Patch
 from .records import Context, Record, normalize_line, progress
 from .schema import DATA_TABLES, PAYLOADS, STEPS, TRAJECTORIES
 from .settings import Settings
@@ -83,14 +85,17 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="lake-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, records: list[Record], lines: list[bytes], ctx: Context) -> int:
-        """Make ``records`` durable (WAL + fsync) and queue them for the lake. Returns the LSN."""
+    def submit(self, records: list[Record] | list[Patch], lines: list[bytes],
+               ctx: Context) -> int:
+        """Make ``records`` (or live-trajectory patches) durable (WAL + fsync) and queue them
+        for the lake. Returns the LSN."""
         if not records:
             return self._submitted_lsn
-        header = orjson.dumps({"op": "traj", "tenant": ctx.tenant, "at": ctx.ingested_at_us,
+        op = "patch" if isinstance(records[0], Patch) else "traj"
+        header = orjson.dumps({"op": op, "tenant": ctx.tenant, "at": ctx.ingested_at_us,
                                "limit": ctx.payload_limit, "preview": ctx.preview_chars})
         payload = header + b"\n" + b"\n".join(lines)
-        n_steps = sum(r.trajectory["n_steps"] for r in records)
+        n_steps = sum(_size(r) for r in records)
         with self._submit_lock:
             with self._cv:
                 while (self._pending_steps > 4 * self.settings.flush_rows and not self._error
@@ -149,7 +154,7 @@ class Writer:
         for lsn, payload in self.wal.replay(after):
             batch.extend(_decode(payload, lsn))
             last, n = lsn, n + 1
-            if sum(r.trajectory["n_steps"] for r in batch) >= self.settings.flush_rows:
+            if sum(_size(r) for r in batch) >= self.settings.flush_rows:
                 self.apply(batch, last, operation="replay")
                 batch = []
         if batch or last > after:
@@ -186,18 +191,17 @@ class Writer:
                 self._applied_lsn = group[-1].lsn
                 self._cv.notify_all()
 
-    def apply(self, records: list[Record], lsn: int, operation: str = "ingest") -> Version | None:
+    def apply(self, records: list[Record | Patch], lsn: int,
+              operation: str = "ingest") -> Version | None:
         with self._apply_lock:
             stats = ApplyStats()
-            by_tenant: dict[str, dict[str, Record]] = {}
-            for r in records:  # keep the most progressed version per key; later wins ties
-                group = by_tenant.setdefault(r.trajectory["tenant"], {})
-                old = group.get(r.key)
-                if old is None or r.progress >= old.progress:
-                    group[r.key] = r
+            by_tenant: dict[str, list[Record | Patch]] = {}
+            for r in records:
+                tenant = r.tenant if isinstance(r, Patch) else r.trajectory["tenant"]
+                by_tenant.setdefault(tenant, []).append(r)
             written: dict[str, list[dict]] = {}
-            for tenant, group in by_tenant.items():
-                rows = self._apply_tenant(tenant, group, stats)
+            for tenant, items in by_tenant.items():
+                rows = self._apply_tenant(tenant, self._resolve(tenant, items), stats)
                 if rows:
                     written[tenant] = rows
             if stats.inserted or stats.updated or (operation == "replay" and self._tables_moved()):
@@ -211,6 +215,35 @@ class Writer:
         if self.on_commit is not None and written:
             self.on_commit(version, written)  # e.g. the semantic cache queues them to embed
         return version
+
+    def _resolve(self, tenant: str, items: list[Record | Patch]) -> dict[str, Record]:
+        """One record per key: the most progressed whole record (later wins ties), or for
+        live trajectories the stored one with their patches applied in log order."""
+        live = {i.key for i in items if isinstance(i, Patch)}
+        group: dict[str, Record] = {}
+        for r in items:
+            if isinstance(r, Record) and r.key not in live:
+                old = group.get(r.key)
+                if old is None or r.progress >= old.progress:
+                    group[r.key] = r
+        if not live:
+            return group
+        keys = sorted(live)
+        stored = {r["trajectory_id"]: r for r in _rows(self.store.lookup(
+            "trajectories", tenant, "trajectory_id", keys, list(TRAJECTORIES.names)))}
+        steps: dict[str, list[dict]] = {}
+        for s in _rows(self.store.lookup("steps", tenant, "trajectory_id", keys,
+                                         list(STEPS.names))):
+            steps.setdefault(s["trajectory_id"], []).append(s)
+        for key in keys:
+            rec = patches.materialize(stored.get(key), steps.get(key, []),
+                                      [i for i in items if i.key == key], 0)
+            if rec is None:
+                log.error("steps or finish for trajectory %r of tenant %r, never started: "
+                          "dropped", key, tenant)
+            else:
+                group[key] = rec
+        return group
 
     def _apply_tenant(self, tenant: str, group: dict[str, Record],
                       stats: ApplyStats) -> list[dict]:
@@ -328,12 +361,25 @@ def _arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
         [pa.RecordBatch.from_arrays(c.flatten(), schema=schema) for c in chunks], schema=schema)
 
 
-def _decode(payload: bytes, lsn: int) -> Iterable[Record]:
+def _size(item: Record | Patch) -> int:
+    return len(item.record.steps) if isinstance(item, Patch) else item.trajectory["n_steps"]
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    """Stored rows as the writer builds them (times as epoch microseconds)."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.int64()))
+    return table.to_pylist()
+
+
+def _decode(payload: bytes, lsn: int) -> Iterable[Record | Patch]:
     header, _, body = payload.partition(b"\n")
     h = orjson.loads(header)
     ctx = Context(h["tenant"], h["at"], h["limit"], h["preview"])
     for i, line in enumerate(body.split(b"\n")):
         try:
-            yield normalize_line(line, ctx)
+            yield (patches.parse(orjson.loads(line), line, ctx) if h["op"] == "patch"
+                   else normalize_line(line, ctx))
         except LakeError as e:  # validated before logging; only a changed validator gets here
             log.error("WAL entry %d line %d no longer validates, skipped: %s", lsn, i, e)

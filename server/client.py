@@ -19,9 +19,10 @@ the ``LAKE_TOKEN`` environment variable.
 from __future__ import annotations
 
 import json
-
 import os
-from collections.abc import Callable, Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 import grpc
 import pyarrow as pa
 
-from lake.errors import InvalidArgument
+from lake.errors import InvalidArgument, ResourceExhausted, Unavailable
 from proto.contextlake.v1 import lake_pb2 as pb
 from proto.contextlake.v1 import lake_pb2_grpc as pb_grpc
 
@@ -142,6 +143,59 @@ class LakeClient:
             if not (token := page.next_page_token):
                 return
 
+    # -- live trajectories ----------------------------------------------------------------------
+    def start(self, task: str, *, trajectory_id: str | None = None, **fields: Any) -> str:
+        """Open a live trajectory (status running); returns its id (yours, or a new uuid)."""
+        tid = trajectory_id or f"run-{uuid.uuid4().hex}"
+        msg = convert.trajectory_to_pb({"trajectory_id": tid, "task": task, **fields})
+        self._retry(self.ingest.StartTrajectory, pb.StartTrajectoryRequest(trajectory=msg))
+        return tid
+
+    def append(self, trajectory_id: str, steps: list[dict[str, Any]]) -> IngestReply:
+        """Add steps (each with its ``index``); durable when it returns; safe to retry."""
+        r = self._retry(self.ingest.AppendSteps, pb.AppendStepsRequest(
+            trajectory_id=trajectory_id, steps=[convert.step_to_pb(s) for s in steps]))
+        return IngestReply(r.accepted, r.accepted, [_reject(x) for x in r.rejects], r.lsn)
+
+    def stream(self, trajectory_id: str, steps: Iterable[dict[str, Any]],
+               per_message: int = 1) -> IngestReply:
+        """Send steps over one client stream; acknowledged (all of them) when it returns."""
+        def messages() -> Iterator[pb.StreamStepsRequest]:
+            batch: list[pb.Step] = []
+            for s in steps:
+                batch.append(convert.step_to_pb(s))
+                if len(batch) >= per_message:
+                    yield pb.StreamStepsRequest(trajectory_id=trajectory_id, steps=batch)
+                    batch = []
+            if batch:
+                yield pb.StreamStepsRequest(trajectory_id=trajectory_id, steps=batch)
+        r = self.call(self.ingest.StreamSteps, messages())
+        return IngestReply(r.accepted, r.accepted, [_reject(x) for x in r.rejects], r.lsn)
+
+    def finish(self, trajectory_id: str, *, success: bool | None = None,
+               reward: float | None = None, scores: dict[str, float] | None = None,
+               status: str | None = None) -> int:
+        """Close a live trajectory; returns the LSN (pass as min_lsn to read it)."""
+        r = self._retry(self.ingest.FinishTrajectory, pb.FinishTrajectoryRequest(
+            trajectory_id=trajectory_id, status=_statuses(status)[0] if status else 0,
+            success=success, reward=reward, scores=scores or {}))
+        return r.lsn
+
+    def trajectory(self, task: str, **fields: Any) -> Run:
+        """``with client.trajectory(task, agent=...) as t: t.tool(...); t.finish(success=True)``"""
+        return Run(self, task, fields)
+
+    def _retry(self, method: Callable[..., Any], request: Any, attempts: int = 5) -> Any:
+        """Idempotent calls (client ids, step indexes) are retried on transient failures."""
+        for attempt in range(attempts):
+            try:
+                return self.call(method, request)
+            except (Unavailable, ResourceExhausted) as e:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(min(2.0, getattr(e, "retry_after_s", 0.1) * (2 ** attempt)))
+        raise AssertionError("unreachable")
+
     # -- the semantic cache ---------------------------------------------------------------------
     def get_context(self, text: str | None = None, *, vector: Any = None, k: int = 5,
                     success_only: bool = False, agent: str = "", agent_version: str = "",
@@ -217,3 +271,66 @@ def _statuses(status: str | list[str] | None) -> list[int]:
         raise InvalidArgument(f"status {bad[0]!r} is not one of "
                               f"{', '.join(convert.STATUS_TO_PB)}", field="status")
     return [convert.STATUS_TO_PB[s] for s in names]
+
+
+class Run:
+    """A live trajectory: steps are numbered and sent in batches; durable at ``finish``.
+
+    Leaving the block without ``finish`` marks it failed if an exception escaped, else
+    abandoned."""
+
+    BATCH = 32
+
+    def __init__(self, client: LakeClient, task: str, fields: dict[str, Any]):
+        self.client, self.task, self.fields = client, task, fields
+        self.trajectory_id = fields.pop("trajectory_id", None) or f"run-{uuid.uuid4().hex}"
+        self._buffer: list[dict[str, Any]] = []
+        self._next = 0
+        self.finished = False
+        self.lsn = 0
+
+    def __enter__(self) -> Run:
+        self.client.start(self.task, trajectory_id=self.trajectory_id, **self.fields)
+        return self
+
+    def step(self, kind: str, **fields: Any) -> None:
+        self._buffer.append({"index": self._next, "kind": kind, **fields})
+        self._next += 1
+        if len(self._buffer) >= self.BATCH:
+            self.flush()
+
+    def tool(self, name: str, input: Any = None, output: Any = None, **fields: Any) -> None:
+        self.step("tool", name=name, input=_text(input), output=_text(output), **fields)
+
+    def llm(self, output: Any = None, input: Any = None, **fields: Any) -> None:
+        self.step("llm", input=_text(input), output=_text(output), **fields)
+
+    def flush(self) -> None:
+        if self._buffer:
+            reply = self.client.append(self.trajectory_id, self._buffer)
+            if reply.rejects:
+                raise InvalidArgument(f"{len(reply.rejects)} step(s) rejected: "
+                                      f"{reply.rejects[0]}", field="steps")
+            self._buffer = []
+
+    def finish(self, success: bool | None = None, **fields: Any) -> int:
+        self.flush()
+        self.lsn = self.client.finish(self.trajectory_id, success=success, **fields)
+        self.finished = True
+        return self.lsn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if not self.finished:
+            try:
+                self.flush()
+            finally:
+                self.finish(status="failed" if exc_type else "abandoned",
+                            success=False if exc_type else None)
+
+
+def _text(value: Any) -> str | None:
+    return value if value is None or isinstance(value, str) else json.dumps(value)
+
+
+def _reject(r: Any) -> dict[str, Any]:
+    return {"index": r.index, "field": r.field, "reason": r.reason}

@@ -8,6 +8,7 @@
     PermissionDenied                PERMISSION_DENIED     PermissionDenied
     Unauthenticated                 UNAUTHENTICATED       Unauthenticated
     ResourceExhausted               RESOURCE_EXHAUSTED    ResourceExhausted (+ retry_after_s)
+    Unavailable                     UNAVAILABLE           Unavailable (also: server unreachable)
     LakeError (any other)           FAILED_PRECONDITION   LakeError
     NotImplementedError             UNIMPLEMENTED         NotImplementedError
     anything else (a bug)           INTERNAL              LakeError (generic message)
@@ -38,6 +39,7 @@ from lake.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
+    Unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,7 @@ STATUS: dict[type[BaseException], grpc.StatusCode] = {
     PermissionDenied: Code.PERMISSION_DENIED,
     Unauthenticated: Code.UNAUTHENTICATED,
     ResourceExhausted: Code.RESOURCE_EXHAUSTED,
+    Unavailable: Code.UNAVAILABLE,
     LakeError: Code.FAILED_PRECONDITION,
     NotImplementedError: Code.UNIMPLEMENTED,
 }
@@ -135,6 +138,9 @@ def from_rpc_error(err: grpc.RpcError) -> BaseException:
     location = _text(trailers.get(LOCATION_KEY))
     where = ", ".join(x for x in (location, field) if x)
     message = details.removeprefix(f"{where}: ") if where else details
+    if cls is Unavailable and not trailers:  # the transport's, not our server's: say what to do
+        return Unavailable(f"the server is unavailable ({details}); retry the same call: calls "
+                           "carrying your ids are idempotent")
     if cls is ResourceExhausted:
         retry = trailers.get(RETRY_KEY)
         return ResourceExhausted(message, retry_after_s=int(retry) / 1000 if retry else 1.0,

@@ -6,9 +6,8 @@ caller's identity, and so the tenant, comes from ``auth.identity()``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
+from typing import Any
 
 import grpc
 import orjson
@@ -26,26 +25,65 @@ from .auth import identity
 SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
 
 
-def _later(rpc: str) -> NotImplementedError:
-    return NotImplementedError(f"{rpc} is not yet implemented on this server; use IngestArrow "
-                               "to send whole trajectories")
-
 
 class IngestServicer(pb_grpc.IngestServiceServicer):
     def __init__(self, lake: Lake):
         self.lake = lake
 
-    def StartTrajectory(self, request: pb.StartTrajectoryRequest, context: Any) -> Any:
-        raise _later("StartTrajectory")
+    def StartTrajectory(self, request: pb.StartTrajectoryRequest,
+                        context: Any) -> pb.StartTrajectoryResponse:
+        who = identity()
+        record = convert.record_from_pb(request.trajectory)
+        record.setdefault("agent", who.agent)  # the token's agent, unless the run names one
+        lsn = self.lake.start_trajectory(record, tenant=who.tenant)
+        return pb.StartTrajectoryResponse(trajectory_id=record.get("trajectory_id", ""), lsn=lsn)
 
-    def AppendSteps(self, request: pb.AppendStepsRequest, context: Any) -> Any:
-        raise _later("AppendSteps")
+    def AppendSteps(self, request: pb.AppendStepsRequest, context: Any) -> pb.AppendStepsResponse:
+        res = self._append(request.trajectory_id, request.steps, 0)
+        return pb.AppendStepsResponse(accepted=res.steps, rejects=_rejects(res, 0),
+                                      lsn=res.lsn)
 
-    def StreamSteps(self, request_iterator: Any, context: Any) -> Any:
-        raise _later("StreamSteps")
+    def StreamSteps(self, request_iterator: Any, context: Any) -> pb.StreamStepsResponse:
+        """Steps are logged in groups as they come; the one response acknowledges them all,
+        so a stream cut short is retried whole (its step indexes make that a no-op)."""
+        buffered: dict[str, list[Any]] = {}
+        accepted, rejects, lsn, messages, offset = 0, [], 0, 0, 0
+        def drain(tid: str) -> None:
+            nonlocal accepted, lsn, offset
+            steps = buffered.pop(tid)
+            res = self._append(tid, steps, offset)
+            accepted += res.steps
+            rejects.extend(_rejects(res, offset))
+            lsn, offset = max(lsn, res.lsn), offset + len(steps)
+        for msg in request_iterator:
+            messages += 1
+            buffered.setdefault(msg.trajectory_id, []).extend(msg.steps)
+            if len(buffered[msg.trajectory_id]) >= STREAM_GROUP:
+                drain(msg.trajectory_id)
+        for tid in list(buffered):
+            drain(tid)
+        return pb.StreamStepsResponse(accepted=accepted, rejects=rejects, lsn=lsn,
+                                      messages=messages)
 
-    def FinishTrajectory(self, request: pb.FinishTrajectoryRequest, context: Any) -> Any:
-        raise _later("FinishTrajectory")
+    def _append(self, tid: str, steps: Any, offset: int) -> Any:
+        if not tid:
+            raise InvalidArgument("trajectory_id is empty", field="trajectory_id")
+        records = [convert.step_record_from_pb(s, f"steps[{offset + i}]")
+                   for i, s in enumerate(steps)]
+        return self.lake.append_steps(tid, records, tenant=identity().tenant)
+
+    def FinishTrajectory(self, request: pb.FinishTrajectoryRequest,
+                         context: Any) -> pb.FinishTrajectoryResponse:
+        outcome = {"success": request.success if request.HasField("success") else None,
+                   "reward": request.reward if request.HasField("reward") else None,
+                   "scores": dict(request.scores) or None}
+        ended = (convert.from_us(request.ended_at_us, "ended_at_us").isoformat()
+                 if request.HasField("ended_at_us") else None)
+        lsn = self.lake.finish_trajectory(
+            request.trajectory_id, tenant=identity().tenant,
+            status=convert.status_name(request.status, "status"), ended_at=ended,
+            outcome={k: v for k, v in outcome.items() if v is not None} or None)
+        return pb.FinishTrajectoryResponse(lsn=lsn)
 
     def IngestArrow(self, request: pb.IngestArrowRequest, context: Any) -> pb.IngestArrowResponse:
         """Validate every row like a file ingest; log the good ones durably (WAL + fsync)."""
@@ -137,6 +175,15 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
         return pb.ListTrajectoriesResponse(
             trajectories=[convert.trajectory_to_pb(r) for r in rows], next_page_token=token,
             version=version.version)
+
+
+STREAM_GROUP = 512  # steps of one trajectory logged together within a stream
+
+
+def _rejects(res: Any, offset: int) -> list[pb.Reject]:
+    return [pb.Reject(index=int(r.location.strip("steps[]")) if r.location.startswith("steps[")
+                      else offset, field=r.field or "", reason=r.reason)
+            for r in res.rejected]
 
 
 def _context_filters(f: pb.Filter) -> dict[str, Any]:

@@ -138,24 +138,6 @@ def test_read_your_writes_rejects_an_lsn_from_the_future(client):
     assert e.value.field == "min_lsn"
 
 
-@pytest.mark.parametrize("stub, rpc, request_", [
-    ("ingest", "StartTrajectory", pb.StartTrajectoryRequest()),
-    ("ingest", "AppendSteps", pb.AppendStepsRequest()),
-    ("ingest", "FinishTrajectory", pb.FinishTrajectoryRequest()),
-])
-def test_the_leads_rpcs_answer_unimplemented_for_now(client, stub, rpc, request_):
-    with pytest.raises(grpc.RpcError) as e:
-        getattr(getattr(client, stub), rpc)(request_)
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "not yet implemented" in e.value.details()
-
-
-def test_stream_steps_answers_unimplemented_for_now(client):
-    with pytest.raises(grpc.RpcError) as e:
-        client.ingest.StreamSteps(iter([pb.StreamStepsRequest(trajectory_id="t")]))
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
-
-
 def test_statuses_are_checked_on_the_client_too(client):
     with pytest.raises(InvalidArgument) as e:
         client.list_trajectories(status="done")

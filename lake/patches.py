@@ -1,0 +1,142 @@
+"""Live trajectories: start, append steps, finish, as durable patches.
+
+An agent streams its run: ``start`` (the task and metadata, status running), any number of
+``steps`` batches (each step numbered by the client with ``index``), then ``finish``
+(status and outcome). Each call is validated, logged in the write-ahead log and
+acknowledged like any ingest. At commit, the patches of a trajectory are applied in log
+order onto the stored trajectory and the result is written through the normal update
+path.
+
+Idempotent by construction: a step whose index is already stored is skipped (a retry
+re-sends the same indexes), a second start only fills fields still empty, a finish sets the
+same values again; the row hash is computed from the resulting content, so replaying a
+patch that is already applied changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .errors import InvalidArgument
+from .records import Context, Record, normalize, progress
+
+KINDS = ("start", "steps", "finish")
+_PLACEHOLDER_TASK = "-"  # steps and finish patches are validated inside a stand-in record
+FINISH_FIELDS = ("status", "success", "reward", "scores", "ended_at", "tokens_in",
+                 "tokens_out", "cost_usd")
+
+
+@dataclass(slots=True)
+class Patch:
+    kind: str  # start | steps | finish
+    tenant: str
+    trajectory_id: str
+    record: Record  # the validated content (for steps/finish: around a stand-in task)
+    fields: frozenset[str]  # what the patch sets (finish: the fields given)
+
+    @property
+    def key(self) -> str:
+        return self.trajectory_id
+
+
+def parse(obj: dict[str, Any], raw: bytes, ctx: Context) -> Patch:
+    """Validate one patch ``{"op": start|steps|finish, "trajectory_id", ...}``."""
+    op = obj.get("op")
+    if op not in KINDS:
+        raise InvalidArgument(f"op {op!r} is not one of {', '.join(KINDS)}", field="op")
+    tid = obj.get("trajectory_id")
+    if not isinstance(tid, str) or not tid.strip():
+        raise InvalidArgument("trajectory_id is missing: live trajectories need the client's "
+                              "id (it makes retries safe)", field="trajectory_id")
+    body = {k: v for k, v in obj.items() if k != "op"}
+    if op == "start":
+        body.setdefault("status", "running")
+        if body.get("steps"):
+            _check_indexes(body["steps"])
+        return Patch(op, ctx.tenant, tid, normalize(body, raw, ctx), frozenset(body))
+    if op == "steps":
+        steps = body.get("steps")
+        if not isinstance(steps, list) or not steps:
+            raise InvalidArgument("steps is empty: send at least one step", field="steps")
+        _check_indexes(steps)
+        rec = normalize({"trajectory_id": tid, "task": _PLACEHOLDER_TASK, "steps": steps},
+                        raw, ctx)
+        return Patch(op, ctx.tenant, tid, rec, frozenset(("steps",)))
+    outcome = body.get("outcome") if isinstance(body.get("outcome"), dict) else {}
+    if body.get("status") is None and outcome.get("success") is None \
+            and body.get("success") is None:
+        raise InvalidArgument("finish needs status (succeeded, failed, abandoned) or "
+                              "outcome.success", field="status")
+    unknown = set(body) - set(FINISH_FIELDS) - {"trajectory_id", "outcome"}
+    if unknown:
+        raise InvalidArgument(f"finish takes {', '.join(FINISH_FIELDS)} and outcome, not "
+                              f"{sorted(unknown)}", field=sorted(unknown)[0])
+    rec = normalize({"task": _PLACEHOLDER_TASK, **body}, raw, ctx)
+    given = {k for k in body if k != "trajectory_id"}
+    if "outcome" in body and isinstance(body["outcome"], dict):
+        given |= set(body["outcome"])
+    return Patch(op, ctx.tenant, tid, rec, frozenset(given | {"status"}))
+
+
+def _check_indexes(steps: Any) -> None:
+    if isinstance(steps, list):
+        for i, s in enumerate(steps):
+            if isinstance(s, dict) and s.get("index") is None:
+                raise InvalidArgument("a live step needs its index (the client numbers steps "
+                                      "0, 1, 2, ... so that a retry is recognised)",
+                                      field=f"steps[{i}].index")
+
+
+def materialize(stored: dict[str, Any] | None, stored_steps: list[dict[str, Any]],
+                items: list[Record | Patch], ctx_at: int) -> Record | None:
+    """The trajectory after ``items`` (records and patches, in log order) on the stored one.
+
+    Returns None when no start or whole record ever gave the trajectory its task (steps for
+    a trajectory never started are kept waiting: see ``Writer``)."""
+    traj = dict(stored) if stored else None
+    steps = {s["index"]: dict(s) for s in stored_steps}
+    payloads: list[dict] = []
+    for item in items:
+        if isinstance(item, Record):
+            if traj is None or item.progress >= progress(traj["n_steps"], traj["status"]):
+                traj, steps = dict(item.trajectory), {s["index"]: s for s in item.steps}
+                payloads += item.payloads
+            continue
+        rec = item.record
+        if item.kind == "start":
+            if traj is None:
+                traj = dict(rec.trajectory)
+            else:  # a retried or late start fills only what is still empty
+                for k, v in rec.trajectory.items():
+                    if traj.get(k) is None and v is not None:
+                        traj[k] = v
+        elif traj is None:
+            return None
+        elif item.kind == "finish":
+            for k in FINISH_FIELDS:
+                if k in item.fields:  # outcome.* names are in fields too
+                    traj[k] = rec.trajectory[k]
+        for s in rec.steps:
+            steps.setdefault(s["index"], s)
+        payloads += rec.payloads
+    if traj is None:
+        return None
+    ordered = [steps[i] for i in sorted(steps)]
+    traj["n_steps"] = len(ordered)
+    for col, cast in (("tokens_in", int), ("tokens_out", int), ("cost_usd", float)):
+        vals = [s[col] for s in ordered if s[col] is not None]
+        if vals:
+            traj[col] = cast(sum(vals))
+    traj["_record_hash"] = _content_hash(traj, ordered)
+    return Record(traj, ordered, payloads)
+
+
+def _content_hash(traj: dict[str, Any], steps: list[dict[str, Any]]) -> str:
+    body = {k: v for k, v in traj.items() if k not in ("_record_hash", "ingested_at")}
+    doc = orjson.dumps([body, [{k: v for k, v in s.items()} for s in steps]],
+                       option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    return "p-" + hashlib.blake2b(doc, digest_size=12).hexdigest()

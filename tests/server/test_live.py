@@ -1,0 +1,130 @@
+"""Live trajectories over gRPC: start, append, stream, finish; the client's context manager;
+and a server killed with SIGKILL in the middle of a stream."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lake import InvalidArgument, Lake, NotFound, Unavailable
+from server.client import LakeClient
+
+
+def test_trajectory_context_manager(server, client):
+    with client.trajectory("Refund order #9", agent="bot", trajectory_id="ctx-1") as t:
+        t.llm("I will look it up", tokens_in=12, tokens_out=5)
+        for i in range(40):  # more than a batch: appends go in several calls
+            t.tool("get_order", {"id": i}, "delivered", duration_ms=1.5)
+        lsn = t.finish(success=True, reward=1.0)
+    got = client.get_trajectory("ctx-1", min_lsn=lsn)
+    assert (got["status"], got["success"], got["n_steps"], got["agent"]) == \
+        ("succeeded", True, 41, "bot")
+    assert [s["index"] for s in got["steps"]] == list(range(41))
+    assert got["steps"][1]["input"] == '{"id": 0}'
+    with pytest.raises(RuntimeError):
+        with client.trajectory("crashes", trajectory_id="ctx-2") as t:
+            t.tool("x")
+            raise RuntimeError("agent bug")
+    got = client.get_trajectory("ctx-2", min_lsn=client.finish("ctx-2", status="failed"))
+    assert got["status"] == "failed" and got["n_steps"] == 1
+
+
+def test_append_lands_good_steps_and_rejects_bad_ones(server, client):
+    tid = client.start("a task", trajectory_id="p-1")
+    reply = client.append(tid, [{"index": 0, "kind": "tool"}, {"index": 1, "kind": ""},
+                                {"index": 2, "kind": "tool", "duration_ms": -4.0},
+                                {"index": 3, "kind": "llm"}])
+    assert reply.accepted == 2 and [r["index"] for r in reply.rejects] == [1, 2]
+    assert reply.rejects[1]["field"] == "steps[2].duration_ms"
+    got = client.get_trajectory(tid, min_lsn=reply.lsn)
+    assert [s["index"] for s in got["steps"]] == [0, 3]
+    with pytest.raises(NotFound, match="not started"):
+        client.append("never-started", [{"index": 0, "kind": "tool"}])
+    with pytest.raises(InvalidArgument) as e:
+        client.finish(tid)
+    assert e.value.field == "status"
+
+
+def test_stream_of_one_step_per_message(server, client):
+    tid = client.start("streamed", trajectory_id="s-1")
+    steps = [{"index": i, "kind": "tool", "name": f"t{i % 7}"} for i in range(2000)]
+    reply = client.stream(tid, steps)
+    assert reply.accepted == 2000
+    again = client.stream(tid, steps[:500])  # a retried stream changes nothing
+    assert again.accepted == 500
+    lsn = client.finish(tid, success=True)
+    assert client.get_trajectory(tid, min_lsn=lsn)["n_steps"] == 2000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(data: Path, port: int) -> subprocess.Popen:
+    lake = Path(sys.executable).with_name("lake")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAKE_")}
+    proc = subprocess.Popen([str(lake), "serve", "--data", str(data), "--port", str(port),
+                             "--no-sample"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    with LakeClient(f"127.0.0.1:{port}", timeout=2) as c:
+        while time.monotonic() < deadline:
+            try:
+                c.stats()
+                return proc
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("server did not start")
+
+
+@pytest.mark.slow
+def test_sigkill_during_stream_loses_no_acknowledged_step(tmp_path):
+    data, port = tmp_path / "lake", _free_port()
+    proc = _start_server(data, port)
+    target = f"127.0.0.1:{port}"
+    steps = [{"index": i, "kind": "tool", "name": "t", "output": "x" * 200}
+             for i in range(60_000)]
+    with LakeClient(target, timeout=120) as c:
+        tid = c.start("long run", trajectory_id="k-1")
+        acked = c.stream(tid, steps[:1000]).accepted  # acknowledged before the crash
+        assert acked == 1000
+        errors: list[BaseException] = []
+
+        def stream_rest() -> None:
+            try:
+                c.stream(tid, steps[1000:])
+            except BaseException as e:  # noqa: BLE001 - expected: the server dies
+                errors.append(e)
+
+        t = threading.Thread(target=stream_rest)
+        t.start()
+        time.sleep(1.0)  # the stream is under way (and partly logged, unacknowledged)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        t.join(60)
+        assert errors and isinstance(errors[0], Unavailable)
+    proc = _start_server(data, port)  # restart: the log replays
+    try:
+        with LakeClient(target, timeout=120) as c:
+            reply = c.stream(tid, steps[1000:])  # the client retries the whole stream
+            lsn = c.finish(tid, success=True)
+            got = c.get_trajectory(tid, min_lsn=max(lsn, reply.lsn))
+            assert got["n_steps"] == 60_000
+            assert [s["index"] for s in got["steps"]] == list(range(60_000))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+    with Lake.open(str(data), readonly=True) as lake:
+        assert lake.sql("select count(*), count(distinct index) from steps").fetchall() == \
+            [(60_000, 60_000)]
