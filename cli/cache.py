@@ -12,7 +12,6 @@ import click
 import orjson
 
 from lake import LakeError, Settings
-
 from lake.context import describe
 
 from .main import _common, _echo_json, cli

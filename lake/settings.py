@@ -17,7 +17,6 @@ from typing import Any
 
 from .errors import InvalidArgument
 
-
 _MINIMUMS = {"payload_limit": 1024, "preview_chars": 0, "flush_rows": 1, "flush_interval_ms": 0,
              "compact_fragments": 1, "wal_segment_bytes": 4096, "port": 0,
              "max_message_bytes": 65536, "max_inflight": 1}
