@@ -579,7 +579,12 @@ def compare(a: Slots, b: Slots) -> tuple[bool, list[str]]:
         if ra[v] != rb[v]:
             diffs.append(f"slot 'role' differs: {v!r} is {'/'.join(sorted(ra[v]))} vs "
                          f"{'/'.join(sorted(rb[v]))}")
-    for rel, x, y in sorted(a.order):
-        if (rel, y, x) in b.order and (rel, x, y) not in b.order:
-            diffs.append(f"slot 'order' differs: {x} {rel} {y} vs {y} {rel} {x}")
+    seen: set[tuple[str, frozenset[str]]] = set()
+    for one, other in ((a, b), (b, a)):  # symmetric: either side may hold the reversed pair
+        for rel, x, y in sorted(one.order):
+            pair = (rel, frozenset((x, y)))
+            if (rel, y, x) in other.order and (rel, x, y) not in other.order \
+                    and pair not in seen:
+                seen.add(pair)
+                diffs.append(f"slot 'order' differs: {x} {rel} {y} vs {y} {rel} {x}")
     return (not diffs, diffs)
