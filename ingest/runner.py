@@ -2,7 +2,9 @@
 
 Records are validated one by one; good ones are logged durably in chunks (each chunk is
 acknowledged once it is fsynced in the write-ahead log) while the lake commits earlier
-chunks in the background.
+chunks in the background. Three things overlap: validating (here, or for a large JSONL
+input in worker processes, one per core), logging the previous chunk (a thread), and
+committing earlier chunks to Lance (the lake's writer thread).
 """
 
 from __future__ import annotations
