@@ -386,7 +386,12 @@ def render_size(res: dict) -> str:
         if who == "LanceDB IVF_PQ":
             setting = f"nprobes={r['nprobes']}, refine_factor={r['refine']}"
         elif who.startswith("ours"):
-            setting = f"n_probe={r['n_probe']}" if name == "none" else "walk (see above)"
+            setting = f"n_probe={r['n_probe']}"
+            if name != "none":
+                allowed = round(res[f"{name.split()[0]}_share"] * n)
+                setting = (f"brute force over the {allowed:,} allowed rows"
+                           if allowed <= res["constants"]["EXACT_ALLOWED_MAX"]
+                           else f"bounded walk, beta={res['beta']:.2f}")
         else:
             setting = "brute force"
         vs = ""
@@ -407,8 +412,10 @@ def render_size(res: dict) -> str:
               f"{res['n_probe']} (needed {cal.get('n_probe_needed')} for "
               f"{cal.get('target')} of the true top-10, floor "
               f"{res['constants']['N_PROBE_MIN']}), walk beta = {res['beta']:.2f} (by filter "
-              f"share: {cal.get('beta_by_filter')}). {len(res['rows'])} rows above; "
-              f"{res['rows'][0][2]['queries']} queries each for ours, 200 for numpy flat.",
+              f"share: {cal.get('beta_by_filter')}). Exact search below "
+              f"{const['EXACT_MAX_ROWS']:,} rows; a filter allowing at most "
+              f"{const['EXACT_ALLOWED_MAX']:,} rows is brute-forced over those rows. "
+              f"{res['rows'][0][2]['queries']} queries for ours, 200 for numpy flat.",
               f"Fit (re-cluster) at n = {n:,}: {res['fit_s']:.1f} s wall (Lloyd on "
               f"{sample:,} "
               f"sampled rows x {res['constants']['LLOYD_ITERS']} iterations, assignment of all "

@@ -6,6 +6,7 @@ similarity is a dot product.
 
 Rows are numbered in arrival order: ``fit(vectors)`` gives rows ``0..n-1``, each ``assign``
 continues the numbering, ``refit`` keeps it. A filter is a boolean mask over row numbers.
+``search`` only reads the model; ``assign`` changes it: callers serialise the two.
 
 Layout
     ``vectors`` is a copy of the fitted rows sorted by cluster: a cluster's members are one
@@ -238,7 +239,7 @@ def calibrate(model: ClusterModel, k: int = 10, target: float = CALIBRATION_RECA
     stored row: it adds its own direction). Truth: exact top-k (numpy).
 
     n_probe: the fewest probed clusters (nearest centroids first, at least ``N_PROBE_MIN``)
-    holding a ``target`` share of the true unfiltered top-k.
+    holding a ``target`` share of the true unfiltered top-k, for each kind of query.
 
     beta: a filtered walk (``search``) probes those n_probe clusters, then every cluster
     whose bound ``q . centroid + beta * radius`` reaches the k-th best allowed score found
@@ -246,7 +247,7 @@ def calibrate(model: ClusterModel, k: int = 10, target: float = CALIBRATION_RECA
     n_probe or its bound reaches the true k-th allowed score. For each filter share of
     ``CALIBRATION_FILTERS`` (random subsets: the k-th allowed score of a 1% filter sits
     ~1,000 ranks deep) the smallest beta of ``BETA_GRID`` for which that holds for a
-    ``target`` share of the true top-k; beta is the largest of those."""
+    ``target`` share of the true top-k, for each kind of query; beta is the largest."""
     n = model.n_fit
     if n <= k + 1:  # too few rows to tell: probe everything
         return model.k, float(BETA_GRID[-1])
@@ -273,18 +274,22 @@ def calibrate(model: ClusterModel, k: int = 10, target: float = CALIBRATION_RECA
             top = np.argpartition(sub, sub.shape[1] - k, axis=1)[:, -k:]
             kth = np.take_along_axis(sub, top, axis=1).min(axis=1, keepdims=True)
             c = cluster_at[top if cols is None else cols[top]]
+            kind = np.repeat([0, 1], len(rows))[:, None].repeat(k, axis=1)  # row / moved
             seen[j].append(np.stack([np.take_along_axis(l2, c, axis=1).ravel(),
                                      (kth - np.take_along_axis(dots, c, axis=1)).ravel(),
-                                     model.radius[c].ravel()]))
-    needed = int(np.quantile(np.concatenate(seen[0], axis=1)[0], target, method="higher")) + 1
+                                     model.radius[c].ravel(), kind.ravel()]))
+    # each kind of query (rows, moved rows) must reach the target on its own
+    rank, _, _, kind = np.concatenate(seen[0], axis=1)
+    needed = max(int(np.quantile(rank[kind == t], target, method="higher")) + 1 for t in (0, 1))
     n_probe = int(min(model.k, max(N_PROBE_MIN, needed)))
     betas = {}
     for f, found in zip(CALIBRATION_FILTERS, seen[1:], strict=True):
         if not found:  # too few rows for this filter to leave k
             continue
-        rank, slack, radius = np.concatenate(found, axis=1)
+        rank, slack, radius, kind = np.concatenate(found, axis=1)
         covered = (rank[None] < n_probe) | (BETA_GRID[:, None] * radius[None] >= slack[None])
-        ok = np.flatnonzero(covered.mean(axis=1) >= target)
+        share = np.minimum(covered[:, kind == 0].mean(axis=1), covered[:, kind == 1].mean(axis=1))
+        ok = np.flatnonzero(share >= target)
         betas[f] = float(BETA_GRID[ok[0]] if len(ok) else BETA_GRID[-1])
     beta = max(betas.values(), default=float(BETA_GRID[-1]))
     model.calibration = {"queries": 2 * len(qi), "target": target, "n_probe_needed": needed,
