@@ -23,6 +23,7 @@ import orjson
 
 from .errors import InvalidArgument
 from .records import Context, Record, normalize, progress
+from .records import _steps as normalize_steps
 
 KINDS = ("start", "steps", "finish")
 _PLACEHOLDER_TASK = "-"  # steps and finish patches are validated inside a stand-in record
@@ -35,7 +36,8 @@ class Patch:
     kind: str  # start | steps | finish
     tenant: str
     trajectory_id: str
-    record: Record  # the validated content (for steps/finish: around a stand-in task)
+    record: Record  # the validated content (finish: around a stand-in task; steps: the
+    # steps, with a trajectory row of only tenant, trajectory_id, task, status and n_steps)
     fields: frozenset[str]  # what the patch sets (finish: the fields given)
 
     @property
@@ -63,8 +65,12 @@ def parse(obj: dict[str, Any], raw: bytes, ctx: Context) -> Patch:
         if not isinstance(steps, list) or not steps:
             raise InvalidArgument("steps is empty: send at least one step", field="steps")
         _check_indexes(steps)
-        rec = normalize({"trajectory_id": tid, "task": _PLACEHOLDER_TASK, "steps": steps},
-                        raw, ctx)
+        # Only the steps (and their payloads) of a steps patch are used (``materialize``),
+        # so they are validated alone: the same checks and errors as inside a stand-in
+        # record, without building its trajectory row (the cost of a one-step append).
+        rows, payloads = normalize_steps(steps, tid, ctx)
+        rec = Record({"tenant": ctx.tenant, "trajectory_id": tid, "task": _PLACEHOLDER_TASK,
+                      "status": "running", "n_steps": len(rows)}, rows, payloads)
         return Patch(op, ctx.tenant, tid, rec, frozenset(("steps",)))
     outcome = body.get("outcome") if isinstance(body.get("outcome"), dict) else {}
     if body.get("status") is None and outcome.get("success") is None \
@@ -137,6 +143,7 @@ def materialize(stored: dict[str, Any] | None, stored_steps: list[dict[str, Any]
 
 def _content_hash(traj: dict[str, Any], steps: list[dict[str, Any]]) -> str:
     body = {k: v for k, v in traj.items() if k not in ("_record_hash", "ingested_at")}
-    doc = orjson.dumps([body, [{k: v for k, v in s.items()} for s in steps]],
+    doc = orjson.dumps([body, steps],  # the step dicts as they are: no copies (a long live
+                       # trajectory is hashed again at every commit that adds steps to it)
                        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
     return "p-" + hashlib.blake2b(doc, digest_size=12).hexdigest()

@@ -78,42 +78,82 @@ def _columns(msg: Any, schema: pa.Schema, skip: frozenset[str] = frozenset()) ->
             and wire_name(f) in fields]
 
 
+# How each column converts, decided once per (message type, schema, skipped columns): the
+# per-field type tests cost more than the conversion itself, and the live-trajectory RPCs
+# convert every step.
+_TIME, _MAP, _LIST, _STATUS, _OPTIONAL, _PLAIN = range(6)
+_Plan = list[tuple[str, str, int, bool, bool]]  # (column, wire field, kind, presence, nullable)
+_PLANS: dict[tuple[str, int, frozenset[str]], tuple[pa.Schema, _Plan]] = {}
+
+
+def _plan(msg: Any, schema: pa.Schema, skip: frozenset[str] = frozenset()) -> _Plan:
+    key = (msg.DESCRIPTOR.full_name, id(schema), skip)
+    got = _PLANS.get(key)
+    if got is not None and got[0] is schema:
+        return got[1]
+    fields = msg.DESCRIPTOR.fields_by_name
+    plan: _Plan = []
+    for f in _columns(msg, schema, skip):
+        wire = wire_name(f)
+        if pa.types.is_timestamp(f.type):
+            kind = _TIME
+        elif pa.types.is_map(f.type):
+            kind = _MAP
+        elif pa.types.is_list(f.type):
+            kind = _LIST
+        elif f.name == "status":
+            kind = _STATUS
+        elif fields[wire].has_presence:
+            kind = _OPTIONAL
+        else:
+            kind = _PLAIN
+        plan.append((f.name, wire, kind, fields[wire].has_presence, f.nullable))
+    _PLANS[key] = (schema, plan)
+    return plan
+
+
 def _fill(msg: Any, row: dict[str, Any], schema: pa.Schema) -> Any:
-    for f in _columns(msg, schema):
-        value = row.get(f.name)
+    for name, wire, kind, _, _ in _plan(msg, schema):
+        value = row.get(name)
         if value is None:
             continue
-        if pa.types.is_timestamp(f.type):
-            setattr(msg, f"{f.name}_us", to_us(value))
-        elif pa.types.is_map(f.type):
-            getattr(msg, f.name).update(dict(value))
-        elif pa.types.is_list(f.type):
-            getattr(msg, f.name).extend(value)
-        elif f.name == "status":
+        if kind == _TIME:
+            setattr(msg, wire, to_us(value))
+        elif kind == _MAP:
+            getattr(msg, name).update(dict(value))
+        elif kind == _LIST:
+            getattr(msg, name).extend(value)
+        elif kind == _STATUS:
             msg.status = STATUS_TO_PB[value]
         else:
-            setattr(msg, f.name, value)
+            setattr(msg, name, value)
     return msg
 
 
-def _row(msg: Any, schema: pa.Schema, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
-    fields = msg.DESCRIPTOR.fields_by_name
+def _row(msg: Any, schema: pa.Schema, skip: frozenset[str] = frozenset(),
+         path: str | None = None) -> dict[str, Any]:
+    """A message -> a row; ``path``: times become ISO text and one out of range is named
+    ``path.<field>`` (the interchange records of the ingest RPCs), else ``datetime``."""
     row: dict[str, Any] = {}
-    for f in _columns(msg, schema, skip):
-        if pa.types.is_timestamp(f.type):
-            name = f"{f.name}_us"
-            has = msg.HasField(name) if fields[name].has_presence else True
-            row[f.name] = from_us(getattr(msg, name), name) if has else None
-        elif pa.types.is_map(f.type) or pa.types.is_list(f.type):
-            value = getattr(msg, f.name)
-            row[f.name] = (dict(value) if pa.types.is_map(f.type) else list(value)) or None
-        elif f.name == "status":
-            row[f.name] = status_name(msg.status)
-        elif fields[f.name].has_presence:
-            row[f.name] = getattr(msg, f.name) if msg.HasField(f.name) else None
+    for name, wire, kind, presence, nullable in _plan(msg, schema, skip):
+        if kind == _TIME:
+            if presence and not msg.HasField(wire):
+                row[name] = None
+            elif path is None:
+                row[name] = from_us(getattr(msg, wire), wire)
+            else:  # exact to the microsecond, and what the format reads
+                row[name] = from_us(getattr(msg, wire), f"{path}.{wire}").isoformat()
+        elif kind == _MAP:
+            row[name] = dict(getattr(msg, name)) or None
+        elif kind == _LIST:
+            row[name] = list(getattr(msg, name)) or None
+        elif kind == _STATUS:
+            row[name] = status_name(msg.status)
+        elif kind == _OPTIONAL:
+            row[name] = getattr(msg, name) if msg.HasField(name) else None
         else:
-            value = getattr(msg, f.name)
-            row[f.name] = None if f.nullable and value == "" else value
+            value = getattr(msg, name)
+            row[name] = None if nullable and value == "" else value
     return row
 
 
@@ -156,15 +196,11 @@ def step_record_from_pb(msg: pb.Step, path: str) -> dict[str, Any]:
     return {k: v for k, v in row.items() if v is not None}
 
 
+_RECORD_SKIP = _READ_ONLY | {"status"}  # the caller names the status' path
+
+
 def _record_row(msg: Any, schema: pa.Schema, path: str) -> dict[str, Any]:
-    for f in _columns(msg, schema, _READ_ONLY):  # name the full path of a time out of range
-        if pa.types.is_timestamp(f.type) and msg.HasField(wire_name(f)):
-            from_us(getattr(msg, wire_name(f)), f"{path}.{wire_name(f)}")
-    row = _row(msg, schema, _READ_ONLY | {"status"})  # the caller names the status' path
-    for k, v in row.items():
-        if isinstance(v, datetime):
-            row[k] = v.isoformat()  # exact to the microsecond, and what the format reads
-    return row
+    return _row(msg, schema, _RECORD_SKIP, path)
 
 
 def _json_object(text: str | None, path: str) -> dict[str, Any] | None:
@@ -245,12 +281,82 @@ def ipc_records(data: bytes) -> list[tuple[bytes | None, str | None]]:
                               "pyarrow.ipc.new_stream", field="arrow_ipc") from e
     out: list[tuple[bytes | None, str | None]] = []
     for batch in table.to_batches():
-        for obj in batch.to_pylist(maps_as_pydicts="lossy"):
+        for obj in _pylist(batch):
             try:
                 out.append((orjson.dumps(_from_arrow(obj), option=orjson.OPT_NAIVE_UTC), None))
             except TypeError as e:
                 out.append((None, f"a value cannot be read as JSON: {e}"))
     return out
+
+
+def _pylist(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """``batch.to_pylist(maps_as_pydicts="lossy")``, faster: pyarrow converts a column with
+    ``maps_as_pydicts`` value by value through scalars (a struct field by field: ~1 us a
+    field), so only columns holding a map take that path; the others convert directly, with
+    UTC times as naive datetimes (the same instants and, under ``OPT_NAIVE_UTC``, the same
+    JSON: ``+00:00``; building tz-aware datetimes costs three times as much)."""
+    names = batch.schema.names
+    if not names:
+        return [{} for _ in range(batch.num_rows)]
+    columns = []
+    for col in batch.columns:
+        if _has_map(col.type):
+            columns.append(col.to_pylist(maps_as_pydicts="lossy"))
+            continue
+        naive = _naive_utc(col.type)
+        if naive is not None:
+            try:
+                col = col.cast(naive)
+            except (pa.ArrowException, NotImplementedError):
+                pass  # keep the tz-aware values: slower, same JSON
+        columns.append(col.to_pylist())
+    # as RecordBatch.to_pylist: a repeated column name holds the last such column's value
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def _nested(t: pa.DataType) -> list[pa.DataType] | None:
+    """Child types of a struct or list type; None for any other type."""
+    if pa.types.is_struct(t):
+        return [t.field(i).type for i in range(t.num_fields)]
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return [t.value_type]
+    return None
+
+
+def _has_map(t: pa.DataType) -> bool:
+    """Whether a map may be inside (any type other than a struct or a list counts, unless
+    plainly a leaf: those take the scalar path, as before)."""
+    if pa.types.is_map(t):
+        return True
+    children = _nested(t)
+    if children is not None:
+        return any(_has_map(c) for c in children)
+    return pa.types.is_union(t) or pa.types.is_dictionary(t) or isinstance(t, pa.ExtensionType) \
+        or getattr(pa.types, "is_list_view", lambda _: False)(t) \
+        or getattr(pa.types, "is_large_list_view", lambda _: False)(t)
+
+
+_UTC = ("UTC", "+00:00")
+
+
+def _naive_utc(t: pa.DataType) -> pa.DataType | None:
+    """``t`` with its UTC timestamps made naive; None when it has none."""
+    if pa.types.is_timestamp(t):
+        return pa.timestamp(t.unit) if t.tz in _UTC and t.unit != "ns" else None
+    if pa.types.is_struct(t):
+        fields = [t.field(i) for i in range(t.num_fields)]
+        new = [_naive_utc(f.type) for f in fields]
+        if all(n is None for n in new):
+            return None
+        return pa.struct([f if n is None else f.with_type(n)
+                          for f, n in zip(fields, new, strict=True)])
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        v = t.value_field
+        nv = _naive_utc(v.type)
+        if nv is None:
+            return None
+        return (pa.list_ if pa.types.is_list(t) else pa.large_list)(v.with_type(nv))
+    return None
 
 
 def _from_arrow(obj: dict[str, Any]) -> dict[str, Any]:
