@@ -25,10 +25,15 @@ responses are taken as bytes (not parsed) in the timed loop, the same for both s
    (durable in the write-ahead log); ``IngestArrow`` of whole trajectories in batches
    (``client.ingest_arrow``), timed until the last call returns (durable). The time until
    committed and visible (a ``ListTrajectories`` with ``min_lsn``) is reported apart.
+   Baseline for the stream, alternating with it: the same messages, serialized in advance,
+   over one client stream to a bare ``stream_unary`` handler that only counts them.
    Targets: >= 10k steps/s streamed, >= 100k steps/s batched (durable).
+3. Where the server's time goes: the servicer and its parts timed in process (no gRPC).
 
-The lake's task vectors are the real model's, cached in ``benchmarks/data/`` by text hash
-(the first run embeds them: a few minutes on a busy 2-core machine).
+``max_inflight`` is 40 (``--max-inflight``): with the default 32 and 32 client threads,
+gRPC's own ``maximum_concurrent_rpcs`` (max_inflight + 4) refuses a few calls. The lake's
+task vectors are the real model's, cached in ``benchmarks/data/`` by text hash (the first
+run embeds them: a minute or two on a busy 2-core machine). A full run takes ~4 minutes.
 """
 
 from __future__ import annotations
@@ -83,6 +88,11 @@ class Run:
     server_cpu: float = 0.0
     details: dict[str, str] = field(default_factory=dict)  # one message per error code
     model_calls: int = 0  # forward passes of the model during the run (text: micro-batches)
+    client_cpu: float = 0.0  # CPU seconds of the client process during the run
+
+    @property
+    def client_ms_per_call(self) -> float:
+        return self.client_cpu / self.calls * 1e3 if self.calls else 0.0
 
     @property
     def qps(self) -> float:
@@ -165,6 +175,8 @@ class Result:
     arrow_batch: int = 0
     arrow_mb: float = 0.0  # Arrow IPC bytes sent, MB
     lake_check: str = ""
+    ctx_breakdown: dict[str, float] = field(default_factory=dict)  # seconds per call
+    ingest_breakdown: dict[str, float] = field(default_factory=dict)  # seconds per step
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -206,14 +218,15 @@ def _unary(target: str, method: str, requests: list[bytes], warm: list[bytes],
     errors: Counter = Counter()
     details: dict[str, str] = {}
     sample: list[bytes] = []
-    gate = threading.Barrier(concurrency + 1)
+    ready, go = threading.Barrier(concurrency + 1), threading.Event()
     clock = {"deadline": 0.0}
     ends = [0.0] * concurrency
 
     def worker(i: int) -> None:
         call, mine = calls[i], lat[i]
         call(warm[i % len(warm)], timeout=120)  # connect; untimed
-        gate.wait()
+        ready.wait()
+        go.wait()
         deadline = clock["deadline"]
         while True:
             n = next(counter)
@@ -234,17 +247,19 @@ def _unary(target: str, method: str, requests: list[bytes], warm: list[bytes],
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
     for t in threads:
         t.start()
-    clock["deadline"] = time.perf_counter() + seconds + 1e9 * (seconds <= 0)
-    t0 = time.perf_counter()
-    gate.wait()
+    ready.wait()  # every thread connected and warm: the clock starts now
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    clock["deadline"] = t0 + seconds + 1e9 * (seconds <= 0)
+    go.set()
     for t in threads:
         t.join()
-    wall = max(ends) - t0
+    wall, cpu = max(ends) - t0, time.process_time() - cpu0
     for ch in channels:
         ch.close()
     flat = [x for xs in lat for x in xs]
     return {"calls": len(flat), "wall": wall, "p50": _percentile(flat, 0.5),
             "p99": _percentile(flat, 0.99), "errors": dict(errors), "details": details,
+            "cpu": cpu,
             "sample": sample[0] if sample else b""}
 
 
@@ -454,6 +469,83 @@ def perturbed(vectors: np.ndarray, n: int, seed: int, cos: float = 0.9) -> np.nd
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
+# -- where the server's time goes (in process, one thread, no gRPC) ------------------------------
+def _per_call(f: Any, n: int, blocks: int = 3) -> float:
+    """Median over ``blocks`` of the mean seconds per call of ``f(i)``, i in range(n)."""
+    out = []
+    for _ in range(blocks):
+        t0 = time.perf_counter()
+        for i in range(n):
+            f(i)
+        out.append((time.perf_counter() - t0) / n)
+    return statistics.median(out)
+
+
+def context_breakdown(srv: Any, tenant: str, reqs: list[Any], n: int = 200) -> dict[str, float]:
+    """Seconds per vector GetContext: the servicer (what the RPC runs inside the interceptors),
+    the semantic cache's ``get_context`` in it, and the index search in that."""
+    from lake.index import Filters
+    from lake.tokens import SCOPES, Identity
+    from server import auth
+    from server.service import ContextServicer, answer_json
+
+    svc = ContextServicer(srv.lake, srv.cache)
+    token = auth._IDENTITY.set(Identity(tenant, "local", frozenset(SCOPES)))
+    try:
+        queries = [{"k": 5, "vector": np.array(r.vector.values, dtype=np.float32)} for r in reqs]
+        unit = [q["vector"] / np.linalg.norm(q["vector"]) for q in queries]
+        idx = srv.cache.index(tenant)
+        answers = [srv.cache.get_context(tenant, q) for q in queries[:50]]
+        m = len(reqs)
+        return {
+            "servicer": _per_call(lambda i: svc.GetContext(reqs[i % m], None), n),
+            "get_context": _per_call(lambda i: srv.cache.get_context(tenant, queries[i % m]), n),
+            "search": _per_call(lambda i: idx.search(unit[i % m], 5, Filters(), 0), n),
+            "answer_json": _per_call(lambda i: answer_json(answers[i % 50]), n),
+        }
+    finally:
+        auth._IDENTITY.reset(token)
+
+
+def ingest_breakdown(root: str, parquet: str, n_stream: int, seed: int) -> dict[str, float]:
+    """Seconds per step of the ingest RPCs' parts on a scratch lake: Arrow IPC -> records
+    (``convert.ipc_records``), validation (``normalize_line``), the durable log write
+    (``lake.submit``: WAL + fsync); for a stream, message -> record
+    (``convert.step_record_from_pb``) and ``lake.append_steps`` in the server's groups."""
+    import pyarrow.parquet as pq
+
+    from lake import Lake
+    from lake.records import normalize_line
+    from server import convert
+    from server.service import STREAM_GROUP
+
+    table = pq.read_table(parquet).slice(0, 200)
+    data = convert.arrow_to_ipc(table)
+    n_arrow = sum(len(s) for s in table.column("steps").to_pylist())
+    out: dict[str, float] = {}
+    with Lake.open(root) as lake:
+        ctx = lake.context()
+        t0 = time.perf_counter()
+        items = convert.ipc_records(data)
+        out["ipc_records"] = (time.perf_counter() - t0) / n_arrow
+        t0 = time.perf_counter()
+        records = [normalize_line(raw, ctx) for raw, _ in items]
+        out["normalize"] = (time.perf_counter() - t0) / n_arrow
+        t0 = time.perf_counter()
+        lake.submit(records, [raw for raw, _ in items], ctx)
+        out["submit"] = (time.perf_counter() - t0) / n_arrow
+        msgs = [convert.step_to_pb(s) for s in stream_steps(n_stream, seed)]
+        t0 = time.perf_counter()
+        rows = [convert.step_record_from_pb(m, f"steps[{i}]") for i, m in enumerate(msgs)]
+        out["step_record_from_pb"] = (time.perf_counter() - t0) / n_stream
+        lake.start_trajectory({"trajectory_id": "bench/breakdown", "task": "breakdown"})
+        t0 = time.perf_counter()
+        for i in range(0, n_stream, STREAM_GROUP):
+            lake.append_steps("bench/breakdown", rows[i:i + STREAM_GROUP])
+        out["append_steps"] = (time.perf_counter() - t0) / n_stream
+    return out
+
+
 # -- measurement ---------------------------------------------------------------------------------
 def measure(a: argparse.Namespace, log: Any = print) -> Result:
     from lake import Settings
@@ -530,7 +622,7 @@ def measure(a: argparse.Namespace, log: Any = print) -> Result:
                         assert got.neighbours and got.context_id, got
                     return Run(out["calls"], out["wall"], out["p50"], out["p99"],
                                out["errors"], t.cpu, out["details"],
-                               srv.cache.embedding.model_calls - calls0)
+                               srv.cache.embedding.model_calls - calls0, out["cpu"])
 
                 # vectors: ours vs echo, alternating
                 for rep in range(a.reps):
@@ -593,6 +685,7 @@ def measure(a: argparse.Namespace, log: Any = print) -> Result:
                     log(f"  text   c=32 rep {rep + 1}: ours {ours.qps:6.1f} texts/s "
                         f"({ours.calls} distinct), bare model {bare_rate:6.1f} texts/s, echo "
                         f"{pair32.base[-1].qps:7.0f} QPS (load {common.load()})")
+                res.ctx_breakdown = context_breakdown(srv, settings.tenant, vreqs[:200])
             finally:
                 if echo is not None:
                     echo.stop(0)
@@ -632,6 +725,8 @@ def measure(a: argparse.Namespace, log: Any = print) -> Result:
                 res.lake_check = (f"The ingest lake holds {n:,} steps afterwards ({a.reps} x "
                                   f"{a.stream_steps:,} streamed + {a.arrow_steps:,} batched)")
                 assert n == want, res.lake_check
+                res.ingest_breakdown = ingest_breakdown(os.path.join(d, "scratch"), str(path),
+                                                        3000, a.seed + 3)
             finally:
                 echo.stop(0)
                 srv.stop(grace=5)
@@ -768,9 +863,66 @@ def report(r: Result, a: argparse.Namespace, cmd: str, before: str, after: str) 
             f"on its own (inside the streamed time). {r.lake_check}.",
             "",
         ]
+    lines += _where(r)
     if r.notes:
         lines += [f"Notes: {'; '.join(r.notes)}.", ""]
     return "\n".join(lines)
+
+
+def _where(r: Result) -> list[str]:
+    """Where the server's time goes: in-process timings of this run, and what profiling
+    (py-spy on the server during the runs above) showed."""
+    c, g = r.ctx_breakdown, r.ingest_breakdown
+    if not c or not g:
+        return []
+    us = lambda x: f"{x * 1e6:,.0f} us"  # noqa: E731
+    us1 = lambda x: f"{x * 1e6:.1f} us"  # noqa: E731
+    busy = [p for conc, p in r.vector.items() if conc > 1]
+    echo_cpu = statistics.median(p.med("base", "cpu_ms_per_call") for p in busy) / 1e3
+    ours_cpu = statistics.median(p.med("ours", "cpu_ms_per_call") for p in busy) / 1e3
+    client_cpu = statistics.median(p.med("base", "client_ms_per_call") for p in busy) / 1e3
+    budget = (echo_cpu + client_cpu) * (1 / TARGET_VECTOR - 1)
+    rest = c["servicer"] - c["get_context"] - c["answer_json"]
+    arrow = g["ipc_records"] + g["normalize"] + g["submit"]
+    stream = g["step_record_from_pb"] + g["append_steps"]
+    return [
+        "### Where the server's time goes",
+        "",
+        "In process, one thread, no gRPC, same run (medians of 3 x 200 calls):",
+        "",
+        f"- GetContext with a vector: the servicer takes **{us(c['servicer'])}** a call (the "
+        f"echo handler: nothing), of which the semantic cache's `get_context` "
+        f"{us(c['get_context'])} (in it the exact index search over {r.index_rows:,} x 384 "
+        f"floats, {us(c['search'])}; then verdict, fused context, context log), the answer's "
+        f"JSON {us(c['answer_json'])}, the rest (filters, response message, `describe`) "
+        f"{us(rest)}. Per echo call at concurrency 8 and 32, gRPC costs ~{us(echo_cpu)} of "
+        f"server CPU and ~{us(client_cpu)} in the client process; ours costs "
+        f"~{us(ours_cpu)} of server CPU (gRPC + interceptors + servicer, under load). With "
+        "both processes on the same two busy cores, QPS follows the CPU per call, so "
+        f"{TARGET_VECTOR} x echo allows ~{us(budget)} of server CPU beyond the echo's: less "
+        "than the lake's `get_context` alone. The levers are in lake/ (a cheaper search: "
+        "float16 vectors, or IVF probing below 20k rows; a leaner answer), not in gRPC.",
+        f"- IngestArrow, per step: Arrow IPC -> JSON records (`convert.ipc_records`) "
+        f"{us1(g['ipc_records'])}, validation (`normalize_line`) {us1(g['normalize'])}, the "
+        f"log write (`lake.submit`, WAL + fsync) {us1(g['submit'])}: {us1(arrow)} a step, "
+        f"at most {1 / arrow:,.0f} steps/s on one core for the RPC thread, which shares "
+        "the GIL with the lake's writer thread (it turns the same rows back into Arrow, "
+        "`writer._arrow`, and writes Lance: ~a quarter of the server's samples in py-spy). "
+        f"{TARGET_ARROW:,} steps/s needs validation off the GIL (worker processes, as "
+        "`lake ingest` does for JSONL) or a columnar path from Arrow to the tables.",
+        f"- StreamSteps, per step: message -> record (`convert.step_record_from_pb`) "
+        f"{us1(g['step_record_from_pb'])}, `lake.append_steps` in the server's groups of "
+        f"{512} {us1(g['append_steps'])} (every step is validated twice: alone, to "
+        f"name a bad one, then in its group): {us1(stream)} a step. The rest is gRPC's "
+        "per-message cost (the bare stream above: one message at a time through Python "
+        "on both sides) and the writer: every commit of a live trajectory re-reads, "
+        "re-hashes and rewrites ALL its steps (`Writer._resolve` -> `patches.materialize`, "
+        "delete + append), so a long stream costs O(steps) per commit, O(steps^2) in all; "
+        "in py-spy the writer thread was busy about half the time of a 30,000-step stream, "
+        "holding the GIL the RPC thread needs. Appending only the new steps of a live "
+        "trajectory would remove that.",
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> Result:
