@@ -463,7 +463,16 @@ def _total(obj: dict, key: str, steps: list[dict], read: Any) -> Any:
     if given is not None:
         return given
     vals = [s[key] for s in steps if s[key] is not None]
-    return sum(vals) if vals else None
+    if not vals:
+        return None
+    total = sum(vals)
+    if isinstance(total, int) and total > _MAX_I63:  # each step fits; the sum must too
+        raise InvalidArgument(f"the steps' {key} add up to {total}, more than a 64-bit "
+                              f"total holds; check the steps' counts", field=key)
+    if isinstance(total, float) and not math.isfinite(total):
+        raise InvalidArgument(f"the steps' {key} add up to {total}; check the steps' values",
+                              field=key)
+    return total
 
 
 def _keep(bag: dict, key: str, val: Any) -> None:

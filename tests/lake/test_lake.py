@@ -180,3 +180,12 @@ def test_lake_written_by_an_older_schema_opens_and_reads(lake_dir):
         lk.ingest([_traj("b", 1)])
         assert lk.count("trajectories") == 2
         assert lk.sql("select retract_reason from trajectories", as_of=3).fetchall() == [(None,)]
+
+
+def test_step_totals_that_overflow_are_rejected_not_acknowledged(lake: Lake):
+    """Each step's tokens fit in int64 but their sum does not: reject, never kill the writer."""
+    big = {"trajectory_id": "o", "task": "t", "steps": [{"kind": "llm", "tokens_in": 2**62},
+                                                        {"kind": "llm", "tokens_in": 2**62}]}
+    r = lake.ingest([big, _traj("fine", 1)])
+    assert [x.field for x in r.rejected] == ["tokens_in"]
+    assert lake.count("trajectories") == 1
