@@ -98,7 +98,7 @@ def _check_indexes(steps: Any) -> None:
 
 
 def materialize(stored: dict[str, Any] | None, stored_steps: list[dict[str, Any]],
-                items: list[Record | Patch], ctx_at: int) -> Record | None:
+                items: list[Record | Patch]) -> Record | None:
     """The trajectory after ``items`` (records and patches, in log order) on the stored one.
 
     Returns None when no start or whole record ever gave the trajectory its task (steps for

@@ -237,7 +237,7 @@ class Writer:
             steps.setdefault(s["trajectory_id"], []).append(s)
         for key in keys:
             rec = patches.materialize(stored.get(key), steps.get(key, []),
-                                      [i for i in items if i.key == key], 0)
+                                      [i for i in items if i.key == key])
             if rec is None:
                 log.error("steps or finish for trajectory %r of tenant %r, never started: "
                           "dropped", key, tenant)
