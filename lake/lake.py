@@ -25,7 +25,7 @@ from .settings import Settings
 from .tables import TableStore, quote
 from .versions import Catalog, Version
 from .wal import WriteAheadLog
-from .writer import Writer
+from .writer import Writer, roll_back
 
 
 @dataclass
@@ -74,6 +74,7 @@ class Lake:
         if not readonly:  # a reader never writes: it reads what the versions pin
             wal = WriteAheadLog(settings.wal_path, settings.wal_segment_bytes)
             try:
+                roll_back(store, catalog)  # first: an interrupted commit's writes go
                 changed = [name for name in ALL_TABLES if store.ensure(name)]
                 writer = Writer(store, catalog, wal, settings)
                 writer.start()
@@ -273,7 +274,7 @@ class Lake:
     # -- reading ------------------------------------------------------------------------------
     def connect(self, *, as_of: int | str | None = None, tenant: str | None = "",
                 all_tenants: bool = False) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with views ``trajectories``, ``steps``, ``payloads``, ``versions``."""
+        """A DuckDB connection with a view per table (``trajectories``, ``steps``, ...)."""
         version = self.catalog.resolve(as_of)
         scope = None if all_tenants else (tenant or self.settings.tenant)
         key = (version.version, scope)

@@ -11,8 +11,10 @@ on they are acknowledged. A background thread groups acknowledged entries (up to
    orphans of an interrupted commit), then trajectories;
 4. record a lake version pinning all tables and the last applied LSN; drop WAL segments.
 
-A crash anywhere before step 4 leaves the previous version as the lake's state; on restart
-the entries after the last recorded LSN are replayed through the same steps. Every few
+A crash anywhere before step 4 leaves the previous version as the lake's state: on restart
+the tables are rolled back to what that version pins (``roll_back``: a live trajectory's
+commit is computed from its stored steps, so it must never start from a half-written one),
+and the entries after the version's LSN are replayed through the same steps. Every few
 commits, tables with too many fragments are compacted (in this thread, between commits).
 """
 
@@ -104,7 +106,8 @@ class Writer:
                 self._raise_if_failed()
             lsn = self.wal.append(payload)
             with self._cv:
-                self._queue.append(Pending(lsn, list(records), n_steps))  # caller may reuse its list
+                # a copy: the caller may reuse its list
+                self._queue.append(Pending(lsn, list(records), n_steps))
                 self._pending_steps += n_steps
                 self._submitted_lsn = lsn
                 self._cv.notify_all()
@@ -204,7 +207,8 @@ class Writer:
                 rows = self._apply_tenant(tenant, self._resolve(tenant, items), stats)
                 if rows:
                     written[tenant] = rows
-            if stats.inserted or stats.updated or (operation == "replay" and self._tables_moved()):
+            if stats.inserted or stats.updated or (operation == "replay" and _moved(
+                    self.store, self.catalog.current())):
                 version = self.catalog.commit(operation, self.wal.writer_id, lsn, stats.as_dict())
             else:  # nothing changed: no new version; the entries' effect is already stored
                 version = self.catalog._latest or self.catalog.latest()
@@ -292,14 +296,6 @@ class Writer:
             self.store.append("trajectories", rows)
         return [r.trajectory for r in write]
 
-    def _tables_moved(self) -> bool:
-        """A table is ahead of the lake's latest version: a commit was interrupted (crash)
-        after writing its tables, before its version row. Replaying its entries then finds
-        them stored ("unchanged"), so the replay must commit the version that shows them."""
-        latest = self.catalog._latest or self.catalog.latest()
-        return latest is None or any(latest.tables.get(name) != self.store.version(name)
-                                     for name in DATA_TABLES)
-
     def _compact(self) -> None:
         compacted = []
         for name in ("steps", "trajectories", "payloads", "_versions"):
@@ -319,6 +315,38 @@ class Writer:
             raise LakeError(f"the lake's writer stopped: {self._error}. Acknowledged data is "
                             "safe in the write-ahead log; fix the cause and reopen the lake "
                             "to replay it") from self._error
+
+
+def roll_back(store: TableStore, catalog: Catalog) -> list[str]:
+    """Put every data table back at the version the lake's latest version pins.
+
+    A table ahead of it holds the writes of a commit (or compaction, migration, restore)
+    that was interrupted before its lake version was recorded: unacknowledged as a whole,
+    and possibly half-done (a live trajectory's steps deleted, the new ones not yet
+    written). Only the lake's single writer calls this, before it replays its log. Returns
+    the tables it moved."""
+    latest = catalog.latest() if store.exists("_versions") else None
+    moved = _moved(store, latest)
+    for name in moved:
+        store.restore(name, latest.tables.get(name) if latest else None)
+        log.warning("table %s was ahead of lake version %s (an interrupted commit): rolled "
+                    "back; the log replays what was acknowledged", name,
+                    latest.version if latest else "-")
+    return moved
+
+
+def _moved(store: TableStore, version: Version | None) -> list[str]:
+    """Data tables whose current Lance version is not the one ``version`` pins (a table it
+    does not pin, new in this schema, has moved once it holds rows)."""
+    moved = []
+    for name in DATA_TABLES:
+        if not store.exists(name):
+            continue
+        pinned = version.tables.get(name) if version else None
+        if (store.version(name) != pinned if pinned is not None
+                else store.dataset(name).count_rows() > 0):
+            moved.append(name)
+    return moved
 
 
 def steps_table(rows: list[dict[str, Any]]) -> pa.Table:

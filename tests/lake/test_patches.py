@@ -85,3 +85,47 @@ def test_a_whole_record_and_live_patches_agree(lake: Lake):
     lake.finish_trajectory("w", outcome={"success": False})
     lake.flush()
     assert lake.sql("select n_steps, status from trajectories").fetchall() == [(2, "failed")]
+
+
+# A commit that updates a live trajectory deletes its stored steps, appends them again with
+# the new ones, upserts the trajectory row, then records the lake version. A crash after any
+# of those writes must lose no acknowledged step: the next open rolls the tables back to what
+# the last lake version pins and replays the log onto that.
+_CRASHING_CHILD = r"""
+import os, sys
+from lake import Lake
+from lake.tables import TableStore
+
+data, method, table = sys.argv[1:4]
+lake = Lake.open(data)
+lake.start_trajectory({"trajectory_id": "live", "task": "long run"})
+lake.append_steps("live", [{"index": i, "kind": "tool", "name": "t"} for i in range(100)])
+lake.flush()
+real = getattr(TableStore, method)
+def crash(self, name, *a, **kw):
+    real(self, name, *a, **kw)
+    if name == table:
+        os._exit(9)  # the write landed; the process dies before the commit's next step
+setattr(TableStore, method, crash)
+res = lake.append_steps("live", [{"index": i, "kind": "tool"} for i in range(100, 150)])
+assert res.lsn and not res.rejected
+print("acked", flush=True)  # durable in the log: acknowledged
+lake.flush()
+"""
+
+
+@pytest.mark.parametrize("method,table", [("delete", "steps"), ("append", "steps"),
+                                          ("upsert", "trajectories")])
+def test_a_crash_inside_a_live_commit_loses_no_acknowledged_step(tmp_path, method, table):
+    import subprocess
+    import sys
+
+    data = str(tmp_path / "lake")
+    proc = subprocess.run([sys.executable, "-c", _CRASHING_CHILD, data, method, table],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    assert "acked" in proc.stdout
+    with Lake.open(data) as lake:  # replays the log onto the last version's tables
+        assert lake.sql("select n_steps from trajectories").fetchall() == [(150,)]
+        assert lake.sql("select count(*), count(distinct index), min(index), max(index) "
+                        "from steps").fetchall() == [(150, 150, 0, 149)]

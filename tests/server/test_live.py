@@ -118,9 +118,11 @@ def test_sigkill_during_stream_loses_no_acknowledged_step(tmp_path):
     try:
         with LakeClient(target, timeout=120) as c:
             reply = c.stream(tid, steps[1000:])  # the client retries the whole stream
+            assert (reply.accepted, reply.rejects) == (59_000, [])
             lsn = c.finish(tid, success=True)
             got = c.get_trajectory(tid, min_lsn=max(lsn, reply.lsn))
-            assert got["n_steps"] == 60_000
+            assert (got["n_steps"], got["status"]) == (60_000, "succeeded"), \
+                c.versions()[-6:]
             assert [s["index"] for s in got["steps"]] == list(range(60_000))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
