@@ -222,14 +222,17 @@ def config_cmd(settings: Settings, as_json: bool) -> None:
 @click.option("--host", default=None, help="Address to bind [env LAKE_HOST; default 127.0.0.1].")
 @click.option("--port", type=int, default=None,
               help="Port [env LAKE_PORT; default 50051; 0: any free port].")
+@click.option("--otlp-port", type=int, default=None,
+              help="Also take OTLP trace exports here, e.g. 4317 [env LAKE_OTLP_PORT; default: "
+                   "only on --port, which takes them too].")
 @click.option("--auth", type=click.Choice(["auto", "on", "off"]), default=None,
               help="Bearer tokens [env LAKE_AUTH; default auto: on unless the host is loopback].")
 @click.option("--max-message-bytes", type=int, default=None,
               help="Largest message [env LAKE_MAX_MESSAGE_BYTES; default 64 MiB].")
 @click.option("--sample/--no-sample", default=True,
               help="Load the bundled tau2-bench sample into an empty lake.")
-def serve(settings: Settings, host: str | None, port: int | None, auth: str | None,
-          max_message_bytes: int | None, sample: bool) -> None:
+def serve(settings: Settings, host: str | None, port: int | None, otlp_port: int | None,
+          auth: str | None, max_message_bytes: int | None, sample: bool) -> None:
     """Serve the lake over gRPC until SIGINT / SIGTERM, then stop gracefully.
 
     Stopping finishes the calls in flight and flushes the write path. On a loopback host
@@ -245,7 +248,8 @@ def serve(settings: Settings, host: str | None, port: int | None, auth: str | No
     from ingest.sample import load_if_empty
     from server.app import serve as start
 
-    flags = {"host": host, "port": port, "auth": auth, "max_message_bytes": max_message_bytes}
+    flags = {"host": host, "port": port, "otlp_port": otlp_port, "auth": auth,
+             "max_message_bytes": max_message_bytes}
     settings = settings.replace(**{k: v for k, v in flags.items() if v is not None})
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -351,8 +355,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="lake", standalone_mode=False)
     except click.UsageError as e:
-        click.echo(f"usage error: {e.format_message()}\nrun `lake --help` (or `lake COMMAND --help`)",
-                   err=True)
+        click.echo(f"usage error: {e.format_message()}\n"
+                   "run `lake --help` (or `lake COMMAND --help`)", err=True)
         sys.exit(EXIT_USAGE)
     except click.exceptions.Abort:
         sys.exit(EXIT_ERROR)

@@ -186,6 +186,51 @@ class Lake:
         return self._patch({"op": "finish", "trajectory_id": trajectory_id,
                             **{k: v for k, v in fields.items() if v is not None}}, tenant)
 
+    def ingest_spans(self, spans: list[tuple[str, dict[str, Any]]], *,
+                     tenant: str | None = None, where: list[str] | None = None
+                     ) -> IngestResult:
+        """Add trace spans as steps: ``(trajectory_id, step)`` pairs, each step with its
+        ``step_id``, in any order and across calls (see ``patches``: ``spans``).
+
+        A trajectory is created by its first span; a span already stored changes nothing.
+        Good spans land (one log entry for the call); each bad one comes back in
+        ``rejected`` (location ``where[i]``, default ``spans[i]``: its position)."""
+        from .patches import parse
+
+        ctx = self.context(tenant)
+        groups: dict[str, list[int]] = {}
+        for i, (tid, _) in enumerate(spans):
+            groups.setdefault(tid, []).append(i)
+        result, items, lines = IngestResult(), [], []
+
+        def patch(tid: str, at: list[int]) -> None:
+            body = {"op": "spans", "trajectory_id": tid, "steps": [spans[i][1] for i in at]}
+            line = orjson.dumps(body)
+            items.append(parse(body, line, ctx))
+            lines.append(line)
+
+        for tid, at in groups.items():
+            try:
+                patch(tid, at)  # the whole trace at once; one span at a time if one is bad
+            except (InvalidArgument, TypeError):
+                good = []
+                for i in at:
+                    try:
+                        parse({"op": "spans", "trajectory_id": tid, "steps": [spans[i][1]]},
+                              b"", ctx)
+                        good.append(i)
+                    except (InvalidArgument, TypeError) as e:
+                        loc = where[i] if where else f"spans[{i}]"
+                        fld = (getattr(e, "field", None) or "steps[0]").replace("steps[0]", loc)
+                        result.rejected.append(Reject(loc, getattr(e, "message", str(e)), fld,
+                                                      repr(spans[i][1])[:1000]))
+                if good:
+                    patch(tid, good)
+        result.trajectories = len(items)
+        result.steps = sum(len(p.record.steps) for p in items)
+        result.lsn = self._writer().submit(items, lines, ctx) if items else 0
+        return result
+
     def _patch(self, obj: dict[str, Any], tenant: str | None) -> int:
         from .patches import parse
 

@@ -7,6 +7,15 @@ acknowledged like any ingest. At commit, the patches of a trajectory are applied
 order onto the stored trajectory and the result is written through the normal update
 path.
 
+Spans (``spans``, what the OTLP receiver sends) are the other live shape: steps that
+arrive in any order, across calls, each with its ``step_id`` (the span id), stored in
+start-time order and numbered at commit. A step may carry ``"lake.trajectory": {field:
+[priority, value]}`` (kept in its attributes): the trajectory takes each field from the
+step with the lowest priority that gives it (then the earliest, then the lowest step id),
+so the result depends on the set of spans, never on their arrival order. A trajectory
+without a ``status`` from its steps is ``running``; without a ``task``,
+``SPANS_PLACEHOLDER_TASK`` stands in until a span gives one.
+
 Idempotent by construction: a step whose index is already stored is skipped (a retry
 re-sends the same indexes), a second start only fills fields still empty, a finish sets the
 same values again; the row hash is computed from the resulting content, so replaying a
@@ -25,7 +34,11 @@ from .errors import InvalidArgument
 from .records import Context, Record, normalize, progress
 from .records import _steps as normalize_steps
 
-KINDS = ("start", "steps", "finish")
+KINDS = ("start", "steps", "finish", "spans")
+HINTS = "lake.trajectory"  # the step attribute with a span's trajectory fields
+HINT_FIELDS = ("task", "agent", "agent_version", "model", "session_id", "on_behalf_of",
+               "status", "started_at", "ended_at", "success", "reward", "scores", "meta")
+SPANS_PLACEHOLDER_TASK = "(no task yet: waiting for the trace's root or agent span)"
 _PLACEHOLDER_TASK = "-"  # steps and finish patches are validated inside a stand-in record
 FINISH_FIELDS = ("status", "success", "reward", "scores", "ended_at", "tokens_in",
                  "tokens_out", "cost_usd")
@@ -72,6 +85,8 @@ def parse(obj: dict[str, Any], raw: bytes, ctx: Context) -> Patch:
         rec = Record({"tenant": ctx.tenant, "trajectory_id": tid, "task": _PLACEHOLDER_TASK,
                       "status": "running", "n_steps": len(rows)}, rows, payloads)
         return Patch(op, ctx.tenant, tid, rec, frozenset(("steps",)))
+    if op == "spans":
+        return _parse_spans(body, tid, raw, ctx)
     outcome = body.get("outcome") if isinstance(body.get("outcome"), dict) else {}
     if body.get("status") is None and outcome.get("success") is None \
             and body.get("success") is None:
@@ -86,6 +101,59 @@ def parse(obj: dict[str, Any], raw: bytes, ctx: Context) -> Patch:
     if "outcome" in body and isinstance(body["outcome"], dict):
         given |= set(body["outcome"])
     return Patch(op, ctx.tenant, tid, rec, frozenset(given | {"status"}))
+
+
+def _parse_spans(body: dict[str, Any], tid: str, raw: bytes, ctx: Context) -> Patch:
+    steps = body.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise InvalidArgument("steps is empty: send at least one span", field="steps")
+    for i, s in enumerate(steps):
+        if not isinstance(s, dict) or not isinstance(s.get("step_id"), str) \
+                or not s["step_id"]:
+            raise InvalidArgument("a span step needs its step_id (the span id: it makes a "
+                                  "re-export a no-op)", field=f"steps[{i}].step_id")
+        if s.get("index") is not None:
+            raise InvalidArgument("span steps are numbered by start time at commit: leave "
+                                  "index out", field=f"steps[{i}].index")
+        if isinstance(s.get("attributes"), dict) and HINTS in s["attributes"]:
+            raise InvalidArgument(f"attribute {HINTS!r} is reserved for the lake's trajectory "
+                                  "hints: rename it", field=f"steps[{i}].attributes.{HINTS}")
+        hints = s.get(HINTS)
+        if hints is not None:
+            _check_hints(hints, f"steps[{i}].{HINTS}", ctx)
+    rows, payloads = normalize_steps(steps, tid, ctx)
+    rec = Record({"tenant": ctx.tenant, "trajectory_id": tid, "task": _PLACEHOLDER_TASK,
+                  "status": "running", "n_steps": len(rows),
+                  "ingested_at": ctx.ingested_at_us}, rows, payloads)
+    return Patch("spans", ctx.tenant, tid, rec, frozenset(("steps",)))
+
+
+def _check_hints(hints: Any, path: str, ctx: Context) -> None:
+    """Each hint is ``[priority, value]`` and its value valid as that trajectory field."""
+    if not isinstance(hints, dict):
+        raise InvalidArgument(f"must be an object field -> [priority, value], got "
+                              f"{type(hints).__name__}", field=path)
+    for k, v in hints.items():
+        if k not in HINT_FIELDS:
+            raise InvalidArgument(f"{k!r} is not a trajectory field a span can set; use one "
+                                  f"of {', '.join(HINT_FIELDS)}", field=f"{path}.{k}")
+        if not (isinstance(v, list) and len(v) == 2 and type(v[0]) is int):
+            raise InvalidArgument("must be [priority (a whole number), value]",
+                                  field=f"{path}.{k}")
+    try:
+        _trajectory(tid="-", fields={k: v[1] for k, v in hints.items()}, ctx=ctx)
+    except InvalidArgument as e:
+        raise InvalidArgument(e.message, field=f"{path}.{e.field}") from None
+
+
+def _trajectory(tid: str, fields: dict[str, Any], ctx: Context) -> dict[str, Any]:
+    """A trajectory row (no steps) from span-given fields, validated as a record is."""
+    obj = {**fields, "trajectory_id": tid}
+    if not fields.get("task"):
+        obj["task"] = SPANS_PLACEHOLDER_TASK
+    if fields.get("status") is None and fields.get("success") is None:
+        obj["status"] = "running"
+    return normalize(obj, b"", ctx).trajectory
 
 
 def _check_indexes(steps: Any) -> None:
@@ -103,6 +171,9 @@ def materialize(stored: dict[str, Any] | None, stored_steps: list[dict[str, Any]
 
     Returns None when no start or whole record ever gave the trajectory its task (steps for
     a trajectory never started are kept waiting: see ``Writer``)."""
+    if any(isinstance(i, Patch) and i.kind == "spans" for i in items):
+        return _materialize_spans(stored_steps, [i for i in items if isinstance(i, Patch)
+                                                 and i.kind == "spans"])
     traj = dict(stored) if stored else None
     steps = {s["index"]: dict(s) for s in stored_steps}
     payloads: list[dict] = []
@@ -137,6 +208,40 @@ def materialize(stored: dict[str, Any] | None, stored_steps: list[dict[str, Any]
         vals = [s[col] for s in ordered if s[col] is not None]
         if vals:
             traj[col] = cast(sum(vals))
+    traj["_record_hash"] = _content_hash(traj, ordered)
+    return Record(traj, ordered, payloads)
+
+
+def _materialize_spans(stored_steps: list[dict[str, Any]], items: list[Patch]) -> Record:
+    """Stored span steps plus the new ones (a span already stored is kept as it is), in
+    start-time order, renumbered; the trajectory from the steps' field hints."""
+    steps = {s["step_id"]: s for s in stored_steps}
+    payloads: list[dict] = []
+    for item in items:
+        for s in item.record.steps:
+            steps.setdefault(s["step_id"], s)
+        payloads += item.record.payloads
+    ordered = sorted(steps.values(), key=lambda s: (s["started_at"] is None,
+                                                    s["started_at"] or 0, s["step_id"]))
+    ordered = [s if s["index"] == i else {**s, "index": i} for i, s in enumerate(ordered)]
+    best: dict[str, tuple] = {}
+    for s in ordered:
+        if s["attributes"] is None or HINTS not in s["attributes"]:
+            continue  # (a cheap test on the JSON text before parsing it)
+        hints = orjson.loads(s["attributes"]).get(HINTS)
+        if not isinstance(hints, dict):
+            continue  # validated when logged; a stored step from elsewhere is not a hint
+        for k, (prio, value) in hints.items():
+            rank = (prio, s["index"])
+            if value is not None and (k not in best or rank < best[k][0]):
+                best[k] = (rank, value)
+    last = items[-1].record.trajectory
+    ctx = Context(last["tenant"], last["ingested_at"])
+    traj = _trajectory(last["trajectory_id"], {k: v for k, (_, v) in best.items()}, ctx)
+    traj["n_steps"] = len(ordered)
+    for col, cast in (("tokens_in", int), ("tokens_out", int), ("cost_usd", float)):
+        vals = [s[col] for s in ordered if s[col] is not None]
+        traj[col] = cast(sum(vals)) if vals else None
     traj["_record_hash"] = _content_hash(traj, ordered)
     return Record(traj, ordered, payloads)
 

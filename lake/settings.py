@@ -18,7 +18,7 @@ from typing import Any
 from .errors import InvalidArgument
 
 _MINIMUMS = {"payload_limit": 1024, "preview_chars": 0, "flush_rows": 1, "flush_interval_ms": 0,
-             "compact_fragments": 1, "wal_segment_bytes": 4096, "port": 0,
+             "compact_fragments": 1, "wal_segment_bytes": 4096, "port": 0, "otlp_port": -1,
              "max_message_bytes": 65536, "max_inflight": 1}
 AUTH_MODES = ("auto", "on", "off")
 
@@ -42,6 +42,8 @@ class Settings:
     quarantine_dir: str = _s("", "where rejected records go; default DATA/quarantine")
     host: str = _s("127.0.0.1", "address `lake serve` binds")
     port: int = _s(50051, "port `lake serve` listens on (0: any free port)")
+    otlp_port: int = _s(-1, "also take OTLP trace exports on this port (4317 is the "
+                        "standard; -1: only on `port`, which takes them too)")
     auth: str = _s("auto", "bearer tokens: on | off | auto (on unless the host is loopback)")
     max_message_bytes: int = _s(64 << 20, "largest gRPC message the server accepts or sends")
     max_inflight: int = _s(32, "gRPC calls served at once; more get RESOURCE_EXHAUSTED "
@@ -52,7 +54,8 @@ class Settings:
              env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        path = config or env.get("LAKE_CONFIG") or ("lake.toml" if Path("lake.toml").exists() else None)
+        path = config or env.get("LAKE_CONFIG") or (
+            "lake.toml" if Path("lake.toml").exists() else None)
         if path:
             try:
                 values.update(tomllib.loads(Path(path).read_text()))
@@ -123,4 +126,5 @@ class Settings:
     @classmethod
     def describe(cls) -> list[tuple[str, str, Any, str]]:
         """(name, env var, default, help) for every setting: docs and `lake config`."""
-        return [(f.name, f"LAKE_{f.name.upper()}", f.default, f.metadata["help"]) for f in fields(cls)]
+        return [(f.name, f"LAKE_{f.name.upper()}", f.default, f.metadata["help"])
+                for f in fields(cls)]

@@ -30,6 +30,8 @@ from lake.tokens import Tokens
 from .auth import Authenticator, AuthInterceptor
 from .errors import ErrorInterceptor
 from .limits import Limiter, LimitInterceptor
+from .otlp import SERVICE_NAME as OTLP_SERVICE
+from .otlp import add_servicer as add_otlp
 from .service import SERVICE_NAMES, add_servicers
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class Server:
     health: health.HealthServicer
     owns_lake: bool
     cache: ContextService
+    otlp_port: int | None = None  # a second port for OTLP exporters (4317), if asked
 
     def warm(self, tenant: str | None = None) -> threading.Thread:
         """Load the embedding model and a tenant's index in the background, so the first
@@ -91,6 +94,8 @@ class Server:
 
     def describe(self) -> str:
         where = f"serving {self.lake.settings.data} on {self.target}"
+        if self.otlp_port is not None:
+            where += f" (OTLP traces also on port {self.otlp_port})"
         if self.auth:
             hint = "" if self.tokens.list() else (
                 "; no tokens yet: create one with `lake token create --tenant T --agent A "
@@ -156,20 +161,27 @@ def _start(settings: Settings, lake: Lake, host: str, port: int, required: bool,
         maximum_concurrent_rpcs=workers)
     cache = ContextService(lake)
     add_servicers(server, lake, "on" if required else "off", cache)
+    add_otlp(server, lake)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as e:
-        raise Conflict(f"cannot listen on {address} ({e}): is another server using the port? "
-                       "pick another with --port (0: any free port)") from e
+        (*SERVICE_NAMES, OTLP_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+    bound = _listen(server, host, port, "--port")
+    otlp = _listen(server, host, settings.otlp_port, "--otlp-port") \
+        if settings.otlp_port >= 0 else None
     server.start()
-    for name in ("", *SERVICE_NAMES):
+    for name in ("", *SERVICE_NAMES, OTLP_SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     running = Server(server, lake, host, bound, required, audit, tokens, limiter,
-                     health_servicer, owns, cache)
+                     health_servicer, owns, cache, otlp)
     (log.info if required else log.warning)(running.describe())
     return running
+
+
+def _listen(server: grpc.Server, host: str, port: int, flag: str) -> int:
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        return server.add_insecure_port(address)
+    except RuntimeError as e:
+        raise Conflict(f"cannot listen on {address} ({e}): is another server using the port? "
+                       f"pick another with {flag} (0: any free port)") from e

@@ -48,6 +48,7 @@ SCOPES: dict[str, str] = {
     _V1 + "AdminService/Restore": "admin",
     _V1 + "AdminService/Recluster": "admin",
     _V1 + "AdminService/Retract": "admin",
+    "/opentelemetry.proto.collector.trace.v1.TraceService/Export": "ingest",  # OTLP exporters
 }
 REFUSALS = (Unauthenticated, PermissionDenied, ResourceExhausted)
 ANONYMOUS = "anonymous"

@@ -1,0 +1,357 @@
+"""OpenTelemetry spans -> trajectory steps (the mapping table is in docs/otlp.md).
+
+One trace is one trajectory (``trajectory_id`` = the trace id in hex); every span is one
+step (``step_id`` = the span id, ``parent_step_id`` = its parent), numbered by start time
+when the lake commits (``Lake.ingest_spans``), so spans may come in any order and across
+exports. The trajectory's fields come from the spans as prioritised hints
+(``lake.trajectory``: lower wins): an ``invoke_agent`` / ``invoke_workflow`` span first,
+then the trace's root span, then the others (the first chat's user message gives the task
+when the agent span has none). Read: the GenAI semantic conventions (current and the older
+names still emitted), and OpenInference (``openinference.span.kind``, ``llm.*``,
+``tool.*``). Every raw attribute is kept in the step's ``attributes``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+from lake.patches import HINTS
+
+# Hint priorities (lower wins): an evaluation's verdict beats the agent span's status.
+EVALUATION, AGENT, ROOT, OTHER, FALLBACK = -1, 0, 1, 2, 9
+LLM_OPS = {"chat", "text_completion", "generate_content"}
+KINDS = {**dict.fromkeys(LLM_OPS, "llm"), "execute_tool": "tool", "invoke_agent": "agent",
+         "create_agent": "agent", "invoke_workflow": "workflow", "embeddings": "embeddings",
+         "retrieval": "retrieval"}
+OPENINFERENCE_KINDS = {"LLM": "llm", "TOOL": "tool", "AGENT": "agent", "CHAIN": "chain",
+                       "RETRIEVER": "retrieval", "EMBEDDING": "embeddings",
+                       "RERANKER": "reranker", "GUARDRAIL": "guardrail",
+                       "EVALUATOR": "evaluator"}
+PASS = {"pass", "passed", "success", "succeeded", "true", "correct", "yes", "good"}
+FAIL = {"fail", "failed", "failure", "false", "incorrect", "no", "bad"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def spans_of(request: ExportTraceServiceRequest) -> tuple[list[tuple[str, str, dict]],
+                                                           list[tuple[str, str]]]:
+    """The request's spans as ``(location, trajectory_id, step)``, and those that cannot be
+    steps as ``(location, reason)``; a location reads
+    ``resource_spans[0].scope_spans[1].spans[4] ('chat gpt-4o')``."""
+    out: list[tuple[str, str, dict]] = []
+    bad: list[tuple[str, str]] = []
+    for i, rs in enumerate(request.resource_spans):
+        resource = attributes(rs.resource.attributes)
+        for j, ss in enumerate(rs.scope_spans):
+            scope = ss.scope.name or None
+            for k, span in enumerate(ss.spans):
+                where = f"resource_spans[{i}].scope_spans[{j}].spans[{k}]{_named(span)}"
+                try:
+                    out.append((where, *span_step(span, resource, scope)))
+                except ValueError as e:
+                    bad.append((where, str(e)))
+    return out, bad
+
+
+def span_step(span: Span, resource: dict[str, Any], scope: str | None) -> tuple[str, dict]:
+    """One span -> ``(trajectory_id, step)``; ValueError names what is wrong with it."""
+    if len(span.trace_id) != 16 or not any(span.trace_id):
+        raise ValueError(f"trace_id must be 16 bytes, not all zero (got {len(span.trace_id)} "
+                         "bytes): fix the exporter or instrumentation that made it")
+    if len(span.span_id) != 8 or not any(span.span_id):
+        raise ValueError(f"span_id must be 8 bytes, not all zero (got {len(span.span_id)} "
+                         "bytes)")
+    if span.parent_span_id and len(span.parent_span_id) != 8:
+        raise ValueError(f"parent_span_id must be 8 bytes or empty (got "
+                         f"{len(span.parent_span_id)})")
+    if not span.start_time_unix_nano:
+        raise ValueError("start_time_unix_nano is 0: a span needs its start time")
+    if span.end_time_unix_nano and span.end_time_unix_nano < span.start_time_unix_nano:
+        raise ValueError("end_time_unix_nano is before start_time_unix_nano")
+    a = attributes(span.attributes)
+    events = [{"name": e.name, "time_unix_nano": e.time_unix_nano,
+               "attributes": attributes(e.attributes)} for e in span.events]
+    op = _operation(span.name, a)
+    kind = _kind(op, a)
+    anchor = AGENT if kind in ("agent", "workflow") else ROOT if not span.parent_span_id \
+        else None
+    inputs, outputs = _messages(a, events, "input"), _messages(a, events, "output")
+    error = _error(span, a, events)
+    step: dict[str, Any] = {
+        "step_id": span.span_id.hex(),
+        "parent_step_id": span.parent_span_id.hex() or None,
+        "kind": kind,
+        "name": _name(kind, span.name, a),
+        "input": _text(_first(a, "gen_ai.tool.call.arguments", "tool.parameters", "input.value")
+                       if kind == "tool" else inputs if inputs is not None
+                       else a.get("input.value")),
+        "output": _text(_first(a, "gen_ai.tool.call.result", "output.value") if kind == "tool"
+                        else outputs if outputs is not None else a.get("output.value")),
+        "error": error,
+        "actor": "agent" if kind in ("llm", "tool", "agent") else None,
+        "started_at": _iso(span.start_time_unix_nano),
+        "duration_ms": ((span.end_time_unix_nano - span.start_time_unix_nano) / 1e6
+                        if span.end_time_unix_nano else None),
+        "attributes": {**a, "otel.span_name": span.name,
+                       "otel.span_kind": Span.SpanKind.Name(span.kind),
+                       "otel.status_code": Status.StatusCode.Name(span.status.code),
+                       **({"otel.status_message": span.status.message}
+                          if span.status.message else {}),
+                       **({"otel.events": events} if events else {}),
+                       **({"otel.links": [{"trace_id": x.trace_id.hex(),
+                                           "span_id": x.span_id.hex(),
+                                           "attributes": attributes(x.attributes)}
+                                          for x in span.links]} if span.links else {}),
+                       **({"otel.scope": scope} if scope else {})},
+    }
+    if kind == "llm":  # usage on agent spans sums its children: kept as attributes only
+        step["tokens_in"] = _count(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens",
+                                   "llm.token_count.prompt")
+        step["tokens_out"] = _count(a, "gen_ai.usage.output_tokens",
+                                    "gen_ai.usage.completion_tokens",
+                                    "llm.token_count.completion")
+    hints = _hints(span, a, events, kind, anchor, inputs, resource, scope, error)
+    if hints:
+        step[HINTS] = hints
+    return span.trace_id.hex(), step
+
+
+def _hints(span: Span, a: dict, events: list[dict], kind: str, anchor: int | None,
+           inputs: Any, resource: dict, scope: str | None, error: str | None) -> dict:
+    prio = OTHER if anchor is None else anchor
+    h: dict[str, list] = {}
+
+    def put(field: str, p: int, value: Any) -> None:
+        if value is not None and value != "":
+            h[field] = [p, value]
+
+    task = _user_text(inputs)
+    if task is None and anchor is not None:
+        task = _first(a, "input.value")
+    put("task", prio, task)
+    if task is None and anchor is not None:
+        put("task", FALLBACK, _first(a, "gen_ai.agent.description", "gen_ai.workflow.name")
+            or span.name)
+    put("agent", prio, _str(_first(a, "gen_ai.agent.name", "agent.name")))
+    put("agent_version", prio, _str(_first(a, "gen_ai.agent.version")))
+    if kind in ("llm", "agent"):
+        put("model", prio, _str(_first(a, "gen_ai.response.model", "gen_ai.request.model",
+                                       "llm.model_name")))
+    put("session_id", prio, _str(_first(a, "gen_ai.conversation.id", "session.id")))
+    put("on_behalf_of", prio, _str(_first(a, "user.id", "enduser.id")))
+    if anchor is not None:
+        failed = span.status.code == Status.STATUS_CODE_ERROR or bool(a.get("error.type"))
+        put("status", anchor, "failed" if failed else "succeeded")
+        if failed or span.status.code == Status.STATUS_CODE_OK:
+            put("success", anchor, not failed)
+        put("started_at", anchor, _iso(span.start_time_unix_nano))
+        if span.end_time_unix_nano:
+            put("ended_at", anchor, _iso(span.end_time_unix_nano))
+        meta = {"otel": {"trace_id": span.trace_id.hex(), "root_span_id": span.span_id.hex(),
+                         **({"resource": resource} if resource else {}),
+                         **({"scope": scope} if scope else {})}}
+        put("meta", anchor, meta)
+    _evaluations(events, put)
+    return h
+
+
+def _evaluations(events: list[dict], put: Any) -> None:
+    """``gen_ai.evaluation.result`` events -> scores; a pass/fail label -> the outcome; an
+    evaluation named ``reward`` (else the deciding one) -> the reward."""
+    scores: dict[str, float] = {}
+    verdict = reward = None
+    for e in events:
+        if e["name"] != "gen_ai.evaluation.result":
+            continue
+        ea = e["attributes"]
+        name = _str(ea.get("gen_ai.evaluation.name")) or "evaluation"
+        value = ea.get("gen_ai.evaluation.score.value")
+        value = float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+            and math.isfinite(value) else None
+        label = str(ea.get("gen_ai.evaluation.score.label", "")).strip().lower()
+        if value is not None:
+            scores[name] = value
+            if name == "reward":
+                reward = value
+        if verdict is None and label in PASS | FAIL:
+            verdict = label in PASS
+            if reward is None:
+                reward = value
+    put("scores", EVALUATION, scores or None)
+    if verdict is not None:
+        put("success", EVALUATION, verdict)
+        put("status", EVALUATION, "succeeded" if verdict else "failed")
+    put("reward", EVALUATION, reward)
+
+
+# -- attribute readers ----------------------------------------------------------------------
+
+def any_value(v: AnyValue) -> Any:
+    which = v.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "array_value":
+        return [any_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return attributes(v.kvlist_value.values)
+    if which == "bytes_value":
+        return v.bytes_value.hex()
+    if which == "double_value" and not math.isfinite(v.double_value):
+        return str(v.double_value)  # JSON has no NaN / Infinity
+    return getattr(v, which)
+
+
+def attributes(kvs: Any) -> dict[str, Any]:
+    return {kv.key: any_value(kv.value) for kv in kvs}
+
+
+def _first(a: dict, *keys: str) -> Any:
+    for k in keys:
+        if a.get(k) is not None:
+            return a[k]
+    return None
+
+
+def _str(v: Any) -> str | None:
+    return None if v is None else v if isinstance(v, str) else str(v)
+
+
+def _text(v: Any) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    return orjson.dumps(v).decode()
+
+
+def _count(a: dict, *keys: str) -> int | None:
+    v = _first(a, *keys)
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        return None
+    return n if n >= 0 else None
+
+
+def _iso(ns: int) -> str:
+    return (_EPOCH + timedelta(microseconds=ns // 1000)).isoformat()
+
+
+def _operation(name: str, a: dict) -> str | None:
+    op = a.get("gen_ai.operation.name")
+    if isinstance(op, str) and op:
+        return op
+    head = name.split(" ", 1)[0]
+    return head if head in KINDS else None
+
+
+def _kind(op: str | None, a: dict) -> str:
+    if op in KINDS:
+        return KINDS[op]
+    oi = a.get("openinference.span.kind")
+    if isinstance(oi, str) and oi:
+        return OPENINFERENCE_KINDS.get(oi.upper(), oi.lower())
+    if op:
+        return op
+    if a.get("gen_ai.system") is not None or a.get("gen_ai.provider.name") is not None:
+        return "llm"  # older instrumentations set no operation name
+    return "span"
+
+
+def _name(kind: str, span_name: str, a: dict) -> str:
+    if kind == "tool":
+        found = _first(a, "gen_ai.tool.name", "tool.name")
+    elif kind == "llm":
+        found = _first(a, "gen_ai.response.model", "gen_ai.request.model", "llm.model_name")
+    elif kind in ("agent", "workflow"):
+        found = _first(a, "gen_ai.agent.name", "gen_ai.workflow.name", "agent.name")
+    else:
+        found = None
+    return _str(found) or span_name
+
+
+def _messages(a: dict, events: list[dict], side: str) -> Any:
+    """The span's input or output messages in whichever convention it uses."""
+    found = a.get(f"gen_ai.{side}.messages")
+    if found is None:
+        for e in events:  # the current convention's opt-in event carries them too
+            if e["name"] == "gen_ai.client.inference.operation.details":
+                found = e["attributes"].get(f"gen_ai.{side}.messages")
+    if isinstance(found, str):
+        try:
+            found = orjson.loads(found)
+        except orjson.JSONDecodeError:
+            return found
+    if found is not None:
+        return found
+    prefix = "gen_ai.prompt." if side == "input" else "gen_ai.completion."
+    indexed = _indexed(a, prefix) or _indexed(
+        a, f"llm.{side}_messages.", strip=".message") or None
+    if indexed:
+        return indexed
+    names = ({"gen_ai.user.message", "gen_ai.system.message", "gen_ai.assistant.message",
+              "gen_ai.tool.message"} if side == "input" else {"gen_ai.choice"})
+    old = [{"role": e["name"].split(".")[1] if side == "input" else "assistant",
+            **e["attributes"]} for e in events if e["name"] in names]
+    return old or None
+
+
+def _indexed(a: dict, prefix: str, strip: str = "") -> list[dict]:
+    """``prefix.N.field`` attributes (``gen_ai.prompt.0.content``) -> [{field: value}]."""
+    rows: dict[int, dict] = {}
+    for k, v in a.items():
+        if not k.startswith(prefix):
+            continue
+        n, _, field = k[len(prefix):].partition(".")
+        if n.isdigit() and field:
+            field = field.removeprefix(strip.lstrip(".") + ".") if strip else field
+            rows.setdefault(int(n), {})[field] = v
+    return [rows[n] for n in sorted(rows)]
+
+
+def _user_text(messages: Any) -> str | None:
+    """The text of the first user message (parts, content, or gen_ai.event.content)."""
+    if not isinstance(messages, list):
+        return None
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") != "user":
+            continue
+        parts = m.get("parts")
+        if isinstance(parts, list):
+            texts = [p.get("content") for p in parts
+                     if isinstance(p, dict) and p.get("type", "text") == "text"
+                     and isinstance(p.get("content"), str)]
+            if texts:
+                return "\n".join(texts)
+        for key in ("content", "gen_ai.event.content"):
+            c = m.get(key)
+            if isinstance(c, str) and c.strip():
+                if key == "gen_ai.event.content":
+                    try:
+                        c = orjson.loads(c).get("content", c)
+                    except (orjson.JSONDecodeError, AttributeError):
+                        pass
+                return c if isinstance(c, str) else None
+    return None
+
+
+def _error(span: Span, a: dict, events: list[dict]) -> str | None:
+    if span.status.code != Status.STATUS_CODE_ERROR and not a.get("error.type"):
+        return None
+    for e in events:
+        if e["name"] == "exception":
+            ea = e["attributes"]
+            msg = ea.get("exception.message")
+            if msg or ea.get("exception.type"):
+                return f"{ea.get('exception.type') or 'exception'}: {msg or ''}".strip()
+    return span.status.message or _str(a.get("error.type")) or "error"
+
+
+def _named(span: Span) -> str:
+    return f" ({span.name!r})" if span.name else ""

@@ -1,0 +1,261 @@
+"""OTLP/gRPC receiver: the real OpenTelemetry SDK and exporter into a real server and lake."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from grpc import Compression
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from server.app import Server
+
+from .conftest import token
+
+TASK = "Refund order #W123 to the original card"
+
+
+def _agent_run(tracer: Any, *, fail_tool: bool = False) -> None:
+    """invoke_agent -> chat -> execute_tool -> chat, with usage and an evaluation event."""
+    with tracer.start_as_current_span("invoke_agent support-bot", kind=SpanKind.INTERNAL) as a:
+        a.set_attributes({"gen_ai.operation.name": "invoke_agent",
+                          "gen_ai.agent.name": "support-bot", "gen_ai.agent.version": "1.4",
+                          "gen_ai.conversation.id": "conv-7",
+                          "gen_ai.provider.name": "openai"})
+        with tracer.start_as_current_span("chat gpt-4.1", kind=SpanKind.CLIENT) as c:
+            c.set_attributes({
+                "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4.1",
+                "gen_ai.input.messages": json.dumps([
+                    {"role": "system", "parts": [{"type": "text", "content": "Be brief."}]},
+                    {"role": "user", "parts": [{"type": "text", "content": TASK}]}]),
+                "gen_ai.output.messages": json.dumps([
+                    {"role": "assistant", "parts": [{"type": "tool_call", "id": "call_1",
+                                                     "name": "refund"}]}]),
+                "gen_ai.usage.input_tokens": 120, "gen_ai.usage.output_tokens": 12,
+                "gen_ai.response.finish_reasons": ["tool_calls"]})
+        with tracer.start_as_current_span("execute_tool refund") as t:
+            t.set_attributes({"gen_ai.operation.name": "execute_tool",
+                              "gen_ai.tool.name": "refund", "gen_ai.tool.call.id": "call_1",
+                              "gen_ai.tool.call.arguments": '{"order_id": "#W123"}',
+                              "gen_ai.tool.call.result": '{"status": "refunded"}'})
+            if fail_tool:
+                t.set_status(Status(StatusCode.ERROR, "card expired"))
+                t.set_attribute("error.type", "CardExpired")
+        with tracer.start_as_current_span("chat gpt-4.1", kind=SpanKind.CLIENT) as c:
+            c.set_attributes({"gen_ai.operation.name": "chat",
+                              "gen_ai.request.model": "gpt-4.1",
+                              "gen_ai.usage.input_tokens": 150,
+                              "gen_ai.usage.output_tokens": 20})
+        a.add_event("gen_ai.evaluation.result", {
+            "gen_ai.evaluation.name": "task_success", "gen_ai.evaluation.score.value": 1.0,
+            "gen_ai.evaluation.score.label": "pass"})
+
+
+def _provider(exporter: Any, batch: bool = True) -> TracerProvider:
+    p = TracerProvider(resource=Resource.create({"service.name": "support-bot"}))
+    p.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
+    return p
+
+
+def _steps(srv: Server, tid: str) -> list[tuple]:
+    assert all(c in "0123456789abcdef" for c in tid)
+    return srv.lake.sql("select kind, name, input, output, error, tokens_in, tokens_out, "
+                        f"parent_step_id, step_id from steps where trajectory_id = '{tid}' "
+                        "order by index").fetchall()
+
+
+def test_sdk_exporter_run_becomes_a_trajectory(secure: Server):
+    key = token(secure, tenant="acme")
+    exporter = OTLPSpanExporter(endpoint=secure.target, insecure=True,
+                                headers={"authorization": f"Bearer {key}"},
+                                compression=Compression.Gzip)
+    provider = _provider(exporter)
+    _agent_run(provider.get_tracer("test"))
+    assert provider.force_flush(30_000)
+    provider.shutdown()
+    secure.lake.flush()
+    rows = secure.lake.sql("select trajectory_id, task, agent, agent_version, model, session_id, "
+                           "status, success, n_steps, tokens_in, tokens_out, scores, meta "
+                           "from trajectories", tenant="acme").fetchall()
+    assert len(rows) == 1
+    tid, task, agent, version, model, session, status, success, n, t_in, t_out, scores, meta \
+        = rows[0]
+    assert (task, agent, version, model, session) == (TASK, "support-bot", "1.4", "gpt-4.1",
+                                                      "conv-7")
+    assert (status, success, n, t_in, t_out) == ("succeeded", True, 4, 270, 32)
+    assert scores == {"task_success": 1.0}
+    assert json.loads(meta)["otel"]["resource"]["service.name"] == "support-bot"
+    steps = [s[:7] for s in secure.lake.sql(
+        "select kind, name, input, output, error, tokens_in, tokens_out from steps "
+        "order by index", tenant="acme").fetchall()]
+    assert [s[:2] for s in steps] == [("agent", "support-bot"), ("llm", "gpt-4.1"),
+                                      ("tool", "refund"), ("llm", "gpt-4.1")]
+    assert steps[2][2:4] == ('{"order_id": "#W123"}', '{"status": "refunded"}')
+    assert steps[1][5:] == (120, 12)
+    tree = secure.lake.sql("select step_id, parent_step_id from steps order by index",
+                           tenant="acme").fetchall()
+    assert tree[0][1] is None and all(p == tree[0][0] for _, p in tree[1:])
+    attrs = json.loads(secure.lake.sql(
+        "select attributes from steps where kind = 'tool'", tenant="acme").fetchall()[0][0])
+    assert attrs["gen_ai.tool.call.id"] == "call_1"  # every raw attribute is kept
+    assert tid == format(int(tid, 16), "032x")  # the trace id
+    assert secure.lake.count("trajectories", tenant="default") == 0  # the token's tenant
+
+
+def test_a_token_is_required_and_scoped(secure: Server):
+    exporter = OTLPSpanExporter(endpoint=secure.target, insecure=True, timeout=5)
+    spans = _recorded()
+    assert exporter.export(spans).name == "FAILURE"  # no token: refused
+    reader = OTLPSpanExporter(endpoint=secure.target, insecure=True, timeout=5, headers={
+        "authorization": f"Bearer {token(secure, scopes='read')}"})
+    assert reader.export(spans).name == "FAILURE"  # read scope cannot ingest
+    secure.lake.flush()
+    assert secure.lake.count("steps", tenant="acme") == 0
+
+
+def _recorded(fail_tool: bool = False) -> list:
+    memory = InMemorySpanExporter()
+    provider = _provider(memory, batch=False)
+    _agent_run(provider.get_tracer("test"), fail_tool=fail_tool)
+    return list(memory.get_finished_spans())
+
+
+@pytest.fixture
+def trace_stub(server: Server) -> Iterator[otlp_grpc.TraceServiceStub]:
+    with grpc.insecure_channel(server.target) as ch:
+        yield otlp_grpc.TraceServiceStub(ch)
+
+
+def test_exporting_the_same_spans_twice_adds_nothing(server: Server):
+    spans = _recorded()
+    exporter = OTLPSpanExporter(endpoint=server.target, insecure=True)
+    assert exporter.export(spans).name == "SUCCESS"
+    server.lake.flush()
+    before = (len(server.lake.versions()), server.lake.count("steps"))
+    assert exporter.export(spans).name == "SUCCESS"
+    assert exporter.export(list(reversed(spans))).name == "SUCCESS"
+    server.lake.flush()
+    assert (len(server.lake.versions()), server.lake.count("steps")) == before == (
+        before[0], 4)
+
+
+def test_children_before_their_root_make_one_trajectory(server: Server):
+    spans = _recorded()
+    root = [s for s in spans if s.parent is None]
+    children = [s for s in spans if s.parent is not None]
+    exporter = OTLPSpanExporter(endpoint=server.target, insecure=True)
+    assert exporter.export(children[::-1]).name == "SUCCESS"  # out of order, no root yet
+    server.lake.flush()
+    assert server.lake.sql("select task, status, n_steps from trajectories").fetchall() == \
+        [(TASK, "running", 3)]  # the chat's user message gives the task already
+    assert exporter.export(root).name == "SUCCESS"
+    server.lake.flush()
+    assert server.lake.sql("select task, status, success, n_steps, agent from trajectories"
+                           ).fetchall() == [(TASK, "succeeded", True, 4, "support-bot")]
+    assert [k for k, *_ in _steps(server, _trace(spans))] == ["agent", "llm", "tool", "llm"]
+
+
+def test_error_spans_become_error_steps(server: Server):
+    spans = _recorded(fail_tool=True)
+    assert OTLPSpanExporter(endpoint=server.target, insecure=True).export(spans).name == \
+        "SUCCESS"
+    server.lake.flush()
+    assert server.lake.sql("select name, error from steps where error is not null"
+                           ).fetchall() == [("refund", "card expired")]
+
+
+def _trace(spans: list) -> str:
+    return format(spans[0].context.trace_id, "032x")
+
+
+def _kv(key: str, value: Any) -> KeyValue:
+    v = AnyValue(int_value=value) if isinstance(value, int) else AnyValue(string_value=value)
+    return KeyValue(key=key, value=v)
+
+
+def _span(span_id: int, parent: int = 0, name: str = "chat m", start: int = 10**18,
+          trace: bytes = b"\x01" * 16, **attrs: Any) -> trace_pb2.Span:
+    return trace_pb2.Span(trace_id=trace, span_id=span_id.to_bytes(8, "big"),
+                          parent_span_id=parent.to_bytes(8, "big") if parent else b"",
+                          name=name, start_time_unix_nano=start, end_time_unix_nano=start + 10**6,
+                          attributes=[_kv(k.replace("__", "."), v) for k, v in attrs.items()])
+
+
+def _request(*spans: trace_pb2.Span) -> otlp.ExportTraceServiceRequest:
+    return otlp.ExportTraceServiceRequest(resource_spans=[trace_pb2.ResourceSpans(
+        scope_spans=[trace_pb2.ScopeSpans(spans=list(spans))])])
+
+
+def test_one_malformed_span_is_rejected_and_the_others_stored(server: Server, trace_stub):
+    good = [_span(1, name="invoke_agent bot", gen_ai__operation__name="invoke_agent"),
+            _span(2, 1, start=10**18 + 5, gen_ai__operation__name="chat")]
+    bad = _span(3, 1, trace=b"\x01" * 3)  # a 3-byte trace id
+    reply = trace_stub.Export(_request(good[0], bad, good[1]))
+    assert reply.partial_success.rejected_spans == 1
+    assert "spans[1]" in reply.partial_success.error_message
+    assert "trace_id must be 16 bytes" in reply.partial_success.error_message
+    # one the lake refuses (an attribute name it reserves) is counted the same way
+    reserved = _span(4, 1, start=10**18 + 9, gen_ai__operation__name="chat",
+                     lake__trajectory="x")
+    reply = trace_stub.Export(_request(reserved))
+    assert reply.partial_success.rejected_spans == 1
+    assert "lake.trajectory" in reply.partial_success.error_message
+    server.lake.flush()
+    assert server.lake.sql("select kind from steps order by index").fetchall() == \
+        [("agent",), ("llm",)]
+
+
+def test_older_conventions_and_openinference_map_too(server: Server, trace_stub):
+    spans = [
+        _span(1, name="agent", openinference__span__kind="AGENT", agent__name="oi-bot",
+              session__id="s-1"),
+        _span(2, 1, name="completion", start=10**18 + 1, gen_ai__system="openai",
+              gen_ai__request__model="gpt-3.5", gen_ai__prompt__0__role="user",
+              gen_ai__prompt__0__content="Track parcel 42", gen_ai__completion__0__content="ok",
+              gen_ai__usage__prompt_tokens=7, gen_ai__usage__completion_tokens=3),
+        _span(3, 1, name="lookup", start=10**18 + 2, openinference__span__kind="TOOL",
+              tool__name="track", tool__parameters='{"id": 42}', output__value="in transit"),
+        _span(4, 1, name="llm", start=10**18 + 3, openinference__span__kind="LLM",
+              llm__model_name="claude", llm__token_count__prompt=11,
+              llm__token_count__completion=2),
+    ]
+    assert not trace_stub.Export(_request(*spans)).HasField("partial_success")
+    server.lake.flush()
+    assert server.lake.sql("select task, agent, session_id, tokens_in, tokens_out "
+                           "from trajectories").fetchall() == \
+        [("Track parcel 42", "oi-bot", "s-1", 18, 5)]
+    assert [s[:4] for s in _steps(server, "01" * 16)] == [
+        ("agent", "oi-bot", None, None),
+        ("llm", "gpt-3.5", '[{"role":"user","content":"Track parcel 42"}]',
+         '[{"content":"ok"}]'),
+        ("tool", "track", '{"id": 42}', "in transit"),
+        ("llm", "claude", None, None)]
+
+
+def test_the_standard_otlp_port_can_be_added(lake_dir):
+    from server.app import serve
+
+    from .conftest import make_settings
+
+    srv = serve(make_settings(lake_dir, otlp_port=0), "127.0.0.1", 0)
+    try:
+        assert srv.otlp_port and srv.otlp_port != srv.port
+        assert f"OTLP traces also on port {srv.otlp_port}" in srv.describe()
+        exporter = OTLPSpanExporter(endpoint=f"127.0.0.1:{srv.otlp_port}", insecure=True)
+        assert exporter.export(_recorded()).name == "SUCCESS"
+        srv.lake.flush()
+        assert srv.lake.count("steps") == 4
+    finally:
+        srv.stop(grace=1)
