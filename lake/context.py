@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import embedder as embedders
 from . import fused as fusedmod
@@ -178,11 +179,7 @@ class ContextService:
             idx = self._indexes.get(tenant)
         if idx is None:
             return
-        tids = [t["trajectory_id"] for t in trajectories]
-        tools = dict(self.lake.connect(tenant=tenant).sql(
-            "select trajectory_id, list(name order by index) from steps where kind = 'tool' "
-            f"and name is not null and trajectory_id in ({', '.join(map(quote, tids))}) "
-            "group by 1").fetchall()) if tids else {}
+        tools = _tool_names(self.lake, tenant, [t["trajectory_id"] for t in trajectories])
         rows = [Row(t["trajectory_id"], t["task"], t["task_hash"], t["success"], t["reward"],
                     t["agent"], t["agent_version"], tuple(t["tags"] or ()), t["started_at"],
                     t["expires_at"], _collapse(tools.get(t["trajectory_id"])),
@@ -365,7 +362,8 @@ class ContextService:
         sizes = np.bincount(idx.labels[active], minlength=idx.model.k)
         fitted = int(idx.fitted_at * 1e6)
         clusters = pa.table({
-            "tenant": [tenant] * idx.model.k, "cluster_id": pa.array(range(idx.model.k), pa.int32()),
+            "tenant": [tenant] * idx.model.k,
+            "cluster_id": pa.array(range(idx.model.k), pa.int32()),
             "size": sizes.astype(np.int64), "label": [None] * idx.model.k,
             "success_rate": pa.array([None] * idx.model.k, pa.float64()),
             "hit_threshold": [self.threshold(tenant, c) for c in range(idx.model.k)],
@@ -499,6 +497,23 @@ def describe(a: dict[str, Any]) -> str:
                    f"(in {p['failed_runs']} failed, {p['successful_runs']} successful runs)")
     out.append(f"context_id: {a['context_id']}")
     return "\n".join(out)
+
+
+def _tool_names(lake: Any, tenant: str, tids: list[str]) -> dict[str, list[str]]:
+    """Each trajectory's tool names in step order, read from the steps table as it is now
+    (these trajectories were just committed; a later commit re-indexes what it changes).
+    Straight from Lance: a DuckDB connection per commit would cost more than the rest."""
+    if not tids:
+        return {}
+    steps = lake.store.lookup("steps", tenant, "trajectory_id", tids,
+                              ["trajectory_id", "index", "kind", "name"])
+    steps = steps.filter(pc.and_(pc.equal(steps["kind"], "tool"), pc.is_valid(steps["name"])))
+    out: dict[str, list[str]] = {}
+    for tid, _, name in sorted(zip(steps["trajectory_id"].to_pylist(),
+                                   steps["index"].to_pylist(), steps["name"].to_pylist(),
+                                   strict=True)):
+        out.setdefault(tid, []).append(name)
+    return out
 
 
 def _collapse(tools: list[str] | None) -> tuple[str, ...]:
