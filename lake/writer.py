@@ -239,9 +239,12 @@ class Writer:
         for s in _rows(self.store.lookup("steps", tenant, "trajectory_id", keys,
                                          list(STEPS.names))):
             steps.setdefault(s["trajectory_id"], []).append(s)
+        of_key: dict[str, list[Record | Patch]] = {}
+        for i in items:
+            if i.key in live:
+                of_key.setdefault(i.key, []).append(i)  # in log order
         for key in keys:
-            rec = patches.materialize(stored.get(key), steps.get(key, []),
-                                      [i for i in items if i.key == key])
+            rec = patches.materialize(stored.get(key), steps.get(key, []), of_key[key])
             if rec is None:
                 log.error("steps or finish for trajectory %r of tenant %r, never started: "
                           "dropped", key, tenant)
