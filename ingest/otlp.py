@@ -37,6 +37,8 @@ OPENINFERENCE_KINDS = {"LLM": "llm", "TOOL": "tool", "AGENT": "agent", "CHAIN": 
 PASS = {"pass", "passed", "success", "succeeded", "true", "correct", "yes", "good"}
 FAIL = {"fail", "failed", "failure", "false", "incorrect", "no", "bad"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SPAN_KINDS = {v: k for k, v in Span.SpanKind.items()}
+_STATUS_CODES = {v: k for k, v in Status.StatusCode.items()}
 
 
 def spans_of(request: ExportTraceServiceRequest) -> tuple[list[tuple[str, str, dict]],
@@ -81,7 +83,9 @@ def span_step(span: Span, resource: dict[str, Any], scope: str | None) -> tuple[
     kind = _kind(op, a)
     anchor = AGENT if kind in ("agent", "workflow") else ROOT if not span.parent_span_id \
         else None
-    inputs, outputs = _messages(a, events, "input"), _messages(a, events, "output")
+    inputs = outputs = None
+    if kind != "tool":
+        inputs, outputs = _messages(a, events, "input"), _messages(a, events, "output")
     error = _error(span, a, events)
     step: dict[str, Any] = {
         "step_id": span.span_id.hex(),
@@ -95,12 +99,13 @@ def span_step(span: Span, resource: dict[str, Any], scope: str | None) -> tuple[
                         else outputs if outputs is not None else a.get("output.value")),
         "error": error,
         "actor": "agent" if kind in ("llm", "tool", "agent") else None,
-        "started_at": _iso(span.start_time_unix_nano),
+        "started_at": _time(span.start_time_unix_nano),
         "duration_ms": ((span.end_time_unix_nano - span.start_time_unix_nano) / 1e6
                         if span.end_time_unix_nano else None),
         "attributes": {**a, "otel.span_name": span.name,
-                       "otel.span_kind": Span.SpanKind.Name(span.kind),
-                       "otel.status_code": Status.StatusCode.Name(span.status.code),
+                       "otel.span_kind": _SPAN_KINDS.get(span.kind, str(span.kind)),
+                       "otel.status_code": _STATUS_CODES.get(span.status.code,
+                                                             str(span.status.code)),
                        **({"otel.status_message": span.status.message}
                           if span.status.message else {}),
                        **({"otel.events": events} if events else {}),
@@ -150,14 +155,15 @@ def _hints(span: Span, a: dict, events: list[dict], kind: str, anchor: int | Non
         put("status", anchor, "failed" if failed else "succeeded")
         if failed or span.status.code == Status.STATUS_CODE_OK:
             put("success", anchor, not failed)
-        put("started_at", anchor, _iso(span.start_time_unix_nano))
+        put("started_at", anchor, _time(span.start_time_unix_nano))
         if span.end_time_unix_nano:
-            put("ended_at", anchor, _iso(span.end_time_unix_nano))
+            put("ended_at", anchor, _time(span.end_time_unix_nano))
         meta = {"otel": {"trace_id": span.trace_id.hex(), "root_span_id": span.span_id.hex(),
                          **({"resource": resource} if resource else {}),
                          **({"scope": scope} if scope else {})}}
         put("meta", anchor, meta)
-    _evaluations(events, put)
+    if events:
+        _evaluations(events, put)
     return h
 
 
@@ -207,14 +213,23 @@ def any_value(v: AnyValue) -> Any:
     return getattr(v, which)
 
 
+_PLAIN = frozenset(("string_value", "int_value", "bool_value"))
+
+
 def attributes(kvs: Any) -> dict[str, Any]:
-    return {kv.key: any_value(kv.value) for kv in kvs}
+    out = {}
+    for kv in kvs:
+        v = kv.value
+        which = v.WhichOneof("value")
+        out[kv.key] = getattr(v, which) if which in _PLAIN else any_value(v)
+    return out
 
 
 def _first(a: dict, *keys: str) -> Any:
     for k in keys:
-        if a.get(k) is not None:
-            return a[k]
+        v = a.get(k)
+        if v is not None:
+            return v
     return None
 
 
@@ -239,8 +254,9 @@ def _count(a: dict, *keys: str) -> int | None:
     return n if n >= 0 else None
 
 
-def _iso(ns: int) -> str:
-    return (_EPOCH + timedelta(microseconds=ns // 1000)).isoformat()
+def _time(ns: int) -> datetime:
+    """Nanoseconds since 1970 -> an aware datetime (microseconds; logged as ISO 8601)."""
+    return _EPOCH + timedelta(microseconds=ns // 1000)
 
 
 def _operation(name: str, a: dict) -> str | None:
@@ -291,10 +307,11 @@ def _messages(a: dict, events: list[dict], side: str) -> Any:
     if found is not None:
         return found
     prefix = "gen_ai.prompt." if side == "input" else "gen_ai.completion."
-    indexed = _indexed(a, prefix) or _indexed(
-        a, f"llm.{side}_messages.", strip=".message") or None
-    if indexed:
-        return indexed
+    oi = f"llm.{side}_messages."
+    if f"{prefix}0.content" in a or f"{prefix}0.role" in a:  # indexed from 0
+        return _indexed(a, prefix)
+    if f"{oi}0.message.content" in a or f"{oi}0.message.role" in a:
+        return _indexed(a, oi, strip=".message")
     names = ({"gen_ai.user.message", "gen_ai.system.message", "gen_ai.assistant.message",
               "gen_ai.tool.message"} if side == "input" else {"gen_ai.choice"})
     old = [{"role": e["name"].split(".")[1] if side == "input" else "assistant",

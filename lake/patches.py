@@ -25,15 +25,18 @@ patch that is already applied changes nothing.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from .errors import InvalidArgument
-from .records import Context, Record, normalize, progress
+from .records import Context, Record, _bool, _float, _scores, _str, _ts, normalize, progress
 from .records import _steps as normalize_steps
+from .schema import STATUSES
 
+log = logging.getLogger(__name__)
 KINDS = ("start", "steps", "finish", "spans")
 HINTS = "lake.trajectory"  # the step attribute with a span's trajectory fields
 HINT_FIELDS = ("task", "agent", "agent_version", "model", "session_id", "on_behalf_of",
@@ -52,6 +55,7 @@ class Patch:
     record: Record  # the validated content (finish: around a stand-in task; steps: the
     # steps, with a trajectory row of only tenant, trajectory_id, task, status and n_steps)
     fields: frozenset[str]  # what the patch sets (finish: the fields given)
+    hints: dict[str, dict] | None = None  # spans: step_id -> its trajectory hints (parsed)
 
     @property
     def key(self) -> str:
@@ -107,6 +111,7 @@ def _parse_spans(body: dict[str, Any], tid: str, raw: bytes, ctx: Context) -> Pa
     steps = body.get("steps")
     if not isinstance(steps, list) or not steps:
         raise InvalidArgument("steps is empty: send at least one span", field="steps")
+    given: dict[str, dict] = {}
     for i, s in enumerate(steps):
         if not isinstance(s, dict) or not isinstance(s.get("step_id"), str) \
                 or not s["step_id"]:
@@ -120,40 +125,69 @@ def _parse_spans(body: dict[str, Any], tid: str, raw: bytes, ctx: Context) -> Pa
                                   "hints: rename it", field=f"steps[{i}].attributes.{HINTS}")
         hints = s.get(HINTS)
         if hints is not None:
-            _check_hints(hints, f"steps[{i}].{HINTS}", ctx)
+            _check_hints(hints, f"steps[{i}].{HINTS}")
+            given[s["step_id"]] = hints
     rows, payloads = normalize_steps(steps, tid, ctx)
     rec = Record({"tenant": ctx.tenant, "trajectory_id": tid, "task": _PLACEHOLDER_TASK,
                   "status": "running", "n_steps": len(rows),
                   "ingested_at": ctx.ingested_at_us}, rows, payloads)
-    return Patch("spans", ctx.tenant, tid, rec, frozenset(("steps",)))
+    return Patch("spans", ctx.tenant, tid, rec, frozenset(("steps",)), given)
 
 
-def _check_hints(hints: Any, path: str, ctx: Context) -> None:
-    """Each hint is ``[priority, value]`` and its value valid as that trajectory field."""
+def _check_hints(hints: Any, path: str) -> None:
+    """Each hint is ``[priority, value]``, its value valid as that trajectory field (read by
+    the same readers as a record's fields, so the trajectory built from them at commit
+    never fails)."""
     if not isinstance(hints, dict):
         raise InvalidArgument(f"must be an object field -> [priority, value], got "
                               f"{type(hints).__name__}", field=path)
     for k, v in hints.items():
-        if k not in HINT_FIELDS:
+        check = _HINT_CHECKS.get(k)
+        if check is None:
             raise InvalidArgument(f"{k!r} is not a trajectory field a span can set; use one "
                                   f"of {', '.join(HINT_FIELDS)}", field=f"{path}.{k}")
         if not (isinstance(v, list) and len(v) == 2 and type(v[0]) is int):
             raise InvalidArgument("must be [priority (a whole number), value]",
                                   field=f"{path}.{k}")
-    try:
-        _trajectory(tid="-", fields={k: v[1] for k, v in hints.items()}, ctx=ctx)
-    except InvalidArgument as e:
-        raise InvalidArgument(e.message, field=f"{path}.{e.field}") from None
+        check({k: v[1]}, k, f"{path}.{k}[1]")
+
+
+def _status(obj: dict, key: str, path: str) -> None:
+    if obj[key] is not None and obj[key] not in STATUSES:
+        raise InvalidArgument(f"status {obj[key]!r} is not one of {', '.join(STATUSES)}",
+                              field=path)
+
+
+def _meta_hint(obj: dict, key: str, path: str) -> None:
+    if obj[key] is not None and not isinstance(obj[key], dict):
+        raise InvalidArgument("must be an object", field=path)
+
+
+_HINT_CHECKS = {**dict.fromkeys(("task", "agent", "agent_version", "model", "session_id",
+                                 "on_behalf_of"), _str),
+                "status": _status, "started_at": _ts, "ended_at": _ts, "success": _bool,
+                "reward": _float, "scores": lambda o, k, p: _scores(o[k], p),
+                "meta": _meta_hint}
+assert set(_HINT_CHECKS) == set(HINT_FIELDS)
 
 
 def _trajectory(tid: str, fields: dict[str, Any], ctx: Context) -> dict[str, Any]:
-    """A trajectory row (no steps) from span-given fields, validated as a record is."""
+    """A trajectory row (no steps) from span-given fields (checked when logged)."""
     obj = {**fields, "trajectory_id": tid}
-    if not fields.get("task"):
+    if not (fields.get("task") or "").strip():
         obj["task"] = SPANS_PLACEHOLDER_TASK
     if fields.get("status") is None and fields.get("success") is None:
         obj["status"] = "running"
-    return normalize(obj, b"", ctx).trajectory
+    while True:
+        try:
+            return normalize(obj, b"", ctx).trajectory
+        except InvalidArgument as e:  # only a changed validator gets here: the writer must
+            # not stop on it; the field is dropped (it stays in its span's attributes)
+            log.error("trajectory %r: span field %s no longer validates (%s): dropped", tid,
+                      e.field, e.message)
+            if e.field not in obj or e.field in ("task", "trajectory_id"):
+                raise
+            del obj[e.field]
 
 
 def _check_indexes(steps: Any) -> None:
@@ -216,21 +250,28 @@ def _materialize_spans(stored_steps: list[dict[str, Any]], items: list[Patch]) -
     """Stored span steps plus the new ones (a span already stored is kept as it is), in
     start-time order, renumbered; the trajectory from the steps' field hints."""
     steps = {s["step_id"]: s for s in stored_steps}
+    given: dict[str, dict] = {}  # the new steps' hints, parsed when they were logged
     payloads: list[dict] = []
     for item in items:
         for s in item.record.steps:
-            steps.setdefault(s["step_id"], s)
+            sid = s["step_id"]
+            if sid not in steps:
+                steps[sid] = s
+                if item.hints and sid in item.hints:
+                    given[sid] = item.hints[sid]
         payloads += item.record.payloads
     ordered = sorted(steps.values(), key=lambda s: (s["started_at"] is None,
                                                     s["started_at"] or 0, s["step_id"]))
     ordered = [s if s["index"] == i else {**s, "index": i} for i, s in enumerate(ordered)]
     best: dict[str, tuple] = {}
     for s in ordered:
-        if s["attributes"] is None or HINTS not in s["attributes"]:
-            continue  # (a cheap test on the JSON text before parsing it)
-        hints = orjson.loads(s["attributes"]).get(HINTS)
-        if not isinstance(hints, dict):
-            continue  # validated when logged; a stored step from elsewhere is not a hint
+        hints = given.get(s["step_id"])
+        if hints is None:  # a span stored by an earlier commit: its hints are in its JSON
+            if s["attributes"] is None or HINTS not in s["attributes"]:
+                continue  # (a cheap test on the text before parsing it)
+            hints = orjson.loads(s["attributes"]).get(HINTS)
+            if not isinstance(hints, dict):
+                continue  # validated when logged; a stored step from elsewhere is no hint
         for k, (prio, value) in hints.items():
             rank = (prio, s["index"])
             if value is not None and (k not in best or rank < best[k][0]):
