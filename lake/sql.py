@@ -35,6 +35,8 @@ def connect(store: TableStore, catalog: Catalog, version: Version | None,
         _view(con, name, schema, set(schema.names), where)
     con.register("_versions_arrow", _versions_table(catalog))
     con.execute("CREATE VIEW versions AS SELECT * FROM _versions_arrow")
+    from .analysis import install  # views and macros of `lake compare` / `lake cost`
+    install(con)
     return con
 
 
