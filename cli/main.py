@@ -348,8 +348,8 @@ def token_list(settings: Settings, as_json: bool) -> None:
                    f"{','.join(r['scopes']):<18} {state}")
     click.echo(f"({len(rows)} token{'s' if len(rows) != 1 else ''})")
 
-# registers: compare, cost; context, recluster, retract
-from . import analysis, cache  # noqa: E402,F401
+# registers: compare, cost; context, recluster, retract; tape, export-dataset, export
+from . import analysis, cache, export  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

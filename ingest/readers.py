@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pyarrow.types as pt
 
 from lake.errors import InvalidArgument
+from lake.export import MANIFEST as EXPORT_MANIFEST
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".parquet", ".arrow", ".arrows", ".feather")
 
@@ -44,12 +45,24 @@ def kind_of(path: Path) -> str | None:
     return None
 
 
+def size_of(path: Path) -> int:
+    """Bytes to read: a file's size; for a `lake export` directory, its table files'."""
+    if path.is_dir():
+        from .lake_export import size_of as export_size
+
+        return export_size(path)
+    return path.stat().st_size
+
+
 def expand(paths: list[str]) -> list[Path]:
     """Files to read: the given files, and supported files under given directories."""
     out: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and kind_of(f)))
+        if p.is_dir():  # a `lake export` directory in it is one source, read by lake_export
+            exports = sorted(m.parent for m in p.rglob(EXPORT_MANIFEST))
+            out.extend(exports)
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and kind_of(f)
+                              and not any(e in f.parents for e in exports)))
         elif p.exists():
             if kind_of(p) is None:
                 raise InvalidArgument(f"unsupported file type; use one of {', '.join(SUFFIXES)}",
@@ -65,8 +78,8 @@ class Reader:
 
     def __init__(self, path: Path):
         self.path = path
-        self.kind = kind_of(path)
-        self.size = path.stat().st_size
+        self.kind = "lake-export" if path.is_dir() else kind_of(path)
+        self.size = size_of(path)
         self.position: Callable[[], int] = lambda: 0
         self._open()
 
@@ -76,6 +89,11 @@ class Reader:
                 self._pq = pq.ParquetFile(self.path)
             elif self.kind == "arrow":
                 self._arrow = _open_ipc(self.path)
+            elif self.kind == "lake-export":
+                from .lake_export import LakeExport
+
+                self._export = LakeExport(self.path)
+                self.position = self._export.position
             elif self.kind == "jsonl.gz":
                 with gzip.open(self.path, "rb") as f:
                     f.read(1)
@@ -90,6 +108,8 @@ class Reader:
             elif self.kind == "parquet":  # decoded in a thread while we convert rows
                 yield from self._batches(_prefetch(self._pq.iter_batches(batch_size=1024)),
                                          self._pq.metadata.num_rows)
+            elif self.kind == "lake-export":
+                yield from self._export
             else:
                 yield from self._batches(self._arrow, None)
         except (OSError, pa.ArrowException, EOFError, zlib.error) as e:

@@ -32,7 +32,7 @@ from lake.records import Context, Record, normalize, normalize_line
 from lake.writer import steps_table
 
 from .quarantine import Quarantine
-from .readers import Reader, expand, kind_of
+from .readers import Reader, expand, kind_of, size_of
 
 CHUNK_RECORDS = 2000
 
@@ -78,7 +78,7 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
     files = expand(paths)
     quarantine = quarantine or Quarantine(directory=lake.settings.quarantine_path)
     summary = Summary(files=len(files))
-    total = sum(f.stat().st_size for f in files)
+    total = sum(size_of(f) for f in files)
     if workers is None:
         cores = os.cpu_count() or 1
         jsonl = sum(f.stat().st_size for f in files if kind_of(f) in JSONL_KINDS)
