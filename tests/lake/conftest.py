@@ -1,5 +1,5 @@
-"""Fixtures for tests/lake: the real embedding model (loaded once per session) and the
-labelled dev pairs."""
+"""Fixtures for tests/lake: the real embedding model (loaded once per session), the
+labelled dev pairs, and a lake of the dev trajectories."""
 
 from __future__ import annotations
 
@@ -29,3 +29,15 @@ def dev_pairs() -> dict[str, dict]:
     with PAIRS.open() as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return {r["pair_id"]: r for r in rows}
+
+
+@pytest.fixture(scope="module")
+def dev_lake(tmp_path_factory, dev_records):
+    """A lake holding the dev trajectories, tagged ``dev`` (one per test module)."""
+    from lake import Lake
+
+    lk = Lake.open(str(tmp_path_factory.mktemp("dev") / "lake"))
+    assert not lk.ingest(dev_records).rejected
+    lk.tag("dev")
+    yield lk
+    lk.close()

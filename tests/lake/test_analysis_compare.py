@@ -27,13 +27,6 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-@pytest.fixture(scope="module")
-def dev_lake(tmp_path_factory, dev_records):
-    lk = Lake.open(str(tmp_path_factory.mktemp("dev") / "lake"))
-    assert not lk.ingest(dev_records).rejected
-    yield lk
-    lk.close()
-
 
 def test_success_rates_per_domain_match_direct_sql(dev_lake):
     con = dev_lake.connect()

@@ -12,20 +12,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from lake import InvalidArgument, Lake
+from lake import InvalidArgument
 from lake.datasets import chat, export_dataset
 from lake.records import task_hash
 
 LAKE_CMD = str(Path(sys.executable).with_name("lake"))
 
-
-@pytest.fixture(scope="module")
-def dev_lake(tmp_path_factory, dev_records):
-    lk = Lake.open(str(tmp_path_factory.mktemp("datasets") / "lake"))
-    lk.ingest(dev_records)
-    lk.tag("dev")
-    yield lk
-    lk.close()
 
 
 def _lines(path: Path) -> list[dict]:

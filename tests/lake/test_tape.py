@@ -9,19 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from lake import InvalidArgument, Lake, NotFound
+from lake import InvalidArgument, NotFound
 from lake.tape import CHANGED, NOT_CALLED, OUT_OF_ORDER, UNRECORDED, Tape, canonical
 
 LAKE_CMD = str(Path(sys.executable).with_name("lake"))
 
-
-@pytest.fixture(scope="module")
-def dev_lake(tmp_path_factory, dev_records):
-    lk = Lake.open(str(tmp_path_factory.mktemp("tape") / "lake"))
-    lk.ingest(dev_records)
-    lk.tag("dev")
-    yield lk
-    lk.close()
 
 
 def _tool_steps(record: dict) -> list[dict]:
