@@ -65,6 +65,9 @@ INTERNAL_MESSAGE = ("internal error (incident {}): the server logged the details
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
+# Method prefixes of the services this server implements (the others: health, reflection)
+SERVED = ("/contextlake.", "/opentelemetry.proto.collector.")
+
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, list[tuple[str, Any]]]:
     """(code, message, trailing metadata) for an exception; INTERNAL for unknown ones."""
@@ -107,7 +110,7 @@ class ErrorInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
-        if handler is None or not details.method.startswith("/contextlake."):
+        if handler is None or not details.method.startswith(SERVED):
             return handler
 
         def decorate(behavior: Behavior) -> Behavior:

@@ -17,7 +17,7 @@ import grpc
 
 from lake.errors import ResourceExhausted
 
-from .errors import Behavior, wrap_handler
+from .errors import SERVED, Behavior, wrap_handler
 
 RETRY_AFTER_S = 0.2
 
@@ -52,7 +52,7 @@ class LimitInterceptor(grpc.ServerInterceptor):
 
     def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
-        if handler is None or not details.method.startswith("/contextlake."):
+        if handler is None or not details.method.startswith(SERVED):
             return handler
 
         def decorate(behavior: Behavior) -> Behavior:

@@ -259,3 +259,19 @@ def test_the_standard_otlp_port_can_be_added(lake_dir):
         assert srv.lake.count("steps") == 4
     finally:
         srv.stop(grace=1)
+
+
+def test_an_overloaded_server_refuses_exports_with_a_retry_hint(lake_dir):
+    from server.app import serve
+
+    from .conftest import make_settings
+
+    with serve(make_settings(lake_dir, max_inflight=1), "127.0.0.1", 0) as srv, \
+            grpc.insecure_channel(srv.target) as ch:
+        stub = otlp_grpc.TraceServiceStub(ch)
+        with srv.limiter.slot():  # one call in flight: the limit
+            with pytest.raises(grpc.RpcError) as e:
+                stub.Export(_request(_span(1)), timeout=5)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert dict(e.value.trailing_metadata())["retry-after-ms"] == "200"
+        assert not stub.Export(_request(_span(1)), timeout=5).HasField("partial_success")
