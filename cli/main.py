@@ -242,11 +242,16 @@ def serve(settings: Settings, host: str | None, port: int | None, otlp_port: int
     Example:
       lake serve --host 0.0.0.0 --port 50051 --data /srv/lake
     """
+    import logging
     import signal
     import threading
 
     from ingest.sample import load_if_empty
     from server.app import serve as start
+
+    # the banner and progress go to stdout (below); problems to stderr, with the time
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     flags = {"host": host, "port": port, "otlp_port": otlp_port, "auth": auth,
              "max_message_bytes": max_message_bytes}

@@ -174,7 +174,7 @@ def _start(settings: Settings, lake: Lake, host: str, port: int, required: bool,
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     running = Server(server, lake, host, bound, required, audit, tokens, limiter,
                      health_servicer, owns, cache, otlp)
-    (log.info if required else log.warning)(running.describe())
+    log.info(running.describe())  # `lake serve` prints it; a library user may log it
     return running
 
 
