@@ -14,7 +14,7 @@ def render(rel: duckdb.DuckDBPyRelation, fmt: str) -> str:
     cols = list(rel.columns)
     rows = rel.fetchall()
     if fmt == "json":
-        return json.dumps([dict(zip(cols, r)) for r in rows], default=_plain)
+        return json.dumps([dict(zip(cols, r, strict=True)) for r in rows], default=_plain)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
@@ -39,7 +39,7 @@ def _table(cols: list[str], rows: list[tuple]) -> str:
     cells = [[("" if v is None else str(v)) for v in r] for r in rows]
     widths = [min(60, max([len(c)] + [len(r[i]) for r in cells])) for i, c in enumerate(cols)]
     def line(vals: list[str]) -> str:
-        return "  ".join(v[:60].ljust(w) for v, w in zip(vals, widths)).rstrip()
+        return "  ".join(v[:60].ljust(w) for v, w in zip(vals, widths, strict=True)).rstrip()
     out = [line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells]
     out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
     return "\n".join(out)

@@ -67,7 +67,8 @@ class Catalog:
         return max(tbl["wal_lsn"].to_pylist(), default=0)
 
     def commit(self, operation: str, writer: str, wal_lsn: int,
-               detail: dict[str, Any] | None = None, tables: dict[str, int] | None = None) -> Version:
+               detail: dict[str, Any] | None = None,
+               tables: dict[str, int] | None = None) -> Version:
         """Record a new lake version pinning the current (or given) table versions."""
         prev = self._latest or self.latest()
         number = (prev.version if prev else 0) + 1

@@ -67,7 +67,7 @@ class WriteAheadLog:
         last = 0
         for seg in self._segments:
             end = 0
-            for lsn, _payload, end in _scan(seg):
+            for lsn, _payload, end in _scan(seg):  # noqa: B007 - the last end is used
                 last = lsn
             if end < seg.stat().st_size:
                 if seg is not self._segments[-1]:

@@ -91,7 +91,8 @@ def test_tag_restore_versions(tmp_path):
 def test_errors_are_one_line_with_what_to_do(tmp_path):
     d = tmp_path / "lake"
     p = lake("sql", "select 1", data=d, check=False)
-    assert p.returncode == 1 and p.stderr.startswith("error: no lake at") and "Traceback" not in p.stderr
+    assert p.returncode == 1 and p.stderr.startswith("error: no lake at")
+    assert "Traceback" not in p.stderr
     p = lake("ingest", data=d, check=False)
     assert p.returncode == 64 and "usage error" in p.stderr
     lake("init", "--no-sample", data=d)

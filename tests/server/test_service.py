@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import grpc
 import pyarrow as pa
 import pytest
 
