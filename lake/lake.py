@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ from .tables import TableStore, quote
 from .versions import Catalog, Version
 from .wal import WriteAheadLog
 from .writer import Writer, roll_back
+
+CONNECTIONS_KEPT = 8  # DuckDB connections (one per snapshot and scope) kept for reuse
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Lake:
                  writer: Writer | None):
         self.settings, self.store, self.catalog, self.writer = settings, store, catalog, writer
         self._connections: dict[tuple[int, str | None], duckdb.DuckDBPyConnection] = {}
+        self._connections_lock = threading.Lock()
         self._listeners: list[Callable[[Version, dict[str, list[dict]]], None]] = []
         self._started: set[tuple[str, str]] = set()  # live trajectories started here
         if writer is not None:
@@ -323,9 +327,16 @@ class Lake:
         version = self.catalog.resolve(as_of)
         scope = None if all_tenants else (tenant or self.settings.tenant)
         key = (version.version, scope)
-        con = self._connections.get(key)
-        if con is None:  # a relation needs its connection alive: keep one per snapshot
-            con = self._connections[key] = sqlmod.connect(self.store, self.catalog, version, scope)
+        with self._connections_lock:
+            con = self._connections.pop(key, None)
+            if con is not None:
+                self._connections[key] = con  # most recently used last
+        if con is None:  # one per snapshot, reused; a relation keeps its own alive
+            con = sqlmod.connect(self.store, self.catalog, version, scope)
+            with self._connections_lock:
+                self._connections[key] = con
+                while len(self._connections) > CONNECTIONS_KEPT:  # a server ingesting all
+                    del self._connections[next(iter(self._connections))]  # day: bounded
         else:
             sqlmod.refresh(con, self.store)  # the audit trail is not pinned: always the latest
         return con

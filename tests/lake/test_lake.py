@@ -189,3 +189,15 @@ def test_step_totals_that_overflow_are_rejected_not_acknowledged(lake: Lake):
     r = lake.ingest([big, _traj("fine", 1)])
     assert [x.field for x in r.rejected] == ["tokens_in"]
     assert lake.count("trajectories") == 1
+
+
+def test_connections_are_bounded_and_relations_outlive_them(tmp_path):
+    from lake.lake import CONNECTIONS_KEPT
+
+    with Lake.open(str(tmp_path / "lake")) as lake:
+        rels = []
+        for i in range(CONNECTIONS_KEPT + 4):  # a new version, so a new snapshot, each time
+            lake.ingest([{"trajectory_id": f"t{i}", "task": "x"}])
+            rels.append(lake.sql("select count(*) from trajectories"))
+        assert len(lake._connections) == CONNECTIONS_KEPT
+        assert [r.fetchall()[0][0] for r in rels] == list(range(1, CONNECTIONS_KEPT + 5))
