@@ -2,6 +2,7 @@
 
     LANCE_LOG=error HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.bench_grpc
     .venv/bin/python -m benchmarks.bench_grpc --trajectories 2000 --seconds 2 --reps 1 --no-write
+    .venv/bin/python -m benchmarks.bench_grpc --only stream --reps 3   # StreamSteps alone
     .venv/bin/python -m pytest -q -m benchmark benchmarks/bench_grpc.py
 
 The server (``server.app.serve``, auth off on loopback) runs in this process; the load comes
@@ -25,8 +26,10 @@ responses are taken as bytes (not parsed) in the timed loop, the same for both s
    (durable in the write-ahead log); ``IngestArrow`` of whole trajectories in batches
    (``client.ingest_arrow``), timed until the last call returns (durable). The time until
    committed and visible (a ``ListTrajectories`` with ``min_lsn``) is reported apart.
-   Baseline for the stream, alternating with it: the same messages, serialized in advance,
-   over one client stream to a bare ``stream_unary`` handler that only counts them.
+   Baselines for the stream, in turn with it: the same messages, serialized in advance,
+   over one client stream to a bare ``stream_unary`` handler that only counts them; and the
+   same ``client.stream`` call to a StreamSteps that only counts the steps (gRPC and
+   protobuf on both sides, no lake).
    Targets: >= 10k steps/s streamed, >= 100k steps/s batched (durable).
 3. Where the server's time goes: the servicer and its parts timed in process (no gRPC).
 
@@ -42,6 +45,7 @@ import argparse
 import itertools
 import multiprocessing as mp
 import os
+import re
 import statistics
 import sys
 import threading
@@ -171,6 +175,7 @@ class Result:
     text_calls: int = 0
     streams: list[Ingest] = field(default_factory=list)
     bare_stream: list[float] = field(default_factory=list)  # messages/s, bare handler
+    null_stream: list[float] = field(default_factory=list)  # steps/s, a counting servicer
     arrow: Ingest | None = None
     arrow_batch: int = 0
     arrow_mb: float = 0.0  # Arrow IPC bytes sent, MB
@@ -315,6 +320,18 @@ def _bare_stream(target: str, method: str, n: int, seed: int) -> dict[str, Any]:
     return {"messages": int.from_bytes(got, "little"), "seconds": t1 - t0}
 
 
+def _null_stream(target: str, n: int, seed: int) -> dict[str, Any]:
+    """``_stream``'s call (the same client and messages) to a StreamSteps that only counts."""
+    from server.client import LakeClient
+
+    steps = stream_steps(n, seed)
+    with LakeClient(target, timeout=600) as c:
+        t0 = time.perf_counter()
+        reply = c.stream("bench/null", steps, per_message=1)
+        t1 = time.perf_counter()
+    return {"accepted": reply.accepted, "seconds": t1 - t0}
+
+
 def _arrow(target: str, path: str, batch: int) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
@@ -347,6 +364,7 @@ def _client_main(conn: Any) -> None:
         name, args = cmd
         try:
             out = {"unary": _unary, "stream": _stream, "bare_stream": _bare_stream,
+                   "null_stream": _null_stream,
                    "arrow": _arrow}[name](*args)
         except Exception as e:  # noqa: BLE001 - reported by the parent
             out = {"exception": f"{type(e).__name__}: {e}"}
@@ -380,10 +398,13 @@ class ClientProcess:
 # -- the baseline: a bare echo service -------------------------------------------------------------
 def start_echo(workers: int, responses: dict[str, bytes]) -> tuple[Any, int]:
     """A gRPC server with a generic handler per method (``/bench.Echo/<name>``): unary ones
-    return fixed bytes; ``ECHO_STREAM`` (client stream) counts the messages it read."""
+    return fixed bytes; ``ECHO_STREAM`` (client stream) counts the messages it read; and
+    an ``IngestService/StreamSteps`` that only counts the steps of the messages it parsed."""
     from concurrent.futures import ThreadPoolExecutor
 
     import grpc
+
+    from proto.contextlake.v1 import lake_pb2 as pb
 
     def handler(resp: bytes) -> Any:
         return grpc.unary_unary_rpc_method_handler(lambda request, context: resp)
@@ -391,11 +412,23 @@ def start_echo(workers: int, responses: dict[str, bytes]) -> tuple[Any, int]:
     def count(requests: Any, context: Any) -> bytes:
         return sum(1 for _ in requests).to_bytes(8, "little")
 
+    def steps(requests: Any, context: Any) -> Any:  # StreamSteps that only counts
+        n = m = 0
+        for req in requests:
+            n, m = n + len(req.steps), m + 1
+        return pb.StreamStepsResponse(accepted=n, messages=m)
+
     service = "bench.Echo"
     methods = {m.rsplit("/", 1)[1]: handler(r) for m, r in responses.items()}
     methods[ECHO_STREAM.rsplit("/", 1)[1]] = grpc.stream_unary_rpc_method_handler(count)
+    null = {"StreamSteps": grpc.stream_unary_rpc_method_handler(
+        steps, request_deserializer=pb.StreamStepsRequest.FromString,
+        response_serializer=pb.StreamStepsResponse.SerializeToString)}
     srv = grpc.server(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="echo"),
-                      handlers=[grpc.method_handlers_generic_handler(service, methods)],
+                      handlers=[grpc.method_handlers_generic_handler(service, methods),
+                                grpc.method_handlers_generic_handler(
+                                    pb.DESCRIPTOR.services_by_name["IngestService"].full_name,
+                                    null)],
                       options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                                ("grpc.max_send_message_length", MAX_MESSAGE),
                                ("grpc.so_reuseport", 0)],
@@ -561,191 +594,219 @@ def ingest_breakdown(root: str, parquet: str, n_stream: int, seed: int) -> dict[
 
 # -- measurement ---------------------------------------------------------------------------------
 def measure(a: argparse.Namespace, log: Any = print) -> Result:
-    from lake import Settings
-    from lake.records import normalize_task
-    from proto.contextlake.v1 import lake_pb2 as pb
-    from server.app import SPARE_WORKERS, serve
-    from server.client import LakeClient
+    from server.app import SPARE_WORKERS
 
     res = Result(max_inflight=a.max_inflight, workers=a.max_inflight + SPARE_WORKERS,
                  text_calls=a.text_calls, arrow_batch=a.arrow_batch)
     client = ClientProcess()
     try:
         with common.fresh_dir("grpc-") as d:
-            # -- 1. GetContext -------------------------------------------------------------------
-            records = lake_records(a.trajectories, a.seed)
-            res.trajectories = len(records)
-            res.lake_steps = sum(len(r["steps"]) for r in records)
-            hashes, vecs, res.vectors_embedded = task_vectors([r["task"] for r in records], log)
-            settings = Settings.load(data=os.path.join(d, "context"), max_inflight=a.max_inflight)
-            srv = serve(settings, "127.0.0.1", 0)
-            echo = None
-            try:
-                srv.cache.cache.persist(hashes, vecs)  # the index finds them: no model at load
-                with LakeClient(srv.target, timeout=600) as c:
-                    reply = c.ingest_arrow(records)
-                    assert reply.accepted == len(records), reply.rejects[:3]
-                    srv.warm().join()
-                    queries = perturbed(vecs, a.vector_pool, a.seed)
-                    vreqs = []
-                    for q in queries:
-                        req = pb.GetContextRequest(k=5, min_lsn=reply.lsn if not vreqs else 0)
-                        req.vector.values.extend(q.tolist())
-                        vreqs.append(req)
-                    first = c.context.GetContext(vreqs[0])  # waits until indexed
-                    assert len(first.neighbours) == 5, first
-                    vreqs[0].min_lsn = 0
-                    vbytes = [r.SerializeToString() for r in vreqs]
-                    sizes = sorted((len(c.context.GetContext(r).SerializeToString()), i)
-                                   for i, r in enumerate(vreqs[:21]))
-                    vresp = c.context.GetContext(vreqs[sizes[len(sizes) // 2][1]])
-                    idx = srv.cache.index(settings.tenant)
-                    res.index_rows, res.clusters = idx.size, idx.model.k if idx.model else 0
-
-                    per_run = {conc: int(a.text_seconds * TEXT_RATE_CAP) for conc in LEVELS[:-1]}
-                    need = 32 + a.reps * (a.text_calls + sum(per_run.values()))
-                    texts = distinct_texts(need, a.seed + 1, set(hashes))
-                    warm_texts, pool = texts[:32], iter(texts[32:])
-                    treqs_warm = [pb.GetContextRequest(k=5, text=t).SerializeToString()
-                                  for t in warm_texts]
-                    # the warm-up texts load the model; their answers give the echo's size
-                    tsamples = sorted((c.context.GetContext(pb.GetContextRequest(
-                        k=5, text=t)).SerializeToString() for t in warm_texts), key=len)
-                    tresp_bytes = tsamples[len(tsamples) // 2]
-                res.vector_req_bytes = statistics.median(len(b) for b in vbytes)
-                res.text_req_bytes = statistics.median(len(b) for b in treqs_warm)
-                vresp_bytes = vresp.SerializeToString()
-                res.vector_resp_bytes, res.text_resp_bytes = len(vresp_bytes), len(tresp_bytes)
-                echo, eport = start_echo(res.workers, {ECHO_VECTOR: vresp_bytes,
-                                                       ECHO_TEXT: tresp_bytes})
-                etarget = f"127.0.0.1:{eport}"
-                log(f"lake: {res.trajectories} trajectories, {res.lake_steps} steps; index "
-                    f"{res.index_rows} rows, {res.clusters} clusters; request "
-                    f"{res.vector_req_bytes} B (vector) / {res.text_req_bytes} B (text), response "
-                    f"{res.vector_resp_bytes} / {res.text_resp_bytes} B (load {common.load()})")
-
-                def timed(target: str, method: str, reqs: list[bytes], warm: list[bytes],
-                          conc: int, seconds: float, limit: int) -> Run:
-                    t = common.Timer()
-                    calls0 = srv.cache.embedding.model_calls
-                    with t:
-                        out = client("unary", target, method, reqs, warm, conc, seconds, limit)
-                    if method == GET_CONTEXT and out["sample"]:
-                        got = pb.GetContextResponse.FromString(out["sample"])
-                        assert got.neighbours and got.context_id, got
-                    return Run(out["calls"], out["wall"], out["p50"], out["p99"],
-                               out["errors"], t.cpu, out["details"],
-                               srv.cache.embedding.model_calls - calls0, out["cpu"])
-
-                # vectors: ours vs echo, alternating
-                for rep in range(a.reps):
-                    for i, conc in enumerate(LEVELS):
-                        pair = res.vector.setdefault(conc, Pair())
-                        order = ("ours", "base") if (rep + i) % 2 == 0 else ("base", "ours")
-                        for side in order:
-                            tgt, m = ((srv.target, GET_CONTEXT) if side == "ours"
-                                      else (etarget, ECHO_VECTOR))
-                            run = timed(tgt, m, vbytes, vbytes[:conc], conc, a.seconds, 1 << 60)
-                            getattr(pair, side).append(run)
-                        log(f"  vector c={conc:<2} rep {rep + 1}: ours {pair.ours[-1].qps:7.0f} "
-                            f"QPS, echo {pair.base[-1].qps:7.0f} QPS (load {common.load()})")
-
-                # text: ours (distinct texts, each used once) vs echo of the same sizes
-                def fresh(n: int) -> list[str]:
-                    return list(itertools.islice(pool, n))
-
-                for rep in range(a.reps):
-                    for i, conc in enumerate(LEVELS):
-                        if conc == 32:
-                            continue  # measured against the bare model below
-                        pair = res.text.setdefault(conc, Pair())
-                        order = ("ours", "base") if (rep + i) % 2 == 0 else ("base", "ours")
-                        batch = [pb.GetContextRequest(k=5, text=t).SerializeToString()
-                                 for t in fresh(per_run[conc])]
-                        for side in order:
-                            if side == "ours":
-                                run = timed(srv.target, GET_CONTEXT, batch, treqs_warm, conc,
-                                            a.text_seconds, len(batch))
-                            else:
-                                run = timed(etarget, ECHO_TEXT, batch, treqs_warm, conc,
-                                            a.seconds, 1 << 60)
-                            getattr(pair, side).append(run)
-                        log(f"  text   c={conc:<2} rep {rep + 1}: ours {pair.ours[-1].qps:7.1f} "
-                            f"QPS ({pair.ours[-1].calls} distinct texts), echo "
-                            f"{pair.base[-1].qps:7.0f} QPS (load {common.load()})")
-
-                # text at 32: ours on N distinct texts vs the bare model on the same texts
-                model = srv.cache.embedder
-                pair32 = res.text.setdefault(32, Pair())
-                for rep in range(a.reps):
-                    chunk = fresh(a.text_calls)
-                    reqs = [pb.GetContextRequest(k=5, text=t).SerializeToString() for t in chunk]
-                    bare_rate = ours = None
-                    for step in (("ours", "bare") if rep % 2 == 0 else ("bare", "ours")):
-                        if step == "ours":
-                            ours = timed(srv.target, GET_CONTEXT, reqs, treqs_warm, 32, 0,
-                                         len(reqs))
-                        else:
-                            norm = [normalize_task(t) for t in chunk]
-                            t0 = time.perf_counter()
-                            for j in range(0, len(norm), MODEL_BATCH):
-                                model.embed(norm[j:j + MODEL_BATCH])
-                            bare_rate = len(norm) / (time.perf_counter() - t0)
-                    res.model_pairs.append((ours, bare_rate))
-                    pair32.ours.append(ours)
-                    pair32.base.append(timed(etarget, ECHO_TEXT, reqs, treqs_warm, 32,
-                                             a.seconds, 1 << 60))
-                    log(f"  text   c=32 rep {rep + 1}: ours {ours.qps:6.1f} texts/s "
-                        f"({ours.calls} distinct), bare model {bare_rate:6.1f} texts/s, echo "
-                        f"{pair32.base[-1].qps:7.0f} QPS (load {common.load()})")
-                res.ctx_breakdown = context_breakdown(srv, settings.tenant, vreqs[:200])
-            finally:
-                if echo is not None:
-                    echo.stop(0)
-                srv.stop(grace=5)
-
-            # -- 2. durable ingest -----------------------------------------------------------------
-            settings = Settings.load(data=os.path.join(d, "ingest"))
-            srv = serve(settings, "127.0.0.1", 0)
-            echo, eport = start_echo(settings.max_inflight + SPARE_WORKERS, {})
-            try:
-                path = synth.ensure(a.arrow_steps, a.seed, "parquet")
-                for rep in range(a.reps):
-                    for side in (("ours", "bare") if rep % 2 == 0 else ("bare", "ours")):
-                        if side == "bare":
-                            out = client("bare_stream", f"127.0.0.1:{eport}", ECHO_STREAM,
-                                         a.stream_steps, a.seed + 2)
-                            assert out["messages"] == a.stream_steps, out
-                            res.bare_stream.append(out["messages"] / out["seconds"])
-                            continue
-                        out = client("stream", srv.target, a.stream_steps, a.seed + 2,
-                                     f"bench/stream/{rep}")
-                        assert out["accepted"] == a.stream_steps and not out["rejects"], out
-                        res.streams.append(Ingest(a.stream_steps, out["messages"],
-                                                  out["durable"], out["visible"],
-                                                  client_prep_s=out["prep"]))
-                    log(f"  stream rep {rep + 1}: {res.streams[-1].rate:,.0f} steps/s durable, "
-                        f"{res.streams[-1].visible_rate:,.0f} to visible; bare stream "
-                        f"{res.bare_stream[-1]:,.0f} messages/s (load {common.load()})")
-                out = client("arrow", srv.target, str(path), a.arrow_batch)
-                assert out["steps"] == a.arrow_steps and not out["rejects"], out
-                res.arrow = Ingest(out["steps"], out["calls"], out["durable"], out["visible"],
-                                   calls=out["calls"])
-                res.arrow_mb = out["mb"]
-                log(f"  arrow: {res.arrow.rate:,.0f} steps/s durable, "
-                    f"{res.arrow.visible_rate:,.0f} to visible (load {common.load()})")
-                n, want = srv.lake.count("steps"), a.stream_steps * a.reps + a.arrow_steps
-                res.lake_check = (f"The ingest lake holds {n:,} steps afterwards ({a.reps} x "
-                                  f"{a.stream_steps:,} streamed + {a.arrow_steps:,} batched)")
-                assert n == want, res.lake_check
-                res.ingest_breakdown = ingest_breakdown(os.path.join(d, "scratch"), str(path),
-                                                        3000, a.seed + 3)
-            finally:
-                echo.stop(0)
-                srv.stop(grace=5)
+            if a.only != "stream":
+                _measure_context(a, res, client, d, log)
+            _measure_ingest(a, res, client, d, log)
     finally:
         client.close()
     return res
+
+
+def _measure_context(a: argparse.Namespace, res: Result, client: ClientProcess, d: str,
+                     log: Any) -> None:
+    """1. GetContext: ours against the echo service, with vectors and with text."""
+    from lake import Settings
+    from lake.records import normalize_task
+    from proto.contextlake.v1 import lake_pb2 as pb
+    from server.app import serve
+    from server.client import LakeClient
+
+    records = lake_records(a.trajectories, a.seed)
+    res.trajectories = len(records)
+    res.lake_steps = sum(len(r["steps"]) for r in records)
+    hashes, vecs, res.vectors_embedded = task_vectors([r["task"] for r in records], log)
+    settings = Settings.load(data=os.path.join(d, "context"), max_inflight=a.max_inflight)
+    srv = serve(settings, "127.0.0.1", 0)
+    echo = None
+    try:
+        srv.cache.cache.persist(hashes, vecs)  # the index finds them: no model at load
+        with LakeClient(srv.target, timeout=600) as c:
+            reply = c.ingest_arrow(records)
+            assert reply.accepted == len(records), reply.rejects[:3]
+            srv.warm().join()
+            queries = perturbed(vecs, a.vector_pool, a.seed)
+            vreqs = []
+            for q in queries:
+                req = pb.GetContextRequest(k=5, min_lsn=reply.lsn if not vreqs else 0)
+                req.vector.values.extend(q.tolist())
+                vreqs.append(req)
+            first = c.context.GetContext(vreqs[0])  # waits until indexed
+            assert len(first.neighbours) == 5, first
+            vreqs[0].min_lsn = 0
+            vbytes = [r.SerializeToString() for r in vreqs]
+            sizes = sorted((len(c.context.GetContext(r).SerializeToString()), i)
+                           for i, r in enumerate(vreqs[:21]))
+            vresp = c.context.GetContext(vreqs[sizes[len(sizes) // 2][1]])
+            idx = srv.cache.index(settings.tenant)
+            res.index_rows, res.clusters = idx.size, idx.model.k if idx.model else 0
+
+            per_run = {conc: int(a.text_seconds * TEXT_RATE_CAP) for conc in LEVELS[:-1]}
+            need = 32 + a.reps * (a.text_calls + sum(per_run.values()))
+            texts = distinct_texts(need, a.seed + 1, set(hashes))
+            warm_texts, pool = texts[:32], iter(texts[32:])
+            treqs_warm = [pb.GetContextRequest(k=5, text=t).SerializeToString()
+                          for t in warm_texts]
+            # the warm-up texts load the model; their answers give the echo's size
+            tsamples = sorted((c.context.GetContext(pb.GetContextRequest(
+                k=5, text=t)).SerializeToString() for t in warm_texts), key=len)
+            tresp_bytes = tsamples[len(tsamples) // 2]
+        res.vector_req_bytes = statistics.median(len(b) for b in vbytes)
+        res.text_req_bytes = statistics.median(len(b) for b in treqs_warm)
+        vresp_bytes = vresp.SerializeToString()
+        res.vector_resp_bytes, res.text_resp_bytes = len(vresp_bytes), len(tresp_bytes)
+        echo, eport = start_echo(res.workers, {ECHO_VECTOR: vresp_bytes,
+                                               ECHO_TEXT: tresp_bytes})
+        etarget = f"127.0.0.1:{eport}"
+        log(f"lake: {res.trajectories} trajectories, {res.lake_steps} steps; index "
+            f"{res.index_rows} rows, {res.clusters} clusters; request "
+            f"{res.vector_req_bytes} B (vector) / {res.text_req_bytes} B (text), response "
+            f"{res.vector_resp_bytes} / {res.text_resp_bytes} B (load {common.load()})")
+
+        def timed(target: str, method: str, reqs: list[bytes], warm: list[bytes],
+                  conc: int, seconds: float, limit: int) -> Run:
+            t = common.Timer()
+            calls0 = srv.cache.embedding.model_calls
+            with t:
+                out = client("unary", target, method, reqs, warm, conc, seconds, limit)
+            if method == GET_CONTEXT and out["sample"]:
+                got = pb.GetContextResponse.FromString(out["sample"])
+                assert got.neighbours and got.context_id, got
+            return Run(out["calls"], out["wall"], out["p50"], out["p99"],
+                       out["errors"], t.cpu, out["details"],
+                       srv.cache.embedding.model_calls - calls0, out["cpu"])
+
+        # vectors: ours vs echo, alternating
+        for rep in range(a.reps):
+            for i, conc in enumerate(LEVELS):
+                pair = res.vector.setdefault(conc, Pair())
+                order = ("ours", "base") if (rep + i) % 2 == 0 else ("base", "ours")
+                for side in order:
+                    tgt, m = ((srv.target, GET_CONTEXT) if side == "ours"
+                              else (etarget, ECHO_VECTOR))
+                    run = timed(tgt, m, vbytes, vbytes[:conc], conc, a.seconds, 1 << 60)
+                    getattr(pair, side).append(run)
+                log(f"  vector c={conc:<2} rep {rep + 1}: ours {pair.ours[-1].qps:7.0f} "
+                    f"QPS, echo {pair.base[-1].qps:7.0f} QPS (load {common.load()})")
+
+        # text: ours (distinct texts, each used once) vs echo of the same sizes
+        def fresh(n: int) -> list[str]:
+            return list(itertools.islice(pool, n))
+
+        for rep in range(a.reps):
+            for i, conc in enumerate(LEVELS):
+                if conc == 32:
+                    continue  # measured against the bare model below
+                pair = res.text.setdefault(conc, Pair())
+                order = ("ours", "base") if (rep + i) % 2 == 0 else ("base", "ours")
+                batch = [pb.GetContextRequest(k=5, text=t).SerializeToString()
+                         for t in fresh(per_run[conc])]
+                for side in order:
+                    if side == "ours":
+                        run = timed(srv.target, GET_CONTEXT, batch, treqs_warm, conc,
+                                    a.text_seconds, len(batch))
+                    else:
+                        run = timed(etarget, ECHO_TEXT, batch, treqs_warm, conc,
+                                    a.seconds, 1 << 60)
+                    getattr(pair, side).append(run)
+                log(f"  text   c={conc:<2} rep {rep + 1}: ours {pair.ours[-1].qps:7.1f} "
+                    f"QPS ({pair.ours[-1].calls} distinct texts), echo "
+                    f"{pair.base[-1].qps:7.0f} QPS (load {common.load()})")
+
+        # text at 32: ours on N distinct texts vs the bare model on the same texts
+        model = srv.cache.embedder
+        pair32 = res.text.setdefault(32, Pair())
+        for rep in range(a.reps):
+            chunk = fresh(a.text_calls)
+            reqs = [pb.GetContextRequest(k=5, text=t).SerializeToString() for t in chunk]
+            bare_rate = ours = None
+            for step in (("ours", "bare") if rep % 2 == 0 else ("bare", "ours")):
+                if step == "ours":
+                    ours = timed(srv.target, GET_CONTEXT, reqs, treqs_warm, 32, 0,
+                                 len(reqs))
+                else:
+                    norm = [normalize_task(t) for t in chunk]
+                    t0 = time.perf_counter()
+                    for j in range(0, len(norm), MODEL_BATCH):
+                        model.embed(norm[j:j + MODEL_BATCH])
+                    bare_rate = len(norm) / (time.perf_counter() - t0)
+            res.model_pairs.append((ours, bare_rate))
+            pair32.ours.append(ours)
+            pair32.base.append(timed(etarget, ECHO_TEXT, reqs, treqs_warm, 32,
+                                     a.seconds, 1 << 60))
+            log(f"  text   c=32 rep {rep + 1}: ours {ours.qps:6.1f} texts/s "
+                f"({ours.calls} distinct), bare model {bare_rate:6.1f} texts/s, echo "
+                f"{pair32.base[-1].qps:7.0f} QPS (load {common.load()})")
+        res.ctx_breakdown = context_breakdown(srv, settings.tenant, vreqs[:200])
+    finally:
+        if echo is not None:
+            echo.stop(0)
+        srv.stop(grace=5)
+
+
+def _measure_ingest(a: argparse.Namespace, res: Result, client: ClientProcess, d: str,
+                    log: Any) -> None:
+    """2. Durable ingest: StreamSteps against the bare stream, then IngestArrow (not with
+    ``--only stream``)."""
+    from lake import Settings
+    from server.app import SPARE_WORKERS, serve
+
+    settings = Settings.load(data=os.path.join(d, "ingest"))
+    srv = serve(settings, "127.0.0.1", 0)
+    echo, eport = start_echo(settings.max_inflight + SPARE_WORKERS, {})
+    try:
+        path = synth.ensure(a.arrow_steps, a.seed, "parquet")
+        sides = ("ours", "bare", "null")
+        for rep in range(a.reps):
+            for side in sides[rep % 3:] + sides[:rep % 3]:  # each goes first in turn
+                if side == "bare":
+                    out = client("bare_stream", f"127.0.0.1:{eport}", ECHO_STREAM,
+                                 a.stream_steps, a.seed + 2)
+                    assert out["messages"] == a.stream_steps, out
+                    res.bare_stream.append(out["messages"] / out["seconds"])
+                    continue
+                if side == "null":
+                    out = client("null_stream", f"127.0.0.1:{eport}", a.stream_steps,
+                                 a.seed + 2)
+                    assert out["accepted"] == a.stream_steps, out
+                    res.null_stream.append(a.stream_steps / out["seconds"])
+                    continue
+                out = client("stream", srv.target, a.stream_steps, a.seed + 2,
+                             f"bench/stream/{rep}")
+                assert out["accepted"] == a.stream_steps and not out["rejects"], out
+                res.streams.append(Ingest(a.stream_steps, out["messages"],
+                                          out["durable"], out["visible"],
+                                          client_prep_s=out["prep"]))
+            log(f"  stream rep {rep + 1}: {res.streams[-1].rate:,.0f} steps/s durable, "
+                f"{res.streams[-1].visible_rate:,.0f} to visible; bare stream "
+                f"{res.bare_stream[-1]:,.0f} messages/s; counting StreamSteps "
+                f"{res.null_stream[-1]:,.0f} steps/s (load {common.load()})")
+        batched = 0
+        if a.only != "stream":
+            out = client("arrow", srv.target, str(path), a.arrow_batch)
+            assert out["steps"] == a.arrow_steps and not out["rejects"], out
+            res.arrow = Ingest(out["steps"], out["calls"], out["durable"],
+                               out["visible"], calls=out["calls"])
+            res.arrow_mb = out["mb"]
+            batched = a.arrow_steps
+            log(f"  arrow: {res.arrow.rate:,.0f} steps/s durable, "
+                f"{res.arrow.visible_rate:,.0f} to visible (load {common.load()})")
+        n, want = srv.lake.count("steps"), a.stream_steps * a.reps + batched
+        res.lake_check = (f"The ingest lake holds {n:,} steps afterwards ({a.reps} x "
+                          f"{a.stream_steps:,} streamed"
+                          + (f" + {batched:,} batched)" if batched else ")"))
+        assert n == want, res.lake_check
+        res.ingest_breakdown = ingest_breakdown(os.path.join(d, "scratch"), str(path),
+                                                3000, a.seed + 3)
+    finally:
+        echo.stop(0)
+        srv.stop(grace=5)
 
 
 # -- the report ----------------------------------------------------------------------------------
@@ -838,48 +899,97 @@ def report(r: Result, a: argparse.Namespace, cmd: str, before: str, after: str) 
         f"({_met(ok_text)}) |",
         "",
     ]
-    b = r.arrow
-    if r.streams and b:
-        rate = statistics.median(x.rate for x in r.streams)
-        vis_s = statistics.median(x.visible_s for x in r.streams)
-        dur_s = statistics.median(x.durable_s for x in r.streams)
-        bare = statistics.median(r.bare_stream)
-        n = r.streams[0].steps
-        lines += [
-            "### Durable ingest",
-            "",
-            "| path | steps | messages / calls | durable s | steps/s durable | target | "
-            "to visible s | steps/s to visible |",
-            "|---|---:|---:|---:|---:|---|---:|---:|",
-            f"| StreamSteps, 1 step per message, one trajectory (median of {len(r.streams)}) | "
-            f"{n:,} | {n:,} messages | {dur_s:.2f} | **{rate:,.0f}** | >= {TARGET_STREAM:,}: "
-            f"{_met(rate >= TARGET_STREAM)} | {vis_s:.2f} | {n / vis_s:,.0f} |",
-            f"| IngestArrow, {r.arrow_batch:,} trajectories per call | {b.steps:,} | "
-            f"{b.calls:,} calls | {b.durable_s:.2f} | **{b.rate:,.0f}** | >= "
-            f"{TARGET_ARROW:,}: {_met(b.rate >= TARGET_ARROW)} | {b.visible_s:.2f} | "
-            f"{b.visible_rate:,.0f} |",
-            "",
-            "Durable: the response arrived (logged in the write-ahead log and fsynced). To "
-            "visible: from the start until a `ListTrajectories(min_lsn=...)` returned "
-            "(committed to the Lance tables). Fresh lake, default settings (`flush_rows` "
-            "50000, `flush_interval_ms` 200); each streamed run is a new trajectory. Runs: "
-            "stream " + ", ".join(f"{x.rate:,.0f}" for x in r.streams) + " steps/s; "
-            f"IngestArrow {b.steps / b.calls:,.0f} steps ({r.arrow_mb / b.calls:.1f}"
-            " MB of Arrow IPC) per call.",
-            "",
-            f"Baseline for the stream, same run: the same {n:,} messages, serialized in "
-            "advance, over one client stream to a bare generic `stream_unary` handler that "
-            f"only counts them: **{bare:,.0f} messages/s** (runs "
-            + ", ".join(f"{x:,.0f}" for x in r.bare_stream) + f"); ours / bare "
-            f"**{rate / bare:.2f}**. The client's own step-to-message conversion of the "
-            f"{n:,} steps takes {statistics.median(x.client_prep_s for x in r.streams):.2f} s "
-            f"on its own (inside the streamed time). {r.lake_check}.",
-            "",
-        ]
+    lines += _ingest_lines(r)
     lines += _where(r)
     if r.notes:
         lines += [f"Notes: {'; '.join(r.notes)}.", ""]
     return "\n".join(lines)
+
+
+def _ingest_lines(r: Result) -> list[str]:
+    """The durable-ingest table and its notes (the stream's lines: ``_stream_lines``)."""
+    b = r.arrow
+    if not (r.streams and b):
+        return []
+    row, baseline = _stream_lines(r)
+    return [
+        "### Durable ingest",
+        "",
+        "| path | steps | messages / calls | durable s | steps/s durable | target | "
+        "to visible s | steps/s to visible |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
+        row,
+        f"| IngestArrow, {r.arrow_batch:,} trajectories per call | {b.steps:,} | "
+        f"{b.calls:,} calls | {b.durable_s:.2f} | **{b.rate:,.0f}** | >= "
+        f"{TARGET_ARROW:,}: {_met(b.rate >= TARGET_ARROW)} | {b.visible_s:.2f} | "
+        f"{b.visible_rate:,.0f} |",
+        "",
+        "Durable: the response arrived (logged in the write-ahead log and fsynced). To "
+        "visible: from the start until a `ListTrajectories(min_lsn=...)` returned "
+        "(committed to the Lance tables). Fresh lake, default settings (`flush_rows` "
+        "50000, `flush_interval_ms` 200); each streamed run is a new trajectory. "
+        f"IngestArrow: {b.steps / b.calls:,.0f} steps ({r.arrow_mb / b.calls:.1f}"
+        " MB of Arrow IPC) per call.",
+        "",
+        baseline,
+        "",
+    ]
+
+
+def _stream_lines(r: Result) -> tuple[str, str]:
+    """The StreamSteps row of the durable-ingest table, and the paragraph on its runs and
+    its baseline."""
+    rate = statistics.median(x.rate for x in r.streams)
+    vis_s = statistics.median(x.visible_s for x in r.streams)
+    dur_s = statistics.median(x.durable_s for x in r.streams)
+    bare = statistics.median(r.bare_stream)
+    null = statistics.median(r.null_stream) if r.null_stream else float("nan")
+    n = r.streams[0].steps
+    row = (f"| StreamSteps, 1 step per message, one trajectory (median of {len(r.streams)}) | "
+           f"{n:,} | {n:,} messages | {dur_s:.2f} | **{rate:,.0f}** | >= {TARGET_STREAM:,}: "
+           f"{_met(rate >= TARGET_STREAM)} | {vis_s:.2f} | {n / vis_s:,.0f} |")
+    baseline = (
+        "Baseline for the stream, same run: the same "
+        f"{n:,} messages, serialized in advance, over one client stream to a bare generic "
+        f"`stream_unary` handler that only counts them: **{bare:,.0f} messages/s** (runs "
+        + ", ".join(f"{x:,.0f}" for x in r.bare_stream) + "); ours (runs "
+        + ", ".join(f"{x.rate:,.0f}" for x in r.streams) + f" steps/s) / bare "
+        f"**{rate / bare:.2f}**. And with our client: the same `client.stream` call to a "
+        "StreamSteps that only counts the steps of the messages it parsed (no lake): "
+        f"**{null:,.0f} steps/s** (runs " + ", ".join(f"{x:,.0f}" for x in r.null_stream)
+        + "), the ceiling gRPC and our client leave on this machine; ours / that "
+        f"**{rate / null:.2f}**. "
+        "The client's own step-to-message conversion of the "
+        f"{n:,} steps takes {statistics.median(x.client_prep_s for x in r.streams):.2f} s "
+        f"on its own (inside the streamed time). {r.lake_check}.")
+    return row, baseline
+
+
+STREAM_ALONE = "StreamSteps measured alone"
+
+
+def stream_update(section: str, r: Result, cmd: str, before: str, after: str) -> str:
+    """The gRPC section of RESULTS.md with its StreamSteps lines replaced by this
+    ``--only stream`` run (other measurements stay as the last full run left them)."""
+    row, baseline = _stream_lines(r)
+    alone = (f"{STREAM_ALONE} (the row above and the next paragraph): `{cmd}`, "
+             f"{common.now()}, code {common.git_rev()}, load average {before} before, "
+             f"{after} after; {len(r.streams)} alternating repetitions with the bare stream.")
+    where = _stream_where(r.ingest_breakdown) if r.ingest_breakdown else None
+    out = []
+    for line in section.split("\n"):
+        if line.startswith(STREAM_ALONE):
+            continue
+        if line.startswith("| StreamSteps,"):
+            line = row
+        elif line.startswith("Baseline for the stream"):
+            line = alone + "\n\n" + baseline
+        elif line.startswith("Durable: the response arrived"):
+            line = re.sub(r" Runs: stream [^;]*; IngestArrow", " IngestArrow:", line)
+        elif line.startswith("- StreamSteps, per step") and where:
+            line = where
+        out.append(line)
+    return "\n".join(out)
 
 
 def _where(r: Result) -> list[str]:
@@ -897,7 +1007,6 @@ def _where(r: Result) -> list[str]:
     budget = (echo_cpu + client_cpu) * (1 / TARGET_VECTOR - 1)
     rest = c["rest"]
     arrow = g["ipc_records"] + g["normalize"] + g["submit"]
-    stream = g["step_record_from_pb"] + g["append_steps"]
     return [
         "### Where the server's time goes",
         "",
@@ -928,19 +1037,37 @@ def _where(r: Result) -> list[str]:
         "`writer._arrow`, and writes Lance: ~a quarter of the server's samples in py-spy). "
         f"{TARGET_ARROW:,} steps/s needs validation off the GIL (worker processes, as "
         "`lake ingest` does for JSONL) or a columnar path from Arrow to the tables.",
-        f"- StreamSteps, per step: message -> record (`convert.step_record_from_pb`) "
-        f"{us1(g['step_record_from_pb'])}, `lake.append_steps` in the server's groups of "
-        f"{512} {us1(g['append_steps'])} (every step is validated twice: alone, to "
-        f"name a bad one, then in its group): {us1(stream)} a step. The rest is gRPC's "
-        "per-message cost (the bare stream above: one message at a time through Python "
-        "on both sides) and the writer: every commit of a live trajectory re-reads, "
-        "re-hashes and rewrites ALL its steps (`Writer._resolve` -> `patches.materialize`, "
-        "delete + append), so a long stream costs O(steps) per commit, O(steps^2) in all; "
-        "in py-spy the writer thread was busy about half the time of a 30,000-step stream, "
-        "holding the GIL the RPC thread needs. Appending only the new steps of a live "
-        "trajectory would remove that.",
+        _stream_where(g),
         "",
     ]
+
+
+def _stream_where(g: dict[str, float]) -> str:
+    """The StreamSteps bullet of "Where the server's time goes"."""
+    us1 = lambda x: f"{x * 1e6:.1f} us"  # noqa: E731
+    stream = g["step_record_from_pb"] + g["append_steps"]
+    return (
+        f"- StreamSteps, per step: message -> record (`convert.step_record_from_pb`, from "
+        f"the fields the message has set) {us1(g['step_record_from_pb'])}, "
+        f"`lake.append_steps` in the server's groups of {512} (validated once, logged, "
+        f"fsynced; the writer's commits run meanwhile) {us1(g['append_steps'])}: "
+        f"{us1(stream)} a step. The rest is gRPC's per-message cost on both sides (the bare "
+        "stream above: one message at a time through Python) and the writer's commits, "
+        "which append only the stream's new steps (`patches.extend`: it reads the stored "
+        "steps' indexes and token and cost columns, not their content, and extends the row "
+        "hash with the new steps' digest), so a commit costs what it adds, not the "
+        "trajectory's length; a commit waits its `flush_interval_ms` for more steps "
+        "instead of following every logged group.")
+
+
+def _section(heading: str) -> str:
+    """The section of RESULTS.md under ``heading`` (up to the next ``## ``), or ''."""
+    text = common.RESULTS.read_text() if common.RESULTS.exists() else ""
+    start = text.find("\n" + heading + "\n")
+    if start < 0:
+        return ""
+    nxt = text.find("\n## ", start + len(heading) + 1)
+    return text[start + 1:] if nxt < 0 else text[start + 1:nxt + 1]
 
 
 def main(argv: list[str] | None = None) -> Result:
@@ -961,11 +1088,20 @@ def main(argv: list[str] | None = None) -> Result:
     p.add_argument("--stream-steps", type=int, default=30_000)
     p.add_argument("--arrow-steps", type=int, default=300_000)
     p.add_argument("--arrow-batch", type=int, default=1000, help="trajectories per IngestArrow")
+    p.add_argument("--only", choices=["all", "stream"], default="all",
+                   help="stream: only StreamSteps and its bare-stream baseline; RESULTS.md "
+                        "gets its StreamSteps lines replaced, the rest of the section kept")
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     a = p.parse_args(argv)
     before = common.load()
     res = measure(a)
-    text = report(res, a, common.command("benchmarks.bench_grpc", argv), before, common.load())
+    cmd = common.command("benchmarks.bench_grpc", argv)
+    if a.only == "stream":
+        old = _section(HEADING)
+        text = (stream_update(old, res, cmd, before, common.load()) if old
+                else "\n".join([HEADING, "", *_stream_lines(res)]))
+    else:
+        text = report(res, a, cmd, before, common.load())
     print(text)
     if not a.no_write:
         common.write_section(text)  # reads RESULTS.md afresh: other sections stay as they are

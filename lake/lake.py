@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from . import sql as sqlmod
 from .errors import InvalidArgument, LakeError, NotFound
+from .patches import Patch, parse, steps_patch
 from .records import Context, Record, normalize_line, now_us
 from .schema import ALL_TABLES, DATA_TABLES, TRAJECTORIES
 from .settings import Settings
@@ -159,28 +160,39 @@ class Lake:
         """Add steps (each with its ``index``) to a started trajectory; a retry is a no-op.
 
         Good steps land; each bad one comes back in ``rejected`` (location ``steps[i]``)."""
-        from .patches import parse
-
         ctx = self.context(tenant)
-        good, seen, result = [], set(), IngestResult()
-        for i, step in enumerate(steps):
-            body = {"op": "steps", "trajectory_id": trajectory_id, "steps": [step]}
-            try:
-                parse(body, orjson.dumps(body), ctx)
-                if step["index"] in seen:
-                    raise InvalidArgument(f"index {step['index']} appears twice in this batch",
-                                          field="steps[0].index")
-            except (InvalidArgument, TypeError) as e:
-                fld = getattr(e, "field", None)
-                fld = fld.replace("steps[0]", f"steps[{i}]") if fld else f"steps[{i}]"
-                result.rejected.append(Reject(f"steps[{i}]", getattr(e, "message", str(e)),
-                                              fld, repr(step)[:1000]))
-                continue
-            seen.add(step["index"])
-            good.append(step)
+        body = {"op": "steps", "trajectory_id": trajectory_id, "steps": steps}
+        result = IngestResult()
+        try:  # all good, the common case: validated once, as one patch
+            patch, good = parse(body, b"", ctx), steps
+        except (InvalidArgument, TypeError):  # find each bad step, keep the good ones
+            rows: list[dict[str, Any]] = []
+            payloads: list[dict[str, Any]] = []
+            good, seen = [], set()
+            for i, step in enumerate(steps):
+                one = {"op": "steps", "trajectory_id": trajectory_id, "steps": [step]}
+                try:
+                    rec = parse(one, b"", ctx).record
+                    if step["index"] in seen:
+                        raise InvalidArgument(f"index {step['index']} appears twice in this "
+                                              "batch", field="steps[0].index")
+                except (InvalidArgument, TypeError) as e:
+                    fld = getattr(e, "field", None)
+                    fld = fld.replace("steps[0]", f"steps[{i}]") if fld else f"steps[{i}]"
+                    result.rejected.append(Reject(f"steps[{i}]", getattr(e, "message", str(e)),
+                                                  fld, repr(step)[:1000]))
+                    continue
+                seen.add(step["index"])
+                good.append(step)
+                rows += rec.steps
+                payloads += rec.payloads
+            patch = steps_patch(trajectory_id, rows, payloads, ctx)
         if good:
-            result.lsn = self._patch({"op": "steps", "trajectory_id": trajectory_id,
-                                      "steps": good}, tenant)
+            try:
+                line = orjson.dumps({**body, "steps": good})
+            except TypeError as e:  # validated: only a non-JSON value it tolerated gets here
+                raise InvalidArgument(f"not JSON-serializable: {e}") from e
+            result.lsn = self._submit_patch(patch, line, ctx)
         result.steps = len(good)
         return result
 
@@ -199,8 +211,6 @@ class Lake:
         A trajectory is created by its first span; a span already stored changes nothing.
         Good spans land (one log entry for the call); each bad one comes back in
         ``rejected`` (location ``where[i]``, default ``spans[i]``: its position)."""
-        from .patches import parse
-
         ctx = self.context(tenant)
         groups: dict[str, list[int]] = {}
         for i, (tid, _) in enumerate(spans):
@@ -236,14 +246,15 @@ class Lake:
         return result
 
     def _patch(self, obj: dict[str, Any], tenant: str | None) -> int:
-        from .patches import parse
-
         ctx = self.context(tenant)
         try:
             line = orjson.dumps(obj)
         except TypeError as e:
             raise InvalidArgument(f"not JSON-serializable: {e}") from e
-        patch = parse(obj, line, ctx)
+        return self._submit_patch(parse(obj, line, ctx), line, ctx)
+
+    def _submit_patch(self, patch: Patch, line: bytes, ctx: Context) -> int:
+        """Log a validated patch (``line``: its JSON, what a replay parses again)."""
         key = (ctx.tenant, patch.trajectory_id)
         if patch.kind != "start" and key not in self._started:
             found = self.store.lookup("trajectories", ctx.tenant, "trajectory_id",

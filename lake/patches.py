@@ -20,6 +20,14 @@ Idempotent by construction: a step whose index is already stored is skipped (a r
 re-sends the same indexes), a second start only fills fields still empty, a finish sets the
 same values again; the row hash is computed from the resulting content, so replaying a
 patch that is already applied changes nothing.
+
+A commit that only adds steps to a stored live trajectory appends just the new steps
+(``extend``), without reading the stored ones: only their indexes and token and cost
+columns. So the row hash must be extendable: ``p-<fields>.<steps>`` where ``<steps>`` is
+the sum (mod 2**128) of a hash of each step row, which does not depend on the order the
+steps came in or how they were grouped into commits, and ``<fields>`` hashes the other
+columns with that sum. A stored hash of another form (a whole record's, or an older
+lake's) is extended by rebuilding the trajectory from all its steps once (``materialize``).
 """
 
 from __future__ import annotations
@@ -30,8 +38,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 from .errors import InvalidArgument
+from .records import _MAX_I63 as MAX_INT64
 from .records import Context, Record, _bool, _float, _scores, _str, _ts, normalize, progress
 from .records import _steps as normalize_steps
 from .schema import STATUSES
@@ -45,6 +55,9 @@ SPANS_PLACEHOLDER_TASK = "(no task yet: waiting for the trace's root or agent sp
 _PLACEHOLDER_TASK = "-"  # steps and finish patches are validated inside a stand-in record
 FINISH_FIELDS = ("status", "success", "reward", "scores", "ended_at", "tokens_in",
                  "tokens_out", "cost_usd")
+TOTALS = (("tokens_in", int), ("tokens_out", int), ("cost_usd", float))  # sums over steps
+STORED_STEP_COLUMNS = ["trajectory_id", "index", *(c for c, _ in TOTALS)]  # what ``extend``
+# reads of the stored steps
 
 
 @dataclass(slots=True)
@@ -85,10 +98,7 @@ def parse(obj: dict[str, Any], raw: bytes, ctx: Context) -> Patch:
         # Only the steps (and their payloads) of a steps patch are used (``materialize``),
         # so they are validated alone: the same checks and errors as inside a stand-in
         # record, without building its trajectory row (the cost of a one-step append).
-        rows, payloads = normalize_steps(steps, tid, ctx)
-        rec = Record({"tenant": ctx.tenant, "trajectory_id": tid, "task": _PLACEHOLDER_TASK,
-                      "status": "running", "n_steps": len(rows)}, rows, payloads)
-        return Patch(op, ctx.tenant, tid, rec, frozenset(("steps",)))
+        return steps_patch(tid, *normalize_steps(steps, tid, ctx), ctx)
     if op == "spans":
         return _parse_spans(body, tid, raw, ctx)
     outcome = body.get("outcome") if isinstance(body.get("outcome"), dict) else {}
@@ -105,6 +115,14 @@ def parse(obj: dict[str, Any], raw: bytes, ctx: Context) -> Patch:
     if "outcome" in body and isinstance(body["outcome"], dict):
         given |= set(body["outcome"])
     return Patch(op, ctx.tenant, tid, rec, frozenset(given | {"status"}))
+
+
+def steps_patch(tid: str, rows: list[dict[str, Any]], payloads: list[dict[str, Any]],
+                ctx: Context) -> Patch:
+    """A steps patch of validated step rows (``records._steps``)."""
+    rec = Record({"tenant": ctx.tenant, "trajectory_id": tid, "task": _PLACEHOLDER_TASK,
+                  "status": "running", "n_steps": len(rows)}, rows, payloads)
+    return Patch("steps", ctx.tenant, tid, rec, frozenset(("steps",)))
 
 
 def _parse_spans(body: dict[str, Any], tid: str, raw: bytes, ctx: Context) -> Patch:
@@ -201,7 +219,8 @@ def _check_indexes(steps: Any) -> None:
 
 def materialize(stored: dict[str, Any] | None, stored_steps: list[dict[str, Any]],
                 items: list[Record | Patch]) -> Record | None:
-    """The trajectory after ``items`` (records and patches, in log order) on the stored one.
+    """The trajectory after ``items`` (records and patches, in log order) on the stored one,
+    with all its steps (the writer replaces the stored ones).
 
     Returns None when no start or whole record ever gave the trajectory its task (steps for
     a trajectory never started are kept waiting: see ``Writer``)."""
@@ -217,33 +236,93 @@ def materialize(stored: dict[str, Any] | None, stored_steps: list[dict[str, Any]
                 traj, steps = dict(item.trajectory), {s["index"]: s for s in item.steps}
                 payloads += item.payloads
             continue
-        rec = item.record
-        if item.kind == "start":
-            if traj is None:
-                traj = dict(rec.trajectory)
-            else:  # a retried or late start fills only what is still empty
-                for k, v in rec.trajectory.items():
-                    if traj.get(k) is None and v is not None:
-                        traj[k] = v
-        elif traj is None:
+        traj = _apply(traj, item)
+        if traj is None:
             return None
-        elif item.kind == "finish":
-            for k in FINISH_FIELDS:
-                if k in item.fields:  # outcome.* names are in fields too
-                    traj[k] = rec.trajectory[k]
-        for s in rec.steps:
+        for s in item.record.steps:
             steps.setdefault(s["index"], s)
-        payloads += rec.payloads
+        payloads += item.record.payloads
     if traj is None:
         return None
     ordered = [steps[i] for i in sorted(steps)]
     traj["n_steps"] = len(ordered)
-    for col, cast in (("tokens_in", int), ("tokens_out", int), ("cost_usd", float)):
+    for col, cast in TOTALS:
         vals = [s[col] for s in ordered if s[col] is not None]
         if vals:
-            traj[col] = cast(sum(vals))
-    traj["_record_hash"] = _content_hash(traj, ordered)
+            traj[col] = _total(traj, col, cast(sum(vals)))
+    traj["_record_hash"] = _row_hash(traj, _steps_digest(ordered))
     return Record(traj, ordered, payloads)
+
+
+def appendable(stored: dict[str, Any] | None, items: list[Record | Patch]) -> bool:
+    """Whether ``extend`` can apply ``items`` to the stored trajectory: only start, steps
+    and finish patches, onto a row whose hash carries its steps' digest."""
+    return (stored is not None and _stored_digest(stored["_record_hash"]) is not None
+            and all(isinstance(i, Patch) and i.kind != "spans" for i in items))
+
+
+def extend(stored: dict[str, Any], stored_steps: pa.Table, items: list[Patch]) -> Record:
+    """``materialize`` for an ``appendable`` commit, without the stored steps' content:
+    ``stored_steps`` holds their ``STORED_STEP_COLUMNS`` (the indexes and what the totals
+    sum). The record's steps are only the new ones, for the writer to append; its row is
+    what ``materialize`` would make of the same content, hash included."""
+    digest = _stored_digest(stored["_record_hash"])
+    assert digest is not None, "extend needs an appendable trajectory"
+    stored_steps = stored_steps.sort_by("index")
+    indexes = stored_steps["index"].to_pylist()
+    known = set(indexes)
+    traj: dict[str, Any] = dict(stored)
+    new: dict[int, dict[str, Any]] = {}
+    payloads: list[dict] = []
+    for item in items:
+        traj = _apply(traj, item) or traj  # never None: the trajectory is stored
+        for s in item.record.steps:
+            if s["index"] not in known and s["index"] not in new:
+                new[s["index"]] = s
+        payloads += item.record.payloads
+    ordered = [new[i] for i in sorted(new)]
+    traj["n_steps"] = len(known) + len(ordered)
+    after = not ordered or not indexes or ordered[0]["index"] > indexes[-1]
+    for col, cast in TOTALS:  # as materialize: in index order, so the same float sum
+        vals = stored_steps[col].to_pylist()
+        if after:  # the common case: the new steps come after the stored ones
+            vals += [s[col] for s in ordered]
+        else:
+            pairs = sorted([*zip(indexes, vals, strict=True),
+                            *((s["index"], s[col]) for s in ordered)])
+            vals = [v for _, v in pairs]
+        vals = [v for v in vals if v is not None]
+        if vals:
+            traj[col] = _total(traj, col, cast(sum(vals)))
+    traj["_record_hash"] = _row_hash(traj, (digest + _steps_digest(ordered)) % _MOD)
+    return Record(traj, ordered, payloads)
+
+
+def _apply(traj: dict[str, Any] | None, item: Patch) -> dict[str, Any] | None:
+    """The trajectory row after a start or finish patch (a steps patch leaves it as it is);
+    None while no start gave it."""
+    rec = item.record
+    if item.kind == "start":
+        if traj is None:
+            return dict(rec.trajectory)
+        for k, v in rec.trajectory.items():  # a retried or late start fills only what is
+            if traj.get(k) is None and v is not None:  # still empty
+                traj[k] = v
+    elif traj is not None and item.kind == "finish":
+        for k in FINISH_FIELDS:
+            if k in item.fields:  # outcome.* names are in fields too
+                traj[k] = rec.trajectory[k]
+    return traj
+
+
+def _total(traj: dict[str, Any], col: str, total: Any) -> Any:
+    """A steps' total; one past int64 (each step fits, their sum may not) is left unknown
+    rather than stop the writer."""
+    if isinstance(total, int) and total > MAX_INT64:
+        log.error("trajectory %r: the steps' %s add up to %d, more than int64 holds: stored "
+                  "as null", traj["trajectory_id"], col, total)
+        return None
+    return total
 
 
 def _materialize_spans(stored_steps: list[dict[str, Any]], items: list[Patch]) -> Record:
@@ -280,16 +359,45 @@ def _materialize_spans(stored_steps: list[dict[str, Any]], items: list[Patch]) -
     ctx = Context(last["tenant"], last["ingested_at"])
     traj = _trajectory(last["trajectory_id"], {k: v for k, (_, v) in best.items()}, ctx)
     traj["n_steps"] = len(ordered)
-    for col, cast in (("tokens_in", int), ("tokens_out", int), ("cost_usd", float)):
+    for col, cast in TOTALS:
         vals = [s[col] for s in ordered if s[col] is not None]
-        traj[col] = cast(sum(vals)) if vals else None
-    traj["_record_hash"] = _content_hash(traj, ordered)
+        traj[col] = _total(traj, col, cast(sum(vals))) if vals else None
+    traj["_record_hash"] = _row_hash(traj, _steps_digest(ordered))
     return Record(traj, ordered, payloads)
 
 
-def _content_hash(traj: dict[str, Any], steps: list[dict[str, Any]]) -> str:
-    body = {k: v for k, v in traj.items() if k not in ("_record_hash", "ingested_at")}
-    doc = orjson.dumps([body, steps],  # the step dicts as they are: no copies (a long live
-                       # trajectory is hashed again at every commit that adds steps to it)
-                       option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
-    return "p-" + hashlib.blake2b(doc, digest_size=12).hexdigest()
+_MOD = 1 << 128
+_UNHASHED = frozenset(("_record_hash", "ingested_at", "retracted_at", "retract_reason"))
+_HASH_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def _steps_digest(steps: list[dict[str, Any]]) -> int:
+    """The sum of the steps' hashes: the same for the same steps, in any order or grouping
+    (each hashed once, when it is new: ``extend`` adds the new steps' sum to the stored)."""
+    total = 0
+    for s in steps:
+        h = hashlib.blake2b(orjson.dumps(s, option=_HASH_OPTIONS, default=str),
+                            digest_size=16).digest()
+        total += int.from_bytes(h, "big")
+    return total % _MOD
+
+
+def _row_hash(traj: dict[str, Any], digest: int) -> str:
+    """``p-<fields>.<steps>``: the trajectory's columns (but the hash, ``ingested_at`` and
+    a retraction, which an update carries over) hashed with its steps' digest, then the
+    digest itself (``_stored_digest``)."""
+    body = {k: v for k, v in traj.items() if k not in _UNHASHED}
+    doc = orjson.dumps([body, digest.to_bytes(16, "big").hex()], option=_HASH_OPTIONS,
+                       default=str)
+    return f"p-{hashlib.blake2b(doc, digest_size=12).hexdigest()}.{digest:032x}"
+
+
+def _stored_digest(row_hash: str | None) -> int | None:
+    """The steps' digest a ``_row_hash`` carries; None for a hash of another form."""
+    if not row_hash or not row_hash.startswith("p-") or len(row_hash) != 59 \
+            or row_hash[26] != ".":
+        return None
+    try:
+        return int(row_hash[27:], 16)
+    except ValueError:
+        return None

@@ -8,14 +8,16 @@ on they are acknowledged. A background thread groups acknowledged entries (up to
 2. look up which (tenant, trajectory_id) the lake already has; skip identical or less
    progressed versions (a retry or a replay changes nothing);
 3. write payloads, then steps (replacing the steps of updated trajectories and any
-   orphans of an interrupted commit), then trajectories;
+   orphans of an interrupted commit; a live trajectory that only gained steps gets just
+   those appended), then trajectories;
 4. record a lake version pinning all tables and the last applied LSN; drop WAL segments.
 
 A crash anywhere before step 4 leaves the previous version as the lake's state: on restart
 the tables are rolled back to what that version pins (``roll_back``: a live trajectory's
-commit is computed from its stored steps, so it must never start from a half-written one),
-and the entries after the version's LSN are replayed through the same steps. Every few
-commits, tables with too many fragments are compacted (in this thread, between commits).
+commit is computed from its stored steps and row, so it must never start from a
+half-written one), and the entries after the version's LSN are replayed through the same
+steps. Every few commits, tables with too many fragments are compacted (in this thread,
+between commits).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import patches
 from .errors import LakeError
@@ -63,6 +66,16 @@ class ApplyStats:
         return dict(self.__dict__)
 
 
+@dataclass
+class Resolved:
+    """A commit's records of one tenant (``Writer._resolve``)."""
+
+    group: dict[str, Record]  # one per key
+    appended: set[str] = field(default_factory=set)  # keys whose record has only new steps
+    stored: dict[str, dict[str, Any]] = field(default_factory=dict)  # rows read on the way
+    looked_up: set[str] = field(default_factory=set)  # the keys ``stored`` answers for
+
+
 class Writer:
     def __init__(self, store: TableStore, catalog: Catalog, wal: WriteAheadLog, settings: Settings,
                  on_commit: Callable[[Version, dict[str, list[dict]]], None] | None = None):
@@ -73,6 +86,7 @@ class Writer:
         self._submit_lock = threading.Lock()
         self._apply_lock = threading.Lock()  # held while the lake changes (commits, restore)
         self._pending_steps = 0
+        self._flushing = 0  # threads in ``flush``
         self._submitted_lsn = self._applied_lsn = self.catalog.last_lsn(wal.writer_id)
         # A log directory emptied by hand must not reuse LSNs the lake already recorded.
         wal.last_lsn = max(wal.last_lsn, self._applied_lsn)
@@ -87,10 +101,11 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="lake-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, records: list[Record] | list[Patch], lines: list[bytes],
+    def submit(self, records: list[Record] | list[Patch], lines: list[bytes] | memoryview,
                ctx: Context) -> int:
         """Make ``records`` (or live-trajectory patches) durable (WAL + fsync) and queue them
-        for the lake. Returns the LSN."""
+        for the lake. Returns the LSN. ``lines``: their JSON lines, or the records' rows as
+        one ``row_log.wal_entry``."""
         if not records:
             return self._submitted_lsn
         op = "patch" if isinstance(records[0], Patch) else "traj"
@@ -118,13 +133,18 @@ class Writer:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
             target = self._submitted_lsn
+            self._flushing += 1  # the writer commits what it has without waiting for more
             self._cv.notify_all()
-            while self._applied_lsn < target:
-                self._raise_if_failed()
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"lake commit of LSN {target} not done in {timeout}s")
-                self._cv.wait(0.2 if left is None else min(left, 0.2))
+            try:
+                while self._applied_lsn < target:
+                    self._raise_if_failed()
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise TimeoutError(f"lake commit of LSN {target} not done in "
+                                           f"{timeout}s")
+                    self._cv.wait(0.2 if left is None else min(left, 0.2))
+            finally:
+                self._flushing -= 1
             self._raise_if_failed()
 
     @property
@@ -173,8 +193,12 @@ class Writer:
                     self._cv.wait()
                 if not self._queue and self._stop:
                     return
-                if self._pending_steps < self.settings.flush_rows and not self._stop:
-                    self._cv.wait(self.settings.flush_interval_ms / 1000)
+                # a group: up to flush_rows steps or flush_interval_ms (a submit wakes this
+                # wait: without the deadline a stream would commit at every call)
+                deadline = time.monotonic() + self.settings.flush_interval_ms / 1000
+                while (self._pending_steps < self.settings.flush_rows and not self._stop
+                       and not self._flushing and (left := deadline - time.monotonic()) > 0):
+                    self._cv.wait(left)
                 group: list[Pending] = []
                 steps = 0
                 while self._queue and (not group or steps < self.settings.flush_rows):
@@ -220,9 +244,10 @@ class Writer:
             self.on_commit(version, written)  # e.g. the semantic cache queues them to embed
         return version
 
-    def _resolve(self, tenant: str, items: list[Record | Patch]) -> dict[str, Record]:
+    def _resolve(self, tenant: str, items: list[Record | Patch]) -> Resolved:
         """One record per key: the most progressed whole record (later wins ties), or for
-        live trajectories the stored one with their patches applied in log order."""
+        live trajectories the stored one with their patches applied in log order (only its
+        new steps when it can be appended to: ``patches.extend``)."""
         live = {i.key for i in items if isinstance(i, Patch)}
         group: dict[str, Record] = {}
         for r in items:
@@ -231,35 +256,45 @@ class Writer:
                 if old is None or r.progress >= old.progress:
                     group[r.key] = r
         if not live:
-            return group
+            return Resolved(group)
         keys = sorted(live)
         stored = {r["trajectory_id"]: r for r in _rows(self.store.lookup(
             "trajectories", tenant, "trajectory_id", keys, list(TRAJECTORIES.names)))}
-        steps: dict[str, list[dict]] = {}
-        for s in _rows(self.store.lookup("steps", tenant, "trajectory_id", keys,
-                                         list(STEPS.names))):
-            steps.setdefault(s["trajectory_id"], []).append(s)
         of_key: dict[str, list[Record | Patch]] = {}
         for i in items:
             if i.key in live:
                 of_key.setdefault(i.key, []).append(i)  # in log order
-        for key in keys:
+        append = [k for k in keys if patches.appendable(stored.get(k), of_key[k])]
+        for key, known in _by_key(self.store.lookup(
+                "steps", tenant, "trajectory_id", append, patches.STORED_STEP_COLUMNS)
+                if append else None, append):
+            group[key] = patches.extend(stored[key], known,
+                                        [i for i in of_key[key] if isinstance(i, Patch)])
+        rebuild = [k for k in keys if k not in group]
+        steps: dict[str, list[dict]] = {}
+        if rebuild:
+            for s in _rows(self.store.lookup("steps", tenant, "trajectory_id", rebuild,
+                                             list(STEPS.names))):
+                steps.setdefault(s["trajectory_id"], []).append(s)
+        for key in rebuild:
             rec = patches.materialize(stored.get(key), steps.get(key, []), of_key[key])
             if rec is None:
                 log.error("steps or finish for trajectory %r of tenant %r, never started: "
                           "dropped", key, tenant)
             else:
                 group[key] = rec
-        return group
+        return Resolved(group, set(append), stored, set(keys))
 
-    def _apply_tenant(self, tenant: str, group: dict[str, Record],
-                      stats: ApplyStats) -> list[dict]:
-        """Write the group's new and progressed trajectories; return their rows."""
-        keys = list(group)
+    def _apply_tenant(self, tenant: str, res: Resolved, stats: ApplyStats) -> list[dict]:
+        """Write the group's new and progressed trajectories; return their rows. The steps
+        of an appended record are added to the stored ones; those of any other replace
+        them."""
+        group, appended = res.group, res.appended
+        keys = [k for k in group if k not in res.looked_up]
         have = self.store.lookup("trajectories", tenant, "trajectory_id", keys,
                                  ["trajectory_id", "n_steps", "status", "_record_hash",
-                                  "retracted_at", "retract_reason"]).to_pylist()
-        stored = {h["trajectory_id"]: h for h in have}
+                                  "retracted_at", "retract_reason"]).to_pylist() if keys else []
+        stored = {**res.stored, **{h["trajectory_id"]: h for h in have}}
         new, upd = [], []
         for key, rec in group.items():
             old = stored.get(key)
@@ -280,7 +315,7 @@ class Writer:
         stats.updated += len(upd)
         orphans = self.store.lookup("steps", tenant, "trajectory_id", [r.key for r in new],
                                     ["trajectory_id"])["trajectory_id"].to_pylist() if new else []
-        clear = sorted({r.key for r in upd} | set(orphans))
+        clear = sorted({r.key for r in upd if r.key not in appended} | set(orphans))
         # content-addressed: one row per (tenant, sha256), however often it occurs
         payloads = list({p["sha256"]: p for r in write for p in r.payloads}.values())
         if payloads:
@@ -394,6 +429,20 @@ def _arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
 
 def _size(item: Record | Patch) -> int:
     return len(item.record.steps) if isinstance(item, Patch) else item.trajectory["n_steps"]
+
+
+def _by_key(table: pa.Table | None, keys: list[str]) -> Iterable[tuple[str, pa.Table]]:
+    """(key, its rows) for each of ``keys``, from rows with a ``trajectory_id`` column."""
+    if table is None:
+        return
+    table = table.sort_by("trajectory_id")
+    at, offset = {}, 0
+    for vc in pc.value_counts(table["trajectory_id"]).to_pylist():  # sorted: key order
+        at[vc["values"]] = (offset, vc["counts"])
+        offset += vc["counts"]
+    for key in keys:
+        lo, n = at.get(key, (0, 0))
+        yield key, table.slice(lo, n)
 
 
 def _rows(table: pa.Table) -> list[dict[str, Any]]:

@@ -191,9 +191,38 @@ def record_from_pb(msg: pb.Trajectory, path: str = "trajectory") -> dict[str, An
 
 
 def step_record_from_pb(msg: pb.Step, path: str) -> dict[str, Any]:
-    row = _record_row(msg, STEPS, path)
-    row["attributes"] = _json_object(row.get("attributes"), f"{path}.attributes")
-    return {k: v for k, v in row.items() if v is not None}
+    """``_record_row`` of a step without its nulls, from the fields the message has set
+    (``ListFields``: one call instead of a test per field; the live-trajectory RPCs convert
+    every step). An unset ``kind`` is left out rather than empty: the same rejection. The
+    time is a ``datetime`` (exact, and read as such; ISO text would be written and parsed
+    again for each step) which the log writes as ISO text."""
+    row: dict[str, Any] = {}
+    columns = _STEP_COLUMNS or _step_columns()
+    for f, value in msg.ListFields():
+        column = columns.get(f)
+        if column is None:
+            continue  # read-only
+        if column == "started_at":
+            row[column] = from_us(value, f"{path}.{f.name}")
+        elif column == "attributes":
+            row[column] = _json_object(value, f"{path}.attributes")
+        else:
+            row[column] = value
+    return row
+
+
+_STEP_COLUMNS: dict[Any, str] = {}  # Step field descriptor -> record field
+
+
+def _step_columns() -> dict[Any, str]:
+    """What ``_record_row`` reads of a step: plain values but ``started_at`` (a time) and
+    ``attributes`` (JSON text)."""
+    plan = _plan(pb.Step(), STEPS, _RECORD_SKIP)
+    assert {k for _, _, k, _, _ in plan} <= {_TIME, _OPTIONAL, _PLAIN}, plan
+    assert [n for n, _, k, _, _ in plan if k == _TIME] == ["started_at"], plan
+    fields = pb.Step.DESCRIPTOR.fields_by_name
+    _STEP_COLUMNS.update({fields[wire]: name for name, wire, _, _, _ in plan})
+    return _STEP_COLUMNS
 
 
 _RECORD_SKIP = _READ_ONLY | {"status"}  # the caller names the status' path

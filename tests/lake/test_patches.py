@@ -87,19 +87,26 @@ def test_a_whole_record_and_live_patches_agree(lake: Lake):
     assert lake.sql("select n_steps, status from trajectories").fetchall() == [(2, "failed")]
 
 
-# A commit that updates a live trajectory deletes its stored steps, appends them again with
-# the new ones, upserts the trajectory row, then records the lake version. A crash after any
-# of those writes must lose no acknowledged step: the next open rolls the tables back to what
-# the last lake version pins and replays the log onto that.
+# A commit that adds steps to a stored live trajectory writes the new steps' payloads,
+# appends the new steps and upserts the trajectory row, then records the lake version; one
+# that rebuilds a trajectory (here: first ingested as a whole record, whose row hash does
+# not carry its steps' digest) deletes its stored steps and appends them all again. A crash
+# after any of those writes must lose no acknowledged step: the next open rolls the tables
+# back to what the last lake version pins and replays the log onto that.
 _CRASHING_CHILD = r"""
 import os, sys
 from lake import Lake
 from lake.tables import TableStore
 
-data, method, table = sys.argv[1:4]
+data, first, method, table = sys.argv[1:5]
 lake = Lake.open(data)
-lake.start_trajectory({"trajectory_id": "live", "task": "long run"})
-lake.append_steps("live", [{"index": i, "kind": "tool", "name": "t"} for i in range(100)])
+steps = [{"index": i, "kind": "tool", "name": "t"} for i in range(100)]
+if first == "record":
+    lake.ingest([{"trajectory_id": "live", "task": "long run", "status": "running",
+                  "steps": steps}])
+else:
+    lake.start_trajectory({"trajectory_id": "live", "task": "long run"})
+    lake.append_steps("live", steps)
 lake.flush()
 real = getattr(TableStore, method)
 def crash(self, name, *a, **kw):
@@ -107,25 +114,96 @@ def crash(self, name, *a, **kw):
     if name == table:
         os._exit(9)  # the write landed; the process dies before the commit's next step
 setattr(TableStore, method, crash)
-res = lake.append_steps("live", [{"index": i, "kind": "tool"} for i in range(100, 150)])
+res = lake.append_steps("live", [{"index": i, "kind": "tool", "output": "x" * 70_000}
+                                 for i in range(100, 150)])  # a payload: stored once
 assert res.lsn and not res.rejected
 print("acked", flush=True)  # durable in the log: acknowledged
 lake.flush()
 """
 
 
-@pytest.mark.parametrize("method,table", [("delete", "steps"), ("append", "steps"),
-                                          ("upsert", "trajectories")])
-def test_a_crash_inside_a_live_commit_loses_no_acknowledged_step(tmp_path, method, table):
+@pytest.mark.parametrize("first,method,table", [
+    ("live", "upsert", "payloads"), ("live", "append", "steps"),
+    ("live", "upsert", "trajectories"), ("record", "delete", "steps"),
+    ("record", "append", "steps"), ("record", "upsert", "trajectories")])
+def test_a_crash_inside_a_live_commit_loses_no_acknowledged_step(tmp_path, first, method,
+                                                                 table):
     import subprocess
     import sys
 
     data = str(tmp_path / "lake")
-    proc = subprocess.run([sys.executable, "-c", _CRASHING_CHILD, data, method, table],
+    proc = subprocess.run([sys.executable, "-c", _CRASHING_CHILD, data, first, method, table],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 9, proc.stderr[-2000:]
     assert "acked" in proc.stdout
     with Lake.open(data) as lake:  # replays the log onto the last version's tables
         assert lake.sql("select n_steps from trajectories").fetchall() == [(150,)]
-        assert lake.sql("select count(*), count(distinct index), min(index), max(index) "
-                        "from steps").fetchall() == [(150, 150, 0, 149)]
+        assert lake.sql("select count(*), count(distinct index), min(index), max(index), "
+                        "count(output_ref) from steps").fetchall() == [(150, 150, 0, 149, 50)]
+        assert lake.count("payloads") == 1
+
+
+def _hash_and_rows(lake: Lake) -> tuple[str, list]:
+    lake.flush()
+    row = lake.store.dataset("trajectories").to_table(
+        columns=["_record_hash", "n_steps", "tokens_in", "cost_usd", "status"]).to_pylist()
+    assert len(row) == 1
+    return row[0].pop("_record_hash"), row[0]
+
+
+@pytest.mark.parametrize("groups", [
+    [list(range(40))],  # one commit
+    [list(range(i, min(i + 7, 40))) for i in range(0, 40, 7)],  # in order, commit by commit
+    [list(range(20, 40)), list(range(0, 25)), [3, 39]],  # out of order, with retries
+])
+def test_the_row_hash_depends_on_the_content_not_on_the_commits(tmp_path, monkeypatch,
+                                                                 groups):
+    """An appending commit extends the stored row hash with the new steps: the same steps
+    give the same hash however they were grouped, the one a rebuild from all stored steps
+    gives, and a retry of stored steps is no change at all (no new version)."""
+    from lake import patches
+    from lake.schema import STEPS, TRAJECTORIES
+    from lake.writer import _rows
+
+    steps = [_step(i, cost_usd=0.1 * (i % 3), output=f"o{i}") for i in range(40)]
+    lake = Lake.open(str(tmp_path / "a"))
+    with Lake.open(str(tmp_path / "ref")) as ref:
+        ref.start_trajectory({"trajectory_id": "h", "task": "t", "steps": steps})
+        ref.finish_trajectory("h", status="failed")
+        want = _hash_and_rows(ref)
+    try:
+        lake.start_trajectory({"trajectory_id": "h", "task": "t"})
+        lake.flush()
+
+        def no_delete(name: str, predicate: str) -> None:
+            raise AssertionError(f"{name}: an appending commit deleted {predicate}")
+
+        monkeypatch.setattr(lake.store, "delete", no_delete)  # stored steps stay as they are
+        for g in groups:
+            lake.append_steps("h", [steps[i] for i in g])
+            lake.flush()
+        lake.finish_trajectory("h", status="failed")
+        got = _hash_and_rows(lake)
+        assert got == want
+        versions = len(lake.versions())
+        lake.append_steps("h", steps[5:9])  # a retry
+        lake.finish_trajectory("h", status="failed")
+        assert _hash_and_rows(lake) == want and len(lake.versions()) == versions
+        stored = _rows(lake.store.lookup("trajectories", "default", "trajectory_id", ["h"],
+                                         TRAJECTORIES.names))[0]
+        stored_steps = _rows(lake.store.lookup("steps", "default", "trajectory_id", ["h"],
+                                               STEPS.names))
+        rebuilt = patches.materialize({**stored, "_record_hash": None}, stored_steps, [])
+        assert rebuilt is not None and rebuilt.trajectory["_record_hash"] == want[0]
+    finally:
+        lake.close()
+
+
+def test_step_totals_past_int64_are_left_unknown(lake: Lake):
+    lake.start_trajectory({"trajectory_id": "big", "task": "t"})
+    lake.append_steps("big", [_step(0, tokens_in=(1 << 62) + 1)])
+    lake.flush()
+    lake.append_steps("big", [_step(1, tokens_in=(1 << 62))])  # the sum needs 64 bits
+    lake.append_steps("big", [_step(2, tokens_in=1)])
+    lake.flush()  # the writer did not stop
+    assert lake.sql("select n_steps, tokens_in from trajectories").fetchall() == [(3, None)]
