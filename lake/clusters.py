@@ -7,6 +7,8 @@ similarity is a dot product.
 Rows are numbered in arrival order: ``fit(vectors)`` gives rows ``0..n-1``, each ``assign``
 continues the numbering, ``refit`` keeps it. A filter is a boolean mask over row numbers.
 ``search`` only reads the model; ``assign`` changes it: callers serialise the two.
+``from_assignment`` rebuilds an earlier fit from its rows, labels, centroids and calibration
+(a process start reuses the persisted fit instead of training and calibrating again).
 
 Layout
     ``vectors`` is a copy of the fitted rows sorted by cluster: a cluster's members are one
@@ -181,18 +183,48 @@ def fit(vectors: np.ndarray, k: int | None = None, seed: int = 0) -> ClusterMode
     else:
         centroids = _train(x, k, seed)
         labels, sqd = _nearest(x, centroids, 0.5 * np.einsum("ij,ij->i", centroids, centroids))
+    model = _layout(x, centroids, labels, sqd, exact=(k == 1), seed=seed)
+    if k > 1:
+        model.n_probe, model.beta = calibrate(model, seed=seed)
+    return model
+
+
+def from_assignment(vectors: np.ndarray, labels: np.ndarray, centroids: np.ndarray, *,
+                    n_probe: int, beta: float, exact: bool = False, seed: int = 0
+                    ) -> ClusterModel:
+    """The model of an earlier fit, rebuilt without training or calibrating: ``vectors``
+    (rows ``0..n-1``), each row's cluster as the fit assigned it, the fit's centroids and
+    calibrated ``n_probe`` / ``beta`` (a caller persisted them). Radii and the drift baseline
+    are recomputed from the rows, so they are what ``fit`` measured on the same rows."""
+    x, c = _as_matrix(vectors), _as_matrix(centroids)
+    lab = np.asarray(labels, np.int32).reshape(-1)
+    if c.shape[1] != x.shape[1] or len(lab) != len(x) or not len(c):
+        raise ValueError(f"{len(x)} rows of dim {x.shape[1]}, {len(lab)} labels and centroids "
+                         f"of shape {c.shape} do not make a model")
+    if len(lab) and (lab.min() < 0 or lab.max() >= len(c)):
+        raise ValueError(f"labels must lie in [0, {len(c)}), got [{lab.min()}, {lab.max()}]")
+    sqd = np.empty(len(x), np.float32)
+    for s in range(0, len(x), _CHUNK):
+        diff = x[s:s + _CHUNK] - c[lab[s:s + _CHUNK]]
+        sqd[s:s + _CHUNK] = np.einsum("ij,ij->i", diff, diff)
+    model = _layout(x, c, lab, sqd, exact=exact, seed=seed)
+    model.n_probe, model.beta = max(1, min(int(n_probe), model.k)), float(beta)
+    return model
+
+
+def _layout(x: np.ndarray, centroids: np.ndarray, labels: np.ndarray, sqd: np.ndarray, *,
+            exact: bool, seed: int) -> ClusterModel:
+    """The searchable model: rows sorted by cluster, offsets, radii (see ``ClusterModel``)."""
+    k = len(centroids)
     counts = np.bincount(labels, minlength=k)
     order = np.argsort(labels, kind="stable")
     offsets = np.zeros(k + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
     radius = np.sqrt(np.bincount(labels, weights=sqd, minlength=k) / np.maximum(counts, 1))
-    model = ClusterModel(centroids=centroids, vectors=x[order], row_ids=order.astype(np.int64),
-                         offsets=offsets, radius=radius.astype(np.float32),
-                         fit_mean_sqdist=float(sqd.mean(dtype=np.float64)) if n else 0.0,
-                         exact=(k == 1), seed=seed)
-    if k > 1:
-        model.n_probe, model.beta = calibrate(model, seed=seed)
-    return model
+    return ClusterModel(centroids=centroids, vectors=x[order], row_ids=order.astype(np.int64),
+                        offsets=offsets, radius=radius.astype(np.float32),
+                        fit_mean_sqdist=float(sqd.mean(dtype=np.float64)) if len(x) else 0.0,
+                        exact=exact, seed=seed)
 
 
 def _train(x: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -36,16 +36,17 @@ from . import fused as fusedmod
 from . import slots
 from . import verdict as verdicts
 from .errors import InvalidArgument, NotFound
-from .index import Filters, Row, TenantIndex
+from .index import Filters, Row, StoredFit, TenantIndex, fit_tables, match_fit
 from .records import normalize_task, now_us, task_hash
-from .schema import CLUSTER_MEMBERS, CLUSTERS, CONTEXTS, FEEDBACK
+from .schema import CONTEXTS, FEEDBACK
 from .tables import quote
-from .vectors import EmbeddingService, VectorCache
+from .vectors import LRU_SIZE, EmbeddingService, VectorCache
 
 log = logging.getLogger(__name__)
 K_MAX = 100
 FUSED_TTL_S = 5.0  # fused stats are recomputed at most this often while the tenant changes
 LOG_FLUSH_S = 1.0
+BULK_VECTORS = 10_000  # at least this many task vectors at once: one scan of _embeddings
 
 
 @dataclass
@@ -97,6 +98,10 @@ class ContextService:
             return idx
 
     def _load(self, tenant: str) -> TenantIndex:
+        """The tenant's index: its rows and vectors, and the persisted fit if it still
+        matches them (``_stored_fit``); rows committed after that fit join their nearest
+        centroid, as on arrival. Fits (and persists) only when there is no usable fit or it
+        is stale by ``TenantIndex.needs_refit``."""
         con = self.lake.connect(tenant=tenant)
         t = con.sql("select trajectory_id, task, task_hash, success, reward, agent, agent_version,"
                     " tags, epoch_us(started_at) s, epoch_us(expires_at) e, retracted_at is null a"
@@ -106,11 +111,38 @@ class ContextService:
         idx = TenantIndex(tenant, self.embedder.dim)
         rows = [Row(tid, task, h, ok, rw, ag, av, tuple(tg or ()), s, e, _collapse(tools.get(tid)),
                     bool(a)) for tid, task, h, ok, rw, ag, av, tg, s, e, a in t]
-        self._add(idx, rows)
-        idx.fit()
-        self._persist_clusters(idx, only_if_changed=True)
+        vecs = self.embed_tasks([r.task_hash for r in rows], [r.task for r in rows])
+        stored = self._stored_fit(tenant, rows, vecs)
+        if stored is not None:
+            idx.add([rows[i] for i in stored.rows], vecs[stored.rows])
+            idx.restore(stored)
+            later = np.setdiff1d(np.arange(len(rows)), stored.rows)
+            if len(later):
+                idx.add([rows[i] for i in later], vecs[later])
+        elif rows:
+            idx.add(rows, vecs)
+        if stored is None or idx.needs_refit():
+            idx.fit()
+            self._persist_clusters(idx)
         self._feedback[tenant] = self._load_feedback(tenant)
         return idx
+
+    def _stored_fit(self, tenant: str, rows: list[Row], vecs: np.ndarray) -> StoredFit | None:
+        """The tenant's persisted fit if it still matches ``rows`` (``index.match_fit``)."""
+        store, flt = self.lake.store, f"tenant = {quote(tenant)}"
+        if not rows or not store.exists("clusters") or not store.exists("cluster_members"):
+            return None
+        clusters = store.dataset("clusters").to_table(
+            columns=["cluster_id", "centroid", "stats", "fitted_at"], filter=flt)
+        if clusters.num_rows == 0:
+            return None
+        members = store.dataset("cluster_members").to_table(
+            columns=["trajectory_id", "cluster_id", "similarity"], filter=flt)
+        got = match_fit(clusters, members, rows, vecs, self.embedder.model_id)
+        if isinstance(got, str):
+            log.info("tenant %r: not reusing its persisted clusters (%s): re-fitting", tenant, got)
+            return None
+        return got
 
     def _add(self, idx: TenantIndex, rows: list[Row]) -> None:
         if not rows:
@@ -120,14 +152,39 @@ class ContextService:
 
     def embed_tasks(self, hashes: list[str], tasks: list[str]) -> np.ndarray:
         """Vectors for task texts, embedding (and persisting) only the unseen ones."""
-        known = self.cache.get_many(hashes)
-        todo = {h: normalize_task(t) for h, t in zip(hashes, tasks, strict=True)
-                if h not in known}
+        out = np.empty((len(hashes), self.embedder.dim), np.float32)
+        have = self._stored_vectors(hashes, out)
+        todo = {h: normalize_task(t) for h, t, ok in zip(hashes, tasks, have, strict=True)
+                if not ok}
         if todo:
             vecs = self.embedding.embed_hashed(list(todo), list(todo.values()), persisted=False)
             self.cache.persist(list(todo), vecs)
-            known.update(zip(todo, vecs, strict=True))
-        return np.stack([known[h] for h in hashes])
+            new = dict(zip(todo, range(len(todo)), strict=True))
+            for i in np.flatnonzero(~have):
+                out[i] = vecs[new[hashes[i]]]
+        return out
+
+    def _stored_vectors(self, hashes: list[str], out: np.ndarray) -> np.ndarray:
+        """Fill ``out`` with the cached vectors of ``hashes``; returns which were found. Many
+        at once (a tenant's index at start-up) are read in one scan of ``_embeddings`` rather
+        than key by key when they are a good share of it; the last ``LRU_SIZE`` of them also
+        go to the in-memory cache (for queries that repeat a stored task)."""
+        store = self.lake.store
+        if len(hashes) < BULK_VECTORS or not store.exists("_embeddings") or \
+                4 * len(set(hashes)) < store.dataset("_embeddings").count_rows():
+            known = self.cache.get_many(hashes)
+            have = np.fromiter((h in known for h in hashes), np.bool_, len(hashes))
+            for i in np.flatnonzero(have):
+                out[i] = known[hashes[i]]
+            return have
+        got, vecs = self.cache.load_all()
+        pos = dict(zip(got, range(len(got)), strict=True))
+        at = np.fromiter((pos.get(h, -1) for h in hashes), np.int64, len(hashes))
+        have = at >= 0
+        out[have] = vecs[at[have]]
+        recent = np.flatnonzero(have)[-LRU_SIZE:]
+        self.cache.remember([hashes[i] for i in recent], out[recent])
+        return have
 
     def _committed(self, version: Any, written: dict[str, list[dict]]) -> None:
         """Writer thread: queue the rows; the indexer thread embeds them."""
@@ -322,16 +379,17 @@ class ContextService:
         steps = con.sql("select trajectory_id, index, kind, name, error, duration_ms, cost_usd "
                         "from steps").to_arrow_table()
         stats = fusedmod.compute(m, runs, steps)
+        vecs = idx.model.vectors_by_row()  # once: a copy of every vector
         for cid, rows in members.items():
             if cid in stats:
-                stats[cid]["label"] = self._label(idx, cid, rows)
+                stats[cid]["label"] = self._label(idx, vecs, cid, rows)
         self._fused[tenant] = (time.time(), self._changes, stats)
         return stats
 
-    def _label(self, idx: TenantIndex, cid: int, rows: list[int]) -> str:
+    @staticmethod
+    def _label(idx: TenantIndex, vecs: np.ndarray, cid: int, rows: list[int]) -> str:
         c = idx.model.centroids[cid]
-        vecs = idx.model.vectors_by_row()[rows]
-        return idx.rows[rows[int(np.argmax(vecs @ c))]].task[:200]
+        return idx.rows[rows[int(np.argmax(vecs[rows] @ c))]].task[:200]
 
     def recluster(self, tenant: str) -> dict[str, Any]:
         idx = self.index(tenant)
@@ -339,51 +397,23 @@ class ContextService:
         idx.fit()
         self._changes += 1
         self._fused.pop(tenant, None)
-        version = self._persist_clusters(idx, only_if_changed=False)
+        version = self._persist_clusters(idx)
         return {"tenant": tenant, "clusters": idx.model.k if idx.model else 0,
                 "rows": idx.size, "seconds": round(time.perf_counter() - t0, 3),
                 "version": version}
 
-    def _persist_clusters(self, idx: TenantIndex, only_if_changed: bool) -> int | None:
+    def _persist_clusters(self, idx: TenantIndex) -> int | None:
+        """Write the fit to ``clusters`` / ``cluster_members``, as one version (with what a
+        restart needs to reuse it: ``index.fit_tables``)."""
         if idx.model is None:
             return None
-        active = [r for r in range(len(idx.labels)) if idx.rows[r].active]
-        store, tenant = self.lake.store, idx.tenant
-        if only_if_changed:
-            got = store.dataset("cluster_members").to_table(
-                columns=["trajectory_id", "cluster_id"], filter=f"tenant = {quote(tenant)}")
-            stored = dict(zip(got["trajectory_id"].to_pylist(), got["cluster_id"].to_pylist(),
-                              strict=True))
-            if stored == {idx.rows[r].trajectory_id: int(idx.labels[r]) for r in active}:
-                return None
-        vecs = idx.model.vectors_by_row()
-        cents = idx.model.centroids / np.maximum(
-            np.linalg.norm(idx.model.centroids, axis=1, keepdims=True), 1e-12)
-        sizes = np.bincount(idx.labels[active], minlength=idx.model.k)
-        fitted = int(idx.fitted_at * 1e6)
-        clusters = pa.table({
-            "tenant": [tenant] * idx.model.k,
-            "cluster_id": pa.array(range(idx.model.k), pa.int32()),
-            "size": sizes.astype(np.int64), "label": [None] * idx.model.k,
-            "success_rate": pa.array([None] * idx.model.k, pa.float64()),
-            "hit_threshold": [self.threshold(tenant, c) for c in range(idx.model.k)],
-            "stats": pa.array([None] * idx.model.k, pa.string()),
-            "centroid": pa.FixedSizeListArray.from_arrays(pa.array(cents.astype(np.float32)
-                                                                  .ravel()), idx.dim),
-            "fitted_at": pa.array([fitted] * idx.model.k, CLUSTERS.field("fitted_at").type)},
-            schema=CLUSTERS)
-        members = pa.table({
-            "tenant": [tenant] * len(active),
-            "trajectory_id": [idx.rows[r].trajectory_id for r in active],
-            "cluster_id": pa.array(idx.labels[active], pa.int32()),
-            "similarity": pa.array(np.einsum("ij,ij->i", vecs[active],
-                                             cents[idx.labels[active]]), pa.float32())},
-            schema=CLUSTER_MEMBERS)
-        return self.lake.replace_tenant_rows(tenant, {"clusters": clusters,
-                                                      "cluster_members": members},
+        thresholds = [self.threshold(idx.tenant, c) for c in range(idx.model.k)]
+        clusters, members = fit_tables(idx, self.embedder.model_id, thresholds)
+        return self.lake.replace_tenant_rows(idx.tenant, {"clusters": clusters,
+                                                          "cluster_members": members},
                                              operation="recluster",
                                              detail={"clusters": idx.model.k,
-                                                     "rows": len(active)})
+                                                     "rows": members.num_rows})
 
     # -- feedback and the context log -------------------------------------------------------
     def _remember(self, tenant: str, ctx_id: str, q: Query, answer: dict, verdict: dict,

@@ -13,11 +13,14 @@ mask over every row; if too few remain it searches again with the mask.
 Clusters: every tenant is clustered into kinds of task (plans, calibration and comparisons
 are per cluster). k = round(sqrt(n)) below ``clusters.EXACT_MAX_ROWS`` rows, where search
 stays exact; above, ``clusters.k_for``. Re-fit when ``needs_refit`` says the tenant grew by
-``GROWTH_REFIT`` or drifted.
+``GROWTH_REFIT`` or drifted. The fit is persisted as the ``clusters`` and ``cluster_members``
+tables (``fit_tables``); a process start ``restore``s it when it still matches the tenant's
+rows (``match_fit``) instead of fitting again.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -25,9 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import clusters as ivf
 from .errors import InvalidArgument
+from .schema import CLUSTER_MEMBERS, CLUSTERS
 
 NEVER = np.iinfo(np.int64).max
 EXTRA = 8  # neighbours fetched beyond k before dropping expired/retracted ones
@@ -159,7 +165,21 @@ class TenantIndex:
                 model.exact = True  # small tenant: exact search, clusters still mean "kind"
             self.model = model
             self.labels = _labels_by_row(model)
-            self.fitted_rows, self.fitted_at = n, time.time()
+            self.fitted_rows, self.fitted_at = n, time.time_ns() // 1000 / 1e6  # whole us
+
+    def restore(self, fit: StoredFit) -> None:
+        """Take a persisted fit of the rows added so far (``fit.labels``: their clusters, in
+        row order) instead of fitting; rows added later go to their nearest centroid."""
+        with self.lock:
+            if self.model is not None:
+                raise ValueError(f"tenant {self.tenant!r}: the index is already fitted")
+            x = (np.concatenate(self._pending) if self._pending
+                 else np.zeros((0, self.dim), np.float32))
+            self.model = ivf.from_assignment(x, fit.labels, fit.centroids, n_probe=fit.n_probe,
+                                             beta=fit.beta, exact=fit.exact, seed=fit.seed)
+            self._pending = []
+            self.labels = np.asarray(fit.labels, np.int32).copy()
+            self.fitted_rows, self.fitted_at = len(x), fit.fitted_at
 
     def needs_refit(self) -> bool:
         if self.model is None:
@@ -260,3 +280,98 @@ def _labels_by_row(model: ivf.ClusterModel) -> np.ndarray:
     for c in range(model.k):
         labels[model.row_ids[model.offsets[c]:model.offsets[c + 1]]] = c
     return labels
+
+
+# -- the persisted fit (the ``clusters`` and ``cluster_members`` tables) ---------------------
+
+
+@dataclass
+class StoredFit:
+    """A persisted fit matched to a tenant's rows (``match_fit``)."""
+
+    rows: np.ndarray  # positions of its members among the rows matched, ascending
+    labels: np.ndarray  # their clusters
+    centroids: np.ndarray  # (k, dim) as fitted (not unit length)
+    n_probe: int
+    beta: float
+    exact: bool
+    seed: int
+    fitted_at: float  # seconds since the epoch, whole microseconds
+
+
+def fit_tables(idx: TenantIndex, embedder_id: str, thresholds: list[float]
+               ) -> tuple[pa.Table, pa.Table]:
+    """The fit as ``clusters`` and ``cluster_members`` rows (active rows only). ``centroid``
+    is unit length, so ``stats`` keeps what ``match_fit`` needs to rebuild the index as it
+    was: ``{"fit": {"embedder", "norm" (the centroid's), "n_probe", "beta", "exact",
+    "seed"}}``."""
+    m = idx.model
+    active = np.flatnonzero([idx.rows[r].active for r in range(len(idx.labels))])
+    norms = np.linalg.norm(m.centroids, axis=1)
+    unit = (m.centroids / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
+    labels = idx.labels[active]
+    fit = [json.dumps({"fit": {"embedder": embedder_id, "norm": float(nc),
+                               "n_probe": int(m.n_probe), "beta": float(m.beta),
+                               "exact": bool(m.exact), "seed": int(m.seed)}}) for nc in norms]
+    clusters = pa.table({
+        "tenant": [idx.tenant] * m.k, "cluster_id": pa.array(range(m.k), pa.int32()),
+        "size": np.bincount(labels, minlength=m.k).astype(np.int64), "label": [None] * m.k,
+        "success_rate": pa.array([None] * m.k, pa.float64()), "hit_threshold": thresholds,
+        "stats": pa.array(fit, pa.string()),
+        "centroid": pa.FixedSizeListArray.from_arrays(pa.array(unit.ravel()), idx.dim),
+        "fitted_at": pa.array([int(round(idx.fitted_at * 1e6))] * m.k,
+                              CLUSTERS.field("fitted_at").type)}, schema=CLUSTERS)
+    members = pa.table({
+        "tenant": [idx.tenant] * len(active),
+        "trajectory_id": [idx.rows[r].trajectory_id for r in active],
+        "cluster_id": pa.array(labels, pa.int32()),
+        "similarity": pa.array(np.einsum("ij,ij->i", m.vectors_by_row()[active], unit[labels]),
+                               pa.float32())}, schema=CLUSTER_MEMBERS)
+    return clusters, members
+
+
+def match_fit(clusters: pa.Table, members: pa.Table, rows: list[Row], vectors: np.ndarray,
+              embedder_id: str) -> StoredFit | str:
+    """The persisted fit (``fit_tables``) if it still describes ``rows`` (with their
+    ``vectors``), else why not: it was made with this embedder, and every member is one of
+    the rows with the vector it was fitted with (its stored cosine to its centroid is
+    reproduced to 1e-4: a changed task text fails this)."""
+    metas = [_fit_meta(x) for x in clusters["stats"].to_pylist()]
+    ids = clusters["cluster_id"].to_numpy()
+    k, dim = clusters.num_rows, vectors.shape[1]
+    if not k or any(m is None for m in metas):
+        return "it was persisted without its fit settings"
+    if {m["embedder"] for m in metas} != {embedder_id}:
+        return f"it was fitted on another embedder's vectors ({metas[0]['embedder']})"
+    if not np.array_equal(np.sort(ids), np.arange(k)):
+        return "its cluster ids are not 0..k-1"
+    pos = {r.trajectory_id: i for i, r in enumerate(rows)}
+    at = np.fromiter((pos.get(t, -1) for t in members["trajectory_id"].to_pylist()), np.int64,
+                     members.num_rows)
+    labels = members["cluster_id"].to_numpy().astype(np.int32)
+    if not len(at) or (at < 0).any() or len(np.unique(at)) != len(at) or labels.min() < 0 \
+            or labels.max() >= k:
+        return "its members are not the tenant's trajectories"
+    o = np.argsort(ids)
+    unit = (clusters["centroid"].combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            .reshape(k, dim)[o].astype(np.float32))
+    cos = np.einsum("ij,ij->i", vectors[at], unit[labels])
+    if np.abs(cos - members["similarity"].to_numpy()).max() > 1e-4:
+        return "a member's task vector changed since"
+    norms = np.array([metas[i]["norm"] for i in o], np.float64)
+    order = np.argsort(at, kind="stable")
+    meta = metas[o[0]]
+    fitted_us = int(pc.max(clusters["fitted_at"].cast(pa.int64())).as_py())
+    return StoredFit(at[order], labels[order], (unit * norms[:, None]).astype(np.float32),
+                     int(meta["n_probe"]), float(meta["beta"]), bool(meta["exact"]),
+                     int(meta["seed"]), fitted_us / 1e6)
+
+
+def _fit_meta(stats: str | None) -> dict | None:
+    try:
+        got = json.loads(stats) if stats else None
+    except ValueError:
+        return None
+    fit = got.get("fit") if isinstance(got, dict) else None
+    keys = ("embedder", "norm", "n_probe", "beta", "exact", "seed")
+    return fit if isinstance(fit, dict) and all(k in fit for k in keys) else None

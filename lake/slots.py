@@ -24,7 +24,9 @@ sentence order do not matter; a value only in one text is a difference):
 ``numbers``       digits with sign, currency, separators, decimals and a glued unit or a unit
                   word (``$1,131`` -> ``1131``, ``4.4%``, ``32GB`` -> ``32gb``, ``19 bar``,
                   ``10 hours`` -> ``10hour``); number words two..ninety, hundred, thousand,
-                  million, billion, dozen (not ``one``: mostly a pronoun).
+                  million, billion, dozen (not ``one``: mostly a pronoun). "the (these,
+                  those) two things (requests, problems, issues, questions)" counts the text's
+                  own requests: a ``counts`` slot, compared only when both texts have one.
 ``quoted``        text in "double", “curly”, 'single' quotes (an apostrophe is not a quote:
                   the opening quote may not follow a letter), `backticks`, and ``{...}``
                   records kept whole (``{'size': 'S'}`` is one value); casefolded.
@@ -104,6 +106,7 @@ class Slots:
     actions: frozenset[str] = frozenset()
     comparatives: frozenset[str] = frozenset()
     rankings: frozenset[tuple[str, ...]] = frozenset()
+    counts: frozenset[str] = frozenset()
     negations: frozenset[tuple[str, str]] = frozenset()
     roles: frozenset[tuple[str, str]] = frozenset()
     order: frozenset[tuple[str, str, str]] = frozenset()
@@ -127,7 +130,7 @@ _SET_FIELDS = {
     "user_ids": "user_id", "codes": "code", "dates": "date", "numbers": "number",
     "quoted": "quoted", "names": "name", "actions": "action", "comparatives": "comparative",
     "rankings": "ranking"}
-SLOT_TYPES = tuple(_SET_FIELDS) + ("negations", "roles", "order")
+SLOT_TYPES = tuple(_SET_FIELDS) + ("counts", "negations", "roles", "order")
 
 # -- lexicons -----------------------------------------------------------------------------
 
@@ -143,6 +146,7 @@ _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
 _NUMBER_WORDS.update(thirty="30", forty="40", fifty="50", sixty="60", seventy="70",
                      eighty="80", ninety="90", hundred="100", thousand="1000",
                      million="1000000", billion="1000000000", dozen="12")
+_DISCOURSE = frozenset("things requests problems issues questions".split())
 _UNIT_WORDS = ("percent dollars dollar usd eur euros euro cents cent pounds gbp kg g lb lbs oz "
                "km m mi miles mile ml l gb mb tb kb hours hour hrs hr minutes minute mins min "
                "seconds sec days day weeks week months month years year pieces piece items item "
@@ -373,6 +377,7 @@ def extract(text: str) -> Slots:
     negated: set[str] = set()
     asserted: set[str] = set()
     words: set[str] = set()
+    counts: set[str] = set()
 
     # negation scopes and heads
     in_scope = [False] * n
@@ -407,7 +412,8 @@ def extract(text: str) -> Slots:
             if name:
                 sets["names"].add(low)
             elif low in _NUMBER_WORDS:
-                sets["numbers"].add(_NUMBER_WORDS[low])
+                (counts if prev in ("the", "these", "those") and i + 1 < n and toks[i + 1][1]
+                 in _DISCOURSE else sets["numbers"]).add(_NUMBER_WORDS[low])
             elif low in _DAYS:
                 sets["dates"].add(low)
             if not in_scope[i] and not _is_cue(low):
@@ -424,7 +430,7 @@ def extract(text: str) -> Slots:
 
     roles, order = _roles(toks)
     return Slots(**{k: frozenset(v) for k, v in sets.items() if k != "rankings"},
-                 rankings=frozenset(_rankings(toks)),
+                 rankings=frozenset(_rankings(toks)), counts=frozenset(counts),
                  negations=frozenset((h, "+-" if h in asserted else "-") for h in negated),
                  roles=frozenset(roles), order=frozenset(order), words=frozenset(words),
                  asserted=frozenset(asserted))
@@ -563,6 +569,8 @@ def compare(a: Slots, b: Slots) -> tuple[bool, list[str]]:
             only_b = {v for v in only_b if v not in a.words}
         if only_a or only_b:
             diffs.append(f"slot '{label}' differs: {_fmt(only_a)} vs {_fmt(only_b)}")
+    if a.counts and b.counts and a.counts != b.counts:
+        diffs.append(f"slot 'count' differs: {_fmt(a.counts)} vs {_fmt(b.counts)}")
     pa, pb = dict(a.negations), dict(b.negations)
     for head in sorted(set(pa) | set(pb)):
         pol_a = pa.get(head) or ("+" if head in a.asserted else None)

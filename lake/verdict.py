@@ -127,7 +127,12 @@ _WORD = re.compile(r"[^\W_][\w'’-]*")
 _EDIT_MAX = 3
 _SUFFIXES = ("s", "es", "ed", "d", "ing", "er", "ies", "y", "e")
 _FILLER = frozenset("anything anyone anybody exactly quite able sure wants wanted needs "
-                    "needed wish likes tries going gonna wanna longer much one ones".split())
+                    "needed wish likes tries going gonna wanna longer much one ones lot lots"
+                    .split())
+# words that only point at something the other side may name: pronouns, determiners,
+# prepositions (not quantifiers: "all" vs "the kettle" is a difference)
+_REFERENCE = frozenset("one ones it its them they this that these those the a an my your his "
+                       "her their our to for of with in on at by from into".split())
 
 
 def wording_differences(text_a: str, text_b: str) -> list[str]:
@@ -137,8 +142,11 @@ def wording_differences(text_a: str, text_b: str) -> list[str]:
     words by at most 3 words is a difference when one side has a content word (3+ letters, not
     a common word, not an -ly adverb) that the other text does not contain anywhere and that is
     no spelling or inflection variant of a word on the other side (edit distance 1, or stem plus
-    -s/-ed/-ing...): "the robotic one" vs "the canister one". Insertions and deletions are not:
-    rewording adds and drops whole sentences. ~1 ms for two 100-word texts.
+    -s/-ed/-ing...): "the robotic one" vs "the canister one". Not when one side only points at
+    what the other names (pronouns, determiners, prepositions: "exchange your current one to"
+    vs "... bottle for"; a quantifier does not point: "all" vs "the kettle" differs), and
+    insertions and deletions are not: rewording adds and drops whole sentences. ~1 ms for two
+    100-word texts.
     """
     ta = _words(text_a)
     tb = _words(text_b)
@@ -149,6 +157,8 @@ def wording_differences(text_a: str, text_b: str) -> list[str]:
         if op != "replace" or i2 - i1 > _EDIT_MAX or j2 - j1 > _EDIT_MAX:
             continue
         left, right = ta[i1:i2], tb[j1:j2]
+        if all(w in _REFERENCE for w in left) or all(w in _REFERENCE for w in right):
+            continue  # a pronoun spelled out: "your current one to" vs "... bottle for"
         if any(_new(w, sb, right) for w in left) or any(_new(w, sa, left) for w in right):
             out.append(f"slot 'wording' differs: {' '.join(left)!r} vs {' '.join(right)!r}")
     return out
@@ -159,9 +169,13 @@ def _words(text: str) -> list[str]:
             for w in _WORD.findall(unicodedata.normalize("NFKC", text))]
 
 
-def _new(w: str, other_text: set[str], other_side: list[str]) -> bool:
+def _content(w: str) -> bool:
     return (len(w) >= 3 and w not in COMMON_WORDS and w not in _FILLER and not w[0].isdigit()
-            and not w.endswith(("n't", "ly")) and w not in other_text
+            and not w.endswith(("n't", "ly")))
+
+
+def _new(w: str, other_text: set[str], other_side: list[str]) -> bool:
+    return (_content(w) and w not in other_text
             and not any(_variant(w, x) for x in other_side))
 
 

@@ -234,6 +234,36 @@ def test_small_exact_tenant_needs_refit_once_it_crosses_the_threshold():
     assert not C.refit(model).exact
 
 
+
+def test_a_model_rebuilt_from_its_assignment_searches_like_the_fit():
+    """What a process start does with a persisted fit: no training, no calibration, the
+    same layout, radii, drift baseline and answers (filtered or not, with later arrivals)."""
+    x, _ = fake_embed(26_000, seed=10)
+    fitted = C.fit(x[:24_000], seed=0)
+    labels = np.repeat(np.arange(fitted.k), np.diff(fitted.offsets))[np.argsort(fitted.row_ids)]
+    again = C.from_assignment(x[:24_000], labels, fitted.centroids, n_probe=fitted.n_probe,
+                              beta=fitted.beta, exact=fitted.exact, seed=fitted.seed)
+    assert (again.k, again.n_probe, again.beta, again.exact) == \
+        (fitted.k, fitted.n_probe, fitted.beta, fitted.exact)
+    np.testing.assert_array_equal(again.offsets, fitted.offsets)
+    np.testing.assert_array_equal(again.row_ids, fitted.row_ids)
+    np.testing.assert_allclose(again.radius, fitted.radius, rtol=1e-4)
+    assert again.fit_mean_sqdist == pytest.approx(fitted.fit_mean_sqdist, rel=1e-4)
+    for m in (fitted, again):
+        C.assign(m, x[24_000:])
+    np.testing.assert_array_equal(again.log_clusters[:again.log_len],
+                                  fitted.log_clusters[:fitted.log_len])
+    mask = np.random.default_rng(1).random(26_000) < 0.05
+    for q in moved(x, np.arange(0, 26_000, 1_300)):
+        for allowed in (None, mask):
+            a, b = C.search(fitted, q, 10, allowed=allowed), C.search(again, q, 10,
+                                                                      allowed=allowed)
+            assert a[0].tolist() == b[0].tolist()
+    with pytest.raises(ValueError):
+        C.from_assignment(x[:10], np.zeros(9, np.int32), fitted.centroids, n_probe=4, beta=0.1)
+    with pytest.raises(ValueError):
+        C.from_assignment(x[:10], np.full(10, fitted.k), fitted.centroids, n_probe=4, beta=0.1)
+
 # -- properties --------------------------------------------------------------------------------
 @lru_cache(maxsize=1)
 def small() -> tuple[np.ndarray, C.ClusterModel]:

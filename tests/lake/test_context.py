@@ -193,6 +193,80 @@ def test_recluster_is_a_version_and_clusters_are_sql_tables(dev_cache):
     assert lake.sql("select count(*) from contexts").fetchall()[0][0] >= 1
 
 
+def _same_answers(a: dict, b: dict) -> None:
+    assert (a["verdict"], a["reason"], a["cluster"]) == (b["verdict"], b["reason"], b["cluster"])
+    assert [(n["trajectory_id"], n["cluster"]) for n in a["neighbors"]] == \
+        [(n["trajectory_id"], n["cluster"]) for n in b["neighbors"]]
+    assert [n["similarity"] for n in a["neighbors"]] == \
+        pytest.approx([n["similarity"] for n in b["neighbors"]], abs=1e-5)
+    def fused(x: dict) -> dict:  # ties come in DuckDB's group order (and the top plans are
+        f = {k: sorted(map(repr, v)) if isinstance(v, list) else v  # cut among ties): lists
+             for k, v in x["fused"].items() if k != "feedback"}  # as sets, plans by score
+        f["plans"] = [(p["support"], p["success_rate"], p["score"]) for p in x["fused"]["plans"]]
+        return f
+
+    assert fused(a) == fused(b)
+
+
+def test_a_restart_loads_the_persisted_clusters_instead_of_refitting(tmp_path, dev_records,
+                                                                      minilm, monkeypatch):
+    """The fit is persisted; a new process loads it (fitted_at stays, no recluster version),
+    assigns rows committed after it to their nearest centroid as on arrival, and answers as
+    before the restart. It refits only when the fit is stale: grown 1.5x, or a member's task
+    text changed."""
+    from lake.index import TenantIndex
+
+    path = str(tmp_path / "lake")
+    recs = [r for r in dev_records if r["meta"]["domain"] == "retail"][:75]
+    queries = [{"text": r["meta"]["first_user_message"], "k": 5} for r in recs[::10]]
+    queries += [{"text": recs[1]["task"]}, {"text": "cancel my order", "k": 3,
+                                             "filters": {"success_only": True}}]
+
+    def answers(cs: ContextService) -> list[dict]:
+        return [cs.get_context("default", q) for q in queries]
+
+    with Lake.open(path) as lake:
+        lake.ingest(recs[:50])
+        cs = ContextService(lake, embedder=minilm)
+        cs.index("default")  # fitted on first use, and persisted
+        cs.wait_indexed(lake.ingest(recs[50:60]).lsn)  # after the fit: assigned on arrival
+        idx = cs.index("default")
+        fitted_at, k, size = idx.fitted_at, idx.model.k, idx.size
+        labels = {r.trajectory_id: int(c) for r, c in zip(idx.rows, idx.labels, strict=True)}
+        before, versions = answers(cs), len(lake.versions())
+        cs.close()
+    assert size == 60 and idx.fitted_rows == 50
+
+    def no_fit(self, seed=0):
+        raise AssertionError("the index was refitted at start")
+
+    with Lake.open(path) as lake, monkeypatch.context() as m:
+        m.setattr(TenantIndex, "fit", no_fit)
+        cs = ContextService(lake, embedder=minilm)
+        after = answers(cs)
+        idx = cs.index("default")
+        assert (idx.fitted_at, idx.model.k, idx.size, idx.fitted_rows) == (fitted_at, k, 60, 50)
+        assert {r.trajectory_id: int(c) for r, c in zip(idx.rows, idx.labels, strict=True)} \
+            == labels
+        assert len(lake.versions()) == versions  # nothing was written
+        cs.close()
+    for a, b in zip(before, after, strict=True):
+        _same_answers(a, b)
+
+    with Lake.open(path) as lake:  # grown 1.5x since the fit, while no cache ran: refit
+        lake.ingest(recs[60:75])
+        cs = ContextService(lake, embedder=minilm)
+        idx = cs.index("default")
+        assert idx.fitted_at > fitted_at and idx.fitted_rows == 75
+        assert lake.versions()[-1].operation == "recluster"
+        fitted_at = idx.fitted_at
+        cs.close()
+    with Lake.open(path) as lake:  # a member's task text changed: its vector is not the fit's
+        lake.ingest([{**recs[3], "task": "Exchange the blue kettle for a red one"}])
+        cs = ContextService(lake, embedder=minilm)
+        assert cs.index("default").fitted_at > fitted_at
+        cs.close()
+
 def test_embedding_is_never_repeated_for_the_same_text(cache):
     cache.lake.ingest(_runs("Refund order #77", "refund   ORDER #77"))  # same normalized text
     cache.index("default")

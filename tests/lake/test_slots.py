@@ -49,6 +49,16 @@ def test_numbers_are_normalized():
     assert same("wait 10 hours", "wait 10 hour")
 
 
+def test_a_count_of_the_texts_own_requests_is_compared_only_on_both_sides():
+    text = "Exchange the speaker and move the order to NYC."
+    assert extract(text + " Mention the two requests at once.").counts == {"2"}
+    assert same(text, text + " Mention the two requests at once.")
+    assert same(text + " Mention the two things.", text + " Mention these two requests.")
+    assert differs(text + " Mention the two things.", text + " Mention the three things.")
+    assert differs("cancel the order", "cancel the two orders")  # a count of objects: a number
+    assert differs("return two items", "return the items")
+
+
 def test_dates_and_times():
     s = extract("Book it for May 3rd, 2024 at 3 p.m., or 2024-05-04, or 5/6/2024, or Friday")
     assert {"2024-05-03", "15:00", "2024-05-04", "5/6/2024", "friday"} <= s.dates

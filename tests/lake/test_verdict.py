@@ -187,6 +187,15 @@ def test_wording_tolerates_typos_and_inflections():
     assert V.wording_differences("along with a speaker", "along with sneakers")
 
 
+def test_wording_a_pronoun_spelled_out_is_no_swap_but_a_quantifier_is():
+    assert not V.wording_differences("exchange your current one to the largest size",
+                                     "exchange your current bottle for the largest size")
+    assert not V.wording_differences("you like it extremely", "you like it a lot")
+    assert V.wording_differences("you want to return all in that order",
+                                 "you want to return the kettle in that order")
+    assert V.wording_differences("mention the robotic one", "mention the canister one")
+
+
 # -- calibration --------------------------------------------------------------------------
 
 def test_calibrate_keeps_the_default_without_evidence():
