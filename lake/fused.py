@@ -88,7 +88,9 @@ def _plans(con: duckdb.DuckDBPyConnection, out: dict[int, dict]) -> None:
             "success_rate": (wins / known) if known else None,
             "score": wilson_low(wins, known)})
     for cid, plans in by.items():
-        plans.sort(key=lambda p: (-p["score"], -p["support"], len(p["tools"])))
+        # the tools last: equal plans by score come out the same on every run (DuckDB's
+        # group-by order is not stable), so the top-plans cut is deterministic
+        plans.sort(key=lambda p: (-p["score"], -p["support"], len(p["tools"]), p["tools"]))
         if cid in out:
             out[cid]["plans"] = [{**p, "score": round(p["score"], 4)} for p in plans[:TOP_PLANS]]
 
@@ -102,7 +104,7 @@ def _tools(con: duckdb.DuckDBPyConnection, out: dict[int, dict]) -> None:
                median(s.duration_ms) as p50_ms, median(s.cost_usd) as p50_cost
         from s join m using (trajectory_id) join r using (trajectory_id)
         where s.kind = 'tool' and s.name is not null
-        group by 1, 2 order by 1, calls desc""").fetchall()
+        group by 1, 2 order by 1, calls desc, 2""").fetchall()
     for cid, name, calls, nruns, succ, err, p50, cost in rows:
         if cid in out:
             out[cid]["tools"].append({"name": name, "calls": calls, "runs": nruns,
@@ -139,7 +141,8 @@ def _pitfalls(con: duckdb.DuckDBPyConnection, out: dict[int, dict]) -> None:
                 "successful_runs": in_ok, "fail_share": round(fail_share, 4),
                 "success_share": round(ok_share, 4), "lift": round(lift, 4)})
     for cid, items in by.items():
-        items.sort(key=lambda p: (-(p["error"] is not None), -p["lift"], -p["failed_runs"]))
+        items.sort(key=lambda p: (-(p["error"] is not None), -p["lift"], -p["failed_runs"],
+                                  p["tool"] or "", p["error"] or ""))
         if cid in out:
             out[cid]["pitfalls"] = items[:TOP_PITFALLS]
 

@@ -117,7 +117,8 @@ CLUSTERS = pa.schema(
         _f("success_rate", pa.float64(), "share of members that succeeded (known outcomes)"),
         _f("hit_threshold", pa.float64(), "calibrated cosine above which a slot-equal match "
            "is a `hit`", False),
-        _f("stats", JSON, "JSON: plan skeleton, tool stats, pitfalls, expected steps/cost"),
+        _f("stats", JSON, "JSON: how the cluster was fitted, to reload it "
+           "(`{\"fit\": {embedder, norm, n_probe, beta, exact, seed}}`)"),
         _f("centroid", pa.list_(pa.float32(), EMBEDDING_DIM), "unit-length centroid", False),
         _f("fitted_at", TS, "when the clustering was fitted", False),
     ]
