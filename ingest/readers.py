@@ -17,14 +17,16 @@ from pathlib import Path
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import pyarrow.types as pt
 
+from lake.arrow_values import pylist as _pylist
 from lake.errors import InvalidArgument
 from lake.export import MANIFEST as EXPORT_MANIFEST
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".parquet", ".arrow", ".arrows", ".feather")
+ARROW_KINDS = ("parquet", "arrow")  # one record per row of Arrow record batches
+BATCH_ROWS = 4096  # Parquet rows read (and validated) at a time
+READ_ERRORS = (OSError, pa.ArrowException, EOFError, zlib.error)
 
 
 @dataclass(slots=True)
@@ -97,24 +99,61 @@ class Reader:
             elif self.kind == "jsonl.gz":
                 with gzip.open(self.path, "rb") as f:
                     f.read(1)
-        except (OSError, pa.ArrowException, EOFError, zlib.error) as e:
+        except READ_ERRORS as e:
             raise InvalidArgument(f"cannot read {self.kind} file: {e}; check the file is "
-                                  "complete and of the type its name says", location=str(self.path)) from e
+                                  "complete and of the type its name says",
+                                  location=str(self.path)) from e
 
     def __iter__(self) -> Iterator[Item]:
         try:
             if self.kind in ("jsonl", "jsonl.gz"):
                 yield from self._jsonl()
-            elif self.kind == "parquet":  # decoded in a thread while we convert rows
-                yield from self._batches(_prefetch(self._pq.iter_batches(batch_size=1024)),
-                                         self._pq.metadata.num_rows)
             elif self.kind == "lake-export":
                 yield from self._export
             else:
-                yield from self._batches(self._arrow, None)
-        except (OSError, pa.ArrowException, EOFError, zlib.error) as e:
-            yield Item(f"{self.path}", None, f"file is damaged from here on: {e}; the records "
-                       "before this point were read")
+                for first, batch in self.batches():
+                    yield from self.items(batch, first)
+        except READ_ERRORS as e:
+            yield self.damaged(e)
+
+    def batches(self) -> Iterator[tuple[int, pa.RecordBatch]]:
+        """Parquet / Arrow IPC: each record batch, with the number of rows before it.
+        Raises what a damaged file raises (see ``damaged``)."""
+        if self.kind == "parquet":  # decoded in a thread while we convert rows
+            source, total = _prefetch(self._pq.iter_batches(batch_size=BATCH_ROWS)), \
+                self._pq.metadata.num_rows
+        else:
+            source, total = self._arrow, None
+        row = 0
+        for batch in source:
+            yield row, batch
+            row += batch.num_rows
+            if total:
+                self.position = lambda done=row: int(self.size * done / total)
+
+    def damaged(self, e: BaseException) -> Item:
+        return Item(f"{self.path}", None, f"file is damaged from here on: {e}; the records "
+                    "before this point were read")
+
+    def items(self, batch: pa.RecordBatch, first: int,
+              rows: list[int] | None = None) -> Iterator[Item]:
+        """The batch's rows (all, or those of ``rows``) as records, one JSON object each;
+        ``first``: the rows of the file before the batch."""
+        if rows is not None:
+            batch = batch.take(pa.array(rows, pa.int64()))
+        converted = _pylist(batch)
+        if converted is None:
+            objs, plain = batch.to_pylist(maps_as_pydicts="lossy"), False
+        else:
+            objs, plain = converted
+        for i, obj in enumerate(objs):
+            loc = f"{self.path}:row {first + 1 + (i if rows is None else rows[i])}"
+            try:
+                raw = orjson.dumps(obj, option=orjson.OPT_NAIVE_UTC)
+            except TypeError as e:
+                yield Item(loc, None, f"a value cannot be read as JSON: {e}")
+                continue
+            yield Item(loc, raw, obj=obj if plain else None)
 
     def _jsonl(self) -> Iterator[Item]:
         opener = gzip.open if self.kind == "jsonl.gz" else open
@@ -126,27 +165,6 @@ class Reader:
                 if line:
                     yield Item(f"{self.path}:{n}", line)
         self.position = lambda: self.size
-
-    def _batches(self, batches, total_rows: int | None) -> Iterator[Item]:
-        row = 0
-        for batch in batches:
-            converted = _pylist(batch)
-            if converted is None:
-                objs, plain = batch.to_pylist(maps_as_pydicts="lossy"), False
-            else:
-                objs, plain = converted
-            for obj in objs:
-                row += 1
-                loc = f"{self.path}:row {row}"
-                try:
-                    raw = orjson.dumps(obj, option=orjson.OPT_NAIVE_UTC)
-                except TypeError as e:
-                    yield Item(loc, None, f"a value cannot be read as JSON: {e}")
-                    continue
-                yield Item(loc, raw, obj=obj if plain else None)
-            if total_rows:
-                done = row
-                self.position = lambda done=done: int(self.size * done / total_rows)
 
 
 def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
@@ -199,104 +217,3 @@ def _open_ipc(path: Path):
         reader = pa.ipc.open_file(path)
         return (reader.get_batch(i) for i in range(reader.num_record_batches))
     return pa.ipc.open_stream(path)
-
-
-# -- Arrow rows as Python objects, column by column -------------------------------------------
-# ``batch.to_pylist(maps_as_pydicts="lossy")`` converts value by value through Arrow scalars
-# (slow for nested columns: about 90% of a Parquet ingest went there) and makes a timezone-
-# aware ``datetime`` per timestamp (slower still). ``_pylist`` converts whole child arrays at
-# once and renders timestamps as the exact text ``orjson.dumps(..., OPT_NAIVE_UTC)`` writes
-# for the ``datetime``, so the JSON bytes of each row are the same as before. Types it does
-# not know (and duplicate map keys, out-of-range times) fall back to ``to_pylist``.
-
-_UTC_ZONES = (None, "UTC", "Etc/UTC", "+00:00")
-_MIN_TS_US, _MAX_TS_US = -62135596800 * 10**6, 253402300799 * 10**6 + 999999  # Python datetime
-_TS_US = {tz: pa.timestamp("us", tz=tz) for tz in _UTC_ZONES}
-_TS_NAIVE_US = pa.timestamp("us")
-
-
-class _Fallback(Exception):
-    pass
-
-
-class _State:
-    __slots__ = ("plain",)
-
-    def __init__(self) -> None:
-        self.plain = True  # only JSON values: no NaN/infinity (JSON null) anywhere
-
-
-def _pylist(batch: pa.RecordBatch) -> tuple[list[dict], bool] | None:
-    """``(rows, plain)``: the rows as ``to_pylist`` gives them (timestamps as orjson's text);
-    ``plain`` when every value survives a JSON round trip unchanged. None: use to_pylist."""
-    names = batch.schema.names
-    if not names or len(set(names)) != len(names):
-        return None
-    state = _State()
-    try:
-        cols = [_values(col, state) for col in batch.columns]
-    except _Fallback:
-        return None
-    return [dict(zip(names, vals, strict=False)) for vals in zip(*cols, strict=False)], state.plain
-
-
-def _values(arr: pa.Array, state: _State) -> list:
-    t = arr.type
-    if (pt.is_string(t) or pt.is_large_string(t) or pt.is_integer(t) or pt.is_boolean(t)
-            or pt.is_null(t)):
-        return arr.to_pylist()
-    if pt.is_float32(t) or pt.is_float64(t):
-        if state.plain and not pc.all(pc.is_finite(arr), min_count=0).as_py():
-            state.plain = False  # NaN and infinities become null in JSON
-        return arr.to_pylist()
-    if pt.is_timestamp(t):
-        return _timestamps(arr)
-    if pt.is_struct(t):
-        names = [t.field(i).name for i in range(t.num_fields)]
-        if not names or len(set(names)) != len(names):
-            raise _Fallback
-        kids = [_values(c, state) for c in arr.flatten()]
-        rows = [dict(zip(names, vals, strict=False)) for vals in zip(*kids, strict=False)]
-        if arr.null_count:
-            valid = arr.is_valid().to_pylist()
-            rows = [r if ok else None for r, ok in zip(rows, valid, strict=True)]
-        return rows
-    if pt.is_list(t) or pt.is_large_list(t) or pt.is_map(t):
-        offsets = arr.offsets.to_pylist()  # of this (maybe sliced) array: len(arr) + 1
-        start, n = offsets[0], offsets[-1] - offsets[0]
-        spans = [(a - start, b - start) for a, b in zip(offsets, offsets[1:], strict=False)]
-        if pt.is_map(t):
-            if not (pt.is_string(t.key_type) or pt.is_large_string(t.key_type)):
-                raise _Fallback  # not a JSON object key
-            keys = _values(arr.keys.slice(start, n), state)
-            items = _values(arr.items.slice(start, n), state)
-            lists = [dict(zip(keys[a:b], items[a:b], strict=False)) for a, b in spans]
-            if any(len(d) != b - a for d, (a, b) in zip(lists, spans, strict=False)):
-                raise _Fallback  # duplicate keys: to_pylist warns and keeps the last
-        else:
-            vals = _values(arr.values.slice(start, n), state)
-            lists = [vals[a:b] for a, b in spans]
-        if arr.null_count:
-            valid = arr.is_valid().to_pylist()
-            lists = [v if ok else None for v, ok in zip(lists, valid, strict=True)]
-        return lists
-    raise _Fallback  # dictionary, binary, decimal, date, time, duration, extension...
-
-
-def _timestamps(arr: pa.Array) -> list:
-    t = arr.type
-    if t.unit not in ("s", "ms", "us") or t.tz not in _UTC_ZONES:
-        raise _Fallback
-    try:
-        us = arr.cast(_TS_US[t.tz])
-    except pa.ArrowInvalid:  # overflow
-        raise _Fallback from None
-    if arr.null_count < len(arr):
-        lo, hi = pc.min_max(us.cast(pa.int64())).values()
-        if lo.as_py() < _MIN_TS_US or hi.as_py() > _MAX_TS_US:
-            raise _Fallback  # to_pylist cannot make a datetime of it
-    # "YYYY-MM-DD HH:MM:SS.ffffff" -> orjson's "YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00"
-    text = pc.replace_substring(us.cast(_TS_NAIVE_US).cast(pa.string()), " ", "T",
-                                max_replacements=1)
-    text = pc.if_else(pc.ends_with(text, ".000000"), pc.utf8_slice_codeunits(text, 0, -7), text)
-    return pc.binary_join_element_wise(text, "+00:00", "").to_pylist()

@@ -1,10 +1,11 @@
 """Batch ingest: files in, durable trajectories out, bad records quarantined.
 
-Records are validated one by one; good ones are logged durably in chunks (each chunk is
-acknowledged once it is fsynced in the write-ahead log) while the lake commits earlier
-chunks in the background. Three things overlap: validating (here, or for a large JSONL
-input in worker processes, one per core), logging the previous chunk (a thread), and
-committing earlier chunks to Lance (the lake's writer thread).
+Records are validated (JSONL one by one, Parquet and Arrow IPC a record batch at a time:
+``lake/columnar.py``); good ones are logged durably in chunks (each chunk is acknowledged
+once it is fsynced in the write-ahead log) while the lake commits earlier chunks in the
+background. Three things overlap: validating (here, or for a large JSONL input in worker
+processes, one per core), logging the previous chunks (a thread), and committing earlier
+chunks to Lance (the lake's writer thread).
 """
 
 from __future__ import annotations
@@ -27,14 +28,17 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from lake import Lake
+from lake.columnar import KEEP, normalize_batch
 from lake.errors import InvalidArgument
 from lake.records import Context, Record, normalize, normalize_line
+from lake.row_log import wal_entry
 from lake.writer import steps_table
 
 from .quarantine import Quarantine
-from .readers import Reader, expand, kind_of, size_of
+from .readers import ARROW_KINDS, READ_ERRORS, Item, Reader, expand, kind_of, size_of
 
 CHUNK_RECORDS = 2000
+LOG_DEPTH = 2  # chunks being logged while the next is validated
 
 # Exit codes of `lake ingest` (documented in the README).
 EXIT_OK, EXIT_NOTHING_READ, EXIT_SOME_REJECTED = 0, 1, 2
@@ -67,14 +71,15 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
                  quarantine: Quarantine | None = None,
                  on_progress: Callable[[int, int], None] | None = None,
                  on_ack: Callable[[dict[str, Any]], None] | None = None,
-                 workers: int | None = None) -> Summary:
+                 workers: int | None = None, columnar: bool = True) -> Summary:
     """Ingest files/directories. ``on_progress(done_bytes, total_bytes)``; ``on_ack`` gets
     ``{"file", "through", "trajectories", "lsn"}`` each time a chunk is durable.
 
     ``workers``: processes that validate JSONL records (None: one per core when the JSONL
     input is at least ``WORKERS_MIN_BYTES``, else none; 0: validate in this process). What
-    lands is the same either way. Parquet and Arrow records are validated here: they reach
-    Python as objects already, and shipping them to a worker costs more than it saves."""
+    lands is the same either way. Parquet and Arrow records are validated here, a batch at
+    a time, column by column (``lake/columnar.py``; ``columnar=False``: one by one, as JSON,
+    which lands the same rows, with other record hashes: for comparison)."""
     files = expand(paths)
     quarantine = quarantine or Quarantine(directory=lake.settings.quarantine_path)
     summary = Summary(files=len(files))
@@ -97,7 +102,7 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
                 pool = _Workers(workers)
             _ingest_file(lake, reader, tenant, quarantine, summary, on_ack,
                          lambda: on_progress(done + reader.position(), total)  # noqa: B023
-                         if on_progress else None, pool, workers)
+                         if on_progress else None, pool, workers, columnar)
             done += reader.size
             if on_progress:
                 on_progress(done, total)
@@ -113,24 +118,25 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
 
 def _ingest_file(lake: Lake, reader: Reader, tenant: str | None, quarantine: Quarantine,
                  summary: Summary, on_ack: Callable | None, tick: Callable[[], None],
-                 pool: _Workers | None = None, workers: int = 0) -> None:
+                 pool: _Workers | None = None, workers: int = 0, columnar: bool = True) -> None:
     # Records are validated here or, with a pool, in worker processes (chunks of
     # WORKER_CHUNK items, results taken in order). Logging a chunk durably (WAL write +
-    # fsync, in a thread) overlaps validating the next one; at most one chunk is in
-    # flight, and its ack (summary, on_ack, progress) is reported here, in order, once it is
-    # durable.
+    # fsync, in a thread) overlaps validating the next ones; up to LOG_DEPTH chunks are in
+    # flight (logged in order), and their acks (summary, on_ack, progress) are reported
+    # here, in order, once durable.
     ctx = lake.context(tenant)
     records: list[Record] = []
     lines: list[bytes] = []
+    tables: list[pa.Table | None] = []  # Arrow input: the records' steps, batch by batch
     last = ""
-    inflight: tuple[Future[int], list[Record], str] | None = None
+    inflight: deque[tuple[Future[int], list[Record], str]] = deque()
 
-    def finish() -> None:
-        nonlocal inflight
-        if inflight is None:
-            return
-        future, done, through = inflight
-        inflight = None
+    def finish(depth: int = 0) -> None:
+        while len(inflight) > depth:
+            finish_one()
+
+    def finish_one() -> None:
+        future, done, through = inflight.popleft()
         lsn = future.result()
         summary.trajectories += len(done)
         summary.steps += sum(r.trajectory["n_steps"] for r in done)
@@ -142,10 +148,14 @@ def _ingest_file(lake: Lake, reader: Reader, tenant: str | None, quarantine: Qua
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-log") as log:
 
         def submit() -> None:
-            nonlocal records, lines, inflight
-            finish()
-            inflight = (log.submit(lake.submit, records, lines, ctx), records, last)
-            records, lines = [], []
+            nonlocal records, lines, tables
+            finish(LOG_DEPTH - 1)
+            if tables:
+                inflight.append((log.submit(_log_rows, lake, records, tables, ctx), records,
+                                 last))
+            else:
+                inflight.append((log.submit(lake.submit, records, lines, ctx), records, last))
+            records, lines, tables = [], [], []
 
         def accept(location: str, raw: bytes | None = None, rec: Record | None = None) -> None:
             nonlocal last
@@ -156,20 +166,24 @@ def _ingest_file(lake: Lake, reader: Reader, tenant: str | None, quarantine: Qua
                 if len(records) >= CHUNK_RECORDS:
                     submit()
 
+        def accept_rows(location: str, recs: list[Record], steps: pa.Table | None) -> None:
+            nonlocal last
+            last = location
+            if recs:
+                records.extend(recs)
+                tables.append(steps)
+                if len(records) >= CHUNK_RECORDS:
+                    submit()
+
         try:
-            if pool is None or reader.kind not in JSONL_KINDS:
+            if columnar and reader.kind in ARROW_KINDS:
+                _validate_batches(reader, ctx, quarantine, accept, accept_rows)
+            elif pool is None or reader.kind not in JSONL_KINDS:
                 for item in reader:
                     accept(item.location)
-                    if item.raw is None:
-                        quarantine.add(item.location, item.error or "unreadable", None, None)
-                        continue
-                    try:
-                        rec = (normalize_line(item.raw, ctx) if item.obj is None
-                               else normalize(item.obj, item.raw, ctx))  # obj: raw, parsed
-                    except InvalidArgument as e:
-                        quarantine.add(item.location, e.message, e.field, item.raw)
-                        continue
-                    accept(item.location, item.raw, rec)
+                    rec = _validate(item, ctx, quarantine)
+                    if rec is not None:
+                        accept(item.location, item.raw, rec)
             else:
                 _validate_in_workers(pool, 2 * workers + 1, reader, ctx, quarantine, accept)
             if records:
@@ -179,6 +193,56 @@ def _ingest_file(lake: Lake, reader: Reader, tenant: str | None, quarantine: Qua
             with contextlib.suppress(Exception):
                 finish()  # report what did become durable
             raise
+
+
+def _validate(item: Item, ctx: Context, quarantine: Quarantine) -> Record | None:
+    """One record through ``normalize``; a bad one goes to the quarantine."""
+    if item.raw is None:
+        quarantine.add(item.location, item.error or "unreadable", None, None)
+        return None
+    try:
+        return (normalize_line(item.raw, ctx) if item.obj is None
+                else normalize(item.obj, item.raw, ctx))  # obj: raw, parsed
+    except InvalidArgument as e:
+        quarantine.add(item.location, e.message, e.field, item.raw)
+        return None
+
+
+# -- Arrow input: whole batches at once --------------------------------------------------------
+# Parquet and Arrow IPC rows are validated a batch at a time (``lake/columnar.py``); the rows
+# it leaves (bad ones, or values it does not read) go through ``normalize`` one by one, so
+# their errors are the usual ones. Chunks are logged as rows (``row_log.wal_entry``): no
+# JSON text is made for the records that pass.
+
+def _validate_batches(reader: Reader, ctx: Context, quarantine: Quarantine,
+                      accept: Callable[..., None],
+                      accept_rows: Callable[[str, list[Record], pa.Table | None], None]) -> None:
+    try:
+        for first, batch in reader.batches():
+            res = normalize_batch(batch, ctx, KEEP)
+            got = list(zip(res.rows, res.records, strict=True))
+            for row, item in zip(res.rest, reader.items(batch, first, res.rest), strict=True):
+                rec = _validate(item, ctx, quarantine)
+                if rec is not None:
+                    got.append((row, rec))
+            mixed = len(got) > len(res.records)
+            if mixed:
+                got.sort(key=lambda x: x[0])  # the file's order: a later duplicate wins
+            accept_rows(f"{reader.path}:row {first + batch.num_rows}", [r for _, r in got],
+                        None if mixed else res.steps)
+    except READ_ERRORS as e:
+        item = reader.damaged(e)
+        accept(item.location)
+        quarantine.add(item.location, item.error or "unreadable", None, None)
+
+
+def _log_rows(lake: Lake, records: list[Record], tables: list[pa.Table | None],
+              ctx: Context) -> int:
+    """Log a chunk of Arrow input (in the log thread: building the entry mostly releases
+    the GIL)."""
+    steps = None if any(t is None for t in tables) else (
+        tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks())
+    return lake.submit(records, wal_entry(records, steps), ctx)
 
 
 # -- validation in worker processes ----------------------------------------------------------

@@ -17,6 +17,7 @@ import hashlib
 import math
 import sys
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -112,6 +113,31 @@ def normalize(obj: Any, raw: bytes, ctx: Context) -> Record:
     if not isinstance(obj, dict):
         raise InvalidArgument(f"a trajectory must be a JSON object, got {_kind(obj)}", field="$")
     rhash = hashlib.blake2b(raw, digest_size=12).hexdigest()
+    head = head_fields(obj, ctx, rhash)
+    steps, payloads = _steps(obj.get("steps"), head.trajectory_id, ctx)
+
+    def step_values(key: str) -> list:
+        return [s[key] for s in steps if s[key] is not None]
+
+    return Record(trajectory_row(obj, head, ctx, len(steps), step_values, rhash), steps, payloads)
+
+
+@dataclass(slots=True)
+class Head:
+    """A record's fields checked before its steps (in this order: the first error wins)."""
+
+    trajectory_id: str
+    task: str
+    outcome: dict
+    success: bool | None
+    reward: float | None
+    scores: list[tuple[str, float]] | None
+    status: str
+
+
+def head_fields(obj: dict, ctx: Context, rhash: str) -> Head:
+    """Check the tenant, task, id, outcome and status of a record (``rhash``: the record
+    hash, whose ``h-`` form is the id of a record without one)."""
     tenant = obj.get("tenant")
     if tenant is not None and tenant != ctx.tenant:
         raise InvalidArgument(
@@ -146,13 +172,19 @@ def normalize(obj: Any, raw: bytes, ctx: Context) -> Record:
     elif status not in STATUSES:
         raise InvalidArgument(f"status {status!r} is not one of {', '.join(STATUSES)}",
                               field="status")
-    steps, payloads = _steps(obj.get("steps"), tid, ctx)
-    meta = _meta(obj, outcome)
-    traj = {
+    return Head(tid, task, outcome, success, reward, scores, status)
+
+
+def trajectory_row(obj: dict, head: Head, ctx: Context, n_steps: int,
+                   step_values: Callable[[str], list], rhash: str) -> dict[str, Any]:
+    """The ``trajectories`` row of a record whose head and steps are checked; the fields
+    checked after the steps. ``step_values(key)``: the steps' non-null values of ``key``."""
+    meta = _meta(obj, head.outcome)
+    return {
         "tenant": ctx.tenant,
-        "trajectory_id": tid,
-        "task": task,
-        "task_hash": task_hash(task),
+        "trajectory_id": head.trajectory_id,
+        "task": head.task,
+        "task_hash": task_hash(head.task),
         "agent": _str(obj, "agent", "agent"),
         "agent_version": _str(obj, "agent_version", "agent_version"),
         "model": _str(obj, "model", "model"),
@@ -160,16 +192,16 @@ def normalize(obj: Any, raw: bytes, ctx: Context) -> Record:
         "on_behalf_of": _str(obj, "on_behalf_of", "on_behalf_of"),
         "parent_id": _str(obj, "parent_id", "parent_id"),
         "fork_step": _int(obj, "fork_step", "fork_step", bits=31),
-        "status": status,
+        "status": head.status,
         "started_at": _ts(obj, "started_at", "started_at"),
         "ended_at": _ts(obj, "ended_at", "ended_at"),
-        "success": success,
-        "reward": reward,
-        "scores": scores,
-        "n_steps": len(steps),
-        "tokens_in": _total(obj, "tokens_in", steps, _int),
-        "tokens_out": _total(obj, "tokens_out", steps, _int),
-        "cost_usd": _total(obj, "cost_usd", steps, _float),
+        "success": head.success,
+        "reward": head.reward,
+        "scores": head.scores,
+        "n_steps": n_steps,
+        "tokens_in": _total(obj, "tokens_in", step_values, _int),
+        "tokens_out": _total(obj, "tokens_out", step_values, _int),
+        "cost_usd": _total(obj, "cost_usd", step_values, _float),
         "tags": _tags(obj.get("tags")),
         "meta": orjson.dumps(meta).decode() if meta else None,
         "ingested_at": ctx.ingested_at_us,
@@ -178,7 +210,6 @@ def normalize(obj: Any, raw: bytes, ctx: Context) -> Record:
         "retract_reason": None,
         "_record_hash": rhash,
     }
-    return Record(traj, steps, payloads)
 
 
 # -- steps --------------------------------------------------------------------------------
@@ -322,7 +353,8 @@ def _step(step: dict, pos: int, index: int, tid: str, ctx: Context, payloads: li
             data = text.encode()
             if len(data) > ctx.payload_limit:
                 sha = hashlib.sha256(data).hexdigest()
-                payloads.append({"tenant": ctx.tenant, "sha256": sha, "size": len(data), "data": text})
+                payloads.append({"tenant": ctx.tenant, "sha256": sha, "size": len(data),
+                                 "data": text})
                 row[col] = text[: ctx.preview_chars]
                 row[f"{col}_ref"] = sha
     return row
@@ -458,11 +490,11 @@ def _tags(v: Any) -> list[str] | None:
     return v
 
 
-def _total(obj: dict, key: str, steps: list[dict], read: Any) -> Any:
+def _total(obj: dict, key: str, step_values: Callable[[str], list], read: Any) -> Any:
     given = read(obj, key, key)
     if given is not None:
         return given
-    vals = [s[key] for s in steps if s[key] is not None]
+    vals = step_values(key)
     if not vals:
         return None
     total = sum(vals)

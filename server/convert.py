@@ -295,6 +295,12 @@ def ipc_records(data: bytes) -> list[tuple[bytes | None, str | None]]:
 
     The whole message is decoded and validated first, so a damaged one is refused before
     anything is written."""
+    return [item for batch in ipc_table(data).to_batches() for item in ipc_rows(batch)]
+
+
+def ipc_table(data: bytes) -> pa.Table:
+    """Arrow IPC bytes (a stream or a file) -> the table, checked in full: a damaged
+    message is refused whole."""
     if not data:
         raise InvalidArgument("arrow_ipc is empty; send an Arrow IPC stream of trajectories",
                               field="arrow_ipc")
@@ -308,13 +314,20 @@ def ipc_records(data: bytes) -> list[tuple[bytes | None, str | None]]:
     except (pa.ArrowException, OSError, ValueError) as e:
         raise InvalidArgument(f"not a readable Arrow IPC stream or file ({e}); write it with "
                               "pyarrow.ipc.new_stream", field="arrow_ipc") from e
+    return table
+
+
+def ipc_rows(batch: pa.RecordBatch,
+             rows: list[int] | None = None) -> list[tuple[bytes | None, str | None]]:
+    """Rows of a batch (all, or those of ``rows``) as ``ipc_records`` gives them."""
+    if rows is not None:
+        batch = batch.take(pa.array(rows, pa.int64()))
     out: list[tuple[bytes | None, str | None]] = []
-    for batch in table.to_batches():
-        for obj in _pylist(batch):
-            try:
-                out.append((orjson.dumps(_from_arrow(obj), option=orjson.OPT_NAIVE_UTC), None))
-            except TypeError as e:
-                out.append((None, f"a value cannot be read as JSON: {e}"))
+    for obj in _pylist(batch):
+        try:
+            out.append((orjson.dumps(_from_arrow(obj), option=orjson.OPT_NAIVE_UTC), None))
+        except TypeError as e:
+            out.append((None, f"a value cannot be read as JSON: {e}"))
     return out
 
 

@@ -11,11 +11,14 @@ from typing import Any
 import grpc
 import numpy as np
 import orjson
+import pyarrow as pa
 
 from lake import Lake, reads
+from lake.columnar import DROP, normalize_batch
 from lake.context import ContextService, describe
 from lake.errors import InvalidArgument
-from lake.records import normalize_line
+from lake.records import Record, normalize_line
+from lake.row_log import wal_entry
 from proto.contextlake.v1 import lake_pb2 as pb
 from proto.contextlake.v1 import lake_pb2_grpc as pb_grpc
 
@@ -86,26 +89,46 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         return pb.FinishTrajectoryResponse(lsn=lsn)
 
     def IngestArrow(self, request: pb.IngestArrowRequest, context: Any) -> pb.IngestArrowResponse:
-        """Validate every row like a file ingest; log the good ones durably (WAL + fsync)."""
+        """Validate every row like a file ingest; log the good ones durably (WAL + fsync).
+
+        Rows are validated a batch at a time (``lake/columnar.py``); the rows it leaves go
+        through ``normalize_line`` one by one, so a bad row's reject is the usual one."""
         ctx = self.lake.context(identity().tenant)
-        items = convert.ipc_records(request.arrow_ipc)  # a damaged message: refused whole
-        records, lines, rejects = [], [], []
-        for i, (raw, why) in enumerate(items):
-            if raw is None:
-                rejects.append(pb.Reject(index=i, reason=why or "unreadable"))
-                continue
-            try:
-                rec = normalize_line(raw, ctx)
-            except InvalidArgument as e:
-                rejects.append(pb.Reject(index=i, field=e.field or "", reason=e.message,
-                                         trajectory_id=_trajectory_id(raw)))
-                continue
-            records.append(rec)
-            lines.append(raw)
-        lsn = self.lake.submit(records, lines, ctx)
+        table = convert.ipc_table(request.arrow_ipc)  # a damaged message: refused whole
+        got: list[tuple[int, Record]] = []
+        rejects, steps, offset = [], [], 0
+        for batch in table.combine_chunks().to_batches():
+            res = normalize_batch(batch, ctx, DROP)
+            got.extend((offset + row, rec) for row, rec in zip(res.rows, res.records,
+                                                               strict=True))
+            steps.append(res.steps)
+            for row, (raw, why) in zip(res.rest, convert.ipc_rows(batch, res.rest),
+                                       strict=True):
+                if raw is None:
+                    rejects.append(pb.Reject(index=offset + row, reason=why or "unreadable"))
+                    continue
+                try:
+                    got.append((offset + row, normalize_line(raw, ctx)))
+                    steps[-1] = None  # some steps are row dicts: wal_entry collects them
+                except InvalidArgument as e:
+                    rejects.append(pb.Reject(index=offset + row, field=e.field or "",
+                                             reason=e.message, trajectory_id=_trajectory_id(raw)))
+            offset += batch.num_rows
+        got.sort(key=lambda x: x[0])  # the message's order: a later duplicate wins
+        records = [rec for _, rec in got]
+        lsn = self.lake.submit(records, wal_entry(records, _one(steps)), ctx) if records \
+            else self.lake.submit([], [], ctx)
+        rejects.sort(key=lambda r: r.index)
         return pb.IngestArrowResponse(
             accepted=len(records), steps=sum(r.trajectory["n_steps"] for r in records),
             rejects=rejects, lsn=lsn)
+
+
+def _one(tables: list[pa.Table | None]) -> pa.Table | None:
+    """The batches' steps as one table; None when some are rows (or there are none)."""
+    if not tables or any(t is None for t in tables):
+        return None
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
 
 
 def _trajectory_id(raw: bytes) -> str:

@@ -1,0 +1,125 @@
+"""Validated records in the write-ahead log as rows, and their record hash.
+
+``wal_entry`` makes one log entry (op ``rows``) of validated records: their trajectory rows
+and payloads as one JSON line, their steps as an Arrow IPC stream; replay
+(``read_wal_entry``) reads the same records back, without validating or converting them
+again. No JSON text is made per record: the door for Arrow input (``lake/columnar.py``)
+logs what it validated this way.
+
+It also sets the ``_record_hash`` of records that have none (those ``columnar`` made): a
+sha256 of their stored rows, everything but the tenant and the ingest time, not of a
+JSON text. Re-sending the same rows is a no-op; the same record read from Parquet or Arrow
+IPC collides when its rows are the same. A record that came as a JSON line keeps the hash
+of its text (``records.normalize``), so the same record sent once as JSON and once as Arrow
+replaces the stored one once, with the same rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.types as pt
+
+from . import arrow_values as av
+from .records import Record
+from .schema import STEPS
+
+
+def wal_entry(records: list[Record], steps: pa.Table | None = None) -> memoryview:
+    """Validated records as one log entry: their trajectory rows and payloads as a JSON
+    line, then their steps as an Arrow IPC stream (``steps``: all of them, in order, when
+    the caller has them as one table). Sets the ``_record_hash`` of records made by
+    ``normalize_batch`` (hashing their rows here, in the logging thread, overlaps the
+    validation of the next batch: sha256 releases the GIL)."""
+    if steps is None:
+        steps = steps_of(records)
+    _hash(records, steps)
+    head = orjson.dumps({"trajectories": [r.trajectory for r in records],
+                         "payloads": [r.payloads for r in records]}) + b"\n"
+    steps = steps.drop_columns(["tenant", "trajectory_id"])  # the trajectory rows have them
+    size = pa.MockOutputStream()  # sized first: a growing buffer is copied as it grows
+    with pa.ipc.new_stream(size, steps.schema) as w:
+        w.write_table(steps)
+    buf = pa.allocate_buffer(len(head) + size.size())
+    out = pa.FixedSizeBufferWriter(buf)
+    out.write(head)
+    with pa.ipc.new_stream(out, steps.schema) as w:
+        w.write_table(steps)
+    return memoryview(buf)
+
+
+def read_wal_entry(body: bytes) -> list[Record]:
+    """The records of a ``wal_entry``, as they were logged."""
+    head, _, ipc = body.partition(b"\n")
+    h = orjson.loads(head)
+    trajs = h["trajectories"]
+    steps = pa.ipc.open_stream(pa.py_buffer(ipc)).read_all().combine_chunks()
+    counts = [t["n_steps"] for t in trajs]
+    ids = pa.array([t["trajectory_id"] for t in trajs], pa.string())
+    steps = steps.add_column(0, "trajectory_id", ids.take(np.repeat(np.arange(len(trajs)),
+                                                                     counts)))
+    tenant = trajs[0]["tenant"] if trajs else ""
+    steps = steps.add_column(0, "tenant", pa.array([tenant], pa.string()).take(
+        np.zeros(steps.num_rows, np.int64))).cast(STEPS)
+    out, off = [], 0
+    for traj, payloads, n in zip(trajs, h["payloads"], counts, strict=True):
+        if traj["scores"] is not None:
+            traj["scores"] = [tuple(s) for s in traj["scores"]]  # JSON has no tuples
+        out.append(Record(traj, steps.slice(off, n), payloads))
+        off += n
+    return out
+
+
+def steps_of(records: list[Record]) -> pa.Table:
+    """The records' steps (rows or tables) as one ``steps`` table, in order."""
+    parts = [r.steps if isinstance(r.steps, pa.Table)
+             else pa.Table.from_pylist(r.steps, schema=STEPS) for r in records]
+    return pa.concat_tables(parts).combine_chunks() if parts else STEPS.empty_table()
+
+
+_HASHED = ("trajectory_id", "task", "agent", "agent_version", "model", "session_id",
+           "on_behalf_of", "parent_id", "fork_step", "status", "started_at", "ended_at",
+           "success", "reward", "scores", "n_steps", "tokens_in", "tokens_out", "cost_usd",
+           "tags", "meta", "expires_at")
+_HASHED_STEPS = [f.name for f in STEPS if f.name not in ("tenant", "trajectory_id")]
+
+
+def _hash(records: list[Record], steps: pa.Table) -> None:
+    """The record hash of records without one: sha256 of the trajectory row and the step
+    rows (``steps`` holds every record's steps, in order)."""
+    if all(r.trajectory["_record_hash"] is not None for r in records):
+        return
+    numbers, texts = _step_bytes(steps)
+    off = 0
+    for r in records:
+        t = r.trajectory
+        n = t["n_steps"]
+        if t["_record_hash"] is None:
+            h = hashlib.sha256(b"rows/1\n" + orjson.dumps([t[k] for k in _HASHED]) + b"\n")
+            if n:
+                h.update(numbers[off:off + n])
+                for data, offsets in texts:
+                    h.update(data[offsets[off]:offsets[off + n]])
+            t["_record_hash"] = h.hexdigest()[:24]
+        off += n
+
+
+def _step_bytes(table: pa.Table) -> tuple[np.ndarray, list[tuple[memoryview, np.ndarray]]]:
+    """The step rows as bytes: their fixed-width values and text lengths row by row (null:
+    -1, or NaN), and each text column's characters with its offsets."""
+    nums, texts = [], []
+    for name in _HASHED_STEPS:
+        col = table.column(name).combine_chunks()
+        if pt.is_string(col.type):
+            offsets = np.frombuffer(col.buffers()[1], np.int32)[col.offset:][:len(col) + 1]
+            nums.append(np.where(av.valid(col), np.diff(offsets), -1))
+            data = col.buffers()[2]
+            texts.append((memoryview(data if data is not None else b""), offsets))
+        elif pt.is_floating(col.type):
+            nums.append(np.where(av.valid(col), av.num(col, 0.0), np.nan).view(np.int64))
+        else:
+            nums.append(np.where(av.valid(col), av.num(col.cast(pa.int64()), 0), -1))
+    return np.ascontiguousarray(np.stack(nums, axis=1).astype(np.int64)), texts
