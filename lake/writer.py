@@ -7,9 +7,8 @@ on they are acknowledged. A background thread groups acknowledged entries (up to
 1. within the group, keep the most progressed version of each trajectory;
 2. look up which (tenant, trajectory_id) the lake already has; skip identical or less
    progressed versions (a retry or a replay changes nothing);
-3. write payloads, then steps (replacing the steps of updated trajectories and any
-   orphans of an interrupted commit; a live trajectory that only gained steps gets just
-   those appended), then trajectories;
+3. write payloads, then steps (replacing the steps of updated trajectories; a live
+   trajectory that only gained steps gets just those appended), then trajectories;
 4. record a lake version pinning all tables and the last applied LSN; drop WAL segments.
 
 A crash anywhere before step 4 leaves the previous version as the lake's state: on restart
@@ -315,9 +314,9 @@ class Writer:
             return []
         stats.inserted += len(new)
         stats.updated += len(upd)
-        orphans = self.store.lookup("steps", tenant, "trajectory_id", [r.key for r in new],
-                                    ["trajectory_id"])["trajectory_id"].to_pylist() if new else []
-        clear = sorted({r.key for r in upd if r.key not in appended} | set(orphans))
+        # A new trajectory has no stored steps: the steps of an interrupted commit (the only
+        # way to get steps without their row) were rolled back when the lake was opened.
+        clear = sorted(r.key for r in upd if r.key not in appended)
         # content-addressed: one row per (tenant, sha256), however often it occurs
         payloads = list({p["sha256"]: p for r in write for p in r.payloads}.values())
         if payloads:
