@@ -98,7 +98,8 @@ Command: `{common.command("benchmarks.bench_text_lookup", None)}`
 
 | measure | value |
 | --- | --- |
-| `get_context` by text, sequential ({seq['queries']} queries) | p50 {seq['p50_ms']} ms, p99 {seq['p99_ms']} ms |
+| `get_context` by text, sequential ({seq['queries']} queries) | \
+p50 {seq['p50_ms']} ms, p99 {seq['p99_ms']} ms |
 | `get_context` by text, 8 threads | {conc['qps']} queries/s |
 | bare model, batches of 64 ({thr['texts']} texts) | {thr['bare_texts_per_s']} texts/s |
 | embedding service (hash, cache, micro-batches) | {thr['ours_texts_per_s']} texts/s |

@@ -219,7 +219,8 @@ def answer_json(answer: dict[str, Any]) -> str:
 
 
 def _rejects(res: Any, offset: int) -> list[pb.Reject]:
-    return [pb.Reject(index=int(r.location.strip("steps[]")) if r.location.startswith("steps[")
+    return [pb.Reject(index=int(r.location.removeprefix("steps[").removesuffix("]"))
+                      if r.location.startswith("steps[")
                       else offset, field=r.field or "", reason=r.reason)
             for r in res.rejected]
 
