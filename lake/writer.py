@@ -264,6 +264,10 @@ class Writer:
         of_key: dict[str, list[Record | Patch]] = {}
         for i in items:
             if i.key in live:
+                if isinstance(i, Record) and not isinstance(i.steps, list):
+                    # a whole record validated as Arrow (columnar door, ingest worker),
+                    # applied among patches: the patch code reads steps as row dicts
+                    i = Record(i.trajectory, _rows(i.steps), i.payloads)
                 of_key.setdefault(i.key, []).append(i)  # in log order
         append = [k for k in keys if patches.appendable(stored.get(k), of_key[k])]
         for key, known in _by_key(self.store.lookup(

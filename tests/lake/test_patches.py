@@ -207,3 +207,28 @@ def test_step_totals_past_int64_are_left_unknown(lake: Lake):
     lake.append_steps("big", [_step(2, tokens_in=1)])
     lake.flush()  # the writer did not stop
     assert lake.sql("select n_steps, tokens_in from trajectories").fetchall() == [(3, None)]
+
+
+def test_a_columnar_record_and_live_patches_in_one_commit(tmp_path):
+    """A Parquet record (validated as Arrow: its steps are a table) of a live trajectory,
+    committed with that trajectory's patches, is applied like any whole record."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ingest import ingest_paths
+
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.Table.from_pylist([{"trajectory_id": "live", "task": "refund",
+                                          "steps": [{"index": i, "kind": "tool", "name": "t"}
+                                                    for i in range(3)],
+                                          "outcome": {"success": True}}]), path)
+    with Lake.open(str(tmp_path / "lake"), flush_interval_ms=60_000) as lake:
+        lake.start_trajectory({"trajectory_id": "live", "task": "refund"})
+        lake.flush()
+        lake.append_steps("live", [_step(0)])  # not committed yet: the writer waits
+        assert not ingest_paths(lake, [str(path)]).rejected  # flushes: one commit for both
+        assert lake.sql("select n_steps, status from trajectories").fetchall() == \
+            [(3, "succeeded")]
+        lake.append_steps("live", [_step(3)])  # the writer is still alive
+        lake.flush()
+        assert lake.count("steps") == 4
