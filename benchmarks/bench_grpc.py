@@ -1029,14 +1029,16 @@ def _where(r: Result) -> list[str]:
         "about the lake's `get_context` alone. The levers are in lake/ (a cheaper search: "
         "float16 vectors, or IVF probing below 20k rows; less Python per answer), not in "
         "the gRPC layer.",
-        f"- IngestArrow, per step: Arrow IPC -> JSON records (`convert.ipc_records`) "
+        f"- IngestArrow, per step, on the per-row path (kept for comparison; the service now "
+        "takes the columnar door, `columnar.normalize_batch` -> `row_log.wal_entry`, whose "
+        "cost bench_ingest measures beside this one): Arrow IPC -> JSON records "
+        "(`convert.ipc_records`) "
         f"{us1(g['ipc_records'])}, validation (`normalize_line`) {us1(g['normalize'])}, the "
         f"log write (`lake.submit`, WAL + fsync) {us1(g['submit'])}: {us1(arrow)} a step, "
         f"at most {1 / arrow:,.0f} steps/s on one core for the RPC thread, which shares "
         "the GIL with the lake's writer thread (it turns the same rows back into Arrow, "
         "`writer._arrow`, and writes Lance: ~a quarter of the server's samples in py-spy). "
-        f"{TARGET_ARROW:,} steps/s needs validation off the GIL (worker processes, as "
-        "`lake ingest` does for JSONL) or a columnar path from Arrow to the tables.",
+        f"That is why {TARGET_ARROW:,} steps/s needed the columnar door.",
         _stream_where(g),
         "",
     ]
