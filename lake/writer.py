@@ -1,7 +1,10 @@
 """The durable write path.
 
-``submit`` appends the records' raw JSON to the write-ahead log and fsyncs it: from then
-on they are acknowledged. A background thread groups acknowledged entries (up to
+``submit`` appends the records to the write-ahead log and fsyncs it: from then on they
+are acknowledged. An entry holds the records' raw JSON lines (``traj``), live-trajectory
+patches (``patch``), or, for Arrow input validated a batch at a time, the validated rows
+with their steps as Arrow IPC (``rows``, ``lake/row_log.py``), replayed without validating
+again. A background thread groups acknowledged entries (up to
 ``flush_rows`` steps or ``flush_interval_ms``) into one lake commit:
 
 1. within the group, keep the most progressed version of each trajectory;
