@@ -44,6 +44,13 @@ class Reject:
                 "text": self.text}
 
 
+def _item_reject(e: Exception, location: str, item: Any) -> Reject:
+    """One step or span of a batch refused: validated alone, as ``steps[0]`` of a one-item
+    patch, its field path is rewritten to where it stood (``location``)."""
+    fld = (getattr(e, "field", None) or "steps[0]").replace("steps[0]", location)
+    return Reject(location, getattr(e, "message", str(e)), fld, repr(item)[:1000])
+
+
 @dataclass
 class IngestResult:
     trajectories: int = 0
@@ -177,10 +184,7 @@ class Lake:
                         raise InvalidArgument(f"index {step['index']} appears twice in this "
                                               "batch", field="steps[0].index")
                 except (InvalidArgument, TypeError) as e:
-                    fld = getattr(e, "field", None)
-                    fld = fld.replace("steps[0]", f"steps[{i}]") if fld else f"steps[{i}]"
-                    result.rejected.append(Reject(f"steps[{i}]", getattr(e, "message", str(e)),
-                                                  fld, repr(step)[:1000]))
+                    result.rejected.append(_item_reject(e, f"steps[{i}]", step))
                     continue
                 seen.add(step["index"])
                 good.append(step)
@@ -234,10 +238,8 @@ class Lake:
                               b"", ctx)
                         good.append(i)
                     except (InvalidArgument, TypeError) as e:
-                        loc = where[i] if where else f"spans[{i}]"
-                        fld = (getattr(e, "field", None) or "steps[0]").replace("steps[0]", loc)
-                        result.rejected.append(Reject(loc, getattr(e, "message", str(e)), fld,
-                                                      repr(spans[i][1])[:1000]))
+                        result.rejected.append(_item_reject(
+                            e, where[i] if where else f"spans[{i}]", spans[i][1]))
                 if good:
                     patch(tid, good)
         result.trajectories = len(items)
