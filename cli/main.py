@@ -59,8 +59,12 @@ def cli() -> None:
               help="Write rejected records here [default DATA/quarantine/ingest-*.jsonl].")
 @click.option("--progress", type=click.Choice(["bar", "json", "none"]), default="bar",
               help="bar: a progress bar; json: one line per durable chunk on stdout.")
+@click.option("--wal", is_flag=True,
+              help="Log each chunk to the write-ahead log and acknowledge it then (before its "
+                   "commit). Default: chunks are acknowledged once committed; the files stay "
+                   "the copy until then, so nothing is written twice.")
 def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine: str | None,
-           progress: str) -> None:
+           progress: str, wal: bool) -> None:
     """Load trajectory files (.jsonl, .jsonl.gz, .parquet, .arrow, .arrows) or directories.
 
     Good records land; bad ones go to the quarantine file with file:line and the reason.
@@ -78,7 +82,8 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
     with Lake.open(settings=settings) as lake, bar(progress == "bar", "ingest") as tick:
         on_ack = (lambda ev: click.echo(json.dumps({"event": "acked", **ev}))) \
             if progress == "json" else None
-        summary = ingest_paths(lake, list(paths), quarantine=q, on_progress=tick, on_ack=on_ack)
+        summary = ingest_paths(lake, list(paths), quarantine=q, on_progress=tick, on_ack=on_ack,
+                               wal=wal)
     if as_json:
         _echo_json(summary.as_dict())
     else:

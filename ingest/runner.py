@@ -1,11 +1,15 @@
 """Batch ingest: files in, durable trajectories out, bad records quarantined.
 
 Records are validated (JSONL one by one, Parquet and Arrow IPC a record batch at a time:
-``lake/columnar.py``); good ones are logged durably in chunks (each chunk is acknowledged
-once it is fsynced in the write-ahead log) while the lake commits earlier chunks in the
-background. Three things overlap: validating (here, or for a large JSONL input in worker
-processes, one per core), logging the previous chunks (a thread), and committing earlier
-chunks to Lance (the lake's writer thread).
+``lake/columnar.py``) and handed to the lake in chunks, which it commits in the background.
+A file is its own copy until its records are committed, so by default a chunk is not
+written to the write-ahead log (only a marker) and is acknowledged once committed: a bulk
+load (``wal=False``). ``wal=True`` logs every chunk (WAL + fsync) first and acknowledges it
+then, before the commit: sooner, at the cost of writing everything twice. Either way a
+crash loses nothing acknowledged, and a re-run skips what landed. Three things overlap:
+validating (here, or for a large JSONL input in worker processes, one per core), handing
+over the previous chunks (a thread: hashing, and logging with ``wal``), and committing
+earlier chunks to Lance (the lake's writer thread).
 """
 
 from __future__ import annotations
@@ -31,14 +35,15 @@ from lake import Lake
 from lake.columnar import KEEP, normalize_batch
 from lake.errors import InvalidArgument
 from lake.records import Context, Record, normalize, normalize_line
-from lake.row_log import wal_entry
+from lake.row_log import hash_records, wal_entry
 from lake.writer import steps_table
 
 from .quarantine import Quarantine
 from .readers import ARROW_KINDS, READ_ERRORS, Item, Reader, expand, kind_of, size_of
 
 CHUNK_RECORDS = 2000
-LOG_DEPTH = 2  # chunks being logged while the next is validated
+LOG_DEPTH = 2  # chunks being handed over (hashed, logged) while the next is validated
+UNACKED = 8  # bulk load: chunks handed over and not yet committed before reading waits
 
 # Exit codes of `lake ingest` (documented in the README).
 EXIT_OK, EXIT_NOTHING_READ, EXIT_SOME_REJECTED = 0, 1, 2
@@ -71,9 +76,11 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
                  quarantine: Quarantine | None = None,
                  on_progress: Callable[[int, int], None] | None = None,
                  on_ack: Callable[[dict[str, Any]], None] | None = None,
-                 workers: int | None = None, columnar: bool = True) -> Summary:
+                 workers: int | None = None, columnar: bool = True,
+                 wal: bool = False) -> Summary:
     """Ingest files/directories. ``on_progress(done_bytes, total_bytes)``; ``on_ack`` gets
-    ``{"file", "through", "trajectories", "lsn"}`` each time a chunk is durable.
+    ``{"file", "through", "trajectories", "lsn"}`` each time a chunk is durable: committed
+    to the lake, or with ``wal`` logged in the write-ahead log (see the module docstring).
 
     ``workers``: processes that validate JSONL records (None: one per core when the JSONL
     input is at least ``WORKERS_MIN_BYTES``, else none; 0: validate in this process). What
@@ -89,6 +96,7 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
         jsonl = sum(f.stat().st_size for f in files if kind_of(f) in JSONL_KINDS)
         workers = cores if cores > 1 and jsonl >= WORKERS_MIN_BYTES else 0
     pool: _Workers | None = None  # started for the first JSONL file
+    acks = _Acks(lake, summary, on_ack, wal)
     done = 0
     try:
         for path in files:
@@ -100,30 +108,63 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
                 continue
             if workers > 0 and pool is None and reader.kind in JSONL_KINDS:
                 pool = _Workers(workers)
-            _ingest_file(lake, reader, tenant, quarantine, summary, on_ack,
+            _ingest_file(lake, reader, tenant, quarantine, acks,
                          lambda: on_progress(done + reader.position(), total)  # noqa: B023
                          if on_progress else None, pool, workers, columnar)
             done += reader.size
-            if on_progress:
-                on_progress(done, total)
     finally:
         if pool is not None:
             pool.close()
     lake.flush()
+    acks.release(0)
+    if on_progress:
+        on_progress(done, total)
     quarantine.close()
     summary.rejected = quarantine.count - len(summary.unreadable)
     summary.quarantine = str(quarantine.path) if quarantine.used else None
     return summary
 
 
+class _Acks:
+    """Chunks handed to the lake, reported (summary, ``on_ack``, progress) in order once
+    durable: at once when logged (``wal``), else once the lake committed them."""
+
+    def __init__(self, lake: Lake, summary: Summary, on_ack: Callable | None, wal: bool):
+        self.lake, self.summary, self.on_ack, self.wal = lake, summary, on_ack, wal
+        self.waiting: deque[tuple[int, int, int, dict[str, Any], Callable[[], None]]] = deque()
+
+    def add(self, lsn: int, records: list[Record], file: str, through: str,
+            tick: Callable[[], None]) -> None:
+        ack = {"file": file, "through": through, "trajectories": len(records), "lsn": lsn}
+        steps = sum(r.trajectory["n_steps"] for r in records)
+        self.waiting.append((lsn, len(records), steps, ack, tick))
+        self.release(UNACKED)
+
+    def release(self, keep: int) -> None:
+        """Report the chunks that are durable; wait while more than ``keep`` are not."""
+        writer = self.lake.writer
+        while self.waiting:
+            lsn, n, steps, ack, tick = self.waiting[0]
+            if not self.wal and writer is not None and writer.lag["applied_lsn"] < lsn:
+                if len(self.waiting) <= keep:
+                    return
+                writer.wait_applied(lsn)
+            self.waiting.popleft()
+            self.summary.trajectories += n
+            self.summary.steps += steps
+            if self.on_ack:
+                self.on_ack(ack)
+            tick()
+
+
 def _ingest_file(lake: Lake, reader: Reader, tenant: str | None, quarantine: Quarantine,
-                 summary: Summary, on_ack: Callable | None, tick: Callable[[], None],
-                 pool: _Workers | None = None, workers: int = 0, columnar: bool = True) -> None:
+                 acks: _Acks, tick: Callable[[], None], pool: _Workers | None = None,
+                 workers: int = 0, columnar: bool = True) -> None:
     # Records are validated here or, with a pool, in worker processes (chunks of
-    # WORKER_CHUNK items, results taken in order). Logging a chunk durably (WAL write +
-    # fsync, in a thread) overlaps validating the next ones; up to LOG_DEPTH chunks are in
-    # flight (logged in order), and their acks (summary, on_ack, progress) are reported
-    # here, in order, once durable.
+    # WORKER_CHUNK items, results taken in order). Handing a chunk over (hashing; with
+    # ``wal`` the log write + fsync; in a thread) overlaps validating the next ones; up to
+    # LOG_DEPTH chunks are in flight (handed over in order), then ``acks`` reports them in
+    # order once durable.
     ctx = lake.context(tenant)
     records: list[Record] = []
     lines: list[bytes] = []
@@ -137,13 +178,7 @@ def _ingest_file(lake: Lake, reader: Reader, tenant: str | None, quarantine: Qua
 
     def finish_one() -> None:
         future, done, through = inflight.popleft()
-        lsn = future.result()
-        summary.trajectories += len(done)
-        summary.steps += sum(r.trajectory["n_steps"] for r in done)
-        if on_ack:
-            on_ack({"file": str(reader.path), "through": through, "trajectories": len(done),
-                    "lsn": lsn})
-        tick()
+        acks.add(future.result(), done, str(reader.path), through, tick)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-log") as log:
 
@@ -151,10 +186,11 @@ def _ingest_file(lake: Lake, reader: Reader, tenant: str | None, quarantine: Qua
             nonlocal records, lines, tables
             finish(LOG_DEPTH - 1)
             if tables:
-                inflight.append((log.submit(_log_rows, lake, records, tables, ctx), records,
-                                 last))
+                inflight.append((log.submit(_log_rows, lake, records, tables, ctx, acks.wal),
+                                 records, last))
             else:
-                inflight.append((log.submit(lake.submit, records, lines, ctx), records, last))
+                inflight.append((log.submit(lake.submit, records, lines if acks.wal else None,
+                                            ctx), records, last))
             records, lines, tables = [], [], []
 
         def accept(location: str, raw: bytes | None = None, rec: Record | None = None) -> None:
@@ -237,11 +273,14 @@ def _validate_batches(reader: Reader, ctx: Context, quarantine: Quarantine,
 
 
 def _log_rows(lake: Lake, records: list[Record], tables: list[pa.Table | None],
-              ctx: Context) -> int:
-    """Log a chunk of Arrow input (in the log thread: building the entry mostly releases
-    the GIL)."""
+              ctx: Context, wal: bool) -> int:
+    """Hand over a chunk of Arrow input, logged with ``wal`` (in the log thread: hashing
+    and building the entry mostly release the GIL)."""
     steps = None if any(t is None for t in tables) else (
         tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks())
+    if not wal:
+        hash_records(records, steps)
+        return lake.submit(records, None, ctx)
     return lake.submit(records, wal_entry(records, steps), ctx)
 
 
@@ -276,7 +315,8 @@ def _validate_in_workers(pool: _Workers, depth: int, reader: Reader, ctx: Contex
             else:
                 trajectory, payloads = next(valid)
                 n = trajectory["n_steps"]
-                accept(location, raw, Record(trajectory, steps.slice(offset, n), payloads))
+                accept(location, raw, Record(trajectory, steps.slice(offset, n), payloads,
+                                             (steps, offset)))
                 offset += n
 
     chunk: list[tuple[str, bytes | None, str | None]] = []

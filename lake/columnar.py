@@ -101,7 +101,7 @@ def _normalize(batch: pa.RecordBatch, ctx: Context, nulls: str) -> Batch:
     off = 0
     for r in records:
         n_steps = r.trajectory["n_steps"]
-        r.steps = table.slice(off, n_steps)
+        r.steps, r.source = table.slice(off, n_steps), (table, off)
         off += n_steps
     return Batch(rows, records, table, np.flatnonzero(bad).tolist())
 

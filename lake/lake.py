@@ -122,8 +122,10 @@ class Lake:
             raise LakeError("this lake was opened read-only; open it with readonly=False to write")
         return self.writer
 
-    def submit(self, records: list[Record], lines: list[bytes], ctx: Context) -> int:
-        """Durably log validated records (see ``ingest`` for the convenient form)."""
+    def submit(self, records: list[Record], lines: list[bytes] | memoryview | None,
+               ctx: Context) -> int:
+        """Durably log validated records (see ``ingest`` for the convenient form). ``lines``
+        None: a bulk load, durable only once committed (``writer.wait_applied``)."""
         return self._writer().submit(records, lines, ctx)
 
     def ingest(self, trajectories: Iterable[dict[str, Any]], *, tenant: str | None = None,

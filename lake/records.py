@@ -68,8 +68,11 @@ class Context:
 @dataclass(slots=True)
 class Record:
     trajectory: dict[str, Any]
-    steps: list[dict[str, Any]]
+    steps: list[dict[str, Any]]  # row dicts, or an Arrow table (a slice of ``source``)
     payloads: list[dict[str, Any]]
+    # steps validated as Arrow: (the table they are a slice of, the slice's offset), so the
+    # writer stores neighbouring records' steps as one slice instead of copying them
+    source: tuple[Any, int] | None = None
 
     @property
     def key(self) -> str:

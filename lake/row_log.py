@@ -36,7 +36,7 @@ def wal_entry(records: list[Record], steps: pa.Table | None = None) -> memoryvie
     validation of the next batch: sha256 releases the GIL)."""
     if steps is None:
         steps = steps_of(records)
-    _hash(records, steps)
+    hash_records(records, steps)
     head = orjson.dumps({"trajectories": [r.trajectory for r in records],
                          "payloads": [r.payloads for r in records]}) + b"\n"
     steps = steps.drop_columns(["tenant", "trajectory_id"])  # the trajectory rows have them
@@ -68,7 +68,7 @@ def read_wal_entry(body: bytes) -> list[Record]:
     for traj, payloads, n in zip(trajs, h["payloads"], counts, strict=True):
         if traj["scores"] is not None:
             traj["scores"] = [tuple(s) for s in traj["scores"]]  # JSON has no tuples
-        out.append(Record(traj, steps.slice(off, n), payloads))
+        out.append(Record(traj, steps.slice(off, n), payloads, (steps, off)))
         off += n
     return out
 
@@ -87,11 +87,13 @@ _HASHED = ("trajectory_id", "task", "agent", "agent_version", "model", "session_
 _HASHED_STEPS = [f.name for f in STEPS if f.name not in ("tenant", "trajectory_id")]
 
 
-def _hash(records: list[Record], steps: pa.Table) -> None:
-    """The record hash of records without one: sha256 of the trajectory row and the step
-    rows (``steps`` holds every record's steps, in order)."""
+def hash_records(records: list[Record], steps: pa.Table | None = None) -> None:
+    """Set the record hash of records without one: sha256 of the trajectory row and the
+    step rows (``steps``: every record's steps, in order; None: made from the records)."""
     if all(r.trajectory["_record_hash"] is not None for r in records):
         return
+    if steps is None:
+        steps = steps_of(records)
     numbers, texts = _step_bytes(steps)
     off = 0
     for r in records:

@@ -4,8 +4,12 @@
 are acknowledged. An entry holds the records' raw JSON lines (``traj``), live-trajectory
 patches (``patch``), or, for Arrow input validated a batch at a time, the validated rows
 with their steps as Arrow IPC (``rows``, ``lake/row_log.py``), replayed without validating
-again. A background thread groups acknowledged entries (up to
-``flush_rows`` steps or ``flush_interval_ms``) into one lake commit:
+again. A bulk load (``lines=None``: files, whose copy stays at hand) logs only a marker
+(``bulk``: an LSN, no records): its records are durable once committed, so its caller
+acknowledges them after ``wait_applied``, never before; a crash before the commit loses
+only what was never acknowledged, and the replay skips the marker. A background thread
+groups submitted entries (up to ``flush_rows`` steps or ``flush_interval_ms``) into one
+lake commit:
 
 1. within the group, keep the most progressed version of each trajectory;
 2. look up which (tenant, trajectory_id) the lake already has; skip identical or less
@@ -49,6 +53,7 @@ from .wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 COMPACT_EVERY = 8  # commits between fragment-count checks
+CHUNKS_KEPT = 16  # steps tables of a commit in at most this many pieces are not combined
 
 
 @dataclass
@@ -104,18 +109,24 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="lake-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, records: list[Record] | list[Patch], lines: list[bytes] | memoryview,
-               ctx: Context) -> int:
+    def submit(self, records: list[Record] | list[Patch],
+               lines: list[bytes] | memoryview | None, ctx: Context) -> int:
         """Make ``records`` (or live-trajectory patches) durable (WAL + fsync) and queue them
         for the lake. Returns the LSN. ``lines``: their JSON lines, or the records' rows as
-        one ``row_log.wal_entry``."""
+        one ``row_log.wal_entry``; None (records only, a bulk load): not logged, durable
+        once committed (``wait_applied(lsn)``), and not before."""
         if not records:
             return self._submitted_lsn
-        rows = not isinstance(lines, list)
-        op = "patch" if isinstance(records[0], Patch) else ("rows" if rows else "traj")
+        if lines is None and isinstance(records[0], Patch):
+            raise ValueError("live-trajectory patches are always logged: pass their lines")
+        rows = lines is not None and not isinstance(lines, list)
+        op = ("bulk" if lines is None else "patch" if isinstance(records[0], Patch)
+              else "rows" if rows else "traj")
         header = orjson.dumps({"op": op, "tenant": ctx.tenant, "at": ctx.ingested_at_us,
-                               "limit": ctx.payload_limit, "preview": ctx.preview_chars})
-        payload = header + b"\n" + (lines if rows else b"\n".join(lines))
+                               "limit": ctx.payload_limit, "preview": ctx.preview_chars,
+                               **({"records": len(records)} if lines is None else {})})
+        payload = header + b"\n" + (b"" if lines is None else lines if rows
+                                     else b"\n".join(lines))
         n_steps = sum(_size(r) for r in records)
         with self._submit_lock:
             with self._cv:
@@ -134,10 +145,19 @@ class Writer:
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything submitted so far is committed to the lake."""
+        self.wait_applied(self._submitted_lsn, timeout, hurry=True)
+
+    def wait_applied(self, target: int, timeout: float | None = None, *,
+                     hurry: bool = False) -> None:
+        """Block until the entries through LSN ``target`` are committed to the lake (a
+        bulk load's acknowledgement). ``hurry``: the writer commits what it has now instead
+        of waiting ``flush_interval_ms`` for more."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cv:
-            target = self._submitted_lsn
-            self._flushing += 1  # the writer commits what it has without waiting for more
+            if self._applied_lsn >= target:
+                self._raise_if_failed()
+                return
+            self._flushing += hurry  # the writer commits what it has without waiting for more
             self._cv.notify_all()
             try:
                 while self._applied_lsn < target:
@@ -148,7 +168,7 @@ class Writer:
                                            f"{timeout}s")
                     self._cv.wait(0.2 if left is None else min(left, 0.2))
             finally:
-                self._flushing -= 1
+                self._flushing -= hurry
             self._raise_if_failed()
 
     @property
@@ -405,17 +425,39 @@ def _steps_of(records: list[Record]) -> pa.Table:
     was validated in an ingest worker process, already a table (a slice of ``steps_table``)."""
     parts: list[pa.Table] = []
     rows: list[dict[str, Any]] = []
+    run: list[Any] = [None, 0, 0]  # a slice of one source table: [table, start, end]
+
+    def end_run() -> None:
+        if run[0] is not None:
+            parts.append(run[0].slice(run[1], run[2] - run[1]))
+            run[0] = None
+
     for r in records:
         if isinstance(r.steps, list):
+            end_run()
             rows.extend(r.steps)
             continue
         if rows:
             parts.append(_arrow(rows, STEPS))
             rows = []
-        parts.append(r.steps)
+        src = r.source
+        if src is not None and src[0] is run[0] and src[1] == run[2]:
+            run[2] += r.steps.num_rows  # the next records' steps follow: no copy
+        elif src is not None:
+            end_run()
+            run[:] = [src[0], src[1], src[1] + r.steps.num_rows]
+        else:
+            end_run()
+            parts.append(r.steps)
+    end_run()
     if rows or not parts:
         parts.append(_arrow(rows, STEPS))
-    return parts[0] if len(parts) == 1 else pa.concat_tables(parts).combine_chunks()
+    if len(parts) == 1:
+        return parts[0]
+    table = pa.concat_tables(parts)
+    # a few big chunks are written as they are; many small ones would cost Lance far more
+    # than one copy (2,000 slices: ~20x)
+    return table.combine_chunks() if len(parts) > CHUNKS_KEPT else table
 
 
 def _arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -464,6 +506,8 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
 def _decode(payload: bytes, lsn: int) -> Iterable[Record | Patch]:
     header, _, body = payload.partition(b"\n")
     h = orjson.loads(header)
+    if h["op"] == "bulk":  # a bulk load's marker: its records were never acknowledged
+        return
     if h["op"] == "rows":  # validated rows: nothing to check again
         yield from read_wal_entry(body)
         return

@@ -115,3 +115,48 @@ def test_truncated_gzip_keeps_complete_records_and_reports(lake, sample, tmp_pat
     assert steps == lake.sql("select sum(n_steps) from trajectories").fetchall()[0][0]
     reasons = [orjson.loads(x)["reason"] for x in Path(s.quarantine).read_bytes().splitlines()]
     assert any("damaged" in r for r in reasons)
+
+
+def _rows(lake: Lake) -> dict[str, list[tuple]]:
+    """Every stored row but its ingest time, sorted."""
+    out = {}
+    for name, key in (("trajectories", "trajectory_id"), ("steps", 'trajectory_id, "index"'),
+                      ("payloads", "sha256")):
+        rel = lake.sql(f"select * exclude (ingested_at) from {name} order by {key}") \
+            if name == "trajectories" else lake.sql(f"select * from {name} order by {key}")
+        out[name] = rel.fetchall()
+    return out
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet"])
+def test_a_bulk_load_lands_what_a_logged_one_does_and_acks_at_commit(kind, sample, tmp_path):
+    """Default (bulk): each chunk is acknowledged once committed, and the log holds no
+    records; ``wal=True`` logs them first. Both land the same rows and reject the same."""
+    import ingest.runner as runner
+
+    records = [*sample, {"trajectory_id": "bad", "task": "", "steps": []}]
+    path = _write(kind, records * 2, tmp_path / f"runs.{kind}")  # every record twice
+    got = {}
+    for wal in (False, True):
+        with Lake.open(str(tmp_path / f"lake-{wal}")) as lake:
+            acks = []
+
+            def on_ack(ev, lake=lake, acks=acks, wal=wal):
+                acks.append(ev)
+                if not wal:  # acknowledged means committed: already visible
+                    assert lake.writer.lag["applied_lsn"] >= ev["lsn"]
+
+            old = runner.CHUNK_RECORDS
+            runner.CHUNK_RECORDS = 7
+            try:
+                s = ingest_paths(lake, [str(path)], on_ack=on_ack, wal=wal)
+            finally:
+                runner.CHUNK_RECORDS = old
+            assert (s.trajectories, s.rejected, s.exit_code) == (50, 2, EXIT_SOME_REJECTED)
+            assert len(acks) >= (4 if kind == "jsonl" else 1)  # Parquet: one batch, one chunk
+            assert sum(a["trajectories"] for a in acks) == 50
+            logged = sum(f.stat().st_size for f in (tmp_path / f"lake-{wal}" / "_wal").glob("*"))
+            got[wal] = _rows(lake), logged
+    assert got[False][0] == got[True][0]
+    assert len(got[False][0]["trajectories"]) == 25
+    assert got[False][1] * 10 < got[True][1]  # the bulk load logged markers, not records
