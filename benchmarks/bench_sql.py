@@ -7,7 +7,7 @@ Builds a fresh lake from the synthetic JSONL (``benchmarks/synth.py``), exports 
 ``steps`` and ``trajectories`` views to Parquet with DuckDB's ``COPY`` (same rows, same
 columns, DuckDB's default row groups), then runs each query of ``QUERIES`` three ways in the
 same process, alternating: ``Lake.sql`` (the views, through their caches), the same views
-without the caches (``lake.sql.connect(cache=False)``: straight Lance scans, as before the
+without the caches (``lake.sql.connect`` without caches: straight Lance scans, as before the
 caches), and DuckDB over the Parquet files. Warm: connections open (a server, a notebook),
 after one untimed run; cold: the first query of a newly opened lake with empty caches / a new
 DuckDB connection (what one ``lake sql`` call pays). The target: ours <= 2 x Parquet (warm
@@ -136,20 +136,17 @@ def same(a: list[tuple], b: list[tuple]) -> bool:
 def _lance_connection(lk):
     from lake import sql as sqlmod
 
-    return sqlmod.connect(lk.store, lk.catalog, lk.version(), lk.settings.tenant, cache=False)
+    return sqlmod.connect(lk.store, lk.catalog, lk.version(), lk.settings.tenant)
 
 
 def _cold(lake_dir: str, d: str, query: str, side: str) -> tuple[float, list]:
     from lake import Lake
-    from lake import sql as sqlmod
 
     if side == "parquet":
         with common.Timer() as t:
             rows = parquet_connection(d).sql(query).fetchall()
         return t.wall, rows
-    sqlmod.COLUMNS.clear()  # as in a new process
-    sqlmod.BLOCKS.clear()
-    lk = Lake.open(lake_dir, readonly=True)
+    lk = Lake.open(lake_dir, readonly=True)  # its caches are empty, as in a new process
     try:
         with common.Timer() as t:
             con = lk.connect() if side == "ours" else _lance_connection(lk)
@@ -194,7 +191,6 @@ def measure_warm(name: str, query: str, timing: Timing, cons: dict, runs: int,
 def measure(steps: int, seed: int, runs: int, log=print) -> Result:
     from ingest.runner import ingest_paths
     from lake import Lake
-    from lake import sql as sqlmod
 
     res = Result(steps)
     path = synth.ensure(steps, seed, "jsonl")
@@ -222,16 +218,13 @@ def measure(steps: int, seed: int, runs: int, log=print) -> Result:
 
         for name, query in QUERIES.items():
             res.queries[name] = measure_cold(name, query.strip(), lake_dir, d)
-        sqlmod.COLUMNS.clear()
-        sqlmod.BLOCKS.clear()
         lk = Lake.open(lake_dir, readonly=True)
         pcon = parquet_connection(d)
         cons = {"ours": lk.connect(), "lance": _lance_connection(lk), "parquet": pcon}
         res.threads = str(pcon.sql("SELECT current_setting('threads')").fetchall()[0][0])
         for name, query in QUERIES.items():
             measure_warm(name, query.strip(), res.queries[name], cons, runs, log)
-        res.cache_mb = {"narrow columns": sqlmod.COLUMNS.nbytes / 1e6,
-                        "wide blocks": sqlmod.BLOCKS.nbytes / 1e6}
+        res.cache_mb = {k: v / 1e6 for k, v in lk.sql_caches.nbytes.items()}
         lk.close()
     log("warm ratios: " + ", ".join(f"{n} {t.ratio('warm'):.2f}" for n, t in res.queries.items())
         + f" ({'met' if res.met else 'NOT met'})")
@@ -253,7 +246,7 @@ def report(r: Result, cmd: str, runs: int, load_before: str, load_after: str) ->
         f"({r.parquet_mb:.0f} MB)",
         "- sides: **ours** = `Lake.sql` (views over the column caches of `lake/sql.py`); "
         "**Lance scans** = the same views without the caches "
-        "(`lake.sql.connect(..., cache=False)`, how every query ran before the caches); "
+        "(`lake.sql.connect` without caches, how every query ran before the caches); "
         "**Parquet** = DuckDB over the exported files. All three return the same rows "
         "(floats to 1e-9).",
         f"- warm: connections open, one untimed run, then {runs} rounds with the three sides "
@@ -286,7 +279,7 @@ def report(r: Result, cmd: str, runs: int, load_before: str, load_after: str) ->
     lines += [
         "",
         "Caches after the warm runs of every query above (process-wide, bounded by "
-        "`lake.sql.COLUMN_BYTES` and `BLOCK_BYTES`, 512 MiB each): "
+        "the setting `sql_cache_mb`, 1024 MiB: 512 each): "
         + ", ".join(f"{k} {v:.0f} MB" for k, v in r.cache_mb.items()) + ".",
         "",
         f"Result: {'every query met' if r.met else 'target NOT met for some queries'}; "

@@ -67,6 +67,8 @@ class Lake:
         self._connections_lock = threading.Lock()
         self._listeners: list[Callable[[Version, dict[str, list[dict]]], None]] = []
         self._started: set[tuple[str, str]] = set()  # live trajectories started here
+        # SQL's column caches: keys name immutable Lance files, so entries never go stale
+        self.sql_caches = sqlmod.Caches.sized(settings.sql_cache_mb << 20)
         if writer is not None:
             writer.on_commit = self._committed
 
@@ -347,7 +349,8 @@ class Lake:
             if con is not None:
                 self._connections[key] = con  # most recently used last
         if con is None:  # one per snapshot, reused; a relation keeps its own alive
-            con = sqlmod.connect(self.store, self.catalog, version, scope)
+            con = sqlmod.connect(self.store, self.catalog, version, scope,
+                                 caches=self.sql_caches)
             with self._connections_lock:
                 self._connections[key] = con
                 while len(self._connections) > CONNECTIONS_KEPT:  # a server ingesting all

@@ -38,6 +38,8 @@ class Settings:
     flush_rows: int = _s(50000, "steps grouped into one lake commit at most")
     flush_interval_ms: int = _s(200, "longest a durable write waits before its lake commit")
     compact_fragments: int = _s(32, "compact a table in the background past this many fragments")
+    sql_cache_mb: int = _s(1024, "memory SQL keeps of the tables' columns, MiB (half narrow "
+                           "columns, half blocks of long text); 0: read Lance on every query")
     wal_segment_bytes: int = _s(64 << 20, "write-ahead log segment size")
     quarantine_dir: str = _s("", "where rejected records go; default DATA/quarantine")
     host: str = _s("127.0.0.1", "address `lake serve` binds")

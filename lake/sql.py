@@ -11,15 +11,16 @@ version reads only its new fragments. (Why: Lance decodes strings too slowly for
 rescan them on every query to come within 2x of DuckDB over Parquet; benchmarks/RESULTS.md,
 "SQL".)
 
-- Narrow columns (ids, names, numbers, times, JSON objects) come from ``COLUMNS``: each
-  column whole, read the first time a query asks for it. Strings are dictionary-encoded
-  with ``string_view`` values, which DuckDB reads without copying; and since pyarrow has no
-  kernels for ``string_view``, DuckDB keeps every filter and evaluates it natively. JSON
-  text is typed as Arrow's JSON, which DuckDB reads as JSON without parsing it.
+- Narrow columns (ids, names, numbers, times, JSON objects) come from the lake's
+  ``Caches.columns``: each column whole, read the first time a query asks for it. Strings
+  are dictionary-encoded with ``string_view`` values, which DuckDB reads without copying;
+  and since pyarrow has no kernels for ``string_view``, DuckDB keeps every filter and
+  evaluates it natively. JSON text is typed as Arrow's JSON, which DuckDB reads as JSON
+  without parsing it.
 - Wide columns (``WIDE_COLUMNS``: long text, vectors) are not scanned: the view computes
   them with ``_fetch_<table>_<column>(_row)``, a vectorized UDF, for the rows DuckDB kept
   after filtering (a scanned column would be read and converted for every row, even for a
-  lookup by id). A scan's dense runs of rows come from ``BLOCKS``, blocks of rows read
+  lookup by id). A scan's dense runs of rows come from ``Caches.blocks``, blocks of rows read
   whole and cached; a lookup's few rows are a Lance ``take`` (or from cached blocks).
 
 Log tables (contexts, feedback, audit) are small and not pinned: scanned from Lance.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import duckdb
@@ -49,19 +51,14 @@ from .versions import Catalog, Version
 # ``error``, text but null on almost every step.
 WIDE_COLUMNS = frozenset(("task", "input", "output", "data", "centroid"))
 TAKE_ONLY = frozenset(("data",))  # full payloads, of any size: never read by whole blocks
-# Bounds of the two caches. 1M steps and their 27k trajectories take ~120 MB with every narrow
-# column cached, ~190 MB more with every wide one. Apart, so that scanning a wide column never
-# evicts the narrow ones.
-COLUMN_BYTES = 512 << 20
-BLOCK_BYTES = 512 << 20
 ROW = "_row"  # the row's position in the pinned dataset, which fetches its wide columns
 
 
 def connect(store: TableStore, catalog: Catalog, version: Version | None,
-            tenant: str | None, *, cache: bool = True) -> duckdb.DuckDBPyConnection:
+            tenant: str | None, *, caches: Caches | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with a view per table; ``tenant=None`` shows every tenant.
 
-    Versioned tables are read as ``version`` pins them, through the caches (``cache=False``:
+    Versioned tables are read as ``version`` pins them, through ``caches`` (the lake's; None:
     straight from Lance on every query, holding no memory); log tables (contexts, feedback,
     audit) as they are now (``refresh`` re-points them)."""
     con = duckdb.connect()
@@ -70,8 +67,8 @@ def connect(store: TableStore, catalog: Catalog, version: Version | None,
         con.register(f"_empty_{name}", schema.empty_table())  # the views' column types
     for name, schema in DATA_TABLES.items():
         pinned = version.tables.get(name) if version else None
-        if pinned and cache:
-            source: Any = Cached(store.dataset(name, pinned), COLUMNS, BLOCKS)
+        if pinned and caches is not None:
+            source: Any = Cached(store.dataset(name, pinned), caches.columns, caches.blocks)
             have = set(source.columns)
             fetch = _wide_udfs(con, name, source)
         elif pinned:
@@ -184,8 +181,29 @@ class ColumnCache:
             self.nbytes = 0
 
 
-COLUMNS = ColumnCache(COLUMN_BYTES)  # narrow columns, per fragment
-BLOCKS = ColumnCache(BLOCK_BYTES)  # wide columns, per block of BLOCK_ROWS rows
+@dataclass
+class Caches:
+    """A lake's SQL caches: narrow columns per fragment, wide ones per block of BLOCK_ROWS
+    rows, apart, so that scanning a wide column never evicts the narrow ones. 1M steps and
+    their 27k trajectories take ~120 MB with every narrow column cached, ~190 MB more with
+    every wide one (setting ``sql_cache_mb``: both together)."""
+
+    columns: ColumnCache
+    blocks: ColumnCache
+
+    @classmethod
+    def sized(cls, total_bytes: int) -> Caches | None:
+        """Half the budget each; None (no caching) for a budget of 0."""
+        return cls(ColumnCache(total_bytes // 2), ColumnCache(total_bytes // 2)) \
+            if total_bytes > 0 else None
+
+    @property
+    def nbytes(self) -> dict[str, int]:
+        return {"narrow columns": self.columns.nbytes, "wide blocks": self.blocks.nbytes}
+
+    def clear(self) -> None:
+        self.columns.clear()
+        self.blocks.clear()
 
 
 def cached_type(field: pa.Field) -> pa.DataType:

@@ -61,11 +61,11 @@ def _got(lake: Lake, table: str, tenant: str | None, ref: str | None = None) -> 
 
 
 @pytest.fixture(params=["default", "tiny chunks"])
-def chunking(request, monkeypatch) -> None:
+def chunking(request, monkeypatch, busy: Lake) -> None:
     """As configured, or chunks of 4 rows with every wide fetch reading whole chunks (so
-    the tests' small tables cross chunk and fragment boundaries)."""
-    monkeypatch.setattr(sqlmod, "COLUMNS", sqlmod.ColumnCache(1 << 30))
-    monkeypatch.setattr(sqlmod, "BLOCKS", sqlmod.ColumnCache(1 << 30))
+    the tests' small tables cross chunk and fragment boundaries). Empty caches either way."""
+    monkeypatch.setattr(busy, "sql_caches", sqlmod.Caches.sized(2 << 30))
+    busy._connections.clear()
     if request.param == "tiny chunks":
         monkeypatch.setattr(sqlmod, "CHUNK_ROWS", 4)
         monkeypatch.setattr(sqlmod, "BLOCK_ROWS", 3)
@@ -144,8 +144,7 @@ def test_a_new_version_loads_only_its_new_fragments(lake: Lake, monkeypatch):
 
 def test_a_small_budget_evicts_but_answers_stay_right(busy: Lake, monkeypatch):
     small, blocks = sqlmod.ColumnCache(4096), sqlmod.ColumnCache(2048)
-    monkeypatch.setattr(sqlmod, "COLUMNS", small)
-    monkeypatch.setattr(sqlmod, "BLOCKS", blocks)
+    monkeypatch.setattr(busy, "sql_caches", sqlmod.Caches(small, blocks))
     monkeypatch.setattr(sqlmod, "SCAN_ROWS", 1)  # every wide fetch reads (and caches) blocks
     busy._connections.clear()
     want = _expected(busy, "steps", "default")
@@ -156,7 +155,7 @@ def test_a_small_budget_evicts_but_answers_stay_right(busy: Lake, monkeypatch):
 
 def test_without_the_caches_the_views_read_lance_and_agree(busy: Lake):
     version = busy.version()
-    plain = sqlmod.connect(busy.store, busy.catalog, version, "default", cache=False)
+    plain = sqlmod.connect(busy.store, busy.catalog, version, "default")
     cached = busy.connect()
     for table in DATA_TABLES:
         describe = f'SELECT column_name, column_type FROM (DESCRIBE "{table}")'
@@ -168,10 +167,31 @@ def test_without_the_caches_the_views_read_lance_and_agree(busy: Lake):
 
 def test_payloads_are_taken_by_row_never_read_by_blocks(busy: Lake, monkeypatch):
     blocks = sqlmod.ColumnCache(1 << 30)
-    monkeypatch.setattr(sqlmod, "BLOCKS", blocks)
+    monkeypatch.setattr(busy, "sql_caches", sqlmod.Caches(sqlmod.ColumnCache(1 << 30), blocks))
     monkeypatch.setattr(sqlmod, "SCAN_ROWS", 1)  # every other wide fetch reads blocks
     busy._connections.clear()
     assert busy.sql("select length(data) from payloads").fetchall() == [(70_000,)]
     assert blocks.nbytes == 0
     assert busy.sql("select count(*) from steps where output like 'out%'").fetchall() == [(30,)]
     assert blocks.nbytes > 0
+
+
+def test_sql_cache_budget_is_a_setting(tmp_path, dev_records):
+    """``sql_cache_mb`` bounds what the views keep; 0 reads Lance on every query, with the
+    same answers."""
+    from lake import Lake
+
+    answers = {}
+    for mb in (0, 1, 1024):
+        with Lake.open(str(tmp_path / "lake"), sql_cache_mb=mb) as lake:
+            if mb == 0:
+                lake.ingest(dev_records[:40])
+            q = ("select kind, count(*), sum(length(output)) from steps "
+                 "group by kind order by kind")
+            answers[mb] = lake.sql(q).fetchall()
+            if mb == 0:
+                assert lake.sql_caches is None
+            else:
+                used = sum(lake.sql_caches.nbytes.values())
+                assert 0 < used <= (mb << 20)
+    assert answers[0] == answers[1] == answers[1024]
