@@ -278,7 +278,7 @@ def report(r: Result, cmd: str, runs: int, load_before: str, load_after: str) ->
             f"{t.ratio('cold', 'lance'):.2f} |")
     lines += [
         "",
-        "Caches after the warm runs of every query above (process-wide, bounded by "
+        "Caches after the warm runs of every query above (the lake's, bounded by "
         "the setting `sql_cache_mb`, 1024 MiB: 512 each): "
         + ", ".join(f"{k} {v:.0f} MB" for k, v in r.cache_mb.items()) + ".",
         "",
