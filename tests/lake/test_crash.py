@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -300,14 +301,20 @@ def _where_it_died(data: Path) -> dict[str, object]:
     last_lsn, torn = _wal_tail(data)
     ahead: dict[str, list[str]] = {}
     vdir = data / "_versions.lance"
-    if vdir.exists():
-        rows = lance.dataset(str(vdir)).to_table().to_pylist()
+
+    def opened(uri: Path) -> Any:
+        try:  # a table killed while being created has no version yet
+            return lance.dataset(str(uri)) if uri.exists() else None
+        except ValueError:
+            return None
+
+    if (versions := opened(vdir)) is not None:
+        rows = versions.to_table().to_pylist()
         pinned = orjson.loads(max(rows, key=lambda r: r["version"])["tables"]) if rows else {}
         for name in ("trajectories", "steps", "payloads", "_versions"):
-            uri = data / f"{name}.lance"
-            if not uri.exists():
+            ds = opened(data / f"{name}.lance")
+            if ds is None:
                 continue
-            ds = lance.dataset(str(uri))
             base = pinned.get(name, ds.version) if name != "_versions" else ds.version
             if ds.version > base:
                 ops = [type(t.operation).__name__ for t in ds.get_transactions(ds.version - base)]
