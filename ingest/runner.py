@@ -1,20 +1,23 @@
 """Batch ingest: files in, durable trajectories out, bad records quarantined.
 
-Records are validated (JSONL one by one, Parquet and Arrow IPC a record batch at a time:
-``lake/columnar.py``) and handed to the lake in chunks, which it commits in the background.
-A file is its own copy until its records are committed, so by default a chunk is not
-written to the write-ahead log (only a marker) and is acknowledged once committed: a bulk
-load (``wal=False``). ``wal=True`` logs every chunk (WAL + fsync) first and acknowledges it
-then, before the commit: sooner, at the cost of writing everything twice. Either way a
-crash loses nothing acknowledged, and a re-run skips what landed. Three things overlap:
-validating (here, or for a large JSONL input in worker processes, one per core), handing
-over the previous chunks (a thread: hashing, and logging with ``wal``), and committing
-earlier chunks to Lance (the lake's writer thread).
+Records are validated a batch at a time (``lake/columnar.py``): Parquet and Arrow IPC
+batches, and JSONL in blocks of lines read by Arrow's JSON reader when it reads them as
+JSON does (``json_columnar.py``); other lines one by one (a large JSONL file of other
+shapes: in worker processes, one per core). Good records go to the lake in chunks, which
+it commits in the background. A file is its own copy until its records are committed, so
+by default a chunk is not written to the write-ahead log (only a marker) and is
+acknowledged once committed: a bulk load (``wal=False``). ``wal=True`` logs every chunk
+(WAL + fsync) first and acknowledges it then, before the commit: sooner, at the cost of
+writing everything twice. Either way a crash loses nothing acknowledged, and a re-run
+skips what landed. Three things overlap: validating, handing over the previous chunks (a
+thread: hashing, and logging with ``wal``), and committing earlier chunks to Lance (the
+lake's writer thread).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import pickle
 import queue
@@ -23,7 +26,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +35,26 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from lake import Lake
-from lake.columnar import KEEP, normalize_batch
+from lake.columnar import DROP, KEEP, normalize_batch
 from lake.errors import InvalidArgument
 from lake.records import Context, Record, normalize, normalize_line
 from lake.row_log import hash_records, wal_entry
 from lake.writer import steps_table
 
+from .json_columnar import BLOCK_BYTES as JSON_BLOCK_BYTES
+from .json_columnar import read_block
 from .quarantine import Quarantine
-from .readers import ARROW_KINDS, READ_ERRORS, Item, Reader, expand, kind_of, size_of
+from .readers import (
+    ARROW_KINDS,
+    READ_ERRORS,
+    Item,
+    Reader,
+    _prefetch,
+    expand,
+    jsonl_blocks,
+    kind_of,
+    size_of,
+)
 
 CHUNK_RECORDS = 2000
 LOG_DEPTH = 2  # chunks being handed over (hashed, logged) while the next is validated
@@ -82,11 +97,12 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
     ``{"file", "through", "trajectories", "lsn"}`` each time a chunk is durable: committed
     to the lake, or with ``wal`` logged in the write-ahead log (see the module docstring).
 
-    ``workers``: processes that validate JSONL records (None: one per core when the JSONL
-    input is at least ``WORKERS_MIN_BYTES``, else none; 0: validate in this process). What
-    lands is the same either way. Parquet and Arrow records are validated here, a batch at
-    a time, column by column (``lake/columnar.py``; ``columnar=False``: one by one, as JSON,
-    which lands the same rows, with other record hashes: for comparison)."""
+    ``workers``: processes that validate JSONL lines one by one, for a file whose first
+    block Arrow does not read faithfully (None: one per core when the JSONL input is at
+    least ``WORKERS_MIN_BYTES``, else none; 0: validate in this process). What lands is
+    the same either way. Batches are validated here, column by column (``columnar=False``:
+    every record one by one, as JSON, which lands the same rows, with other record hashes
+    and the keys of ``meta`` / ``attributes`` objects in each line's order)."""
     files = expand(paths)
     quarantine = quarantine or Quarantine(directory=lake.settings.quarantine_path)
     summary = Summary(files=len(files))
@@ -95,7 +111,13 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
         cores = os.cpu_count() or 1
         jsonl = sum(f.stat().st_size for f in files if kind_of(f) in JSONL_KINDS)
         workers = cores if cores > 1 and jsonl >= WORKERS_MIN_BYTES else 0
-    pool: _Workers | None = None  # started for the first JSONL file
+    pools: list[_Workers] = []  # started when a JSONL file first needs it
+
+    def pool() -> _Workers:
+        if not pools:
+            pools.append(_Workers(workers))
+        return pools[0]
+
     acks = _Acks(lake, summary, on_ack, wal)
     done = 0
     try:
@@ -106,15 +128,14 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
                 summary.unreadable.append(str(e))
                 quarantine.add(str(path), e.message, None, None)
                 continue
-            if workers > 0 and pool is None and reader.kind in JSONL_KINDS:
-                pool = _Workers(workers)
             _ingest_file(lake, reader, tenant, quarantine, acks,
                          lambda: on_progress(done + reader.position(), total)  # noqa: B023
-                         if on_progress else None, pool, workers, columnar)
+                         if on_progress else None, pool if workers > 0 else None, workers,
+                         columnar)
             done += reader.size
     finally:
-        if pool is not None:
-            pool.close()
+        for p in pools:
+            p.close()
     lake.flush()
     acks.release(0)
     if on_progress:
@@ -158,8 +179,9 @@ class _Acks:
 
 
 def _ingest_file(lake: Lake, reader: Reader, tenant: str | None, quarantine: Quarantine,
-                 acks: _Acks, tick: Callable[[], None], pool: _Workers | None = None,
-                 workers: int = 0, columnar: bool = True) -> None:
+                 acks: _Acks, tick: Callable[[], None],
+                 pool: Callable[[], _Workers] | None = None, workers: int = 0,
+                 columnar: bool = True) -> None:
     # Records are validated here or, with a pool, in worker processes (chunks of
     # WORKER_CHUNK items, results taken in order). Handing a chunk over (hashing; with
     # ``wal`` the log write + fsync; in a thread) overlaps validating the next ones; up to
@@ -214,6 +236,13 @@ def _ingest_file(lake: Lake, reader: Reader, tenant: str | None, quarantine: Qua
         try:
             if columnar and reader.kind in ARROW_KINDS:
                 _validate_batches(reader, ctx, quarantine, accept, accept_rows)
+            elif columnar and reader.kind in JSONL_KINDS:
+                done = _validate_json_blocks(reader, ctx, quarantine, accept, accept_rows,
+                                             hand_off=pool is not None)
+                if done is not None:  # lines Arrow does not read faithfully: the rest in
+                    rest = itertools.islice(iter(reader), done, None)  # worker processes
+                    _validate_in_workers(pool(), 2 * workers + 1, rest, ctx, quarantine,
+                                         accept)
             elif pool is None or reader.kind not in JSONL_KINDS:
                 for item in reader:
                     accept(item.location)
@@ -221,7 +250,7 @@ def _ingest_file(lake: Lake, reader: Reader, tenant: str | None, quarantine: Qua
                     if rec is not None:
                         accept(item.location, item.raw, rec)
             else:
-                _validate_in_workers(pool, 2 * workers + 1, reader, ctx, quarantine, accept)
+                _validate_in_workers(pool(), 2 * workers + 1, reader, ctx, quarantine, accept)
             if records:
                 submit()
             finish()
@@ -272,6 +301,49 @@ def _validate_batches(reader: Reader, ctx: Context, quarantine: Quarantine,
         quarantine.add(item.location, item.error or "unreadable", None, None)
 
 
+def _validate_json_blocks(reader: Reader, ctx: Context, quarantine: Quarantine,
+                          accept: Callable[..., None],
+                          accept_rows: Callable[[str, list[Record], pa.Table | None], None],
+                          hand_off: bool = False) -> int | None:
+    """JSONL read a block of lines at a time: as one Arrow batch through the columnar door
+    when Arrow reads those lines as JSON does (``json_columnar.read_block``, in a thread
+    ahead of validation), else line by line; either way a bad line gets the per-line
+    validator's error. ``hand_off``: when the first block is not read faithfully (a file
+    of another shape), stop after it and return how many lines (non-blank) it held, for
+    the caller to validate the rest line by line in worker processes."""
+    def parsed() -> Iterator[tuple[list[Item], pa.RecordBatch | None]]:
+        for b in jsonl_blocks(reader, JSON_BLOCK_BYTES):
+            yield b.items, read_block(b.data, len(b.items), b.longest)
+
+    try:
+        first = True
+        for items, batch in _prefetch(parsed(), depth=1):
+            if batch is None:
+                got = [rec for item in items
+                       if (rec := _validate(item, ctx, quarantine)) is not None]
+                accept_rows(items[-1].location, got, None)
+                if first and hand_off:
+                    return len(items)
+                first = False
+                continue
+            first = False
+            res = normalize_batch(batch, ctx, DROP)
+            pairs = list(zip(res.rows, res.records, strict=True))
+            for row in res.rest:
+                rec = _validate(items[row], ctx, quarantine)
+                if rec is not None:
+                    pairs.append((row, rec))
+            mixed = len(pairs) > len(res.records)
+            if mixed:
+                pairs.sort(key=lambda x: x[0])  # the file's order: a later duplicate wins
+            accept_rows(items[-1].location, [r for _, r in pairs], None if mixed else res.steps)
+    except READ_ERRORS as e:  # damaged from here (a gzip cut short): what came before lands
+        item = reader.damaged(e)
+        accept(item.location)
+        quarantine.add(item.location, item.error or "unreadable", None, None)
+    return None
+
+
 def _log_rows(lake: Lake, records: list[Record], tables: list[pa.Table | None],
               ctx: Context, wal: bool) -> int:
     """Hand over a chunk of Arrow input, logged with ``wal`` (in the log thread: hashing
@@ -295,7 +367,7 @@ JSONL_KINDS = ("jsonl", "jsonl.gz")
 WORKER_CHUNK = 500  # items per task
 
 
-def _validate_in_workers(pool: _Workers, depth: int, reader: Reader, ctx: Context,
+def _validate_in_workers(pool: _Workers, depth: int, reader: Iterable[Item], ctx: Context,
                          quarantine: Quarantine, accept: Callable[..., None]) -> None:
     tasks: deque[list[tuple[str, bytes | None, str | None]]] = deque()
 

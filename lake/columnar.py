@@ -1,6 +1,7 @@
 """Validate a whole Arrow batch of records at once: the columnar door for Arrow input.
 
-Parquet and Arrow IPC files, and ``IngestArrow`` messages, hold records one per row
+Parquet and Arrow IPC files, ``IngestArrow`` messages, and blocks of JSONL lines that
+Arrow reads faithfully (``ingest/json_columnar.py``) hold records one per row
 (``docs/format.md``). ``normalize_batch`` checks every field of every row and step with
 vectorised Arrow / numpy operations that implement the rules of ``lake/records.py`` (the
 readers are in ``lake/arrow_values.py``); only what is free-form (``meta``, unknown fields,

@@ -129,7 +129,8 @@ def _rows(lake: Lake) -> dict[str, list[tuple]]:
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "parquet"])
-def test_a_bulk_load_lands_what_a_logged_one_does_and_acks_at_commit(kind, sample, tmp_path):
+def test_a_bulk_load_lands_what_a_logged_one_does_and_acks_at_commit(kind, sample, tmp_path,
+                                                                       monkeypatch):
     """Default (bulk): each chunk is acknowledged once committed, and the log holds no
     records; ``wal=True`` logs them first. Both land the same rows and reject the same."""
     import ingest.runner as runner
@@ -146,12 +147,9 @@ def test_a_bulk_load_lands_what_a_logged_one_does_and_acks_at_commit(kind, sampl
                 if not wal:  # acknowledged means committed: already visible
                     assert lake.writer.lag["applied_lsn"] >= ev["lsn"]
 
-            old = runner.CHUNK_RECORDS
-            runner.CHUNK_RECORDS = 7
-            try:
-                s = ingest_paths(lake, [str(path)], on_ack=on_ack, wal=wal)
-            finally:
-                runner.CHUNK_RECORDS = old
+            monkeypatch.setattr(runner, "CHUNK_RECORDS", 7)
+            monkeypatch.setattr(runner, "JSON_BLOCK_BYTES", 1 << 15)  # a few lines each
+            s = ingest_paths(lake, [str(path)], on_ack=on_ack, wal=wal)
             assert (s.trajectories, s.rejected, s.exit_code) == (50, 2, EXIT_SOME_REJECTED)
             assert len(acks) >= (4 if kind == "jsonl" else 1)  # Parquet: one batch, one chunk
             assert sum(a["trajectories"] for a in acks) == 50

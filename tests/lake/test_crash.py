@@ -497,6 +497,7 @@ with open(part, "wb") as f:
 from ingest import runner
 from lake import Lake
 runner.CHUNK_RECORDS = chunk
+runner.JSON_BLOCK_BYTES = 1 << 15  # a few lines per block: many small chunks, many acks
 print("start", flush=True)
 lake = Lake.open(data)  # settings from the LAKE_* environment the test passes
 print("ready", flush=True)
