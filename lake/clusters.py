@@ -78,6 +78,7 @@ class ClusterModel:
     _half_norms: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _pos_of_row: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
     _cluster_of_row: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+    _centroid_norms: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         k, d = self.centroids.shape
@@ -92,6 +93,13 @@ class ClusterModel:
             self.log_clusters = np.empty(0, np.int32)
             self.app_pos = [np.empty(0, np.int64) for _ in range(k)]
             self.app_len = np.zeros(k, np.int64)
+
+    @property
+    def centroid_norms(self) -> np.ndarray:
+        """Each centroid's length (at least 1e-12): centroids are not unit length."""
+        if self._centroid_norms is None:
+            self._centroid_norms = np.maximum(np.linalg.norm(self.centroids, axis=1), 1e-12)
+        return self._centroid_norms
 
     @property
     def k(self) -> int:
@@ -452,19 +460,23 @@ def _mask(model: ClusterModel, allowed: np.ndarray) -> np.ndarray:
 
 
 def _topk(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    if len(scores) > k:
-        part = np.argpartition(scores, len(scores) - k)[-k:]
-        ids, scores = ids[part], scores[part]
-    o = np.argsort(-scores, kind="stable")
+    """The k best, best first; equal scores: the lower row first (as a stable sort of every
+    row would give). The k-th best score by ``partition`` (half the cost of
+    ``argpartition``), then the rows reaching it: k, or more when some tie with it."""
+    n = len(scores)
+    if n > k:
+        keep = np.flatnonzero(scores >= np.partition(scores, n - k)[n - k])
+        ids, scores = ids[keep], scores[keep]
+    o = np.lexsort((ids, -scores))[:k]
     return ids[o].astype(np.int64, copy=False), scores[o].astype(np.float32, copy=False)
 
 
 def _exact_all(model: ClusterModel, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    ids, sc = [model.row_ids], [model.vectors @ q]
-    if model.log_len:
-        ids.append(np.arange(model.n_fit, model.n_rows, dtype=np.int64))
-        sc.append(model.log_vectors[: model.log_len] @ q)
-    return _topk(np.concatenate(ids), np.concatenate(sc), k)
+    if not model.log_len:
+        return _topk(model.row_ids, model.vectors @ q, k)
+    ids = np.concatenate([model.row_ids, np.arange(model.n_fit, model.n_rows, dtype=np.int64)])
+    sc = np.concatenate([model.vectors @ q, model.log_vectors[: model.log_len] @ q])
+    return _topk(ids, sc, k)
 
 
 def _exact_rows(model: ClusterModel, q: np.ndarray, rows: np.ndarray, k: int

@@ -21,6 +21,7 @@ trajectory is retrievable once embedded, and ``stats()`` shows the lag.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import uuid
@@ -36,7 +37,7 @@ from . import fused as fusedmod
 from . import slots
 from . import verdict as verdicts
 from .errors import InvalidArgument, NotFound
-from .index import Filters, Row, StoredFit, TenantIndex, fit_tables, match_fit
+from .index import NEVER, Filters, Row, StoredFit, TenantIndex, fit_tables, match_fit
 from .records import normalize_task, now_us, task_hash
 from .schema import CONTEXTS, FEEDBACK
 from .tables import quote
@@ -73,6 +74,7 @@ class ContextService:
         self.embedding = EmbeddingService(self.embedder, self.cache)
         self._indexes: dict[str, TenantIndex] = {}
         self._fused: dict[str, tuple[float, int, dict[int, dict]]] = {}
+        self._sources: dict[tuple[str, int], tuple] = {}  # see _servable_sources
         self._feedback: dict[str, dict[int, list[tuple[float, bool, bool]]]] = {}
         self._contexts: dict[str, dict[str, Any]] = {}  # recent context_id -> what was served
         self._log: list[dict] = []
@@ -292,8 +294,8 @@ class ContextService:
             raise InvalidArgument(f"vector has {v.shape[0]} dimensions; this lake's embedder "
                                   f"({self.embedder.model_id}) makes {self.embedder.dim}",
                                   field="vector")
-        norm = float(np.linalg.norm(v))
-        if not np.isfinite(v).all() or norm == 0:
+        norm = float(np.sqrt(v.dot(v)))  # np.linalg.norm's arithmetic, without its checks
+        if norm == 0 or (not math.isfinite(norm) and not np.isfinite(v).all()):
             raise InvalidArgument("vector must be finite and non-zero", field="vector")
         return v / norm, None
 
@@ -362,10 +364,30 @@ class ContextService:
         if changes != self._changes and (not stats or time.time() - at > FUSED_TTL_S):
             stats = self._compute_fused(tenant, idx)
         out = dict(stats.get(cluster, {}))
-        out["sources"] = [s for s in out.get("sources", [])
-                          if (row := idx.pos.get(s)) is not None and idx._servable(row, now)]
+        out["sources"] = self._servable_sources(tenant, idx, stats, cluster, now)
         out["feedback"] = self._feedback_stats(tenant, cluster)
         return out
+
+    def _servable_sources(self, tenant: str, idx: TenantIndex, stats: dict[int, dict],
+                          cluster: int, now: int) -> list[str]:
+        """The cluster's fused sources that can be served ``now``: worked out once, then
+        reused until the stats or the index's rows change or one of them expires."""
+        got = self._sources.get((tenant, cluster))
+        if got is not None:
+            was_idx, was_stats, generation, since, until, kept = got
+            if was_idx is idx and was_stats is stats and generation == idx.generation \
+                    and since <= now < until:
+                return list(kept)
+        generation, kept, until = idx.generation, [], NEVER  # generation first: a change
+        for s in stats.get(cluster, {}).get("sources", []):  # meanwhile misses next time
+            row = idx.pos.get(s)
+            if row is not None and idx._servable(row, now):
+                kept.append(s)
+                expires = idx.rows[row].expires_at_us
+                if expires is not None:
+                    until = min(until, expires)
+        self._sources[(tenant, cluster)] = (idx, stats, generation, now, until, kept)
+        return list(kept)
 
     def _compute_fused(self, tenant: str, idx: TenantIndex) -> dict[int, dict]:
         members = idx.members()

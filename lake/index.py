@@ -120,6 +120,7 @@ class TenantIndex:
         self._agents, self._versions = _Codes(), _Codes()
         self._cols: dict[str, np.ndarray] = {}
         self._pending: list[np.ndarray] = []  # vectors of rows added before the first fit
+        self.generation = 0  # bumped when rows change (added, updated, retracted)
 
     # -- building -----------------------------------------------------------------------------
     def add(self, rows: list[Row], vectors: np.ndarray) -> None:
@@ -144,6 +145,7 @@ class TenantIndex:
                 else:
                     self.labels = np.concatenate([self.labels, ivf.assign(self.model, vecs)])
             self._cols = {}
+            self.generation += 1
 
     def fit(self, seed: int = 0) -> None:
         with self.lock:
@@ -196,7 +198,11 @@ class TenantIndex:
                 return np.empty(0, np.int64), np.empty(0, np.float32)
             if filters.empty:
                 ids, scores = ivf.search(self.model, query, k + EXTRA)
-                keep = [i for i, r in enumerate(ids) if self._servable(int(r), now_us)]
+                rows = self.rows
+                keep = [i for i, r in enumerate(ids.tolist()) if (x := rows[r]).active
+                        and (x.expires_at_us is None or x.expires_at_us > now_us)]  # _servable
+                if len(keep) == len(ids):
+                    return ids[:k], scores[:k]
                 if len(keep) >= k or len(ids) < k + EXTRA:  # enough, or no more rows exist
                     return ids[keep][:k], scores[keep][:k]
             return ivf.search(self.model, query, k, allowed=self.mask(filters, now_us))
@@ -253,13 +259,13 @@ class TenantIndex:
                     self.rows[row].active = False
                     n += 1
             self._cols = {}
+            self.generation += 1
             return n
 
     # -- clusters -----------------------------------------------------------------------------
     def cluster_of_vector(self, v: np.ndarray) -> tuple[int, float]:
         """Nearest centroid and its cosine (centroids are not unit length: normalised here)."""
-        c = self.model.centroids
-        sims = (c @ v) / np.maximum(np.linalg.norm(c, axis=1), 1e-12)
+        sims = (self.model.centroids @ v) / self.model.centroid_norms
         best = int(np.argmax(sims))
         return best, float(sims[best])
 

@@ -91,6 +91,20 @@ def test_exact_flag_on_a_clustered_small_model_stays_exact():
         assert C.search(model, q, 10)[0].tolist() == brute(x, q, 10)[0].tolist()
 
 
+def test_tied_scores_come_as_brute_force_orders_them():
+    x, _ = fake_embed(600, seed=5)
+    x[100:400:3] = x[7]  # many rows with one vector: their scores tie, also at the k-th
+    x[450] = x[7]
+    model = C.fit(x, k=12)
+    model.exact = True
+    for k in (1, 5, 10, 150):
+        for q in (x[7], moved(x, np.array([7]))[0]):
+            ids, sc = C.search(model, q, k)
+            want_ids, want_sc = brute(x, q, k)
+            assert ids.tolist() == want_ids.tolist()
+            np.testing.assert_allclose(sc, want_sc, rtol=1e-5, atol=1e-6)
+
+
 def test_fewer_rows_than_k_and_empty_filters():
     x, _ = fake_embed(5, seed=4)
     model = C.fit(x)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -9,6 +12,7 @@ from hypothesis import strategies as st
 
 from lake import InvalidArgument, Lake, NotFound
 from lake.context import ContextService
+from lake.records import now_us
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +119,23 @@ def test_retracted_and_expired_are_never_served(cache):
         cache.retract("default", ["nope"], "x")
     with pytest.raises(InvalidArgument, match="reason"):
         cache.retract("default", ["r5"], " ")
+
+
+def test_fused_sources_follow_retractions_and_expiry_between_queries(cache):
+    soon = now_us() + 2_500_000
+    runs = _runs(*["Cancel order #7 and refund it to the card"] * 6)
+    runs[4]["expires_at"] = datetime.fromtimestamp(soon / 1e6, UTC).isoformat()
+    cache.lake.ingest(runs)
+
+    def sources() -> set[str]:
+        return set(cache.get_context("default", {"text": "Refund order #7", "k": 3})
+                   ["fused"]["sources"])
+
+    assert sources() == sources() == {f"r{i}" for i in range(6)}  # the second: remembered
+    cache.retract("default", ["r0"], "bad plan")
+    assert sources() == {"r1", "r2", "r3", "r4", "r5"}
+    time.sleep(max(0.0, (soon - now_us()) / 1e6) + 0.05)
+    assert sources() == {"r1", "r2", "r3", "r5"}
 
 
 WORDS = ["refund", "order", "flight", "hotel", "cancel", "book", "upgrade", "seat", "card",
