@@ -287,9 +287,10 @@ def _stream(target: str, n: int, seed: int, tid: str) -> dict[str, Any]:
     from server.client import LakeClient
 
     steps = stream_steps(n, seed)
+    head = convert.stream_head(tid)
     t0 = time.perf_counter()
     for s in steps:  # what the client pays per step (not timed below: measured apart)
-        convert.step_to_pb(s)
+        convert.stream_request(head, (s,))
     prep = time.perf_counter() - t0
     with LakeClient(target, timeout=600) as c:
         c.start("Stream benchmark: one live trajectory, one step per message",
@@ -557,7 +558,7 @@ def ingest_breakdown(root: str, parquet: str, n_stream: int, seed: int) -> dict[
     """Seconds per step of the ingest RPCs' parts on a scratch lake: Arrow IPC -> records
     (``convert.ipc_records``), validation (``normalize_line``), the durable log write
     (``lake.submit``: WAL + fsync); for a stream, message -> record
-    (``convert.step_record_from_pb``) and ``lake.append_steps`` in the server's groups."""
+    (``convert.step_records_from_pb``) and ``lake.append_steps`` in the server's groups."""
     import pyarrow.parquet as pq
 
     from lake import Lake
@@ -582,8 +583,9 @@ def ingest_breakdown(root: str, parquet: str, n_stream: int, seed: int) -> dict[
         out["submit"] = (time.perf_counter() - t0) / n_arrow
         msgs = [convert.step_to_pb(s) for s in stream_steps(n_stream, seed)]
         t0 = time.perf_counter()
-        rows = [convert.step_record_from_pb(m, f"steps[{i}]") for i, m in enumerate(msgs)]
-        out["step_record_from_pb"] = (time.perf_counter() - t0) / n_stream
+        rows = [r for i in range(0, n_stream, STREAM_GROUP)  # as the server: by group
+                for r in convert.step_records_from_pb(msgs[i:i + STREAM_GROUP], i)]
+        out["step_records_from_pb"] = (time.perf_counter() - t0) / n_stream
         lake.start_trajectory({"trajectory_id": "bench/breakdown", "task": "breakdown"})
         t0 = time.perf_counter()
         for i in range(0, n_stream, STREAM_GROUP):
@@ -959,7 +961,8 @@ def _stream_lines(r: Result) -> tuple[str, str]:
         f"**{null:,.0f} steps/s** (runs " + ", ".join(f"{x:,.0f}" for x in r.null_stream)
         + "), the ceiling gRPC and our client leave on this machine; ours / that "
         f"**{rate / null:.2f}**. "
-        "The client's own step-to-message conversion of the "
+        "The client's own step-to-message conversion (`convert.stream_request`: the "
+        "serialized message, built from its parts) of the "
         f"{n:,} steps takes {statistics.median(x.client_prep_s for x in r.streams):.2f} s "
         f"on its own (inside the streamed time). {r.lake_check}.")
     return row, baseline
@@ -1047,10 +1050,11 @@ def _where(r: Result) -> list[str]:
 def _stream_where(g: dict[str, float]) -> str:
     """The StreamSteps bullet of "Where the server's time goes"."""
     us1 = lambda x: f"{x * 1e6:.1f} us"  # noqa: E731
-    stream = g["step_record_from_pb"] + g["append_steps"]
+    stream = g["step_records_from_pb"] + g["append_steps"]
     return (
-        f"- StreamSteps, per step: message -> record (`convert.step_record_from_pb`, from "
-        f"the fields the message has set) {us1(g['step_record_from_pb'])}, "
+        f"- StreamSteps, per step: message -> record (`convert.step_records_from_pb`, a "
+        f"group at a time, from the fields the message has set) "
+        f"{us1(g['step_records_from_pb'])}, "
         f"`lake.append_steps` in the server's groups of {512} (validated once, logged, "
         f"fsynced; the writer's commits run meanwhile) {us1(g['append_steps'])}: "
         f"{us1(stream)} a step. The rest is gRPC's per-message cost on both sides (the bare "

@@ -68,6 +68,9 @@ class LakeClient:
         self.ingest = pb_grpc.IngestServiceStub(self.channel)
         self.context = pb_grpc.ContextServiceStub(self.channel)
         self.admin = pb_grpc.AdminServiceStub(self.channel)
+        self._stream_steps = self.channel.stream_unary(  # StreamSteps taking serialized requests
+            f"/{pb.DESCRIPTOR.services_by_name['IngestService'].full_name}/StreamSteps",
+            request_serializer=None, response_deserializer=pb.StreamStepsResponse.FromString)
 
     def call(self, method: Callable[..., Any], request: Any) -> Any:
         """One RPC with the token and timeout; a failure raises the lake's error class."""
@@ -160,16 +163,18 @@ class LakeClient:
     def stream(self, trajectory_id: str, steps: Iterable[dict[str, Any]],
                per_message: int = 1) -> IngestReply:
         """Send steps over one client stream; acknowledged (all of them) when it returns."""
-        def messages() -> Iterator[pb.StreamStepsRequest]:
-            batch: list[pb.Step] = []
+        head = convert.stream_head(trajectory_id)
+
+        def messages() -> Iterator[bytes]:  # serialized here: gRPC sends bytes as they are
+            batch: list[dict[str, Any]] = []
             for s in steps:
-                batch.append(convert.step_to_pb(s))
+                batch.append(s)
                 if len(batch) >= per_message:
-                    yield pb.StreamStepsRequest(trajectory_id=trajectory_id, steps=batch)
+                    yield convert.stream_request(head, batch)
                     batch = []
             if batch:
-                yield pb.StreamStepsRequest(trajectory_id=trajectory_id, steps=batch)
-        r = self.call(self.ingest.StreamSteps, messages())
+                yield convert.stream_request(head, batch)
+        r = self.call(self._stream_steps, messages())
         return IngestReply(r.accepted, r.accepted, [_reject(x) for x in r.rejects], r.lsn)
 
     def finish(self, trajectory_id: str, *, success: bool | None = None,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -158,7 +159,62 @@ def _row(msg: Any, schema: pa.Schema, skip: frozenset[str] = frozenset(),
 
 
 def step_to_pb(row: dict[str, Any]) -> pb.Step:
-    return _fill(pb.Step(), row, STEPS)
+    return pb.Step(**step_fields(row))
+
+
+def step_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """A step row -> ``Step``'s constructor keywords: what ``_fill`` would set, in one call
+    (half the cost of setting the fields one by one; the client streams every step)."""
+    wire = _STEP_WIRE or _step_wire()
+    out: dict[str, Any] = {}
+    for name, value in row.items():
+        if value is not None and (field := wire.get(name)) is not None:
+            out[field] = to_us(value) if field == "started_at_us" else value
+    return out
+
+
+_STEP_WIRE: dict[str, str] = {}  # step column -> Step field
+
+
+def _step_wire() -> dict[str, str]:
+    plan = _plan(pb.Step(), STEPS)
+    assert [(n, w) for n, w, k, _, _ in plan if k not in (_OPTIONAL, _PLAIN)] \
+        == [("started_at", "started_at_us")], plan
+    _STEP_WIRE.update({name: wire for name, wire, _, _, _ in plan})
+    return _STEP_WIRE
+
+
+def stream_head(trajectory_id: str) -> bytes:
+    """The serialized start of every ``StreamStepsRequest`` of one trajectory."""
+    return pb.StreamStepsRequest(trajectory_id=trajectory_id).SerializeToString()
+
+
+def stream_request(head: bytes, rows: Iterable[dict[str, Any]]) -> bytes:
+    """``StreamStepsRequest(trajectory_id, steps=rows)`` serialized, from its parts: a message
+    on the wire is its fields one after the other, so the head (``stream_head``) and then
+    each step as field 2 (tag, length, bytes) are the bytes ``SerializeToString`` writes,
+    without building the request and copying each step into it."""
+    parts = [head]
+    for row in rows:
+        step = pb.Step(**step_fields(row)).SerializeToString()
+        parts += (_STEPS_TAG, _varint(len(step)), step)
+    return b"".join(parts)
+
+
+_STEPS_TAG = bytes((2 << 3 | 2,))  # field 2, length-delimited
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def trajectory_to_pb(row: dict[str, Any]) -> pb.Trajectory:
@@ -186,43 +242,56 @@ def record_from_pb(msg: pb.Trajectory, path: str = "trajectory") -> dict[str, An
     outcome = {k: row.pop(k) for k in ("success", "reward", "scores")}
     row["outcome"] = {k: v for k, v in outcome.items() if v is not None}
     row["meta"] = _json_object(row.get("meta"), f"{path}.meta")
-    row["steps"] = [step_record_from_pb(s, f"{path}.steps[{i}]") for i, s in enumerate(msg.steps)]
+    row["steps"] = step_records_from_pb(msg.steps, path=lambda i: f"{path}.steps[{i}]")
     return {k: v for k, v in row.items() if v is not None}
 
 
-def step_record_from_pb(msg: pb.Step, path: str) -> dict[str, Any]:
-    """``_record_row`` of a step without its nulls, from the fields the message has set
-    (``ListFields``: one call instead of a test per field; the live-trajectory RPCs convert
-    every step). An unset ``kind`` is left out rather than empty: the same rejection. The
-    time is a ``datetime`` (exact, and read as such; ISO text would be written and parsed
-    again for each step) which the log writes as ISO text."""
-    row: dict[str, Any] = {}
-    columns = _STEP_COLUMNS or _step_columns()
-    for f, value in msg.ListFields():
-        column = columns.get(f)
-        if column is None:
-            continue  # read-only
-        if column == "started_at":
-            row[column] = from_us(value, f"{path}.{f.name}")
-        elif column == "attributes":
-            row[column] = _json_object(value, f"{path}.attributes")
-        else:
-            row[column] = value
-    return row
+def step_records_from_pb(steps: Iterable[pb.Step], offset: int = 0,
+                         path: Callable[[int], str] | None = None) -> list[dict[str, Any]]:
+    """Step messages -> step records: ``_record_row`` of each without its nulls, from the
+    fields the message has set (a test per field: the live-trajectory RPCs convert every
+    step). An unset ``kind`` is left out rather than empty: the same rejection. The time
+    is a ``datetime`` (exact, and read as such; ISO text would be written and parsed again
+    for each step) which the log writes as ISO text. A bad value is named
+    ``steps[offset + i].<field>`` (or ``path(i).<field>``), the path made only then."""
+    fields = _STEP_FIELDS or _step_fields()
+    where = path or (lambda i: f"steps[{offset + i}]")
+    out: list[dict[str, Any]] = []
+    for i, msg in enumerate(steps):
+        row: dict[str, Any] = {}
+        has = msg.HasField
+        for wire, column, presence in fields:
+            if presence:
+                if has(wire):
+                    row[column] = getattr(msg, wire)
+            elif value := getattr(msg, wire):  # proto3 plain fields: set = not the default
+                row[column] = value
+        if has("started_at_us"):
+            us = msg.started_at_us
+            try:
+                row["started_at"] = _EPOCH + us * _US
+            except OverflowError:
+                from_us(us, f"{where(i)}.started_at_us")  # raises, naming the field
+        if attributes := msg.attributes:
+            row["attributes"] = _json_object(attributes, f"{where(i)}.attributes")
+        out.append(row)
+    return out
 
 
-_STEP_COLUMNS: dict[Any, str] = {}  # Step field descriptor -> record field
+# What a step record reads of a message, but ``started_at`` (a time) and ``attributes`` (JSON
+# text): (field, record field, has presence); read-only fields are not read.
+_STEP_FIELDS: list[tuple[str, str, bool]] = []
 
 
-def _step_columns() -> dict[Any, str]:
-    """What ``_record_row`` reads of a step: plain values but ``started_at`` (a time) and
-    ``attributes`` (JSON text)."""
+def _step_fields() -> list[tuple[str, str, bool]]:
     plan = _plan(pb.Step(), STEPS, _RECORD_SKIP)
     assert {k for _, _, k, _, _ in plan} <= {_TIME, _OPTIONAL, _PLAIN}, plan
     assert [n for n, _, k, _, _ in plan if k == _TIME] == ["started_at"], plan
-    fields = pb.Step.DESCRIPTOR.fields_by_name
-    _STEP_COLUMNS.update({fields[wire]: name for name, wire, _, _, _ in plan})
-    return _STEP_COLUMNS
+    assert "attributes" in {n for n, _, _, _, _ in plan}, plan
+    fields = [(wire, name, presence) for name, wire, _, presence, _ in plan
+              if name not in ("started_at", "attributes")]
+    _STEP_FIELDS[:] = fields  # at once: another thread may be reading it
+    return _STEP_FIELDS
 
 
 _RECORD_SKIP = _READ_ONLY | {"status"}  # the caller names the status' path

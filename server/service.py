@@ -15,8 +15,9 @@ import pyarrow as pa
 
 from lake import Lake, reads
 from lake.columnar import DROP, normalize_batch
-from lake.context import ContextService, describe
+from lake.context import ContextService, Query, describe
 from lake.errors import InvalidArgument
+from lake.index import Filters
 from lake.records import Record, normalize_line
 from lake.row_log import wal_entry
 from proto.contextlake.v1 import lake_pb2 as pb
@@ -58,11 +59,15 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             accepted += res.steps
             rejects.extend(_rejects(res, offset))
             lsn, offset = max(lsn, res.lsn), offset + len(steps)
-        for msg in request_iterator:
+        for msg in request_iterator:  # per message: as little Python as can be
             messages += 1
-            buffered.setdefault(msg.trajectory_id, []).extend(msg.steps)
-            if len(buffered[msg.trajectory_id]) >= STREAM_GROUP:
-                drain(msg.trajectory_id)
+            tid = msg.trajectory_id
+            group = buffered.get(tid)
+            if group is None:
+                group = buffered[tid] = []
+            group += msg.steps
+            if len(group) >= STREAM_GROUP:
+                drain(tid)
         for tid in list(buffered):
             drain(tid)
         return pb.StreamStepsResponse(accepted=accepted, rejects=rejects, lsn=lsn,
@@ -71,8 +76,7 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
     def _append(self, tid: str, steps: Any, offset: int) -> Any:
         if not tid:
             raise InvalidArgument("trajectory_id is empty", field="trajectory_id")
-        records = [convert.step_record_from_pb(s, f"steps[{offset + i}]")
-                   for i, s in enumerate(steps)]
+        records = convert.step_records_from_pb(steps, offset)
         return self.lake.append_steps(tid, records, tenant=identity().tenant)
 
     def FinishTrajectory(self, request: pb.FinishTrajectoryRequest,
@@ -143,22 +147,22 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
     def GetContext(self, request: pb.GetContextRequest, context: Any) -> pb.GetContextResponse:
         who = identity()
         self.cache.wait_indexed(request.min_lsn)
-        query: dict[str, Any] = {"k": request.k or 5, "agent": request.agent or who.agent,
-                                 "filters": _context_filters(request.filter)}
+        query = Query(k=request.k or 5, agent=request.agent or who.agent,
+                      filters=_context_filters(request.filter))
         which = request.WhichOneof("query")
         if which == "text":
-            query["text"] = request.text
+            query.text = request.text
         elif which == "vector":
-            query["vector"] = np.array(request.vector.values, dtype=np.float32)  # 3 us, not 30
+            query.vector = np.array(request.vector.values, dtype=np.float32)  # 3 us, not 30
         else:
             raise InvalidArgument("set text (the task) or vector", field="query")
         a = self.cache.get_context(who.tenant, query)
-        return pb.GetContextResponse(
-            verdict=pb.Verdict(label=a["verdict"], reason=a["reason"],
-                               cluster_id=(a["cluster"] or {}).get("id")),
-            neighbours=[pb.Neighbour(similarity=n["similarity"], trajectory=pb.Trajectory(
-                trajectory_id=n["trajectory_id"], task=n["task"], success=n["success"],
-                reward=n["reward"], agent=n["agent"], agent_version=n["agent_version"]))
+        return pb.GetContextResponse(  # sub-messages as dicts: half the cost of message objects
+            verdict={"label": a["verdict"], "reason": a["reason"],
+                     "cluster_id": (a["cluster"] or {}).get("id")},
+            neighbours=[{"similarity": n["similarity"], "trajectory": {
+                "trajectory_id": n["trajectory_id"], "task": n["task"], "success": n["success"],
+                "reward": n["reward"], "agent": n["agent"], "agent_version": n["agent_version"]}}
                 for n in a["neighbors"]],
             context=describe(a), context_id=a["context_id"],
             version=a["provenance"]["lake_version"], answer_json=answer_json(a))
@@ -219,13 +223,20 @@ def answer_json(answer: dict[str, Any]) -> str:
 
 
 def _rejects(res: Any, offset: int) -> list[pb.Reject]:
-    return [pb.Reject(index=int(r.location.removeprefix("steps[").removesuffix("]"))
-                      if r.location.startswith("steps[")
-                      else offset, field=r.field or "", reason=r.reason)
-            for r in res.rejected]
+    """The lake's rejects of a batch of steps that starts at ``offset`` (a stream's group):
+    ``steps[i]`` of the batch is ``index`` and field path ``steps[offset + i]``."""
+    out = []
+    for r in res.rejected:
+        if not r.location.startswith("steps["):
+            out.append(pb.Reject(index=offset, field=r.field or "", reason=r.reason))
+            continue
+        index = offset + int(r.location.removeprefix("steps[").removesuffix("]"))
+        out.append(pb.Reject(index=index, reason=r.reason, field=(r.field or "").replace(
+            r.location, f"steps[{index}]", 1)))
+    return out
 
 
-def _context_filters(f: pb.Filter) -> dict[str, Any]:
+def _context_filters(f: pb.Filter) -> Filters:
     """GetContext's filters; fields it cannot honour are refused, not ignored."""
     for name in ("model", "session_id"):
         if getattr(f, name):
@@ -238,12 +249,12 @@ def _context_filters(f: pb.Filter) -> dict[str, Any]:
     if f.HasField("success") and not f.success:
         raise InvalidArgument("GetContext serves successful or all runs: set success=true or "
                               "leave it unset", field="filter.success")
-    return {"success_only": f.HasField("success") and f.success,
-            "agent": f.agent or None, "agent_version": f.agent_version or None,
-            "min_reward": f.min_reward if f.HasField("min_reward") else None,
-            "tags": list(f.tags) or None,
-            "since_us": f.since_us if f.HasField("since_us") else None,
-            "until_us": f.until_us if f.HasField("until_us") else None}
+    return Filters(success_only=f.HasField("success") and f.success,
+                   agent=f.agent or None, agent_version=f.agent_version or None,
+                   min_reward=f.min_reward if f.HasField("min_reward") else None,
+                   tags=tuple(f.tags),
+                   since_us=f.since_us if f.HasField("since_us") else None,
+                   until_us=f.until_us if f.HasField("until_us") else None)
 
 
 def _filter(f: pb.Filter, include_retracted: bool) -> reads.TrajectoryFilter:

@@ -64,6 +64,16 @@ def test_stream_of_one_step_per_message(server, client):
     assert client.get_trajectory(tid, min_lsn=lsn)["n_steps"] == 2000
 
 
+def test_stream_rejects_name_the_position_in_the_whole_stream(server, client):
+    tid = client.start("streamed with bad steps", trajectory_id="s-2")
+    steps = [{"index": i, "kind": "tool"} for i in range(1200)]
+    steps[3]["duration_ms"] = steps[900]["duration_ms"] = -4.0  # 900: the second group
+    reply = client.stream(tid, steps)
+    assert reply.accepted == 1198
+    assert [(r["index"], r["field"]) for r in reply.rejects] == \
+        [(3, "steps[3].duration_ms"), (900, "steps[900].duration_ms")]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
