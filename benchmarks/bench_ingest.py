@@ -7,9 +7,11 @@
 For each format (JSONL, Parquet) of the same synthetic data (``benchmarks/synth.py``,
 generated into ``benchmarks/data/`` on first use):
 
-- ours: ``ingest_paths(lake, [file])`` on a fresh lake in a temp dir, which validates every
-  record, logs it in the write-ahead log (fsync) and commits it to the Lance tables, and
-  returns after the final flush: everything durable, committed and visible to SQL;
+- ours: ``ingest_paths(lake, [file])`` (``lake ingest``) on a fresh lake in a temp dir,
+  which validates every record and commits it to the Lance tables (a bulk load: each chunk
+  acknowledged once committed; ``--wal`` also measures the path that logs every chunk to
+  the write-ahead log first), and returns after the final flush: everything durable,
+  committed and visible to SQL;
 - raw: ``pyarrow.json.read_json`` / ``pyarrow.parquet.read_table`` of the file plus ONE
   LanceDB ``add`` of the whole Arrow table into a fresh table (nothing validated, nested
   rows stored as they are, no log).
@@ -54,8 +56,10 @@ class Runs:
     ours_cpu: list[float] = field(default_factory=list)
     raw: list[float] = field(default_factory=list)
     raw_cpu: list[float] = field(default_factory=list)
-    rows: list[float] = field(default_factory=list)  # --row-path: Parquet validated per row
+    rows: list[float] = field(default_factory=list)  # --row-path: validated per row
     rows_cpu: list[float] = field(default_factory=list)
+    wal: list[float] = field(default_factory=list)  # --wal: every chunk logged first
+    wal_cpu: list[float] = field(default_factory=list)
 
     @property
     def mb(self) -> float:
@@ -70,7 +74,8 @@ class Runs:
         return self.ratio >= TARGET
 
 
-def run_ours(path: Path, steps: int, columnar: bool = True) -> tuple[float, float, int]:
+def run_ours(path: Path, steps: int, columnar: bool = True, wal: bool = False
+             ) -> tuple[float, float, int]:
     from ingest.runner import ingest_paths
     from lake import Lake
 
@@ -78,7 +83,8 @@ def run_ours(path: Path, steps: int, columnar: bool = True) -> tuple[float, floa
         lake = Lake.open(d)
         try:
             with common.Timer() as t:
-                summary = ingest_paths(lake, [str(path)], columnar=columnar)  # ends: flush
+                summary = ingest_paths(lake, [str(path)], columnar=columnar,
+                                       wal=wal)  # ends: flush
             assert summary.steps == steps and summary.rejected == 0, summary.as_dict()
             assert lake.count("steps") == steps
             n = lake.count("trajectories")
@@ -164,7 +170,7 @@ def warm(path: Path) -> None:
 
 
 def measure(steps: int, seed: int, reps: int, formats: tuple[str, ...],
-            log=print, row_path: bool = False) -> list[Runs]:
+            log=print, row_path: bool = False, wal: bool = False) -> list[Runs]:
     import lancedb  # noqa: F401 - imported before timing (a few seconds)
 
     import ingest.runner  # noqa: F401
@@ -177,13 +183,13 @@ def measure(steps: int, seed: int, reps: int, formats: tuple[str, ...],
         runs = Runs(fmt, path, steps=steps)
         for rep in range(reps):
             order = ("raw", "ours") if rep % 2 == 0 else ("ours", "raw")
-            if row_path and fmt == "parquet":
-                order += ("rows",)
+            order += ("rows",) * row_path + ("wal",) * wal
             for which in order:
-                if which == "rows":
-                    wall, cpu, n = run_ours(path, steps, columnar=False)
-                    runs.rows.append(wall)
-                    runs.rows_cpu.append(cpu)
+                if which in ("rows", "wal"):
+                    wall, cpu, n = run_ours(path, steps, columnar=which != "rows",
+                                            wal=which == "wal")
+                    getattr(runs, which).append(wall)
+                    getattr(runs, f"{which}_cpu").append(cpu)
                 elif which == "raw":
                     wall, cpu, n = run_raw(path, fmt)
                     runs.raw.append(wall)
@@ -242,9 +248,10 @@ def report(results: list[Runs], cmd: str, reps: int, load_before: str, load_afte
         f"(1/5/15 min) {load_before} before, {load_after} after",
         f"- data: `benchmarks/synth.py`, seed {seed}; "
         f"{reps} alternating repetitions per format, medians reported",
-        "- ours: `ingest_paths` on a fresh lake, to the final flush (validated, WAL-fsynced, "
-        "committed to Lance, visible to SQL); raw: pyarrow read of the file + one LanceDB "
-        "`add` of the whole table into a fresh table",
+        "- ours: `ingest_paths` (what `lake ingest` runs) on a fresh lake, to the final flush "
+        "(validated, committed to Lance, visible to SQL; a bulk load: each chunk acknowledged "
+        "once committed); raw: pyarrow read of the file + one LanceDB `add` of the whole "
+        "table into a fresh table",
         "",
         "| format | file | trajectories | steps | ours s | ours steps/s | ours MB/s | raw s | "
         "raw steps/s | raw MB/s | ratio ours/raw | target >= 0.5 |",
@@ -257,20 +264,23 @@ def report(results: list[Runs], cmd: str, reps: int, load_before: str, load_afte
             f"{r.steps / o:,.0f} | {r.mb / o:.1f} | {w:.2f} | {r.steps / w:,.0f} | "
             f"{r.mb / w:.1f} | **{r.ratio:.2f}** | {'met' if r.met else 'NOT met'} |")
     for r in results:
-        if r.rows:
-            o, w = common.median(r.rows), common.median(r.raw)
-            lines.append(
-                f"| {r.fmt}, validated per row (`columnar=False`, the path before) | "
-                f"{r.mb:.0f} MB | {r.trajectories:,} | {r.steps:,} | {o:.2f} | "
-                f"{r.steps / o:,.0f} | {r.mb / o:.1f} | {w:.2f} | {r.steps / w:,.0f} | "
-                f"{r.mb / w:.1f} | {w / o:.2f} | - |")
+        for runs, what in ((r.rows, "validated per row (`columnar=False`, the path before)"),
+                           (r.wal, "every chunk logged first (`--wal`, WAL + fsync)")):
+            if runs:
+                o, w = common.median(runs), common.median(r.raw)
+                lines.append(
+                    f"| {r.fmt}, {what} | {r.mb:.0f} MB | {r.trajectories:,} | {r.steps:,} | "
+                    f"{o:.2f} | {r.steps / o:,.0f} | {r.mb / o:.1f} | {w:.2f} | "
+                    f"{r.steps / w:,.0f} | {r.mb / w:.1f} | {w / o:.2f} | - |")
     lines += ["", "All runs (wall s / CPU s, all threads and worker processes):", ""]
     for r in results:
         ours = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(r.ours, r.ours_cpu, strict=True))
         raw = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(r.raw, r.raw_cpu, strict=True))
         rows = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(r.rows, r.rows_cpu, strict=True))
+        wal = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(r.wal, r.wal_cpu, strict=True))
         lines.append(f"- {r.fmt}: ours {ours}; raw {raw}"
-                     + (f"; validated per row {rows}" if rows else ""))
+                     + (f"; validated per row {rows}" if rows else "")
+                     + (f"; logged first {wal}" if wal else ""))
     if rpc is not None:
         runs = ", ".join(f"{rpc.steps / x:,.0f}" for x in rpc.durable)
         lines += [
@@ -301,13 +311,16 @@ def main(argv: list[str] | None = None) -> list[Runs]:
                    help="steps sent through IngestArrow (0: skip)")
     p.add_argument("--rpc-batch", type=int, default=1000, help="trajectories per IngestArrow")
     p.add_argument("--row-path", action="store_true",
-                   help="also ingest the Parquet file validated per row (the path before "
+                   help="also ingest each file validated per row (the path before "
                         "lake/columnar.py), in the same alternation")
+    p.add_argument("--wal", action="store_true",
+                   help="also ingest each file with every chunk logged first (`lake ingest "
+                        "--wal`), in the same alternation")
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     a = p.parse_args(argv)
     formats = tuple(f for f in a.formats.split(",") if f)
     before = common.load()
-    results = measure(a.steps, a.seed, a.reps, formats, row_path=a.row_path)
+    results = measure(a.steps, a.seed, a.reps, formats, row_path=a.row_path, wal=a.wal)
     rpc = measure_rpc(a.rpc_steps, a.seed, a.reps, a.rpc_batch) if a.rpc_steps else None
     text = report(results, common.command("benchmarks.bench_ingest", argv), a.reps, before,
                   common.load(), rpc, a.seed)

@@ -25,7 +25,7 @@ from lake.export import MANIFEST as EXPORT_MANIFEST
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".parquet", ".arrow", ".arrows", ".feather")
 ARROW_KINDS = ("parquet", "arrow")  # one record per row of Arrow record batches
-BATCH_ROWS = 4096  # Parquet rows read (and validated) at a time
+BATCH_ROWS = 2048  # Parquet rows read (and validated) at a time
 READ_PIECE = 1 << 16  # bytes of JSONL read at a time
 READ_ERRORS = (OSError, pa.ArrowException, EOFError, zlib.error)
 

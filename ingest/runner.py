@@ -56,7 +56,7 @@ from .readers import (
     size_of,
 )
 
-CHUNK_RECORDS = 2000
+CHUNK_RECORDS = 1000  # records handed to the lake at a time (smaller: a shorter pipeline tail)
 LOG_DEPTH = 2  # chunks being handed over (hashed, logged) while the next is validated
 UNACKED = 8  # bulk load: chunks handed over and not yet committed before reading waits
 
