@@ -482,7 +482,14 @@ def _scores(v: Any, path: str) -> list[tuple[str, float]] | None:
     if not isinstance(v, dict):
         raise InvalidArgument(f"must be an object of name -> number, got {_kind(v)}",
                               field=path)
-    return [(str(k), _float(v, k, f"{path}.{k}")) for k in v if v[k] is not None]  # type: ignore[misc]
+    out = []
+    for k, x in v.items():
+        if x is None:
+            continue
+        if type(x) is not float or not math.isfinite(x):  # else: the checked reader
+            x = _float(v, k, f"{path}.{k}")
+        out.append((str(k), x))
+    return out
 
 
 def _tags(v: Any) -> list[str] | None:
