@@ -99,7 +99,7 @@ def hash_records(records: list[Record], steps: pa.Table | None = None) -> None:
     # an empty range is skipped (it would not change the digest)
     first = np.concatenate(([0], np.cumsum([r.trajectory["n_steps"] for r in records])))
     row = numbers.shape[1] * 8
-    ranges = [(memoryview(numbers).cast("B"), (first * row).tolist())]
+    ranges = [(memoryview(numbers.reshape(-1).view(np.uint8)), (first * row).tolist())]
     ranges += [(data, offsets[first].tolist()) for data, offsets in texts]
     for i, r in enumerate(records):
         t = r.trajectory
