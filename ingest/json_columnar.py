@@ -46,7 +46,7 @@ _PLAIN_KEY = re.compile(r'^[\x20-\x7e]*$')  # printable ASCII
 
 
 def read_block(data: bytes, n_lines: int, longest: int) -> pa.RecordBatch | None:
-    """``data``: ``n_lines`` non-blank JSONL lines (the ``longest`` of ``longest`` bytes), as
+    """``data``: ``n_lines`` non-blank JSONL lines (the longest of ``longest`` bytes), as
     one batch, row i from line i; None when Arrow's reading of them could differ from
     ``orjson``'s (see the module docstring)."""
     size = max(1 << 20, longest + 2)  # whole lines in each of Arrow's blocks
@@ -75,12 +75,9 @@ def _faithful(table: pa.Table, data: bytes) -> bool:
                 return False
             kept.append((name, col, None))
         elif name == "outcome" and pt.is_struct(col.type):
-            for i, f in enumerate(col.type):
-                child = pc.struct_field(col, [i])
-                if f.name == "scores":
-                    kept.append((f.name, child, None))
-                elif f.name not in OUTCOME_FIELDS:
-                    kept.append((f.name, child, None))
+            for i, f in enumerate(col.type):  # scores, and unknown fields (to meta)
+                if f.name == "scores" or f.name not in OUTCOME_FIELDS:
+                    kept.append((f.name, pc.struct_field(col, [i]), None))
         elif name == "steps" and (pt.is_list(col.type) or pt.is_large_list(col.type)):
             steps = pc.list_flatten(col)
             if pt.is_struct(steps.type) and not _steps_faithful(steps, kept):
@@ -101,9 +98,9 @@ def _with_nulls(kept: list) -> set[str]:
 
 
 def _steps_faithful(steps: pa.Array, kept: list) -> bool:
-    present = {f.name: av.valid(pc.struct_field(steps, [i])) for i, f in enumerate(steps.type)}
-    for i, f in enumerate(steps.type):
-        child = pc.struct_field(steps, [i])
+    children = [pc.struct_field(steps, [i]) for i in range(steps.type.num_fields)]
+    present = {f.name: av.valid(child) for f, child in zip(steps.type, children, strict=True)}
+    for f, child in zip(steps.type, children, strict=True):
         if f.name == "attributes":
             if not (pt.is_struct(f.type) or pt.is_null(f.type)):
                 return False
