@@ -26,7 +26,6 @@ from lake.export import MANIFEST as EXPORT_MANIFEST
 SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".parquet", ".arrow", ".arrows", ".feather")
 ARROW_KINDS = ("parquet", "arrow")  # one record per row of Arrow record batches
 BATCH_ROWS = 2048  # Parquet rows read (and validated) at a time
-READ_PIECE = 1 << 16  # bytes of JSONL read at a time
 READ_ERRORS = (OSError, pa.ArrowException, EOFError, zlib.error)
 
 
@@ -170,8 +169,9 @@ class Reader:
 
 @dataclass(slots=True)
 class LineBlock:
-    """Consecutive lines of a JSONL file: ``items`` (one per non-blank line, stripped) and
-    ``data``, their text for a JSON reader (one line each, in order)."""
+    """Consecutive lines of a JSONL file: ``items`` (one per non-blank line, stripped),
+    ``data``, their text for a JSON reader (one line each, in order), and the length of the
+    longest."""
 
     items: list[Item]
     data: bytes
@@ -179,56 +179,29 @@ class LineBlock:
 
 
 def jsonl_blocks(reader: Reader, size: int) -> Iterator[LineBlock]:
-    """The lines of a JSONL ``reader`` in blocks of about ``size`` bytes. Raises what a
-    damaged file raises, after the blocks of the whole lines read before the damage."""
-    opener = gzip.open if reader.kind == "jsonl.gz" else open
-    n, rest = 0, b""
-    with opener(reader.path, "rb") as f:
-        raw_f = getattr(f, "fileobj", None) or f
-        reader.position = raw_f.tell
-        end = False
-        while not end:
-            pieces, got, whole = [rest], len(rest), False  # rest: no newline in it
-            try:
-                while got < size or not whole:  # a block holds a whole line at least
-                    piece = f.read(READ_PIECE)  # small reads: little lost to a damaged gzip
-                    if not piece:
-                        end = True
-                        break
-                    pieces.append(piece)
-                    got += len(piece)
-                    whole = whole or b"\n" in piece
-            except READ_ERRORS:
-                data = b"".join(pieces)
-                cut = data.rfind(b"\n") + 1
-                if cut:
-                    yield _block(reader, data[:cut], n)
-                raise
-            data = b"".join(pieces)
-            cut = len(data) if end else data.rfind(b"\n") + 1
-            data, rest = data[:cut], data[cut:]
-            if data:
-                block = _block(reader, data, n)
-                n += data.count(b"\n") + (not data.endswith(b"\n"))
-                if block.items:
-                    yield block
-    reader.position = lambda: reader.size
+    """The lines of a JSONL ``reader`` (as it reads them one by one) in blocks of about
+    ``size`` bytes. Raises what a damaged file raises, after the block of the lines read
+    before the damage."""
+    items: list[Item] = []
+    got = longest = 0
 
+    def block() -> LineBlock:
+        return LineBlock(items, b"\n".join(i.raw for i in items), longest)
 
-def _block(reader: Reader, data: bytes, before: int) -> LineBlock:
-    """The lines of ``data`` (whole lines; ``before``: the file's lines before them)."""
-    lines = data.split(b"\n")
-    if lines[-1] == b"":
-        lines.pop()
-    items, longest, clean = [], 0, True
-    for i, line in enumerate(lines, before + 1):
-        text = line.strip()
-        if text:
-            items.append(Item(f"{reader.path}:{i}", text))
-            longest = max(longest, len(text))
-        else:
-            clean = False  # a blank line: Arrow would skip it, and rows must be lines
-    return LineBlock(items, data if clean else b"\n".join(i.raw for i in items), longest)
+    try:
+        for item in reader._jsonl():
+            items.append(item)
+            got += len(item.raw)
+            longest = max(longest, len(item.raw))
+            if got >= size:
+                yield block()
+                items, got, longest = [], 0, 0
+    except READ_ERRORS:
+        if items:
+            yield block()
+        raise
+    if items:
+        yield block()
 
 
 def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
