@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 
 from lake import Lake
-from lake.columnar import DROP, KEEP, normalize_batch
+from lake.columnar import DROP, KEEP, Batch, normalize_batch
 from lake.errors import InvalidArgument
 from lake.records import Context, Record, normalize, normalize_line
 from lake.row_log import hash_records, wal_entry
@@ -190,7 +190,7 @@ def _ingest_file(lake: Lake, reader: Reader, tenant: str | None, quarantine: Qua
     ctx = lake.context(tenant)
     records: list[Record] = []
     lines: list[bytes] = []
-    tables: list[pa.Table | None] = []  # Arrow input: the records' steps, batch by batch
+    rows = False  # validated a batch at a time: logged as rows (``row_log``), not lines
     last = ""
     inflight: deque[tuple[Future[int], list[Record], str]] = deque()
 
@@ -205,15 +205,15 @@ def _ingest_file(lake: Lake, reader: Reader, tenant: str | None, quarantine: Qua
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-log") as log:
 
         def submit() -> None:
-            nonlocal records, lines, tables
+            nonlocal records, lines, rows
             finish(LOG_DEPTH - 1)
-            if tables:
-                inflight.append((log.submit(_log_rows, lake, records, tables, ctx, acks.wal),
+            if rows:
+                inflight.append((log.submit(_log_rows, lake, records, ctx, acks.wal),
                                  records, last))
             else:
                 inflight.append((log.submit(lake.submit, records, lines if acks.wal else None,
                                             ctx), records, last))
-            records, lines, tables = [], [], []
+            records, lines, rows = [], [], False
 
         def accept(location: str, raw: bytes | None = None, rec: Record | None = None) -> None:
             nonlocal last
@@ -224,12 +224,12 @@ def _ingest_file(lake: Lake, reader: Reader, tenant: str | None, quarantine: Qua
                 if len(records) >= CHUNK_RECORDS:
                     submit()
 
-        def accept_rows(location: str, recs: list[Record], steps: pa.Table | None) -> None:
-            nonlocal last
+        def accept_rows(location: str, recs: list[Record]) -> None:
+            nonlocal last, rows
             last = location
             if recs:
                 records.extend(recs)
-                tables.append(steps)
+                rows = True
                 if len(records) >= CHUNK_RECORDS:
                     submit()
 
@@ -281,29 +281,35 @@ def _validate(item: Item, ctx: Context, quarantine: Quarantine) -> Record | None
 
 def _validate_batches(reader: Reader, ctx: Context, quarantine: Quarantine,
                       accept: Callable[..., None],
-                      accept_rows: Callable[[str, list[Record], pa.Table | None], None]) -> None:
+                      accept_rows: Callable[[str, list[Record]], None]) -> None:
     try:
         for first, batch in reader.batches():
             res = normalize_batch(batch, ctx, KEEP)
-            got = list(zip(res.rows, res.records, strict=True))
-            for row, item in zip(res.rest, reader.items(batch, first, res.rest), strict=True):
-                rec = _validate(item, ctx, quarantine)
-                if rec is not None:
-                    got.append((row, rec))
-            mixed = len(got) > len(res.records)
-            if mixed:
-                got.sort(key=lambda x: x[0])  # the file's order: a later duplicate wins
-            accept_rows(f"{reader.path}:row {first + batch.num_rows}", [r for _, r in got],
-                        None if mixed else res.steps)
+            _land(res, reader.items(batch, first, res.rest), ctx, quarantine, accept_rows,
+                  f"{reader.path}:row {first + batch.num_rows}")
     except READ_ERRORS as e:
         item = reader.damaged(e)
         accept(item.location)
         quarantine.add(item.location, item.error or "unreadable", None, None)
 
 
+def _land(res: Batch, rest: Iterable[Item], ctx: Context, quarantine: Quarantine,
+          accept_rows: Callable[[str, list[Record]], None], location: str) -> None:
+    """A validated batch's records, with those of the rows it left (``rest``: their items,
+    in ``res.rest`` order) validated one by one, handed on in the file's order."""
+    got = list(zip(res.rows, res.records, strict=True))
+    for row, item in zip(res.rest, rest, strict=True):
+        rec = _validate(item, ctx, quarantine)
+        if rec is not None:
+            got.append((row, rec))
+    if len(got) > len(res.records):
+        got.sort(key=lambda x: x[0])  # the file's order: a later duplicate wins
+    accept_rows(location, [r for _, r in got])
+
+
 def _validate_json_blocks(reader: Reader, ctx: Context, quarantine: Quarantine,
                           accept: Callable[..., None],
-                          accept_rows: Callable[[str, list[Record], pa.Table | None], None],
+                          accept_rows: Callable[[str, list[Record]], None],
                           hand_off: bool = False) -> int | None:
     """JSONL read a block of lines at a time: as one Arrow batch through the columnar door
     when Arrow reads those lines as JSON does (``json_columnar.read_block``, in a thread
@@ -321,22 +327,15 @@ def _validate_json_blocks(reader: Reader, ctx: Context, quarantine: Quarantine,
             if batch is None:
                 got = [rec for item in items
                        if (rec := _validate(item, ctx, quarantine)) is not None]
-                accept_rows(items[-1].location, got, None)
+                accept_rows(items[-1].location, got)
                 if first and hand_off:
                     return len(items)
                 first = False
                 continue
             first = False
             res = normalize_batch(batch, ctx, DROP)
-            pairs = list(zip(res.rows, res.records, strict=True))
-            for row in res.rest:
-                rec = _validate(items[row], ctx, quarantine)
-                if rec is not None:
-                    pairs.append((row, rec))
-            mixed = len(pairs) > len(res.records)
-            if mixed:
-                pairs.sort(key=lambda x: x[0])  # the file's order: a later duplicate wins
-            accept_rows(items[-1].location, [r for _, r in pairs], None if mixed else res.steps)
+            _land(res, [items[row] for row in res.rest], ctx, quarantine, accept_rows,
+                  items[-1].location)
     except READ_ERRORS as e:  # damaged from here (a gzip cut short): what came before lands
         item = reader.damaged(e)
         accept(item.location)
@@ -344,16 +343,13 @@ def _validate_json_blocks(reader: Reader, ctx: Context, quarantine: Quarantine,
     return None
 
 
-def _log_rows(lake: Lake, records: list[Record], tables: list[pa.Table | None],
-              ctx: Context, wal: bool) -> int:
-    """Hand over a chunk of Arrow input, logged with ``wal`` (in the log thread: hashing
-    and building the entry mostly release the GIL)."""
-    steps = None if any(t is None for t in tables) else (
-        tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks())
+def _log_rows(lake: Lake, records: list[Record], ctx: Context, wal: bool) -> int:
+    """Hand over a chunk validated a batch at a time, logged with ``wal`` (in the log
+    thread: hashing and building the entry mostly release the GIL)."""
     if not wal:
-        hash_records(records, steps)
+        hash_records(records)
         return lake.submit(records, None, ctx)
-    return lake.submit(records, wal_entry(records, steps), ctx)
+    return lake.submit(records, wal_entry(records), ctx)
 
 
 # -- validation in worker processes ----------------------------------------------------------

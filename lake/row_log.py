@@ -17,6 +17,7 @@ replaces the stored one once, with the same rows.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import numpy as np
 import orjson
@@ -73,11 +74,65 @@ def read_wal_entry(body: bytes) -> list[Record]:
     return out
 
 
+CHUNKS_KEPT = 16  # a steps table of at most this many pieces is not combined into one
+
+
 def steps_of(records: list[Record]) -> pa.Table:
-    """The records' steps (rows or tables) as one ``steps`` table, in order."""
-    parts = [r.steps if isinstance(r.steps, pa.Table)
-             else pa.Table.from_pylist(r.steps, schema=STEPS) for r in records]
-    return pa.concat_tables(parts).combine_chunks() if parts else STEPS.empty_table()
+    """The records' steps as one ``steps`` table, in order. A record's steps are row dicts
+    or a table: a slice of its ``source`` (validated as Arrow, here or in an ingest worker);
+    neighbouring records' slices of one source are taken as one slice, not copied. A few
+    big pieces are left as chunks; many small ones would cost Lance far more than one copy
+    (2,000 slices: ~20x), so they are combined."""
+    parts: list[pa.Table] = []
+    rows: list[dict[str, Any]] = []
+    run: list[Any] = [None, 0, 0]  # a slice of one source table: [table, start, end]
+
+    def end_run() -> None:
+        if run[0] is not None:
+            parts.append(run[0].slice(run[1], run[2] - run[1]))
+            run[0] = None
+
+    for r in records:
+        if isinstance(r.steps, list):
+            end_run()
+            rows.extend(r.steps)
+            continue
+        if rows:
+            parts.append(rows_table(rows, STEPS))
+            rows = []
+        src = r.source
+        if src is not None and src[0] is run[0] and src[1] == run[2]:
+            run[2] += r.steps.num_rows  # the next records' steps follow: no copy
+        elif src is not None:
+            end_run()
+            run[:] = [src[0], src[1], src[1] + r.steps.num_rows]
+        else:
+            end_run()
+            parts.append(r.steps)
+    end_run()
+    if rows or not parts:
+        parts.append(rows_table(rows, STEPS))
+    if len(parts) == 1:
+        return parts[0]
+    table = pa.concat_tables(parts)
+    return table.combine_chunks() if len(parts) > CHUNKS_KEPT else table
+
+
+def rows_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Row dicts (each holding every column of ``schema``) -> a table.
+
+    One pass of Arrow's converter over the dicts as a struct array: faster than a list per
+    column. A row without one of the columns is a bug upstream: KeyError, as a column-wise
+    build would raise, rather than a silent null.
+    """
+    names = frozenset(schema.names)
+    for r in rows:
+        if not r.keys() >= names:
+            raise KeyError(next(n for n in schema.names if n not in r))
+    arr = pa.array(rows, pa.struct(list(schema)))
+    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]  # > 2 GB: chunked
+    return pa.Table.from_batches(
+        [pa.RecordBatch.from_arrays(c.flatten(), schema=schema) for c in chunks], schema=schema)
 
 
 _HASHED = ("trajectory_id", "task", "agent", "agent_version", "model", "session_id",

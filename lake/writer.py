@@ -44,7 +44,7 @@ from . import patches
 from .errors import LakeError
 from .patches import Patch
 from .records import Context, Record, normalize_line, progress
-from .row_log import read_wal_entry
+from .row_log import read_wal_entry, rows_table, steps_of
 from .schema import DATA_TABLES, PAYLOADS, STEPS, TRAJECTORIES
 from .settings import Settings
 from .tables import TableStore, in_filter
@@ -53,7 +53,6 @@ from .wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 COMPACT_EVERY = 8  # commits between fragment-count checks
-CHUNKS_KEPT = 16  # steps tables of a commit in at most this many pieces are not combined
 
 
 @dataclass
@@ -347,15 +346,15 @@ class Writer:
         # content-addressed: one row per (tenant, sha256), however often it occurs
         payloads = list({p["sha256"]: p for r in write for p in r.payloads}.values())
         if payloads:
-            self.store.upsert("payloads", ["tenant", "sha256"], _arrow(payloads, PAYLOADS),
+            self.store.upsert("payloads", ["tenant", "sha256"], rows_table(payloads, PAYLOADS),
                               update=False)
         if clear:
             self.store.delete("steps", in_filter(tenant, "trajectory_id", clear))
-        steps = _steps_of(write)
+        steps = steps_of(write)
         stats.steps += steps.num_rows
         if steps.num_rows:
             self.store.append("steps", steps)
-        rows = _arrow([r.trajectory for r in write], TRAJECTORIES)
+        rows = rows_table([r.trajectory for r in write], TRAJECTORIES)
         if upd:
             self.store.upsert("trajectories", ["tenant", "trajectory_id"], rows)
         else:
@@ -417,64 +416,7 @@ def _moved(store: TableStore, version: Version | None) -> list[str]:
 
 def steps_table(rows: list[dict[str, Any]]) -> pa.Table:
     """Step rows (``Record.steps``) -> a ``steps`` table."""
-    return _arrow(rows, STEPS)
-
-
-def _steps_of(records: list[Record]) -> pa.Table:
-    """The records' steps as one table, in order. A record's steps are row dicts or, when it
-    was validated in an ingest worker process, already a table (a slice of ``steps_table``)."""
-    parts: list[pa.Table] = []
-    rows: list[dict[str, Any]] = []
-    run: list[Any] = [None, 0, 0]  # a slice of one source table: [table, start, end]
-
-    def end_run() -> None:
-        if run[0] is not None:
-            parts.append(run[0].slice(run[1], run[2] - run[1]))
-            run[0] = None
-
-    for r in records:
-        if isinstance(r.steps, list):
-            end_run()
-            rows.extend(r.steps)
-            continue
-        if rows:
-            parts.append(_arrow(rows, STEPS))
-            rows = []
-        src = r.source
-        if src is not None and src[0] is run[0] and src[1] == run[2]:
-            run[2] += r.steps.num_rows  # the next records' steps follow: no copy
-        elif src is not None:
-            end_run()
-            run[:] = [src[0], src[1], src[1] + r.steps.num_rows]
-        else:
-            end_run()
-            parts.append(r.steps)
-    end_run()
-    if rows or not parts:
-        parts.append(_arrow(rows, STEPS))
-    if len(parts) == 1:
-        return parts[0]
-    table = pa.concat_tables(parts)
-    # a few big chunks are written as they are; many small ones would cost Lance far more
-    # than one copy (2,000 slices: ~20x)
-    return table.combine_chunks() if len(parts) > CHUNKS_KEPT else table
-
-
-def _arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    """Row dicts (each holding every column of ``schema``) -> a table.
-
-    One pass of Arrow's converter over the dicts as a struct array: faster than a list per
-    column. A row without one of the columns is a bug upstream: KeyError, as a column-wise
-    build would raise, rather than a silent null.
-    """
-    names = frozenset(schema.names)
-    for r in rows:
-        if not r.keys() >= names:
-            raise KeyError(next(n for n in schema.names if n not in r))
-    arr = pa.array(rows, pa.struct(list(schema)))
-    chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]  # > 2 GB: chunked
-    return pa.Table.from_batches(
-        [pa.RecordBatch.from_arrays(c.flatten(), schema=schema) for c in chunks], schema=schema)
+    return rows_table(rows, STEPS)
 
 
 def _size(item: Record | Patch) -> int:

@@ -11,7 +11,6 @@ from typing import Any
 import grpc
 import numpy as np
 import orjson
-import pyarrow as pa
 
 from lake import Lake, reads
 from lake.columnar import DROP, normalize_batch
@@ -100,12 +99,11 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         ctx = self.lake.context(identity().tenant)
         table = convert.ipc_table(request.arrow_ipc)  # a damaged message: refused whole
         got: list[tuple[int, Record]] = []
-        rejects, steps, offset = [], [], 0
+        rejects, offset = [], 0
         for batch in table.combine_chunks().to_batches():
             res = normalize_batch(batch, ctx, DROP)
             got.extend((offset + row, rec) for row, rec in zip(res.rows, res.records,
                                                                strict=True))
-            steps.append(res.steps)
             for row, (raw, why) in zip(res.rest, convert.ipc_rows(batch, res.rest),
                                        strict=True):
                 if raw is None:
@@ -113,26 +111,18 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                     continue
                 try:
                     got.append((offset + row, normalize_line(raw, ctx)))
-                    steps[-1] = None  # some steps are row dicts: wal_entry collects them
                 except InvalidArgument as e:
                     rejects.append(pb.Reject(index=offset + row, field=e.field or "",
                                              reason=e.message, trajectory_id=_trajectory_id(raw)))
             offset += batch.num_rows
         got.sort(key=lambda x: x[0])  # the message's order: a later duplicate wins
         records = [rec for _, rec in got]
-        lsn = self.lake.submit(records, wal_entry(records, _one(steps)), ctx) if records \
+        lsn = self.lake.submit(records, wal_entry(records), ctx) if records \
             else self.lake.submit([], [], ctx)
         rejects.sort(key=lambda r: r.index)
         return pb.IngestArrowResponse(
             accepted=len(records), steps=sum(r.trajectory["n_steps"] for r in records),
             rejects=rejects, lsn=lsn)
-
-
-def _one(tables: list[pa.Table | None]) -> pa.Table | None:
-    """The batches' steps as one table; None when some are rows (or there are none)."""
-    if not tables or any(t is None for t in tables):
-        return None
-    return tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
 
 
 def _trajectory_id(raw: bytes) -> str:

@@ -69,14 +69,14 @@ def test_logged_but_uncommitted_records_are_replayed_on_open(lake_dir):
 def test_partial_commit_then_replay_has_no_duplicate_steps(lake_dir):
     """Steps written, trajectory row not (a crash mid-commit): replay must not double them."""
     from lake.records import normalize_line
+    from lake.row_log import rows_table
     from lake.schema import STEPS
-    from lake.writer import _arrow
 
     with Lake.open(str(lake_dir)) as lake:
         lake.ingest([_traj("a")])
         ctx = Context("default", now_us())
         rec = normalize_line(orjson.dumps(_traj("b", 4)), ctx)
-        lake.store.append("steps", _arrow(rec.steps, STEPS))  # the orphan steps
+        lake.store.append("steps", rows_table(rec.steps, STEPS))  # the orphan steps
         wal_path = lake.settings.wal_path
     wal = WriteAheadLog(wal_path)
     wal.append(_entry([_traj("b", 4)]))
