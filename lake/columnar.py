@@ -30,8 +30,12 @@ The records are logged as rows (``lake/row_log.py``), which also gives them thei
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,15 +100,54 @@ def _normalize(batch: pa.RecordBatch, ctx: Context, nulls: str) -> Batch:
     n = batch.num_rows
     cols = dict(zip(batch.schema.names, batch.columns, strict=True))
     bad = np.zeros(n, bool)
-    steps = _Steps(cols.get("steps"), n, ctx, nulls, bad)
-    records, rows = _Rows(cols, n, ctx, nulls, bad).records(steps)
-    table = steps.table(~bad, [r.trajectory["trajectory_id"] for r in records])
-    off = 0
-    for r in records:
-        n_steps = r.trajectory["n_steps"]
-        r.steps, r.source = table.slice(off, n_steps), (table, off)
-        off += n_steps
+    with gc_paused():
+        steps = _Steps(cols.get("steps"), n, ctx, nulls, bad)
+        trajs, rows = _Rows(cols, n, ctx, nulls, bad).trajectories(steps)
+        table = steps.table(~bad, [t["trajectory_id"] for t in trajs])
+        lengths = np.array([t["n_steps"] for t in trajs], np.int64)
+        starts = (np.cumsum(lengths) - lengths).tolist()
+        records: list[Record] = [_Sliced(t, steps.payloads.get(i, []), (table, off))
+                                 for t, i, off in zip(trajs, rows, starts, strict=True)]
     return Batch(rows, records, table, np.flatnonzero(bad).tolist())
+
+
+class _Sliced(Record):
+    """A record whose steps are its ``n_steps`` rows of ``source`` from its offset. The
+    slice is made when read: the writer and the log take neighbouring records' steps as one
+    slice of ``source``, so most never are (a slice per record: ~0.1 s per 1M steps)."""
+
+    def __init__(self, trajectory: dict[str, Any], payloads: list[dict[str, Any]],
+                 source: tuple[pa.Table, int]):
+        self.trajectory, self.payloads, self.source = trajectory, payloads, source
+
+    @property  # type: ignore[override]
+    def steps(self) -> pa.Table:
+        table, off = self.source
+        return table.slice(off, self.trajectory["n_steps"])
+
+
+_gc_lock = threading.Lock()
+_gc_pause = {"depth": 0, "was_enabled": False}
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a batch: validation makes ~30 objects
+    per row and no cycles, and the collector's passes over them (and over every record
+    still in flight) cost ~10% of it. Threads pausing at once nest; a collector that was
+    disabled stays disabled."""
+    with _gc_lock:
+        if _gc_pause["depth"] == 0:
+            _gc_pause["was_enabled"] = gc.isenabled()
+            gc.disable()
+        _gc_pause["depth"] += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pause["depth"] -= 1
+            if _gc_pause["depth"] == 0 and _gc_pause["was_enabled"]:
+                gc.enable()
 
 
 # -- the rows' own fields ------------------------------------------------------------------
@@ -166,7 +209,8 @@ class _Rows:
         return pc.coalesce(first, second)
 
     # -- per row: free-form fields, totals, the trajectory row ---------------------------
-    def records(self, steps: _Steps) -> tuple[list[Record], list[int]]:
+    def trajectories(self, steps: _Steps) -> tuple[list[dict[str, Any]], list[int]]:
+        """The trajectory rows of the rows that keep to every rule, and which rows they are."""
         bad, ctx = self.bad, self.ctx
         metas = self._meta_texts()
         free = self._free(metas is None)
@@ -201,8 +245,7 @@ class _Rows:
                  "retract_reason": None, "_record_hash": None}
         names = TRAJECTORIES.names
         values = [col[k] if k in col else [fixed[k]] * len(rows) for k in names]
-        return [Record(dict(zip(names, row, strict=True)), [], steps.payloads.get(i, []))
-                for i, row in zip(rows, zip(*values, strict=True), strict=True)], rows
+        return [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)], rows
 
     def _meta_texts(self) -> pa.Array | None:
         """``meta`` JSON text of every row, made column by column when ``meta`` is an object
@@ -223,17 +266,8 @@ class _Rows:
         names = [name for name, _, _ in fields]
         if len(set(names)) != len(names) or "_fields" in names:
             return None
-        entries = []
-        for name, arr, here in fields:
-            text = pc.fill_null(self.check(av.json_texts(arr, self.n)), "null")
-            entries.append(pc.if_else(here, pc.binary_join_element_wise(
-                orjson.dumps(name).decode() + ":", text, ",", ""), _NULL_STR))
-        if not entries:
-            return pa.nulls(self.n, pa.string())
-        joined = pc.binary_join_element_wise(*entries, "", null_handling="replace",
-                                             null_replacement="")
-        return pc.if_else(pc.equal(joined, ""), _NULL_STR, pc.binary_join_element_wise(
-            "{", pc.utf8_slice_codeunits(joined, 0, -1), "}", ""))
+        return _objects([(name, pc.fill_null(self.check(av.json_texts(arr, self.n)), "null"),
+                          here) for name, arr, here in fields], self.n)
 
     def _free(self, meta: bool) -> _Free:
         """Python values of the free-form fields (scores, tags; ``meta``: meta and unknown
@@ -339,6 +373,27 @@ def _ordered_sums(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
     return acc
 
 
+def _objects(members: list[tuple[str, pa.Array, np.ndarray]], m: int) -> pa.Array:
+    """Per row, the JSON object text of the ``members`` (name, the value's JSON text,
+    where the row has it), in that order; null for a row that has none. A text is null only
+    in rows the caller rejects."""
+    if not members:
+        return pa.nulls(m, pa.string())
+    if all(here.all() for _, _, here in members):  # every row has every member: one pass
+        parts: list[Any] = []
+        for name, text, _ in members:
+            parts += ["," if parts else "{", orjson.dumps(name).decode() + ":", text]
+        return pc.binary_join_element_wise(*parts, "}", "")
+    entries = [pc.if_else(here, pc.binary_join_element_wise(
+        orjson.dumps(name).decode() + ":", text, ",", ""), _NULL_STR)  # '"name":value,'
+        for name, text, here in members]
+    # (not null_handling="skip": pyarrow 26 drops the rows where every entry is null)
+    joined = pc.binary_join_element_wise(*entries, "", null_handling="replace",
+                                         null_replacement="")
+    return pc.if_else(pc.equal(joined, ""), _NULL_STR, pc.binary_join_element_wise(
+        "{", pc.utf8_slice_codeunits(joined, 0, -1), "}", ""))
+
+
 def _parse_object(v: Any) -> Any:
     """IngestArrow: a text ``meta`` / ``attributes`` holding a JSON object is that object."""
     if isinstance(v, str) and v.lstrip().startswith("{"):
@@ -435,16 +490,20 @@ class _Steps:
         c["index"] = pa.array(index, pa.int32())
         for name in ("step_id", "parent_step_id", "name", "actor"):
             c[name] = self.check(av.strings(get(name), m))
-        c["step_id"] = pc.if_else(av.mask(pc.not_equal(c["step_id"], "")), c["step_id"],
-                                  c["index"].cast(pa.string()))
+        if c["step_id"].null_count == m:  # none given: the index
+            c["step_id"] = c["index"].cast(pa.string())
+        else:
+            c["step_id"] = pc.if_else(av.mask(pc.not_equal(c["step_id"], "")), c["step_id"],
+                                      c["index"].cast(pa.string()))
         for name in ("input", "output", "error"):
             c[name] = self.check(av.texts(get(name), m))
         is_error = get("is_error")
         if is_error is not None and pt.is_boolean(is_error.type):  # error: the output, if any
             on = av.mask(is_error) & ~av.valid(c["error"])
-            if on.any():
-                fill = pc.if_else(av.mask(pc.not_equal(c["output"], "")), c["output"], "error")
-                c["error"] = pc.if_else(on, fill, c["error"])
+            if on.any():  # (only those rows: outputs are the big texts)
+                output = c["output"].filter(on)
+                fill = pc.if_else(av.mask(pc.not_equal(output, "")), output, "error")
+                c["error"] = pc.replace_with_mask(c["error"], on, fill)
         c["started_at"] = self.check(av.times(get("started_at"), m))
         taken = self._aliases(fields, present)
         c["cost_usd"] = self.check(av.numbers(get("cost_usd"), m, nonneg=True))
@@ -478,7 +537,7 @@ class _Steps:
     def _attributes(self, fields: dict[str, pa.Array], present: dict,
                     taken: dict[str, np.ndarray]) -> None:
         """``attributes`` plus every unknown field, as JSON text (``records._step``)."""
-        m, entries, extra = self.m, [], []
+        m, members, extra = self.m, [], []
         for name, arr in fields.items():
             if name in STEP_FIELDS:
                 continue
@@ -488,17 +547,9 @@ class _Steps:
             text = self.check(av.json_texts(arr, m))
             if self.nulls == KEEP:
                 text = pc.fill_null(text, "null")
-            entry = pc.binary_join_element_wise(orjson.dumps(name).decode() + ":", text, ",",
-                                                "")  # '"name":value,'
-            entries.append(pc.if_else(here, entry, _NULL_STR))
+            members.append((name, text, here))
             extra.append((name, arr, here))
-        attrs = pa.nulls(m, pa.string())
-        if entries:
-            # (not null_handling="skip": pyarrow 26 drops the rows where every entry is null)
-            joined = pc.binary_join_element_wise(*entries, "", null_handling="replace",
-                                                 null_replacement="")
-            attrs = pc.if_else(pc.equal(joined, ""), _NULL_STR, pc.binary_join_element_wise(
-                "{", pc.utf8_slice_codeunits(joined, 0, -1), "}", ""))
+        attrs = _objects(members, m)
         given = fields.get("attributes")
         if given is not None and not pt.is_null(given.type):
             attrs = self._merge(given, attrs, extra)
@@ -569,8 +620,9 @@ class _Steps:
         if not self.m or not tids:
             return STEPS.empty_table()
         keep = keep_rows[self.parent]
-        c = {k: v.filter(keep) for k, v in self.cols.items()}
         k = int(keep.sum())
+        c = (dict(self.cols) if k == self.m  # (a filter keeping every row still copies)
+             else {name: v.filter(keep) for name, v in self.cols.items()})
         c["tenant"] = pa.array([self.ctx.tenant], pa.string()).take(np.zeros(k, np.int64))
         c["trajectory_id"] = pa.array(tids, pa.string()).take(
             np.repeat(np.arange(len(tids)), self.lengths[keep_rows]))

@@ -93,19 +93,19 @@ def steps_of(records: list[Record]) -> pa.Table:
             run[0] = None
 
     for r in records:
-        if isinstance(r.steps, list):
+        src = r.source  # (read before r.steps: a record of lake/columnar slices on reading)
+        if src is None and isinstance(r.steps, list):
             end_run()
             rows.extend(r.steps)
             continue
         if rows:
             parts.append(rows_table(rows, STEPS))
             rows = []
-        src = r.source
         if src is not None and src[0] is run[0] and src[1] == run[2]:
-            run[2] += r.steps.num_rows  # the next records' steps follow: no copy
+            run[2] += r.trajectory["n_steps"]  # the next records' steps follow: no copy
         elif src is not None:
             end_run()
-            run[:] = [src[0], src[1], src[1] + r.steps.num_rows]
+            run[:] = [src[0], src[1], src[1] + r.trajectory["n_steps"]]
         else:
             end_run()
             parts.append(r.steps)
@@ -139,6 +139,7 @@ _HASHED = ("trajectory_id", "task", "agent", "agent_version", "model", "session_
            "on_behalf_of", "parent_id", "fork_step", "status", "started_at", "ended_at",
            "success", "reward", "scores", "n_steps", "tokens_in", "tokens_out", "cost_usd",
            "tags", "meta", "expires_at")
+_NAN_BITS = np.float64(np.nan).view(np.int64)
 _HASHED_STEPS = [f.name for f in STEPS if f.name not in ("tenant", "trajectory_id")]
 
 
@@ -155,7 +156,8 @@ def hash_records(records: list[Record], steps: pa.Table | None = None) -> None:
     first = np.concatenate(([0], np.cumsum([r.trajectory["n_steps"] for r in records])))
     row = numbers.shape[1] * 8
     ranges = [(memoryview(numbers.reshape(-1).view(np.uint8)), (first * row).tolist())]
-    ranges += [(data, offsets[first].tolist()) for data, offsets in texts]
+    ranges += [(data, offsets[first].tolist()) for data, offsets in texts
+               if offsets[-1] > offsets[0]]  # (a column of no text adds nothing)
     for i, r in enumerate(records):
         t = r.trajectory
         if t["_record_hash"] is None:
@@ -170,16 +172,21 @@ def hash_records(records: list[Record], steps: pa.Table | None = None) -> None:
 def _step_bytes(table: pa.Table) -> tuple[np.ndarray, list[tuple[memoryview, np.ndarray]]]:
     """The step rows as bytes: their fixed-width values and text lengths row by row (null:
     -1, or NaN), and each text column's characters with its offsets."""
-    nums, texts = [], []
-    for name in _HASHED_STEPS:
+    nums = np.empty((table.num_rows, len(_HASHED_STEPS)), np.int64)
+    texts = []
+    for j, name in enumerate(_HASHED_STEPS):
         col = table.column(name).combine_chunks()
+        ok = av.valid(col)
         if pt.is_string(col.type):
             offsets = np.frombuffer(col.buffers()[1], np.int32)[col.offset:][:len(col) + 1]
-            nums.append(np.where(av.valid(col), np.diff(offsets), -1))
+            np.subtract(offsets[1:], offsets[:-1], out=nums[:, j])
             data = col.buffers()[2]
             texts.append((memoryview(data if data is not None else b""), offsets))
         elif pt.is_floating(col.type):
-            nums.append(np.where(av.valid(col), av.num(col, 0.0), np.nan).view(np.int64))
+            nums[:, j] = av.num(col, 0.0).astype(np.float64).view(np.int64)
+            nums[~ok, j] = _NAN_BITS
+            continue
         else:
-            nums.append(np.where(av.valid(col), av.num(col.cast(pa.int64()), 0), -1))
-    return np.ascontiguousarray(np.stack(nums, axis=1).astype(np.int64)), texts
+            nums[:, j] = av.num(col.cast(pa.int64()), 0)
+        nums[~ok, j] = -1
+    return nums, texts
