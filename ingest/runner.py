@@ -297,13 +297,15 @@ def _land(res: Batch, rest: Iterable[Item], ctx: Context, quarantine: Quarantine
           accept_rows: Callable[[str, list[Record]], None], location: str) -> None:
     """A validated batch's records, with those of the rows it left (``rest``: their items,
     in ``res.rest`` order) validated one by one, handed on in the file's order."""
+    if not res.rest:  # (``rest`` is not even started: it converts the batch's rows)
+        accept_rows(location, res.records)
+        return
     got = list(zip(res.rows, res.records, strict=True))
     for row, item in zip(res.rest, rest, strict=True):
         rec = _validate(item, ctx, quarantine)
         if rec is not None:
             got.append((row, rec))
-    if len(got) > len(res.records):
-        got.sort(key=lambda x: x[0])  # the file's order: a later duplicate wins
+    got.sort(key=lambda x: x[0])  # the file's order: a later duplicate wins
     accept_rows(location, [r for _, r in got])
 
 

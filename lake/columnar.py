@@ -30,12 +30,8 @@ The records are logged as rows (``lake/row_log.py``), which also gives them thei
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,14 +96,13 @@ def _normalize(batch: pa.RecordBatch, ctx: Context, nulls: str) -> Batch:
     n = batch.num_rows
     cols = dict(zip(batch.schema.names, batch.columns, strict=True))
     bad = np.zeros(n, bool)
-    with gc_paused():
-        steps = _Steps(cols.get("steps"), n, ctx, nulls, bad)
-        trajs, rows = _Rows(cols, n, ctx, nulls, bad).trajectories(steps)
-        table = steps.table(~bad, [t["trajectory_id"] for t in trajs])
-        lengths = np.array([t["n_steps"] for t in trajs], np.int64)
-        starts = (np.cumsum(lengths) - lengths).tolist()
-        records: list[Record] = [_Sliced(t, steps.payloads.get(i, []), (table, off))
-                                 for t, i, off in zip(trajs, rows, starts, strict=True)]
+    steps = _Steps(cols.get("steps"), n, ctx, nulls, bad)
+    trajs, rows = _Rows(cols, n, ctx, nulls, bad).trajectories(steps)
+    table = steps.table(~bad, [t["trajectory_id"] for t in trajs])
+    lengths = np.array([t["n_steps"] for t in trajs], np.int64)
+    starts = (np.cumsum(lengths) - lengths).tolist()
+    records: list[Record] = [_Sliced(t, steps.payloads.get(i, []), (table, off))
+                             for t, i, off in zip(trajs, rows, starts, strict=True)]
     return Batch(rows, records, table, np.flatnonzero(bad).tolist())
 
 
@@ -124,30 +119,6 @@ class _Sliced(Record):
     def steps(self) -> pa.Table:
         table, off = self.source
         return table.slice(off, self.trajectory["n_steps"])
-
-
-_gc_lock = threading.Lock()
-_gc_pause = {"depth": 0, "was_enabled": False}
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector for a batch: validation makes ~30 objects
-    per row and no cycles, and the collector's passes over them (and over every record
-    still in flight) cost ~10% of it. Threads pausing at once nest; a collector that was
-    disabled stays disabled."""
-    with _gc_lock:
-        if _gc_pause["depth"] == 0:
-            _gc_pause["was_enabled"] = gc.isenabled()
-            gc.disable()
-        _gc_pause["depth"] += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_pause["depth"] -= 1
-            if _gc_pause["depth"] == 0 and _gc_pause["was_enabled"]:
-                gc.enable()
 
 
 # -- the rows' own fields ------------------------------------------------------------------

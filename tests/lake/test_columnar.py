@@ -9,9 +9,7 @@ is left for that validator, so its error is the usual one.
 
 from __future__ import annotations
 
-import gc
 import math
-import threading
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -512,36 +510,6 @@ def test_a_parquet_file_lands_the_same_rows_either_way(tmp_path, dev_records):
             lake.close()
     assert tables[0]["trajectories"].equals(tables[1]["trajectories"])
     assert tables[0]["steps"].equals(tables[1]["steps"])
-
-
-def test_gc_paused_nests_across_threads_and_keeps_a_disabled_collector() -> None:
-    """Validation pauses the cyclic collector per batch (lake/columnar.gc_paused): pauses
-    in two threads nest, and a collector the application disabled is not turned on."""
-    assert gc.isenabled()
-    inner, outer_done = threading.Event(), threading.Event()
-
-    def other() -> None:
-        with columnar.gc_paused():
-            inner.set()
-            outer_done.wait(5)
-            assert not gc.isenabled()  # the first thread's pause ended; this one's holds
-
-    t = threading.Thread(target=other)
-    with columnar.gc_paused():
-        t.start()
-        assert inner.wait(5)
-        assert not gc.isenabled()
-    assert not gc.isenabled()  # the other thread still pauses it
-    outer_done.set()
-    t.join(5)
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        with columnar.gc_paused():
-            pass
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
 
 
 def test_steps_of_columnar_records_are_slices_of_one_table() -> None:
