@@ -46,7 +46,9 @@ from .vectors import LRU_SIZE, EmbeddingService, VectorCache
 log = logging.getLogger(__name__)
 K_MAX = 100
 FUSED_TTL_S = 5.0  # fused stats are recomputed at most this often while the tenant changes
-LOG_FLUSH_S = 1.0
+# served contexts are appended to the `contexts` table this many at a time (and at close): a
+# Lance append costs ~13 ms for 1,000 rows, ~23 ms for 5,000 (~5 us a GetContext)
+CONTEXT_LOG_ROWS = 5_000
 BULK_VECTORS = 10_000  # at least this many task vectors at once: one scan of _embeddings
 
 
@@ -450,7 +452,7 @@ class ContextService:
             self._log.append(row)
             if len(self._contexts) > 100_000:
                 self._contexts.pop(next(iter(self._contexts)))
-        if len(self._log) >= 1000:
+        if len(self._log) >= CONTEXT_LOG_ROWS:
             self.flush_log()
 
     def flush_log(self) -> None:

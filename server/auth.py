@@ -17,7 +17,7 @@ call are appended to the ``audit`` table; admin actions are flushed at once.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -29,7 +29,7 @@ from lake.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from lake.tokens import SCOPES as ALL_SCOPES
 from lake.tokens import Identity, Tokens
 
-from .errors import Behavior, status_of, wrap_handler
+from .errors import Behavior, WrappingInterceptor, status_of
 
 _V1 = "/contextlake.v1."
 SCOPES: dict[str, str] = {
@@ -90,23 +90,19 @@ class Authenticator:
                 f"created with `lake token create --scopes {scope}`")
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(WrappingInterceptor):
     def __init__(self, auth: Authenticator, audit: AuditLog):
+        super().__init__()
         self.auth, self.audit = auth, audit
 
-    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(details)
-        method = details.method
-        if handler is None or method not in SCOPES:
-            return handler  # health and reflection are open
+    def applies(self, method: str) -> bool:
+        return method in SCOPES  # health and reflection are open
 
-        def decorate(behavior: Behavior) -> Behavior:
-            def checked(request: Any, context: grpc.ServicerContext) -> Any:
-                return self._call(method, behavior, request, context)
+    def decorate(self, method: str, behavior: Behavior) -> Behavior:
+        def checked(request: Any, context: grpc.ServicerContext) -> Any:
+            return self._call(method, behavior, request, context)
 
-            return checked
-
-        return wrap_handler(handler, decorate)
+        return checked
 
     def _call(self, method: str, behavior: Behavior, request: Any,
               context: grpc.ServicerContext) -> Any:

@@ -105,24 +105,43 @@ def wrap_handler(handler: grpc.RpcMethodHandler,
     return handler._replace(**{kind: decorate(getattr(handler, kind))})
 
 
-class ErrorInterceptor(grpc.ServerInterceptor):
-    """Outermost interceptor: any exception an RPC raises becomes its status (the table)."""
+class WrappingInterceptor(grpc.ServerInterceptor):
+    """Wraps the behavior of the methods it ``applies`` to with ``decorate``. A method's
+    handler does not change between calls, so it is wrapped once and reused: a lookup per
+    call instead of new closures and a new handler (~15 us a call for each interceptor)."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def applies(self, method: str) -> bool:
+        return method.startswith(SERVED)
+
+    def decorate(self, method: str, behavior: Behavior) -> Behavior:
+        raise NotImplementedError
 
     def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(details)
-        if handler is None or not details.method.startswith(SERVED):
+        method = details.method
+        if handler is None or not self.applies(method):
             return handler
+        got = self._wrapped.get(method)
+        if got is None or got[0] is not handler:  # (two threads may both wrap: either is fine)
+            got = self._wrapped[method] = (handler, wrap_handler(
+                handler, lambda behavior: self.decorate(method, behavior)))
+        return got[1]
 
-        def decorate(behavior: Behavior) -> Behavior:
-            def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-                try:
-                    return behavior(request, context)
-                except Exception as exc:  # noqa: BLE001 - every error gets its status here
-                    abort(context, exc, details.method)
 
-            return guarded
+class ErrorInterceptor(WrappingInterceptor):
+    """Outermost interceptor: any exception an RPC raises becomes its status (the table)."""
 
-        return wrap_handler(handler, decorate)
+    def decorate(self, method: str, behavior: Behavior) -> Behavior:
+        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+            try:
+                return behavior(request, context)
+            except Exception as exc:  # noqa: BLE001 - every error gets its status here
+                abort(context, exc, method)
+
+        return guarded
 
 
 # -- client side ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ rather than queueing in gRPC.)
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,7 +17,7 @@ import grpc
 
 from lake.errors import ResourceExhausted
 
-from .errors import SERVED, Behavior, wrap_handler
+from .errors import Behavior, WrappingInterceptor
 
 RETRY_AFTER_S = 0.2
 
@@ -44,22 +44,16 @@ class Limiter:
                 self.inflight -= 1
 
 
-class LimitInterceptor(grpc.ServerInterceptor):
+class LimitInterceptor(WrappingInterceptor):
     """Innermost interceptor: holds a slot of the limiter for the whole call."""
 
     def __init__(self, limiter: Limiter):
+        super().__init__()
         self.limiter = limiter
 
-    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(details)
-        if handler is None or not details.method.startswith(SERVED):
-            return handler
+    def decorate(self, method: str, behavior: Behavior) -> Behavior:
+        def limited(request: Any, context: grpc.ServicerContext) -> Any:
+            with self.limiter.slot():
+                return behavior(request, context)
 
-        def decorate(behavior: Behavior) -> Behavior:
-            def limited(request: Any, context: grpc.ServicerContext) -> Any:
-                with self.limiter.slot():
-                    return behavior(request, context)
-
-            return limited
-
-        return wrap_handler(handler, decorate)
+        return limited

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -104,3 +105,19 @@ def test_no_server_is_unavailable_and_says_to_retry():
     with LakeClient("127.0.0.1:1", timeout=2) as c, pytest.raises(Unavailable) as e:
         c.stats()
     assert "retry" in str(e.value)
+
+
+def test_an_interceptor_wraps_a_method_once_and_a_new_handler_again():
+    """The wrapped handler is reused call after call (no new closures per call); a method
+    whose handler changed is wrapped again; methods outside the service pass through."""
+    interceptor = ErrorInterceptor()
+    first = grpc.unary_unary_rpc_method_handler(_raise)
+    details = SimpleNamespace(method=METHOD)
+    wrapped = interceptor.intercept_service(lambda d: first, details)
+    assert wrapped.unary_unary is not _raise
+    assert interceptor.intercept_service(lambda d: first, details) is wrapped
+    second = grpc.unary_unary_rpc_method_handler(_raise)
+    again = interceptor.intercept_service(lambda d: second, details)
+    assert again is not wrapped and again.unary_unary is not _raise
+    health = SimpleNamespace(method="/grpc.health.v1.Health/Check")
+    assert interceptor.intercept_service(lambda d: first, health) is first
