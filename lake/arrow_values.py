@@ -125,6 +125,7 @@ def _timestamps(arr: pa.Array) -> list:
 _UTC = _UTC_ZONES
 _MAX_US = 253402300799 * 1_000_000  # 9999-12-31T23:59:59Z, as lake/records.py
 _ESCAPE = r'[\x00-\x1f"\\]'  # what orjson escapes in a string
+_NULL_TEXT = pa.scalar(None, pa.string())
 _ISO = (r"^(?P<y>\d{4})-(?P<mo>\d{2})-(?P<d>\d{2})[T ](?P<h>\d{2}):(?P<mi>\d{2}):"
         r"(?P<s>\d{2})(?:[.](?P<f>\d{1,6}))?(?:Z|\+00:00)?$")
 _DAYS_IN = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
@@ -274,6 +275,27 @@ def json_texts(arr: pa.Array, m: int) -> tuple[pa.Array, np.ndarray]:
         return pa.nulls(m, pa.string()), valid(arr)
     return (pa.array([None if v is None else orjson.dumps(v).decode() for v in vals],
                      pa.string()), np.zeros(m, bool))
+
+
+def json_objects(members: list[tuple[str, pa.Array, np.ndarray]], m: int) -> pa.Array:
+    """Per row, the JSON object text of the ``members`` (name, the value's JSON text,
+    where the row has it), in that order; null for a row that has none. A text is null only
+    in rows the caller rejects."""
+    if not members:
+        return pa.nulls(m, pa.string())
+    if all(here.all() for _, _, here in members):  # every row has every member: one pass
+        parts: list[Any] = []
+        for name, text, _ in members:
+            parts += ["," if parts else "{", orjson.dumps(name).decode() + ":", text]
+        return pc.binary_join_element_wise(*parts, "}", "")
+    entries = [pc.if_else(here, pc.binary_join_element_wise(
+        orjson.dumps(name).decode() + ":", text, ",", ""), _NULL_TEXT)  # '"name":value,'
+        for name, text, here in members]
+    # (not null_handling="skip": pyarrow 26 drops the rows where every entry is null)
+    joined = pc.binary_join_element_wise(*entries, "", null_handling="replace",
+                                         null_replacement="")
+    return pc.if_else(pc.equal(joined, ""), _NULL_TEXT, pc.binary_join_element_wise(
+        "{", pc.utf8_slice_codeunits(joined, 0, -1), "}", ""))
 
 
 def _iso(text: pa.Array) -> np.ndarray:

@@ -65,7 +65,6 @@ _MAX_I63 = (1 << 63) - 1
 WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004"
               "\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
 _BLANK = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]*$"
-_NULL_STR = pa.scalar(None, pa.string())
 
 
 @dataclass
@@ -237,7 +236,7 @@ class _Rows:
         names = [name for name, _, _ in fields]
         if len(set(names)) != len(names) or "_fields" in names:
             return None
-        return _objects([(name, pc.fill_null(self.check(av.json_texts(arr, self.n)), "null"),
+        return av.json_objects([(name, pc.fill_null(self.check(av.json_texts(arr, self.n)), "null"),
                           here) for name, arr, here in fields], self.n)
 
     def _free(self, meta: bool) -> _Free:
@@ -342,27 +341,6 @@ def _ordered_sums(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
         live = np.flatnonzero(lengths > j)
         acc[live] += x[starts[live] + j]
     return acc
-
-
-def _objects(members: list[tuple[str, pa.Array, np.ndarray]], m: int) -> pa.Array:
-    """Per row, the JSON object text of the ``members`` (name, the value's JSON text,
-    where the row has it), in that order; null for a row that has none. A text is null only
-    in rows the caller rejects."""
-    if not members:
-        return pa.nulls(m, pa.string())
-    if all(here.all() for _, _, here in members):  # every row has every member: one pass
-        parts: list[Any] = []
-        for name, text, _ in members:
-            parts += ["," if parts else "{", orjson.dumps(name).decode() + ":", text]
-        return pc.binary_join_element_wise(*parts, "}", "")
-    entries = [pc.if_else(here, pc.binary_join_element_wise(
-        orjson.dumps(name).decode() + ":", text, ",", ""), _NULL_STR)  # '"name":value,'
-        for name, text, here in members]
-    # (not null_handling="skip": pyarrow 26 drops the rows where every entry is null)
-    joined = pc.binary_join_element_wise(*entries, "", null_handling="replace",
-                                         null_replacement="")
-    return pc.if_else(pc.equal(joined, ""), _NULL_STR, pc.binary_join_element_wise(
-        "{", pc.utf8_slice_codeunits(joined, 0, -1), "}", ""))
 
 
 def _parse_object(v: Any) -> Any:
@@ -520,7 +498,7 @@ class _Steps:
                 text = pc.fill_null(text, "null")
             members.append((name, text, here))
             extra.append((name, arr, here))
-        attrs = _objects(members, m)
+        attrs = av.json_objects(members, m)
         given = fields.get("attributes")
         if given is not None and not pt.is_null(given.type):
             attrs = self._merge(given, attrs, extra)
