@@ -19,6 +19,12 @@ import pyarrow.compute as pc  # noqa: E402
 from .schema import ALL_TABLES  # noqa: E402
 
 IN_LIST_MAX = 1000  # above this many keys, scan the key columns instead of an IN filter
+# The writer looks up the trajectory ids of every commit in these columns (dedupe, appends,
+# deletes). Unindexed, a lookup of 1,000 ids scans the column: 12 ms at 100k rows, 52 ms at
+# 1M, 188 ms at 4M; with a BTREE index 4-5 ms at any of these sizes.
+KEY_INDEXES = {"trajectories": "trajectory_id", "steps": "trajectory_id"}
+INDEX_MIN_ROWS = 100_000  # a key column is indexed from this many rows (below, a scan is cheap)
+INDEX_LAG_ROWS = 100_000  # rows not yet in the index (scanned meanwhile) before it is updated
 
 
 class TableStore:
@@ -104,6 +110,22 @@ class TableStore:
 
     def compact(self, name: str) -> None:
         self.dataset(name).optimize.compact_files()
+
+    def index_keys(self, name: str, column: str) -> bool:
+        """Keep a BTREE index on ``column``: created once the table holds ``INDEX_MIN_ROWS``
+        rows, brought up to date once ``INDEX_LAG_ROWS`` rows are not in it (a lookup scans
+        those meanwhile; compaction keeps the index). True when it wrote a table version."""
+        ds = self.dataset(name)
+        have = [i.name for i in ds.describe_indices() if i.field_names == [column]]
+        if not have:
+            if ds.count_rows() < INDEX_MIN_ROWS:
+                return False
+            ds.create_scalar_index(column, index_type="BTREE")
+            return True
+        if ds.stats.index_stats(have[0])["num_unindexed_rows"] < INDEX_LAG_ROWS:
+            return False
+        ds.optimize.optimize_indices(index_names=have)
+        return True
 
 
 def quote(value: str) -> str:

@@ -47,7 +47,7 @@ from .records import Context, Record, normalize_line, progress
 from .row_log import read_wal_entry, rows_table, steps_of
 from .schema import DATA_TABLES, PAYLOADS, STEPS, TRAJECTORIES
 from .settings import Settings
-from .tables import TableStore, in_filter
+from .tables import KEY_INDEXES, TableStore, in_filter
 from .versions import Catalog, Version
 from .wal import WriteAheadLog
 
@@ -367,6 +367,9 @@ class Writer:
             if self.store.fragments(name) > self.settings.compact_fragments:
                 self.store.compact(name)
                 compacted.append(name)
+        for name, column in KEY_INDEXES.items():
+            if self.store.index_keys(name, column):
+                compacted.append(f"{name}.{column} index")
         if compacted:
             self.catalog.commit("compact", self.wal.writer_id, self._last_lsn(),
                                 {"tables": compacted})

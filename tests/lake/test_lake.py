@@ -201,3 +201,36 @@ def test_connections_are_bounded_and_relations_outlive_them(tmp_path):
             rels.append(lake.sql("select count(*) from trajectories"))
         assert len(lake._connections) == CONNECTIONS_KEPT
         assert [r.fetchall()[0][0] for r in rels] == list(range(1, CONNECTIONS_KEPT + 5))
+
+
+def test_key_columns_get_an_index_and_lookups_still_see_rows_outside_it(lake: Lake,
+                                                                        monkeypatch):
+    """The writer's key lookups (dedupe, appends) use a BTREE index on trajectory_id once a
+    table is big enough (small thresholds here); rows committed after the index was last
+    updated are still found, so nothing is duplicated."""
+    from lake import tables, writer
+    from lake.tables import in_filter
+
+    monkeypatch.setattr(tables, "INDEX_MIN_ROWS", 10)
+    monkeypatch.setattr(tables, "INDEX_LAG_ROWS", 25)
+    monkeypatch.setattr(writer, "COMPACT_EVERY", 1)
+    for batch in range(4):
+        lake.ingest([_traj(f"b{batch}-{i}", 3) for i in range(8)])
+    indexed = {name: [i.field_names for i in lake.store.dataset(name).describe_indices()]
+               for name in ("trajectories", "steps")}
+    assert indexed == {"trajectories": [["trajectory_id"]], "steps": [["trajectory_id"]]}
+    stats = lake.store.dataset("trajectories").stats.index_stats("trajectory_id_idx")
+    assert stats["num_unindexed_rows"] > 0  # the last commits are not in it yet
+    assert any("trajectories.trajectory_id index" in str(v.detail) for v in lake.versions()
+               if v.operation == "compact")
+    plan = lake.store.dataset("trajectories").scanner(
+        columns=["trajectory_id"], filter=in_filter("default", "trajectory_id", ["b0-1"])
+    ).explain_plan()
+    assert "ScalarIndexQuery" in plan, plan
+    got = lake.store.lookup("trajectories", "default", "trajectory_id", ["b0-1", "b3-7"],
+                            ["trajectory_id", "n_steps"]).to_pylist()
+    assert sorted(r["trajectory_id"] for r in got) == ["b0-1", "b3-7"]
+    lake.ingest([_traj(f"b{batch}-{i}", 3) for batch in range(4) for i in range(8)])
+    lake.ingest([_traj("b3-7", 5)])  # longer: an update, found through the index or not
+    assert lake.count("trajectories") == 32
+    assert lake.count("steps") == 31 * 3 + 5
