@@ -213,9 +213,16 @@ def test_key_columns_get_an_index_and_lookups_still_see_rows_outside_it(lake: La
 
     monkeypatch.setattr(tables, "INDEX_MIN_ROWS", 10)
     monkeypatch.setattr(tables, "INDEX_LAG_ROWS", 25)
+    monkeypatch.setattr(tables, "INDEX_MAX_DELTAS", 2)
     monkeypatch.setattr(writer, "COMPACT_EVERY", 1)
-    for batch in range(4):
+    deltas = []
+    for batch in range(6):
         lake.ingest([_traj(f"b{batch}-{i}", 3) for i in range(8)])
+        if "trajectory_id_idx" in [i.name for i in lake.store.dataset("steps").describe_indices()]:
+            deltas.append(lake.store.dataset("steps").stats.index_stats(
+                "trajectory_id_idx")["num_indices"])
+    assert max(deltas) == 2 and deltas[-1] < max(deltas), deltas  # deltas, then merged
+    lake.ingest([_traj(f"late-{i}", 3) for i in range(4)])  # fewer rows than the lag
     indexed = {name: [i.field_names for i in lake.store.dataset(name).describe_indices()]
                for name in ("trajectories", "steps")}
     assert indexed == {"trajectories": [["trajectory_id"]], "steps": [["trajectory_id"]]}
@@ -227,10 +234,10 @@ def test_key_columns_get_an_index_and_lookups_still_see_rows_outside_it(lake: La
         columns=["trajectory_id"], filter=in_filter("default", "trajectory_id", ["b0-1"])
     ).explain_plan()
     assert "ScalarIndexQuery" in plan, plan
-    got = lake.store.lookup("trajectories", "default", "trajectory_id", ["b0-1", "b3-7"],
+    got = lake.store.lookup("trajectories", "default", "trajectory_id", ["b0-1", "b5-7"],
                             ["trajectory_id", "n_steps"]).to_pylist()
-    assert sorted(r["trajectory_id"] for r in got) == ["b0-1", "b3-7"]
-    lake.ingest([_traj(f"b{batch}-{i}", 3) for batch in range(4) for i in range(8)])
-    lake.ingest([_traj("b3-7", 5)])  # longer: an update, found through the index or not
-    assert lake.count("trajectories") == 32
-    assert lake.count("steps") == 31 * 3 + 5
+    assert sorted(r["trajectory_id"] for r in got) == ["b0-1", "b5-7"]
+    lake.ingest([_traj(f"b{batch}-{i}", 3) for batch in range(6) for i in range(8)])
+    lake.ingest([_traj("b5-7", 5)])  # longer: an update, found through the index or not
+    assert lake.count("trajectories") == 52
+    assert lake.count("steps") == 51 * 3 + 5
