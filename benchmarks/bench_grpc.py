@@ -1036,9 +1036,14 @@ def _where(r: Result) -> list[str]:
         "the exact scan below 20k rows: 0.53 -> 0.57 of echo at concurrency 1, 0.29 -> 0.34 "
         "at 8, for a recall below 1 (not taken); the interceptors now wrap a method's "
         "handler once (~15 -> ~5 us each a call) and the context log is appended 5,000 rows "
-        "at a time (~13 -> ~5 us a call). Left: responses assembled from bytes cached per "
-        "row and per cluster instead of message objects and JSON, with IVF probing "
-        "(estimated ~0.6-0.65 of echo at concurrency 8), or a serving path outside Python.",
+        "at a time (~13 -> ~5 us a call). Bounds, measured by hand with cut-down "
+        "servicers behind the real interceptors, each returning a prebuilt response: reading "
+        "the vector only, 0.90 / 0.86 / 0.81 of echo at concurrency 1 / 8 / 32; plus six "
+        "numpy calls of a top-k over 64 rows, 0.80 / 0.63; plus the exact scan of all "
+        "rows, 0.71-0.74 / 0.49-0.52 / 0.52. So even with a free response a numpy scan on "
+        "the GIL-holding path misses 0.7 at 8 and 32; left: the search outside it (a native "
+        "kernel over a batch of in-flight queries), several server processes, or a target "
+        "in absolute latency and QPS per core.",
         f"- IngestArrow, per step, on the per-row path (kept for comparison; the service now "
         "takes the columnar door, `columnar.normalize_batch` -> `row_log.wal_entry`, whose "
         "cost bench_ingest measures beside this one): Arrow IPC -> JSON records "
