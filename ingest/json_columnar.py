@@ -167,15 +167,6 @@ def _explicit_null(kept: list, data: bytes) -> bool:
     return False
 
 
-def _names(t: pa.DataType, out: set[str]) -> None:
-    if pt.is_struct(t):
-        for f in t:
-            out.add(f.name)
-            _names(f.type, out)
-    elif pt.is_list(t) or pt.is_large_list(t):
-        _names(t.value_type, out)
-
-
 def _has_timestamp(t: pa.DataType) -> bool:
     if pt.is_timestamp(t) or pt.is_date(t) or pt.is_time(t):
         return True

@@ -38,8 +38,8 @@ from lake import Lake
 from lake.columnar import DROP, KEEP, Batch, normalize_batch
 from lake.errors import InvalidArgument
 from lake.records import Context, Record, normalize, normalize_line
-from lake.row_log import hash_records, wal_entry
-from lake.writer import steps_table
+from lake.row_log import hash_records, rows_table, wal_entry
+from lake.schema import STEPS
 
 from .json_columnar import BLOCK_BYTES as JSON_BLOCK_BYTES
 from .json_columnar import read_block
@@ -420,7 +420,7 @@ def _validate_chunk(raws: list[bytes | None], ctx: Context) -> tuple[list, list,
             continue
         valid.append((rec.trajectory, rec.payloads))
         steps.extend(rec.steps)
-    return valid, rejected, steps_table(steps)
+    return valid, rejected, rows_table(steps, STEPS)
 
 
 class _Workers:

@@ -236,8 +236,9 @@ class _Rows:
         names = [name for name, _, _ in fields]
         if len(set(names)) != len(names) or "_fields" in names:
             return None
-        return av.json_objects([(name, pc.fill_null(self.check(av.json_texts(arr, self.n)), "null"),
-                          here) for name, arr, here in fields], self.n)
+        return av.json_objects(
+            [(name, pc.fill_null(self.check(av.json_texts(arr, self.n)), "null"), here)
+             for name, arr, here in fields], self.n)
 
     def _free(self, meta: bool) -> _Free:
         """Python values of the free-form fields (scores, tags; ``meta``: meta and unknown

@@ -180,6 +180,7 @@ def _step_bytes(table: pa.Table) -> tuple[np.ndarray, list[tuple[memoryview, np.
     for j, name in enumerate(_HASHED_STEPS):
         col = table.column(name).combine_chunks()
         ok = av.valid(col)
+        null = -1
         if pt.is_string(col.type):
             offsets = np.frombuffer(col.buffers()[1], np.int32)[col.offset:][:len(col) + 1]
             np.subtract(offsets[1:], offsets[:-1], out=nums[:, j])
@@ -187,9 +188,8 @@ def _step_bytes(table: pa.Table) -> tuple[np.ndarray, list[tuple[memoryview, np.
             texts.append((memoryview(data if data is not None else b""), offsets))
         elif pt.is_floating(col.type):
             nums[:, j] = av.num(col, 0.0).astype(np.float64).view(np.int64)
-            nums[~ok, j] = _NAN_BITS
-            continue
+            null = _NAN_BITS
         else:
             nums[:, j] = av.num(col.cast(pa.int64()), 0)
-        nums[~ok, j] = -1
+        nums[~ok, j] = null
     return nums, texts

@@ -417,11 +417,6 @@ def _moved(store: TableStore, version: Version | None) -> list[str]:
     return moved
 
 
-def steps_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Step rows (``Record.steps``) -> a ``steps`` table."""
-    return rows_table(rows, STEPS)
-
-
 def _size(item: Record | Patch) -> int:
     return len(item.record.steps) if isinstance(item, Patch) else item.trajectory["n_steps"]
 
