@@ -12,8 +12,8 @@ row is rejected with the usual message, and the rows it does not read (below).
 
 How an Arrow row reads as a record (``nulls``): ``KEEP`` (files) reads a null as a field
 set to null, as ``to_pylist`` does (an unknown null field is kept, as null); ``DROP``
-(``IngestArrow``) drops the null fields of the row and of its steps, and reads ``meta`` /
-``attributes`` text starting with ``{`` as the JSON object it holds.
+(``IngestArrow``) drops the null fields of the row, of its outcome and of its steps, and
+reads ``meta`` / ``attributes`` text starting with ``{`` as the JSON object it holds.
 
 Covered: every known field in any Arrow type the rules accept (text; whole numbers and
 numbers of any integer or float type; booleans; timestamps in s, ms or us, naive or UTC;
@@ -231,7 +231,7 @@ class _Rows:
                                                                  strict=True)]
         fields += [(name, arr, self._present(arr)) for name, arr in self.cols.items()
                    if name not in TRAJECTORY_FIELDS]
-        fields += [(f"outcome.{name}", arr, self.outcome_valid)
+        fields += [(f"outcome.{name}", arr, self.outcome_valid & self._present(arr))
                    for name, arr in self.outcome.items() if name not in OUTCOME_FIELDS]
         names = [name for name, _, _ in fields]
         if len(set(names)) != len(names) or "_fields" in names:
@@ -254,10 +254,11 @@ class _Rows:
                     free.unknown.append((name, vals, self._present(arr)))
         for name, arr in self.outcome.items():
             if meta and name not in OUTCOME_FIELDS:
-                free.outcome.append((name, free.read(arr, self.bad)))
+                free.outcome.append((name, free.read(arr, self.bad), self._present(arr)))
         free.outcome_valid = self.outcome_valid
         if "scores" in self.outcome:
             free.scores_of = (free.read(self.outcome["scores"], self.bad), "outcome.scores")
+            free.scores_here = self.outcome_valid & self._present(self.outcome["scores"])
             free.unclean |= _nonfinite(self.outcome["scores"], self.n)
         free.top_scores = (free.read(self.cols.get("scores"), self.bad), "scores")
         free.unclean |= _nonfinite(self.cols.get("scores"), self.n)
@@ -279,9 +280,10 @@ class _Free:
         self.n, self.nulls = n, nulls
         self.meta_values: list = [None] * n
         self.unknown: list[tuple[str, list, np.ndarray]] = []
-        self.outcome: list[tuple[str, list]] = []
+        self.outcome: list[tuple[str, list, np.ndarray]] = []
         self.outcome_valid = np.zeros(n, bool)
-        self.scores_of: tuple[list, str] | None = None
+        self.scores_of: tuple[list, str] | None = None  # outcome.scores, where scores_here
+        self.scores_here = np.zeros(n, bool)
         self.top_scores: tuple[list, str] = ([None] * n, "scores")
         self.tags: list = [None] * n
         self.tags_ok = True  # every row's tags are a list of text (or null)
@@ -301,12 +303,12 @@ class _Free:
         for name, vals, present in self.unknown:
             if present[i]:
                 obj[name] = vals[i]
-        outcome = ({name: vals[i] for name, vals in self.outcome}
+        outcome = ({name: vals[i] for name, vals, present in self.outcome if present[i]}
                    if self.outcome_valid[i] else {})
         return obj, outcome
 
     def scores(self, i: int) -> tuple[Any, str]:
-        vals, path = (self.scores_of if self.scores_of is not None and self.outcome_valid[i]
+        vals, path = (self.scores_of if self.scores_of is not None and self.scores_here[i]
                       else self.top_scores)
         v = vals[i]
         if self.unclean[i] and isinstance(v, dict):  # NaN is null in JSON: not a score

@@ -478,6 +478,9 @@ def _from_arrow(obj: dict[str, Any]) -> dict[str, Any]:
     A string ``meta`` / ``attributes`` column holds JSON object text: read as the object
     (anything else stays as it is, for the lake's validation to name)."""
     obj = {k: v for k, v in obj.items() if v is not None}
+    outcome = obj.get("outcome")
+    if isinstance(outcome, dict):  # its fields are columns too (a struct's children)
+        obj["outcome"] = {k: v for k, v in outcome.items() if v is not None}
     _parse_in(obj, "meta")
     steps = obj.get("steps")
     if isinstance(steps, list):

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from ingest import ingest_paths
@@ -149,6 +149,8 @@ def blocks(draw: Any) -> list[bytes]:
 
 @EXAMPLES
 @given(blocks())
+@example([b'{"trajectory_id":"t0","task":"do x","steps":[],"outcome":{"success":false}}',
+          b'{"trajectory_id":"t1","task":"do x","steps":[],"outcome":{"why":[]}}'])
 def test_jsonl_blocks_land_as_the_per_line_path_would(lines):
     event(agree(lines))
 

@@ -435,6 +435,23 @@ def test_nan_and_infinity_read_as_null_like_json():
         assert 0 in res.rows  # a NaN step value is null, read column by column
 
 
+
+def test_a_sparse_outcome_field_is_absent_where_null_under_drop():
+    """An outcome child is a column: under DROP (IngestArrow) its null is "no value here",
+    as for a top-level field, so the row lands as if the key were not written."""
+    batch = pa.Table.from_pylist([
+        {"trajectory_id": "t0", "task": "do x", "scores": {"q": 1.0},
+         "outcome": {"success": False, "why": None, "scores": None}},
+        {"trajectory_id": "t1", "task": "do x", "scores": None,
+         "outcome": {"success": True, "why": "done", "scores": {"q": 0.5}}},
+    ]).to_batches()[0]
+    res = agree(batch, DROP)
+    assert res.rows == [0, 1]
+    t0, t1 = (r.trajectory for r in res.records)
+    assert t0["meta"] is None and t0["scores"] == [("q", 1.0)]  # the top-level scores
+    assert orjson.loads(t1["meta"]) == {"outcome.why": "done"}
+    assert agree(batch, KEEP).rows  # KEEP reads the null as set: `outcome.why: null`
+
 # -- durability: a killed Parquet ingest keeps every acknowledged row --------------------------
 
 _CHILD = """
