@@ -43,6 +43,11 @@ FLOAT_FIELDS = frozenset(("reward", "cost_usd", "duration_ms", "latency_ms"))
 WHOLE_FIELDS = frozenset(("index", "fork_step", "tokens_in", "tokens_out", "n_steps",
                           *(a for a, c in STEP_ALIASES.items() if c != "duration_ms")))
 _PLAIN_KEY = re.compile(r'^[\x20-\x7e]*$')  # printable ASCII
+# a key holding a backslash escape (linear: the string's loop unrolled), set to null, or to
+# what may be a whole number
+_ESCAPED_KEY = rb'"[^"\\]*(?:\\.[^"\\]*)+"\s*:\s*'
+_ESCAPED_KEY_NULL = re.compile(_ESCAPED_KEY + rb'null')
+_ESCAPED_KEY_WHOLE = re.compile(_ESCAPED_KEY + rb'(?:\[|-?\d+\s*[,}\]])')
 
 
 def read_block(data: bytes, n_lines: int, longest: int) -> pa.RecordBatch | None:
@@ -147,7 +152,9 @@ def _kept_faithful(name: str, arr: pa.Array, where: np.ndarray | None, whole: se
 def _written_whole(names: set[str], data: bytes) -> bool:
     """True when one of ``names`` may be written as a whole number (``"n": 3``) in ``data``:
     Arrow read it as ``3.0``, and JSON would keep ``3``. (An item of a list of numbers is
-    not matched: such a field is refused.)"""
+    not matched: such a field is refused. A key written with an escape may be any name.)"""
+    if names and _ESCAPED_KEY_WHOLE.search(data):
+        return True
     for name in names:
         key = re.escape(name.encode())
         if re.search(rb'"' + key + rb'"\s*:\s*(?:\[|-?\d+\s*[,}\]])', data):
@@ -158,8 +165,12 @@ def _written_whole(names: set[str], data: bytes) -> bool:
 def _explicit_null(kept: list, data: bytes) -> bool:
     """True when a JSON-kept field may be written ``null`` in ``data``. Nested ones never
     are (``_kept_faithful`` refused any nested null); a top-level one only where it holds a
-    null. (A name other than printable ASCII, which the text may escape, counts as one.)"""
-    for name in _with_nulls(kept):
+    null. (A name other than printable ASCII, which the text may escape, counts as one; so
+    does a null under any key written with an escape: ``"n\\u0061me": null`` is ``name``.)"""
+    names = _with_nulls(kept)
+    if names and _ESCAPED_KEY_NULL.search(data):
+        return True
+    for name in names:
         if not _PLAIN_KEY.match(name) or '"' in name or "\\" in name:
             return True
         if re.search(rb'"' + re.escape(name.encode()) + rb'"\s*:\s*null', data):

@@ -155,6 +155,24 @@ def test_jsonl_blocks_land_as_the_per_line_path_would(lines):
     event(agree(lines))
 
 
+@pytest.mark.parametrize("escaped, plain", [
+    (b'"n\\u0061me": null', b'"name": 1'),
+    (b'"wh\\/y": null', b'"wh/y": 1'),
+    (b'"outcome": {"success": true, "wh\\u0079": null}', b'"outcome": {"why": "a"}'),
+])
+def test_a_null_under_an_escaped_key_is_kept_as_the_line_has_it(escaped, plain):
+    """Arrow reads ``"n\\u0061me"`` as ``name``: its null must not be dropped as missing."""
+    lines = [b'{"trajectory_id": "t0", "task": "t", ' + escaped + b"}",
+             b'{"trajectory_id": "t1", "task": "t", ' + plain + b"}"]
+    assert agree(lines) == "per line"
+
+
+def test_a_whole_number_under_an_escaped_key_is_kept_as_written():
+    lines = [b'{"trajectory_id": "t0", "task": "t", "sc\\u006fre": 3}',  # Arrow: 3.0
+             b'{"trajectory_id": "t1", "task": "t", "score": 1.5}']
+    assert agree(lines) == "per line"
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.fixed_dictionaries({
     "trajectory_id": st.uuids().map(str), "task": st.just("book a flight"),
