@@ -16,6 +16,8 @@ the cluster's threshold (``verdict.calibrate``) and shows in its fused stats.
 
 Vectors are computed after the durable write, in the background (``Indexer``); a
 trajectory is retrievable once embedded, and ``stats()`` shows the lag.
+A trace whose spans have not given a task yet (``patches.SPANS_PLACEHOLDER_TASK``) is not
+indexed: it joins when a span gives its task.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from . import slots
 from . import verdict as verdicts
 from .errors import InvalidArgument, NotFound
 from .index import NEVER, Filters, Row, StoredFit, TenantIndex, fit_tables, match_fit
+from .patches import SPANS_PLACEHOLDER_TASK
 from .records import normalize_task, now_us, task_hash
 from .schema import CONTEXTS, FEEDBACK
 from .tables import quote
@@ -109,7 +112,8 @@ class ContextService:
         con = self.lake.connect(tenant=tenant)
         t = con.sql("select trajectory_id, task, task_hash, success, reward, agent, agent_version,"
                     " tags, epoch_us(started_at) s, epoch_us(expires_at) e, retracted_at is null a"
-                    " from trajectories order by ingested_at, trajectory_id").fetchall()
+                    " from trajectories where task <> ? order by ingested_at, trajectory_id",
+                    params=[SPANS_PLACEHOLDER_TASK]).fetchall()
         tools = dict(con.sql("select trajectory_id, list(name order by index) from steps "
                              "where kind = 'tool' and name is not null group by 1").fetchall())
         idx = TenantIndex(tenant, self.embedder.dim)
@@ -240,6 +244,7 @@ class ContextService:
             idx = self._indexes.get(tenant)
         if idx is None:
             return
+        trajectories = [t for t in trajectories if t["task"] != SPANS_PLACEHOLDER_TASK]
         tools = _tool_names(self.lake, tenant, [t["trajectory_id"] for t in trajectories])
         rows = [Row(t["trajectory_id"], t["task"], t["task_hash"], t["success"], t["reward"],
                     t["agent"], t["agent_version"], tuple(t["tags"] or ()), t["started_at"],

@@ -275,3 +275,32 @@ def test_an_overloaded_server_refuses_exports_with_a_retry_hint(lake_dir):
         assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert dict(e.value.trailing_metadata())["retry-after-ms"] == "200"
         assert not stub.Export(_request(_span(1)), timeout=5).HasField("partial_success")
+
+
+def test_a_trace_without_a_task_yet_is_not_indexed_until_it_has_one(server: Server,
+                                                                     trace_stub):
+    """A placeholder task would pull every task-less trace into one cluster of identical
+    vectors: it joins the semantic cache when a span gives its task."""
+    idx = server.cache.index(server.lake.settings.tenant)  # loaded: commits now index
+    tool = _span(3, 1, name="execute_tool refund", start=10**18 + 2,
+                 gen_ai__operation__name="execute_tool", gen_ai__tool__name="refund")
+    assert not trace_stub.Export(_request(tool)).HasField("partial_success")
+    server.lake.flush()
+    server.cache.wait_indexed(1 << 62)  # until nothing is pending
+    tid = server.lake.sql("select trajectory_id from trajectories").fetchall()[0][0]
+    assert tid not in idx.pos
+    chat = _span(2, 1, start=10**18 + 1, gen_ai__operation__name="chat",
+                 gen_ai__input__messages=json.dumps(
+                     [{"role": "user", "parts": [{"type": "text", "content": TASK}]}]))
+    assert not trace_stub.Export(_request(chat)).HasField("partial_success")
+    server.lake.flush()
+    server.cache.wait_indexed(1 << 62)
+    assert idx.rows[idx.pos[tid]].task == TASK
+    # and a restarted server's index leaves task-less traces out too
+    other = _span(9, 5, name="execute_tool x", trace=b"\x02" * 16,
+                  gen_ai__operation__name="execute_tool", gen_ai__tool__name="x")
+    assert not trace_stub.Export(_request(other)).HasField("partial_success")
+    server.lake.flush()
+    server.cache.wait_indexed(1 << 62)
+    fresh = server.cache._load(server.lake.settings.tenant)
+    assert list(fresh.pos) == [tid]
