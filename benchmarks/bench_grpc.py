@@ -628,24 +628,9 @@ def _measure_context(a: argparse.Namespace, res: Result, client: ClientProcess, 
     srv = serve(settings, "127.0.0.1", 0)
     echo = None
     try:
-        srv.cache.cache.persist(hashes, vecs)  # the index finds them: no model at load
         with LakeClient(srv.target, timeout=600) as c:
-            reply = c.ingest_arrow(records)
-            assert reply.accepted == len(records), reply.rejects[:3]
-            srv.warm().join()
-            queries = perturbed(vecs, a.vector_pool, a.seed)
-            vreqs = []
-            for q in queries:
-                req = pb.GetContextRequest(k=5, min_lsn=reply.lsn if not vreqs else 0)
-                req.vector.values.extend(q.tolist())
-                vreqs.append(req)
-            first = c.context.GetContext(vreqs[0])  # waits until indexed
-            assert len(first.neighbours) == 5, first
-            vreqs[0].min_lsn = 0
+            vreqs, vresp = vector_lake(srv, c, records, hashes, vecs, a.vector_pool, a.seed)
             vbytes = [r.SerializeToString() for r in vreqs]
-            sizes = sorted((len(c.context.GetContext(r).SerializeToString()), i)
-                           for i, r in enumerate(vreqs[:21]))
-            vresp = c.context.GetContext(vreqs[sizes[len(sizes) // 2][1]])
             idx = srv.cache.index(settings.tenant)
             res.index_rows, res.clusters = idx.size, idx.model.k if idx.model else 0
 
@@ -750,6 +735,30 @@ def _measure_context(a: argparse.Namespace, res: Result, client: ClientProcess, 
         if echo is not None:
             echo.stop(0)
         srv.stop(grace=5)
+
+
+def vector_lake(srv: Any, c: Any, records: list[dict[str, Any]], hashes: list[str],
+                vecs: np.ndarray, pool: int, seed: int) -> tuple[list[Any], Any]:
+    """Load ``records`` into the server's lake (their task vectors given: no model at load),
+    index and warm it; returns ``pool`` GetContext requests (perturbed task vectors, k=5)
+    and a response of the median size (for the echo)."""
+    from proto.contextlake.v1 import lake_pb2 as pb
+
+    srv.cache.cache.persist(hashes, vecs)  # the index finds them: no model at load
+    reply = c.ingest_arrow(records)
+    assert reply.accepted == len(records), reply.rejects[:3]
+    srv.warm().join()
+    vreqs = []
+    for q in perturbed(vecs, pool, seed):
+        req = pb.GetContextRequest(k=5, min_lsn=reply.lsn if not vreqs else 0)
+        req.vector.values.extend(q.tolist())
+        vreqs.append(req)
+    first = c.context.GetContext(vreqs[0])  # waits until indexed
+    assert len(first.neighbours) == 5, first
+    vreqs[0].min_lsn = 0
+    sizes = sorted((len(c.context.GetContext(r).SerializeToString()), i)
+                   for i, r in enumerate(vreqs[:21]))
+    return vreqs, c.context.GetContext(vreqs[sizes[len(sizes) // 2][1]])
 
 
 def _measure_ingest(a: argparse.Namespace, res: Result, client: ClientProcess, d: str,
@@ -1023,12 +1032,12 @@ def _where(r: Result) -> list[str]:
         f"JSON {us(c['answer_json'])}, the rest (filters, response message, `describe`) "
         f"{us(rest)}. Per echo call at concurrency 8 and 32, gRPC costs ~{us(echo_cpu)} of "
         f"server CPU and ~{us(client_cpu)} in the client process; ours costs "
-        f"~{us(ours_cpu)} of server CPU. The same servicer is 2-2.5x slower inside the "
-        "server than in this loop (thread CPU of its calls in the server, measured by hand "
-        "on 2026-11-21: ~400 us at concurrency 1, ~510 us at 8): between calls gRPC and the "
-        "client evict its data from the caches (touching 16 MB between calls of this loop "
-        "makes it 1.5-2.3x slower; the index scan over 3 MB suffers most, 88 -> 150-220 "
-        "us). It is not thread contention: a pool of 4 threads instead of 44 changed nothing. "
+        f"~{us(ours_cpu)} of server CPU. Inside the server the servicer costs 2-3x what it "
+        "costs in this loop, every part of it, not only the index scan (`benchmarks."
+        "probe_getcontext` times the parts under load: its section below): between calls "
+        "gRPC and the client evict its code and data from the caches (touching 16 MB between "
+        "calls of this loop makes it 1.5-2.3x slower). It is not thread contention: a pool of "
+        "4 threads instead of 44 changed nothing, nor did the interval between GIL switches. "
         "With both processes on the same two busy cores, QPS follows the CPU per call, so "
         f"{TARGET_VECTOR} x echo allows ~{us(budget)} of server CPU beyond the echo's: less "
         "than the servicer costs in the server. Tried: an int8 copy and a low-dimension "
@@ -1036,14 +1045,9 @@ def _where(r: Result) -> list[str]:
         "the exact scan below 20k rows: 0.53 -> 0.57 of echo at concurrency 1, 0.29 -> 0.34 "
         "at 8, for a recall below 1 (not taken); the interceptors now wrap a method's "
         "handler once (~15 -> ~5 us each a call) and the context log is appended 5,000 rows "
-        "at a time (~13 -> ~5 us a call). Bounds, measured by hand with cut-down "
-        "servicers behind the real interceptors, each returning a prebuilt response: reading "
-        "the vector only, 0.90 / 0.86 / 0.81 of echo at concurrency 1 / 8 / 32; plus six "
-        "numpy calls of a top-k over 64 rows, 0.80 / 0.63; plus the exact scan of all "
-        "rows, 0.71-0.74 / 0.49-0.52 / 0.52. So even with a free response a numpy scan on "
-        "the GIL-holding path misses 0.7 at 8 and 32; left: the search outside it (a native "
-        "kernel over a batch of in-flight queries), several server processes, or a target "
-        "in absolute latency and QPS per core.",
+        "at a time (~13 -> ~5 us a call). The probe also serves the call from a `grpc.aio` "
+        "server, and a lean lookup (parse, vector, top-k over 64 rows, prebuilt response) "
+        "from both kinds of server: how far each gets is there.",
         f"- IngestArrow, per step, on the per-row path (kept for comparison; the service now "
         "takes the columnar door, `columnar.normalize_batch` -> `row_log.wal_entry`, whose "
         "cost bench_ingest measures beside this one): Arrow IPC -> JSON records "
