@@ -206,7 +206,7 @@ def report(r: Result, cmd: str, runs: int, load_before: str, load_after: str) ->
               "The synthetic agents differ in success rate (0.55 to 0.78) but the versions of "
               "one agent do not: the version comparison's flags, if any, are false positives "
               "of testing every cluster at 95% (about 2.5% of pairs per direction are "
-              "expected); see docs/analysis.md on `--confidence`.", ""]
+              "expected); `--adjust bonferroni` holds them down (docs/analysis.md).", ""]
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from lake import Lake, Settings
-from lake.analysis import COST_DIMENSIONS, DIMENSIONS, Comparison, compare, cost
+from lake.analysis import ADJUSTMENTS, COST_DIMENSIONS, DIMENSIONS, Comparison, compare, cost
 
 from .main import _common, _echo_json, cli
 
@@ -36,11 +36,14 @@ def _console() -> Any:
 @click.option("--where", default=None, metavar="SQL", help="Only runs matching (run_facts).")
 @click.option("--confidence", type=float, default=0.95, show_default=True,
               help="Level of the intervals.")
+@click.option("--adjust", type=click.Choice(ADJUSTMENTS), default="none", show_default=True,
+              help="bonferroni: widen every interval so that --confidence holds for all the "
+                   "(group, B) flags together, not for each alone.")
 @click.option("--as-of", default=None, metavar="VERSION|TAG", help="Read the lake as of then.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def compare_cmd(settings: Settings, by: str, a: str | None, b: str | None,
-                group_by: str | None, where: str | None, confidence: float, as_of: str | None,
-                as_json: bool) -> None:
+                group_by: str | None, where: str | None, confidence: float, adjust: str,
+                as_of: str | None, as_json: bool) -> None:
     """Compare agents, versions or models per kind of task: success rate with its Wilson
     interval, reward, steps, tool calls, tokens, cost, duration.
 
@@ -56,7 +59,7 @@ def compare_cmd(settings: Settings, by: str, a: str | None, b: str | None,
     """
     lake = Lake.open(settings=settings, readonly=True)
     res = compare(lake.connect(as_of=as_of), by, a, b, group_by=group_by, where=where,
-                  confidence=confidence)
+                  confidence=confidence, adjust=adjust)
     if as_json:
         _echo_json(res.as_dict())
     else:
@@ -74,7 +77,7 @@ def _num(x: float | None, digits: int = 0) -> str:
 def _print_comparison(res: Comparison) -> None:
     from rich.table import Table
 
-    level = f"{100 * res.confidence:g}%"
+    level = f"{100 * res.level:.4g}%"
     t = Table(title=f"{res.by}: A = {res.a}; B = {', '.join(res.b)}", title_justify="left")
     for col, right in [("group", False), ("", False), ("arm", False), ("runs", True),
                        (f"success % [{level}]", True), ("B - A pts [interval]", True),
@@ -101,9 +104,12 @@ def _print_comparison(res: Comparison) -> None:
     con = _console()
     con.print(t)
     worse = [f"{r['group']} ({r['arm']})" for r in res.flagged]
+    family = (f" ({100 * res.confidence:g}% for all {res.tests} tests together: Bonferroni)"
+              if res.adjust == "bonferroni" else "")
     con.print(f"groups: {res.group_by}; means per run except steps (median); "
-              + (f"B worse than A beyond the {level} interval in: {', '.join(worse)}" if worse
-                 else f"no group where B is worse than A beyond the {level} interval"))
+              + (f"B worse than A beyond the {level} interval{family} in: {', '.join(worse)}"
+                 if worse else
+                 f"no group where B is worse than A beyond the {level} interval{family}"))
 
 
 @cli.command("cost")

@@ -34,6 +34,7 @@ from .errors import InvalidArgument, NotFound
 from .tables import quote
 
 DIMENSIONS = ("agent", "agent_version", "model")
+ADJUSTMENTS = ("none", "bonferroni")  # for the many (group, B) tests of one comparison
 COST_DIMENSIONS = ("agent", "agent_version", "model", "day", "tool")
 Z95 = 1.959963984540054
 NONE = "(none)"  # the arm / group of runs whose value is NULL
@@ -195,6 +196,9 @@ class Comparison:
     where: str | None
     confidence: float
     rows: list[dict[str, Any]] = field(default_factory=list)
+    adjust: str = "none"
+    tests: int = 0  # (group, B) pairs with outcomes on both sides: what the flags test
+    level: float = 0.0  # the intervals' level: ``confidence``, or 1 - (1 - it) / tests
 
     @property
     def flagged(self) -> list[dict[str, Any]]:
@@ -203,7 +207,8 @@ class Comparison:
 
     def as_dict(self) -> dict[str, Any]:
         return {"by": self.by, "a": self.a, "b": self.b, "group_by": self.group_by,
-                "where": self.where, "confidence": self.confidence, "rows": self.rows,
+                "where": self.where, "confidence": self.confidence, "adjust": self.adjust,
+                "tests": self.tests, "level": self.level, "rows": self.rows,
                 "flagged": [{"group": r["group"], "arm": r["arm"]} for r in self.flagged]}
 
 
@@ -214,23 +219,36 @@ def natural_key(value: str) -> list[Any]:
 
 def compare(con: duckdb.DuckDBPyConnection, by: str = "agent", a: str | None = None,
             b: str | None = None, *, group_by: str | None = None, where: str | None = None,
-            confidence: float = 0.95) -> Comparison:
+            confidence: float = 0.95, adjust: str = "none") -> Comparison:
     """Success rate (with its Wilson interval), reward, steps, tool calls, tokens, cost and
     duration of each value of ``by`` per group, each B next to A, flagged when worse.
 
     ``a`` defaults to the first value in natural order (the oldest version), ``b`` to every
-    other value; ``group_by`` (default ``cluster``) and ``where`` are SQL over ``run_facts``."""
+    other value; ``group_by`` (default ``cluster``) and ``where`` are SQL over ``run_facts``.
+    ``adjust="bonferroni"``: the intervals are at level 1 - (1 - confidence) / tests, so the
+    chance of any false flag over all the (group, B) pairs is at most 1 - confidence."""
     if by not in DIMENSIONS:
         raise InvalidArgument(f"cannot compare by {by!r}: use one of {', '.join(DIMENSIONS)}",
                               field="--by")
     if not 0 < confidence < 1:
         raise InvalidArgument(f"confidence must be between 0 and 1 (e.g. 0.95), got "
                               f"{confidence}", field="--confidence")
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    stats = _run(con, ARM_STATS.format(group=group_by or "cluster", arm=f'"{by}"',
-                                       where=where or "true", z=repr(z)), group_by, where)
+    if adjust not in ADJUSTMENTS:
+        raise InvalidArgument(f"unknown adjustment {adjust!r}: use one of "
+                              f"{', '.join(ADJUSTMENTS)}", field="--adjust")
+
+    def arm_stats(level: float) -> Any:
+        z = NormalDist().inv_cdf(0.5 + level / 2)
+        return _run(con, ARM_STATS.format(group=group_by or "cluster", arm=f'"{by}"',
+                                          where=where or "true", z=repr(z)), group_by, where)
+
+    stats = arm_stats(confidence)
     arms = {r["arm"]: r["runs"] for r in stats.to_pylist() if r["overall"]}
     a, bs = _arms(con, by, arms, a, b, where)
+    tests, level = _tests(stats, a, bs), confidence
+    if adjust == "bonferroni" and tests > 1:
+        level = 1 - (1 - confidence) / tests
+        stats = arm_stats(level)
     name = f"_compare_{uuid.uuid4().hex}"
     con.register(name, stats)
     try:
@@ -240,7 +258,14 @@ def compare(con: duckdb.DuckDBPyConnection, by: str = "agent", a: str | None = N
     finally:
         con.unregister(name)
     out = [{c: _round(c, v) for c, v in zip(cols, r, strict=True)} for r in rows]
-    return Comparison(by, a, bs, group_by or "cluster", where, confidence, out)
+    return Comparison(by, a, bs, group_by or "cluster", where, confidence, out, adjust,
+                      tests, level)
+
+
+def _tests(stats: Any, a: str, bs: list[str]) -> int:
+    """(group, B) pairs where both arms have outcomes: the intervals a flag may come from."""
+    have = {(r["group"], r["arm"]) for r in stats.to_pylist() if r["outcomes"]}
+    return sum((g, a) in have for g, arm in have if arm in bs)
 
 
 def _run(con: duckdb.DuckDBPyConnection, sql: str, group_by: str | None,

@@ -54,6 +54,9 @@ def test_compare_table_and_errors(sample):
     assert "success % [95%]" in text and "telecom" in text and "worse" in text
     assert "B worse than A beyond the 95% interval in: (all) (gpt-4.1), telecom (gpt-4.1)" \
         in " ".join(text.split())
+    text = " ".join(lake("compare", "--adjust", "bonferroni", data=sample).stdout.split())
+    assert "success % [98.33%]" in text  # 1 - 0.05 / 3: (all), retail, telecom
+    assert "interval (95% for all 3 tests together: Bonferroni)" in text
     p = lake("compare", "--a", "nope", data=sample, check=False)
     assert p.returncode == 1
     assert "--a: no runs with agent = 'nope'; the values present are" in p.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+from statistics import NormalDist
 
 import numpy as np
 import pyarrow as pa
@@ -261,3 +262,24 @@ def test_cost_views_add_up_to_the_direct_sums(dev_lake):
     assert 0 < sum(r["calls"] for r in gpt) < n_tool
     one = cost(con, "day", where="agent = 'gpt-4.1'")
     assert one["total"]["runs"] == 120 and sum(r["runs"] for r in one["rows"]) == 120
+
+
+def test_bonferroni_widens_every_interval_and_keeps_the_real_regression(regressed):
+    lk, _ = regressed
+    plain = compare(lk.connect(), "agent_version", "1.0", "1.1")
+    res = compare(lk.connect(), "agent_version", "1.0", "1.1", adjust="bonferroni")
+    assert (plain.tests, plain.level, plain.adjust) == (6, 0.95, "none")  # 5 clusters + (all)
+    assert res.tests == 6 and res.level == pytest.approx(1 - 0.05 / 6)
+    z = NormalDist().inv_cdf(0.5 + res.level / 2)
+    for p, r in zip(plain.rows, res.rows, strict=True):
+        assert (p["group"], p["arm"]) == (r["group"], r["arm"])
+        lo, hi = wilson(r["successes"], r["outcomes"], z)
+        assert (r["ci_low"], r["ci_high"]) == (round(lo, 4), round(hi, 4))
+        assert r["ci_low"] <= p["ci_low"] and r["ci_high"] >= p["ci_high"]
+        if r["role"] == "B":
+            assert r["diff_low"] <= p["diff_low"] and r["diff_high"] >= p["diff_high"]
+    assert {r["group"] for r in res.flagged} <= {r["group"] for r in plain.flagged}
+    assert f"cluster {REGRESSED}" in {r["group"] for r in res.flagged}  # 30% kept: still out
+    assert res.as_dict()["adjust"] == "bonferroni"
+    with pytest.raises(InvalidArgument, match="holm"):
+        compare(lk.connect(), "agent_version", adjust="holm")
