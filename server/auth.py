@@ -6,7 +6,7 @@ Every call of the lake's services passes ``AuthInterceptor``:
    lake's token store (``lake/tokens.py``). Without auth (an open server on loopback) a
    call without a token acts as ``settings.tenant`` with every scope; a token that is sent
    is still verified and used.
-2. authorize: the RPC's scope (``SCOPES``, the one table) must be among the token's.
+2. authorize: the RPC's scope (``methods.SCOPES``, the one table) must be among the token's.
 3. run the RPC with the identity attached (``identity()`` in the servicer); the tenant of
    everything it does comes from here, never from the request.
 
@@ -30,26 +30,8 @@ from lake.tokens import SCOPES as ALL_SCOPES
 from lake.tokens import Identity, Tokens
 
 from .errors import Behavior, WrappingInterceptor, status_of
+from .methods import SCOPES, V1
 
-_V1 = "/contextlake.v1."
-SCOPES: dict[str, str] = {
-    _V1 + "IngestService/StartTrajectory": "ingest",
-    _V1 + "IngestService/AppendSteps": "ingest",
-    _V1 + "IngestService/StreamSteps": "ingest",
-    _V1 + "IngestService/FinishTrajectory": "ingest",
-    _V1 + "IngestService/IngestArrow": "ingest",
-    _V1 + "ContextService/GetContext": "read",
-    _V1 + "ContextService/ReportOutcome": "ingest",
-    _V1 + "ContextService/GetTrajectory": "read",
-    _V1 + "ContextService/ListTrajectories": "read",
-    _V1 + "AdminService/Stats": "read",
-    _V1 + "AdminService/Versions": "admin",
-    _V1 + "AdminService/Tag": "admin",
-    _V1 + "AdminService/Restore": "admin",
-    _V1 + "AdminService/Recluster": "admin",
-    _V1 + "AdminService/Retract": "admin",
-    "/opentelemetry.proto.collector.trace.v1.TraceService/Export": "ingest",  # OTLP exporters
-}
 REFUSALS = (Unauthenticated, PermissionDenied, ResourceExhausted)
 ANONYMOUS = "anonymous"
 
@@ -134,7 +116,7 @@ class AuthInterceptor(WrappingInterceptor):
             detail["error"] = str(exc)[:1000]
         self.audit.record(
             tenant=who.tenant if who else "", actor=who.agent if who else ANONYMOUS,
-            token_id=who.token_id if who else None, action=method.removeprefix(_V1),
+            token_id=who.token_id if who else None, action=method.removeprefix(V1),
             resource=_resource(request) if admin else None, outcome=outcome, detail=detail,
             flush=flush)
 

@@ -42,6 +42,8 @@ from lake.errors import (
     Unavailable,
 )
 
+from .methods import PACKAGES
+
 log = logging.getLogger(__name__)
 Code = grpc.StatusCode
 
@@ -65,8 +67,6 @@ INTERNAL_MESSAGE = ("internal error (incident {}): the server logged the details
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
-# Method prefixes of the services this server implements (the others: health, reflection)
-SERVED = ("/contextlake.", "/opentelemetry.proto.collector.")
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, list[tuple[str, Any]]]:
@@ -114,7 +114,7 @@ class WrappingInterceptor(grpc.ServerInterceptor):
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def applies(self, method: str) -> bool:
-        return method.startswith(SERVED)
+        return method.startswith(PACKAGES)
 
     def decorate(self, method: str, behavior: Behavior) -> Behavior:
         raise NotImplementedError
