@@ -167,6 +167,16 @@ def test_a_null_under_an_escaped_key_is_kept_as_the_line_has_it(escaped, plain):
     assert agree(lines) == "per line"
 
 
+def test_escaped_json_in_a_value_is_not_an_escaped_key():
+    """Tool inputs hold JSON text: its escaped quotes, nulls and numbers are not keys, so a
+    block with sparse fields (the scans run) still takes the columnar door."""
+    arg = orjson.dumps(orjson.dumps({"k": None, "n": 3, "p": "C:\\"}).decode())
+    lines = [b'{"trajectory_id": "t0", "task": "t", "source": "a", "steps": [{"kind": "tool", '
+             b'"input": ' + arg + b'}]}',
+             b'{"trajectory_id": "t1", "task": "t", "steps": []}']  # no source: a null
+    assert b"\\" in arg and agree(lines) == "columnar"
+
+
 def test_a_whole_number_under_an_escaped_key_is_kept_as_written():
     lines = [b'{"trajectory_id": "t0", "task": "t", "sc\\u006fre": 3}',  # Arrow: 3.0
              b'{"trajectory_id": "t1", "task": "t", "score": 1.5}']
