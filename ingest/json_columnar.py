@@ -92,9 +92,10 @@ def _faithful(table: pa.Table, data: bytes) -> bool:
     whole: set[str] = set()  # float fields holding a whole number somewhere
     if not all(_kept_faithful(n, a, where, whole, n == "scores") for n, a, where in kept):
         return False
-    if (whole or _with_nulls(kept)) and _escaped_key(data):
+    nulls = _with_nulls(kept)
+    if (whole or nulls) and _escaped_key(data):
         return False  # a key the scans below cannot see may hold a null or a whole number
-    return not _explicit_null(kept, data) and not _written_whole(whole, data)
+    return not _explicit_null(nulls, data) and not _written_whole(whole, data)
 
 
 def _with_nulls(kept: list) -> set[str]:
@@ -169,12 +170,13 @@ def _written_whole(names: set[str], data: bytes) -> bool:
     return False
 
 
-def _explicit_null(kept: list, data: bytes) -> bool:
-    """True when a JSON-kept field may be written ``null`` in ``data``. Nested ones never
-    are (``_kept_faithful`` refused any nested null); a top-level one only where it holds a
-    null. (A name other than printable ASCII, which the text may escape, counts as one;
-    keys written with an escape: ``_faithful``.)"""
-    for name in _with_nulls(kept):
+def _explicit_null(names: set[str], data: bytes) -> bool:
+    """True when one of ``names`` (the JSON-kept fields with a null: ``_with_nulls``) may be
+    written ``null`` in ``data``. Nested ones never are (``_kept_faithful`` refused any
+    nested null); a top-level one only where it holds a null. (A name other than printable
+    ASCII, which the text may escape, counts as one; keys written with an escape:
+    ``_faithful``.)"""
+    for name in names:
         if not _PLAIN_KEY.match(name) or '"' in name or "\\" in name:
             return True
         if re.search(rb'"' + re.escape(name.encode()) + rb'"\s*:\s*null', data):

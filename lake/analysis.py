@@ -243,9 +243,10 @@ def compare(con: duckdb.DuckDBPyConnection, by: str = "agent", a: str | None = N
                                           where=where or "true", z=repr(z)), group_by, where)
 
     stats = arm_stats(confidence)
-    arms = {r["arm"]: r["runs"] for r in stats.to_pylist() if r["overall"]}
+    arm_rows = stats.to_pylist()
+    arms = {r["arm"]: r["runs"] for r in arm_rows if r["overall"]}
     a, bs = _arms(con, by, arms, a, b, where)
-    tests, level = _tests(stats, a, bs), confidence
+    tests, level = _tests(arm_rows, a, bs), confidence
     if adjust == "bonferroni" and tests > 1:
         level = 1 - (1 - confidence) / tests
         stats = arm_stats(level)
@@ -262,9 +263,10 @@ def compare(con: duckdb.DuckDBPyConnection, by: str = "agent", a: str | None = N
                       tests, level)
 
 
-def _tests(stats: Any, a: str, bs: list[str]) -> int:
-    """(group, B) pairs where both arms have outcomes: the intervals a flag may come from."""
-    have = {(r["group"], r["arm"]) for r in stats.to_pylist() if r["outcomes"]}
+def _tests(rows: list[dict[str, Any]], a: str, bs: list[str]) -> int:
+    """(group, B) pairs where both arms have outcomes (``rows``: ARM_STATS'): the intervals
+    a flag may come from."""
+    have = {(r["group"], r["arm"]) for r in rows if r["outcomes"]}
     return sum((g, a) in have for g, arm in have if arm in bs)
 
 

@@ -68,7 +68,6 @@ INTERNAL_MESSAGE = ("internal error (incident {}): the server logged the details
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
 
 
-
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, list[tuple[str, Any]]]:
     """(code, message, trailing metadata) for an exception; INTERNAL for unknown ones."""
     code = next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), Code.INTERNAL)
