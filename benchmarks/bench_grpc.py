@@ -3,6 +3,7 @@
     LANCE_LOG=error HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.bench_grpc
     .venv/bin/python -m benchmarks.bench_grpc --trajectories 2000 --seconds 2 --reps 1 --no-write
     .venv/bin/python -m benchmarks.bench_grpc --only stream --reps 3   # StreamSteps alone
+    .venv/bin/python -m benchmarks.bench_grpc --only vector --reps 3   # GetContext vector alone
     .venv/bin/python -m pytest -q -m benchmark benchmarks/bench_grpc.py
 
 The server (``server.app.serve``, auth off on loopback) runs in this process; the load comes
@@ -605,7 +606,8 @@ def measure(a: argparse.Namespace, log: Any = print) -> Result:
         with common.fresh_dir("grpc-") as d:
             if a.only != "stream":
                 _measure_context(a, res, client, d, log)
-            _measure_ingest(a, res, client, d, log)
+            if a.only != "vector":
+                _measure_ingest(a, res, client, d, log)
     finally:
         client.close()
     return res
@@ -681,6 +683,8 @@ def _measure_context(a: argparse.Namespace, res: Result, client: ClientProcess, 
                     getattr(pair, side).append(run)
                 log(f"  vector c={conc:<2} rep {rep + 1}: ours {pair.ours[-1].qps:7.0f} "
                     f"QPS, echo {pair.base[-1].qps:7.0f} QPS (load {common.load()})")
+        if a.only == "vector":
+            return
 
         # text: ours (distinct texts, each used once) vs echo of the same sizes
         def fresh(n: int) -> list[str]:
@@ -829,6 +833,25 @@ def _met(ok: bool) -> str:
     return "met" if ok else "NOT met"
 
 
+def _vector_lines(r: Result) -> list[str]:
+    lines = [
+        f"### GetContext with a vector (target: ours >= {TARGET_VECTOR} x echo QPS)",
+        "",
+        "| concurrency | ours QPS | ours p50 ms | ours p99 ms | echo QPS | echo p50 ms | "
+        "echo p99 ms | ours / echo | target | server CPU ms/call ours / echo | "
+        "errors ours / echo |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for conc, p in sorted(r.vector.items()):
+        lines.append(
+            f"| {conc} | {p.med('ours', 'qps'):,.0f} | {_ms(p.med('ours', 'p50'))} | "
+            f"{_ms(p.med('ours', 'p99'))} | {p.med('base', 'qps'):,.0f} | "
+            f"{_ms(p.med('base', 'p50'))} | {_ms(p.med('base', 'p99'))} | **{p.ratio:.2f}** | "
+            f"{_met(p.ratio >= TARGET_VECTOR)} | {p.med('ours', 'cpu_ms_per_call'):.2f} / "
+            f"{p.med('base', 'cpu_ms_per_call'):.2f} | {p.error_kinds()} |")
+    return lines
+
+
 def report(r: Result, a: argparse.Namespace, cmd: str, before: str, after: str) -> str:
     lines = [
         HEADING, "",
@@ -857,21 +880,7 @@ def report(r: Result, a: argparse.Namespace, cmd: str, before: str, after: str) 
         f"{r.text_req_bytes:,.0f} B (text); response {r.vector_resp_bytes:,} B / "
         f"{r.text_resp_bytes:,} B (median GetContextResponse, k=5; the echo returns these "
         "bytes)",
-        "",
-        f"### GetContext with a vector (target: ours >= {TARGET_VECTOR} x echo QPS)",
-        "",
-        "| concurrency | ours QPS | ours p50 ms | ours p99 ms | echo QPS | echo p50 ms | "
-        "echo p99 ms | ours / echo | target | server CPU ms/call ours / echo | "
-        "errors ours / echo |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
-    ]
-    for conc, p in sorted(r.vector.items()):
-        lines.append(
-            f"| {conc} | {p.med('ours', 'qps'):,.0f} | {_ms(p.med('ours', 'p50'))} | "
-            f"{_ms(p.med('ours', 'p99'))} | {p.med('base', 'qps'):,.0f} | "
-            f"{_ms(p.med('base', 'p50'))} | {_ms(p.med('base', 'p99'))} | **{p.ratio:.2f}** | "
-            f"{_met(p.ratio >= TARGET_VECTOR)} | {p.med('ours', 'cpu_ms_per_call'):.2f} / "
-            f"{p.med('base', 'cpu_ms_per_call'):.2f} | {p.error_kinds()} |")
+        "", *_vector_lines(r)]
     lines += [
         "",
         "### GetContext with text (distinct texts: every call runs the model)",
@@ -1110,14 +1119,20 @@ def main(argv: list[str] | None = None) -> Result:
     p.add_argument("--stream-steps", type=int, default=30_000)
     p.add_argument("--arrow-steps", type=int, default=300_000)
     p.add_argument("--arrow-batch", type=int, default=1000, help="trajectories per IngestArrow")
-    p.add_argument("--only", choices=["all", "stream"], default="all",
+    p.add_argument("--only", choices=["all", "stream", "vector"], default="all",
                    help="stream: only StreamSteps and its bare-stream baseline; RESULTS.md "
-                        "gets its StreamSteps lines replaced, the rest of the section kept")
+                        "gets its StreamSteps lines replaced, the rest of the section kept. "
+                        "vector: only GetContext with a vector against the echo, printed "
+                        "(RESULTS.md is not written): for quick A/B runs of two checkouts")
     p.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     a = p.parse_args(argv)
     before = common.load()
     res = measure(a)
     cmd = common.command("benchmarks.bench_grpc", argv)
+    if a.only == "vector":
+        print("\n".join([f"{cmd} at {common.git_rev()}, {common.now()}, load {before} -> "
+                         f"{common.load()}", "", *_vector_lines(res)]))
+        return res
     if a.only == "stream":
         old = _section(HEADING)
         text = (stream_update(old, res, cmd, before, common.load()) if old
