@@ -9,9 +9,9 @@ and channel per concurrent call, requests serialized in advance), against:
 
 - ``echo``: bench_grpc's baseline (thread pool) and the same bytes from a ``grpc.aio``
   server;
-- ``ours``: the real server (thread pool, interceptors), and ``ContextServicer.GetContext``
-  run inline in an ``async`` handler of a ``grpc.aio`` server (the open identity set, no
-  interceptors);
+- ``ours``: the real server (``grpc.aio`` since 2026-11-21, with its layers: errors, auth,
+  limits), and ``ContextServicer.context_now`` run inline in an ``async`` handler of a bare
+  ``grpc.aio`` server (the open identity set, no layers);
 - ``lean``: what any vector lookup needs at least, on both servers: parse the request, read
   the vector, a top-k over 64 rows (one product, a partition, a sort: numpy), then a
   prebuilt response.
@@ -46,7 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 HEADING = "## GetContext inside the server: thread pool or asyncio (probe)"
 LEVELS = (1, 8, 32)
-CASES = ("echo, thread pool", "echo, aio", "ours, thread pool", "ours, aio",
+CASES = ("echo, thread pool", "echo, aio", "ours, server", "ours, aio",
          "lean, thread pool", "lean, aio")
 LEAN_ROWS = 64
 
@@ -157,13 +157,12 @@ def measure(a: argparse.Namespace, log: Any = print) -> dict[str, Any]:
             servicer = service.ContextServicer(srv.lake, srv.cache)
             who = auth.Identity(settings.tenant, "local", frozenset(auth.ALL_SCOPES))
             parts = Parts()
-            whole = parts.wrap("servicer", servicer.GetContext)
+            whole = parts.wrap("servicer", servicer.context_now)
 
             async def ours(request: bytes, context: Any) -> bytes:
                 token = auth._IDENTITY.set(who)
                 try:
-                    return whole(pb.GetContextRequest.FromString(request),
-                                 context).SerializeToString()
+                    return whole(pb.GetContextRequest.FromString(request)).SerializeToString()
                 finally:
                     auth._IDENTITY.reset(token)
 
@@ -180,7 +179,7 @@ def measure(a: argparse.Namespace, log: Any = print) -> dict[str, Any]:
             local = "127.0.0.1:{}".format
             targets = {"echo, thread pool": (local(eport), bg.ECHO_VECTOR),
                        "echo, aio": (local(aport), "/probe.Echo/Vector"),
-                       "ours, thread pool": (srv.target, bg.GET_CONTEXT),
+                       "ours, server": (srv.target, bg.GET_CONTEXT),
                        "ours, aio": (local(aport), "/probe.Ours/GetContext"),
                        "lean, thread pool": (local(lport), "/probe.Lean/Call"),
                        "lean, aio": (local(aport), "/probe.Lean/Call")}
@@ -244,23 +243,23 @@ def report(r: dict[str, Any], cmd: str, before: str, after: str) -> str:
              f"{common.git_rev()}", f"- machine: {common.machine()}; load average (1/5/15 min) "
              f"{before} before, {after} after",
              f"- lake and load as bench_grpc's (response {r['response_bytes']:,} B); ours on "
-             "aio: `ContextServicer.GetContext` inline in an async handler, no interceptors; "
+             "aio: `ContextServicer.context_now` inline in an async handler, no layers; "
              f"lean: parse, read the vector, top-k over {LEAN_ROWS} rows, prebuilt response",
              "", "QPS (median) and server CPU ms per call; ratios to the echo of the same server "
              "type:", "",
-             "| concurrency | " + " | ".join(CASES) + " | ours / echo, thread pool | "
+             "| concurrency | " + " | ".join(CASES) + " | ours, server / echo, thread pool | "
              "ours / echo, aio | lean / echo, thread pool | lean / echo, aio |",
              "|---:|" + "---:|" * (len(CASES) + 4)]
     for conc in LEVELS:
         q = {c: med(r["qps"][c, conc]) for c in CASES}
         cpu = {c: med(r["cpu"][c, conc]) for c in CASES}
-        ratios = [q["ours, thread pool"] / q["echo, thread pool"], q["ours, aio"] / q["echo, aio"],
+        ratios = [q["ours, server"] / q["echo, thread pool"], q["ours, aio"] / q["echo, aio"],
                   q["lean, thread pool"] / q["echo, thread pool"], q["lean, aio"] / q["echo, aio"]]
         lines.append(f"| {conc} | " + " | ".join(f"{q[c]:,.0f} ({cpu[c]:.2f})" for c in CASES)
                      + " | " + " | ".join(f"{x:.2f}" for x in ratios) + " |")
-    gain = [med(r["qps"]["ours, aio", c]) / med(r["qps"]["ours, thread pool", c])
+    gain = [med(r["qps"]["ours, aio", c]) / med(r["qps"]["ours, server", c])
             for c in LEVELS]
-    lines += ["", "Ours on aio / ours on the thread pool: " + " / ".join(
+    lines += ["", "Ours inline on a bare aio server / ours, server: " + " / ".join(
         f"{x:.2f}" for x in gain) + " at concurrency " + " / ".join(map(str, LEVELS)) + "."]
     p = r["parts"]
     order = sorted((k for k in p if k != "servicer"), key=lambda k: -p[k])

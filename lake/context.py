@@ -38,20 +38,18 @@ from . import embedder as embedders
 from . import fused as fusedmod
 from . import slots
 from . import verdict as verdicts
+from .context_log import ContextLog
 from .errors import InvalidArgument, NotFound
 from .index import NEVER, Filters, Row, StoredFit, TenantIndex, fit_tables, match_fit
 from .patches import SPANS_PLACEHOLDER_TASK
 from .records import normalize_task, now_us, task_hash
-from .schema import CONTEXTS, FEEDBACK
+from .schema import FEEDBACK
 from .tables import quote
 from .vectors import LRU_SIZE, EmbeddingService, VectorCache
 
 log = logging.getLogger(__name__)
 K_MAX = 100
 FUSED_TTL_S = 5.0  # fused stats are recomputed at most this often while the tenant changes
-# served contexts are appended to the `contexts` table this many at a time (and at close): a
-# Lance append costs ~13 ms for 1,000 rows, ~23 ms for 5,000 (~5 us a GetContext)
-CONTEXT_LOG_ROWS = 5_000
 BULK_VECTORS = 10_000  # at least this many task vectors at once: one scan of _embeddings
 
 
@@ -81,8 +79,7 @@ class ContextService:
         self._fused: dict[str, tuple[float, int, dict[int, dict]]] = {}
         self._sources: dict[tuple[str, int], tuple] = {}  # see _servable_sources
         self._feedback: dict[str, dict[int, list[tuple[float, bool, bool]]]] = {}
-        self._contexts: dict[str, dict[str, Any]] = {}  # recent context_id -> what was served
-        self._log: list[dict] = []
+        self.contexts = ContextLog(lake.store)  # what was served, for reports and SQL
         self._thresholds: dict[tuple[str, int | None], float] = {}
         self._slot_cache: dict[str, slots.Slots] = {}
         self._pending: list[tuple[int, dict[str, list[dict]]]] = []  # (lsn, rows by tenant)
@@ -93,7 +90,7 @@ class ContextService:
                                          daemon=True)
         self._indexer.start()
         lake.subscribe(self._committed)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the tenants' indexes (held while one loads)
         self._changes = 0
 
     # -- the index ----------------------------------------------------------------------------
@@ -258,10 +255,27 @@ class ContextService:
     # -- lookup -------------------------------------------------------------------------------
     def get_context(self, tenant: str, query: Query | dict[str, Any]) -> dict[str, Any]:
         q = query if isinstance(query, Query) else Query.from_dict(query)
+        return self._answer(tenant, self.index(tenant), q, refresh=True)
+
+    def answer_now(self, tenant: str, query: Query) -> dict[str, Any] | None:
+        """``get_context`` if it can answer from memory without waiting: a vector query, the
+        tenant's index loaded and not being changed, its fused stats fresh. Else None (the
+        caller asks ``get_context`` where it may block). For an event loop."""
+        idx = self._indexes.get(tenant)
+        if idx is None or query.text is not None or self._fused_stale(tenant):
+            return None
+        if not idx.lock.acquire(blocking=False):  # a re-fit or an arrival holds it
+            return None
+        try:
+            return self._answer(tenant, idx, query, refresh=False)
+        finally:
+            idx.lock.release()
+
+    def _answer(self, tenant: str, idx: TenantIndex, q: Query, *,
+                refresh: bool) -> dict[str, Any]:
         t0 = time.perf_counter()
         vec, qhash = self._query_vector(q)
         t1 = time.perf_counter()
-        idx = self.index(tenant)
         now = now_us()
         ids, scores = idx.search(vec, q.k, q.filters, now)
         neighbors = [self._neighbor(idx, int(r), float(s)) for r, s in zip(ids, scores,
@@ -269,7 +283,7 @@ class ContextService:
         cluster = idx.cluster_of_vector(vec)[0] if idx.model is not None else None
         threshold = self.threshold(tenant, cluster)
         verdict = self._verdict(q, qhash, neighbors, threshold)
-        fused = self._fused_for(tenant, idx, cluster, now)
+        fused = self._fused_for(tenant, idx, cluster, now, refresh)
         ctx_id = "ctx_" + uuid.uuid4().hex
         version = self.lake.catalog.current().version
         answer = {
@@ -363,12 +377,18 @@ class ContextService:
                 "success_rate": stats.get("success_rate"), "hit_threshold": threshold,
                 "label": stats.get("label")}
 
+    def _fused_stale(self, tenant: str) -> bool:
+        """The tenant's fused stats are to be computed again (SQL over its runs and steps)."""
+        at, changes, stats = self._fused.get(tenant, (0.0, -1, {}))
+        return changes != self._changes and (not stats or time.time() - at > FUSED_TTL_S)
+
     def _fused_for(self, tenant: str, idx: TenantIndex, cluster: int | None,
-                   now: int) -> dict[str, Any]:
+                   now: int, refresh: bool = True) -> dict[str, Any]:
+        """``refresh=False``: stale stats as they are (none: {}), not computed here."""
         if cluster is None:
             return {}
-        at, changes, stats = self._fused.get(tenant, (0.0, -1, {}))
-        if changes != self._changes and (not stats or time.time() - at > FUSED_TTL_S):
+        stats = self._fused.get(tenant, (0.0, -1, {}))[2]
+        if refresh and self._fused_stale(tenant):
             stats = self._compute_fused(tenant, idx)
         out = dict(stats.get(cluster, {}))
         out["sources"] = self._servable_sources(tenant, idx, stats, cluster, now)
@@ -452,29 +472,15 @@ class ContextService:
                "top_similarity": neighbors[0]["similarity"] if neighbors else None,
                "slots_equal": verdict["slots_equal"],
                "neighbors": [n["trajectory_id"] for n in neighbors], "lake_version": version}
-        with self._lock:
-            self._contexts[ctx_id] = row
-            self._log.append(row)
-            if len(self._contexts) > 100_000:
-                self._contexts.pop(next(iter(self._contexts)))
-        if len(self._log) >= CONTEXT_LOG_ROWS:
-            self.flush_log()
+        self.contexts.remember(row)
 
     def flush_log(self) -> None:
-        with self._lock:
-            rows, self._log = self._log, []
-        if rows:
-            self.lake.store.append("contexts", pa.Table.from_pylist(rows, schema=CONTEXTS))
+        self.contexts.flush()
 
     def report(self, tenant: str, context_id: str, *, used: bool | None = None,
                success: bool | None = None, reward: float | None = None,
                trajectory_id: str | None = None) -> dict[str, Any]:
-        ctx = self._contexts.get(context_id)
-        if ctx is None:
-            self.flush_log()
-            found = self.lake.store.dataset("contexts").to_table(
-                filter=f"context_id = {quote(context_id)}").to_pylist()
-            ctx = found[0] if found else None
+        ctx = self.contexts.get(context_id)
         if ctx is None or ctx["tenant"] != tenant:
             raise NotFound(f"no context {context_id!r} for this tenant; report the context_id "
                            "that get_context returned")

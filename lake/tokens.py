@@ -155,9 +155,17 @@ class Tokens:
             raise Unauthenticated(f"token {token_id} was revoked; ask for a new one")
         return Identity(row["tenant"], row["agent"], frozenset(row["scopes"]), token_id)
 
-    def _lookup(self, token_id: str) -> dict[str, Any] | None:
+    def cached(self, token: str) -> bool:
+        """True when ``verify(token)`` answers from memory, without reading the store."""
+        m = _TOKEN_RE.match(token)
+        return m is None or not self._stale(m.group(1))
+
+    def _stale(self, token_id: str) -> bool:
         age = time.monotonic() - self._loaded_at
-        if age > self.refresh_s or (token_id not in self._rows and age > _RELOAD_MIN_S):
+        return age > self.refresh_s or (token_id not in self._rows and age > _RELOAD_MIN_S)
+
+    def _lookup(self, token_id: str) -> dict[str, Any] | None:
+        if self._stale(token_id):
             self._reload()
         return self._rows.get(token_id)
 

@@ -1,6 +1,6 @@
 """Who is calling, and may they: bearer tokens, one scope per RPC, the audit trail.
 
-Every call of the lake's services passes ``AuthInterceptor``:
+Every call of the lake's services passes ``AuthLayer``:
 
 1. identify: ``authorization: Bearer cl_<id>_<secret>`` metadata, verified against the
    lake's token store (``lake/tokens.py``). Without auth (an open server on loopback) a
@@ -16,6 +16,7 @@ call are appended to the ``audit`` table; admin actions are flushed at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from collections.abc import Sequence
 from typing import Any
@@ -29,7 +30,7 @@ from lake.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from lake.tokens import SCOPES as ALL_SCOPES
 from lake.tokens import Identity, Tokens
 
-from .errors import Behavior, WrappingInterceptor, status_of
+from .errors import Behavior, Layer, status_of
 from .methods import SCOPES, V1
 
 REFUSALS = (Unauthenticated, PermissionDenied, ResourceExhausted)
@@ -39,7 +40,7 @@ _IDENTITY: contextvars.ContextVar[Identity] = contextvars.ContextVar("lake_ident
 
 
 def identity() -> Identity:
-    """The caller of the RPC being served (set by ``AuthInterceptor``)."""
+    """The caller of the RPC being served (set by ``AuthLayer``)."""
     return _IDENTITY.get()
 
 
@@ -49,7 +50,7 @@ class Authenticator:
         self.open_identity = Identity(open_tenant, "local", frozenset(ALL_SCOPES))
 
     def identify(self, metadata: Sequence[tuple[str, Any]] | None) -> Identity:
-        header = next((v for k, v in metadata or () if k == "authorization"), None)
+        header = _header(metadata)
         if header is None:
             if self.required:
                 raise Unauthenticated("this server requires a bearer token: send metadata "
@@ -60,6 +61,14 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("the authorization metadata must read `Bearer <token>`")
         return self.tokens.verify(token.strip())
+
+    def cached(self, metadata: Sequence[tuple[str, Any]] | None) -> bool:
+        """True when ``identify`` can answer from memory (no read of the token store)."""
+        header = _header(metadata)
+        if header is None:
+            return True
+        token = str(header).strip().partition(" ")[2].strip()
+        return self.tokens.cached(token)
 
     @staticmethod
     def authorize(who: Identity, method: str) -> None:
@@ -72,40 +81,62 @@ class Authenticator:
                 f"created with `lake token create --scopes {scope}`")
 
 
-class AuthInterceptor(WrappingInterceptor):
+class AuthLayer(Layer):
     def __init__(self, auth: Authenticator, audit: AuditLog):
-        super().__init__()
         self.auth, self.audit = auth, audit
 
     def applies(self, method: str) -> bool:
         return method in SCOPES  # health and reflection are open
 
     def decorate(self, method: str, behavior: Behavior) -> Behavior:
+        admin = SCOPES[method] == "admin"
+
         def checked(request: Any, context: grpc.ServicerContext) -> Any:
-            return self._call(method, behavior, request, context)
+            who: Identity | None = None
+            try:
+                who = self.auth.identify(context.invocation_metadata())
+                self.auth.authorize(who, method)
+                token = _IDENTITY.set(who)
+                try:
+                    result = behavior(request, context)
+                finally:
+                    _IDENTITY.reset(token)
+            except Exception as exc:
+                if admin or isinstance(exc, REFUSALS):
+                    refused = isinstance(exc, REFUSALS)  # a storm of these: not flushed per call
+                    self._audit(method, who, request, context, exc, flush=admin and not refused)
+                raise
+            if admin:
+                self._audit(method, who, request, context, None, flush=True)
+            return result
 
         return checked
 
-    def _call(self, method: str, behavior: Behavior, request: Any,
-              context: grpc.ServicerContext) -> Any:
-        who: Identity | None = None
-        admin = SCOPES[method] == "admin"
-        try:
-            who = self.auth.identify(context.invocation_metadata())
-            self.auth.authorize(who, method)
-            token = _IDENTITY.set(who)
+    def decorate_async(self, method: str, behavior: Behavior) -> Behavior:
+        """The same on the event loop, which must not wait on storage: a token the store
+        must be read for is verified on the thread pool, and so is a refusal's audit row."""
+        if SCOPES[method] == "admin":
+            raise TypeError(f"{method}: admin calls are audited at once; serve them on the "
+                            "thread pool (a plain function), not on the event loop")
+
+        async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            who: Identity | None = None
             try:
-                result = behavior(request, context)
-            finally:
-                _IDENTITY.reset(token)
-        except Exception as exc:
-            if admin or isinstance(exc, REFUSALS):
-                refused = isinstance(exc, REFUSALS)  # a storm of these is not flushed per call
-                self._audit(method, who, request, context, exc, flush=admin and not refused)
-            raise
-        if admin:
-            self._audit(method, who, request, context, None, flush=True)
-        return result
+                metadata = context.invocation_metadata()
+                who = self.auth.identify(metadata) if self.auth.cached(metadata) else \
+                    await asyncio.to_thread(self.auth.identify, metadata)
+                self.auth.authorize(who, method)
+                token = _IDENTITY.set(who)
+                try:
+                    return await behavior(request, context)
+                finally:
+                    _IDENTITY.reset(token)
+            except REFUSALS as exc:
+                await asyncio.to_thread(self._audit, method, who, request, context, exc,
+                                        flush=False)
+                raise
+
+        return checked
 
     def _audit(self, method: str, who: Identity | None, request: Any,
                context: grpc.ServicerContext, exc: BaseException | None, *, flush: bool) -> None:
@@ -119,6 +150,10 @@ class AuthInterceptor(WrappingInterceptor):
             token_id=who.token_id if who else None, action=method.removeprefix(V1),
             resource=_resource(request) if admin else None, outcome=outcome, detail=detail,
             flush=flush)
+
+
+def _header(metadata: Sequence[tuple[str, Any]] | None) -> Any:
+    return next((v for k, v in metadata or () if k == "authorization"), None)
 
 
 def _resource(request: Any) -> str | None:

@@ -13,7 +13,7 @@
     NotImplementedError             UNIMPLEMENTED         NotImplementedError
     anything else (a bug)           INTERNAL              LakeError (generic message)
 
-``ErrorInterceptor`` applies the table to every RPC: servicers raise, never set codes.
+``ErrorLayer`` applies the table to every RPC: servicers raise, never set codes.
 The status message is the error's full text (``field: what is wrong and what to do``);
 trailers carry the parts: ``lake-field-bin`` (the field path, UTF-8), ``lake-location-bin``
 and, on RESOURCE_EXHAUSTED, ``retry-after-ms``. An unknown exception becomes INTERNAL with a
@@ -23,9 +23,10 @@ generic message and an incident id; its traceback is logged under that id.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -84,15 +85,29 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, list[tuple[str,
     return code, str(exc) or type(exc).__name__, trailers
 
 
-def abort(context: grpc.ServicerContext, exc: BaseException, method: str = "") -> NoReturn:
+def _status(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str, list]:
     code, message, trailers = status_of(exc)
     if code is Code.INTERNAL:
         incident = secrets.token_hex(4)
         log.error("internal error (incident %s) in %s", incident, method, exc_info=exc)
         message = message.format(incident)
+    return code, message, trailers
+
+
+def abort(context: grpc.ServicerContext, exc: BaseException, method: str = "") -> NoReturn:
+    code, message, trailers = _status(exc, method)
     if trailers:
         context.set_trailing_metadata(tuple(trailers))
     context.abort(code, message)
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+async def abort_async(context: grpc.aio.ServicerContext, exc: BaseException,
+                      method: str = "") -> NoReturn:
+    code, message, trailers = _status(exc, method)
+    if trailers:
+        context.set_trailing_metadata(tuple(trailers))
+    await context.abort(code, message)
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
@@ -104,13 +119,11 @@ def wrap_handler(handler: grpc.RpcMethodHandler,
     return handler._replace(**{kind: decorate(getattr(handler, kind))})
 
 
-class WrappingInterceptor(grpc.ServerInterceptor):
-    """Wraps the behavior of the methods it ``applies`` to with ``decorate``. A method's
-    handler does not change between calls, so it is wrapped once and reused: a lookup per
-    call instead of new closures and a new handler (~15 us a call for each interceptor)."""
-
-    def __init__(self) -> None:
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+class Layer:
+    """What every call of a method passes through (errors, auth, limits), wrapped around its
+    behavior once, when the server registers it: nothing is built per call. ``decorate``
+    wraps a plain function (the server runs it on its thread pool); ``decorate_async`` a
+    coroutine function (run on the server's event loop: it must not block)."""
 
     def applies(self, method: str) -> bool:
         return method.startswith(PACKAGES)
@@ -118,20 +131,28 @@ class WrappingInterceptor(grpc.ServerInterceptor):
     def decorate(self, method: str, behavior: Behavior) -> Behavior:
         raise NotImplementedError
 
-    def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
-        handler = continuation(details)
-        method = details.method
-        if handler is None or not self.applies(method):
-            return handler
-        got = self._wrapped.get(method)
-        if got is None or got[0] is not handler:  # (two threads may both wrap: either is fine)
-            got = self._wrapped[method] = (handler, wrap_handler(
-                handler, lambda behavior: self.decorate(method, behavior)))
-        return got[1]
+    def decorate_async(self, method: str, behavior: Behavior) -> Behavior:
+        raise NotImplementedError
 
 
-class ErrorInterceptor(WrappingInterceptor):
-    """Outermost interceptor: any exception an RPC raises becomes its status (the table)."""
+def layered(method: str, handler: grpc.RpcMethodHandler,
+            layers: Sequence[Layer]) -> grpc.RpcMethodHandler:
+    """``handler`` wrapped by the ``layers`` that apply to ``method``, the first outermost."""
+    def wrap(layer: Layer) -> Callable[[Behavior], Behavior]:
+        def decorate(behavior: Behavior) -> Behavior:
+            if inspect.iscoroutinefunction(behavior):
+                return layer.decorate_async(method, behavior)
+            return layer.decorate(method, behavior)
+        return decorate
+
+    for layer in reversed(layers):
+        if layer.applies(method):
+            handler = wrap_handler(handler, wrap(layer))
+    return handler
+
+
+class ErrorLayer(Layer):
+    """Outermost layer: any exception an RPC raises becomes its status (the table)."""
 
     def decorate(self, method: str, behavior: Behavior) -> Behavior:
         def guarded(request: Any, context: grpc.ServicerContext) -> Any:
@@ -139,6 +160,15 @@ class ErrorInterceptor(WrappingInterceptor):
                 return behavior(request, context)
             except Exception as exc:  # noqa: BLE001 - every error gets its status here
                 abort(context, exc, method)
+
+        return guarded
+
+    def decorate_async(self, method: str, behavior: Behavior) -> Behavior:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                return await behavior(request, context)
+            except Exception as exc:  # noqa: BLE001 - every error gets its status here
+                await abort_async(context, exc, method)
 
         return guarded
 

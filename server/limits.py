@@ -17,7 +17,7 @@ import grpc
 
 from lake.errors import ResourceExhausted
 
-from .errors import Behavior, WrappingInterceptor
+from .errors import Behavior, Layer
 
 RETRY_AFTER_S = 0.2
 
@@ -44,16 +44,22 @@ class Limiter:
                 self.inflight -= 1
 
 
-class LimitInterceptor(WrappingInterceptor):
-    """Innermost interceptor: holds a slot of the limiter for the whole call."""
+class LimitLayer(Layer):
+    """Innermost layer: holds a slot of the limiter for the whole call."""
 
     def __init__(self, limiter: Limiter):
-        super().__init__()
         self.limiter = limiter
 
     def decorate(self, method: str, behavior: Behavior) -> Behavior:
         def limited(request: Any, context: grpc.ServicerContext) -> Any:
             with self.limiter.slot():
                 return behavior(request, context)
+
+        return limited
+
+    def decorate_async(self, method: str, behavior: Behavior) -> Behavior:
+        async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            with self.limiter.slot():  # a lock held for a few instructions: never blocks long
+                return await behavior(request, context)
 
         return limited

@@ -1,5 +1,5 @@
 """The RPCs this server implements, each with the token scope it needs: the one table
-(auth checks the scope; the other interceptors wrap every method of their packages; health
+(auth checks the scope; the other layers wrap every method of their packages; health
 and reflection are not in it and stay open)."""
 
 from __future__ import annotations
@@ -23,5 +23,5 @@ SCOPES: dict[str, str] = {
     V1 + "AdminService/Retract": "admin",
     "/opentelemetry.proto.collector.trace.v1.TraceService/Export": "ingest",  # OTLP exporters
 }
-# "/contextlake.", "/opentelemetry.": what the interceptors wrap (auth: the methods above)
+# "/contextlake.", "/opentelemetry.": what the layers wrap (auth: the methods above)
 PACKAGES = tuple(sorted({m[: m.index(".") + 1] for m in SCOPES}))

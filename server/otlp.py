@@ -9,9 +9,9 @@ of the first few; the others are logged durably before the call returns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 
@@ -47,5 +47,5 @@ class TraceServicer(otlp_grpc.TraceServiceServicer):
                           f"{shown}{more}"))
 
 
-def add_servicer(server: grpc.Server, lake: Lake) -> None:
-    otlp_grpc.add_TraceServiceServicer_to_server(TraceServicer(lake), server)
+def add_servicer(register: Callable[[Callable, Any], None], lake: Lake) -> None:
+    register(otlp_grpc.add_TraceServiceServicer_to_server, TraceServicer(lake))

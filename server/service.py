@@ -6,9 +6,11 @@ caller's identity, and so the tenant, comes from ``auth.identity()``.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-import grpc
 import numpy as np
 import orjson
 
@@ -46,19 +48,27 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         return pb.AppendStepsResponse(accepted=res.steps, rejects=_rejects(res, 0),
                                       lsn=res.lsn)
 
-    def StreamSteps(self, request_iterator: Any, context: Any) -> pb.StreamStepsResponse:
+    async def StreamSteps(self, request_iterator: Any, context: Any) -> pb.StreamStepsResponse:
         """Steps are logged in groups as they come; the one response acknowledges them all,
-        so a stream cut short is retried whole (its step indexes make that a no-op)."""
+        so a stream cut short is retried whole (its step indexes make that a no-op).
+
+        Messages are read on the event loop; each full group is logged on the thread pool
+        while the next is read, one group at a time, in the stream's order."""
         buffered: dict[str, list[Any]] = {}
-        accepted, rejects, lsn, messages, offset = 0, [], 0, 0, 0
-        def drain(tid: str) -> None:
-            nonlocal accepted, lsn, offset
+        totals = _StreamTotals()
+        in_flight: asyncio.Future | None = None
+        messages = offset = 0
+
+        async def drain(tid: str) -> None:
+            nonlocal in_flight, offset
             steps = buffered.pop(tid)
-            res = self._append(tid, steps, offset)
-            accepted += res.steps
-            rejects.extend(_rejects(res, offset))
-            lsn, offset = max(lsn, res.lsn), offset + len(steps)
-        for msg in request_iterator:  # per message: as little Python as can be
+            if in_flight is not None:
+                await in_flight  # its error, if any, ends the stream here
+            in_flight = asyncio.ensure_future(asyncio.to_thread(
+                self._log_group, tid, steps, offset, totals))
+            offset += len(steps)
+
+        async for msg in request_iterator:  # per message: as little Python as can be
             messages += 1
             tid = msg.trajectory_id
             group = buffered.get(tid)
@@ -66,11 +76,19 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                 group = buffered[tid] = []
             group += msg.steps
             if len(group) >= STREAM_GROUP:
-                drain(tid)
+                await drain(tid)
         for tid in list(buffered):
-            drain(tid)
-        return pb.StreamStepsResponse(accepted=accepted, rejects=rejects, lsn=lsn,
-                                      messages=messages)
+            await drain(tid)
+        if in_flight is not None:
+            await in_flight
+        return pb.StreamStepsResponse(accepted=totals.accepted, rejects=totals.rejects,
+                                      lsn=totals.lsn, messages=messages)
+
+    def _log_group(self, tid: str, steps: list[Any], offset: int, totals: _StreamTotals) -> None:
+        res = self._append(tid, steps, offset)
+        totals.accepted += res.steps
+        totals.rejects.extend(_rejects(res, offset))
+        totals.lsn = max(totals.lsn, res.lsn)
 
     def _append(self, tid: str, steps: Any, offset: int) -> Any:
         if not tid:
@@ -130,32 +148,38 @@ def _trajectory_id(raw: bytes) -> str:
     return tid if isinstance(tid, str) else ""
 
 
+@dataclass
+class _StreamTotals:
+    accepted: int = 0
+    rejects: list[pb.Reject] = field(default_factory=list)
+    lsn: int = 0
+
+
 class ContextServicer(pb_grpc.ContextServiceServicer):
     def __init__(self, lake: Lake, cache: ContextService):
         self.lake, self.cache = lake, cache
 
-    def GetContext(self, request: pb.GetContextRequest, context: Any) -> pb.GetContextResponse:
+    async def GetContext(self, request: pb.GetContextRequest,
+                         context: Any) -> pb.GetContextResponse:
+        """A vector query against a loaded index is answered on the event loop, from memory
+        (``context_now``); the others (a text to embed, a log position to wait for, an index
+        to load or being re-fitted) on the thread pool."""
+        now = self.context_now(request)
+        return now if now is not None else await asyncio.to_thread(self._get_context, request)
+
+    def context_now(self, request: pb.GetContextRequest) -> pb.GetContextResponse | None:
+        """The response if it can be made from memory without waiting, else None."""
+        if request.min_lsn > 0:
+            return None
         who = identity()
+        answer = self.cache.answer_now(who.tenant, _query(request, who.agent))
+        return None if answer is None else _context_response(answer)
+
+    def _get_context(self, request: pb.GetContextRequest) -> pb.GetContextResponse:
+        who = identity()
+        query = _query(request, who.agent)
         self.cache.wait_indexed(request.min_lsn)
-        query = Query(k=request.k or 5, agent=request.agent or who.agent,
-                      filters=_context_filters(request.filter))
-        which = request.WhichOneof("query")
-        if which == "text":
-            query.text = request.text
-        elif which == "vector":
-            query.vector = np.array(request.vector.values, dtype=np.float32)  # 3 us, not 30
-        else:
-            raise InvalidArgument("set text (the task) or vector", field="query")
-        a = self.cache.get_context(who.tenant, query)
-        return pb.GetContextResponse(  # sub-messages as dicts: half the cost of message objects
-            verdict={"label": a["verdict"], "reason": a["reason"],
-                     "cluster_id": (a["cluster"] or {}).get("id")},
-            neighbours=[{"similarity": n["similarity"], "trajectory": {
-                "trajectory_id": n["trajectory_id"], "task": n["task"], "success": n["success"],
-                "reward": n["reward"], "agent": n["agent"], "agent_version": n["agent_version"]}}
-                for n in a["neighbors"]],
-            context=describe(a), context_id=a["context_id"],
-            version=a["provenance"]["lake_version"], answer_json=answer_json(a))
+        return _context_response(self.cache.get_context(who.tenant, query))
 
     def ReportOutcome(self, request: pb.ReportOutcomeRequest,
                       context: Any) -> pb.ReportOutcomeResponse:
@@ -195,6 +219,32 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
 
 
 STREAM_GROUP = 512  # steps of one trajectory logged together within a stream
+
+
+def _query(request: pb.GetContextRequest, agent: str) -> Query:
+    query = Query(k=request.k or 5, agent=request.agent or agent,
+                  filters=_context_filters(request.filter))
+    which = request.WhichOneof("query")
+    if which == "text":
+        query.text = request.text
+    elif which == "vector":
+        query.vector = np.array(request.vector.values, dtype=np.float32)  # 3 us, not 30
+    else:
+        raise InvalidArgument("set text (the task) or vector", field="query")
+    return query
+
+
+def _context_response(a: dict[str, Any]) -> pb.GetContextResponse:
+    return pb.GetContextResponse(  # sub-messages as dicts: half the cost of message objects
+        verdict={"label": a["verdict"], "reason": a["reason"],
+                 "cluster_id": (a["cluster"] or {}).get("id")},
+        neighbours=[{"similarity": n["similarity"], "trajectory": {
+            "trajectory_id": n["trajectory_id"], "task": n["task"], "success": n["success"],
+            "reward": n["reward"], "agent": n["agent"], "agent_version": n["agent_version"]}}
+            for n in a["neighbors"]],
+        context=describe(a), context_id=a["context_id"],
+        version=a["provenance"]["lake_version"], answer_json=answer_json(a))
+
 # orjson (~15x faster than json on an answer), told to write what json.dumps(default=str)
 # wrote: times and dataclasses as str(), float subclasses (numpy.float64) as numbers, other
 # unknown types (numpy.float32, int64...) as str(), non-string keys as strings.
@@ -307,12 +357,13 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return convert.version_to_pb(version, self._tags().get(version.version, []))
 
 
-def add_servicers(server: grpc.Server, lake: Lake, auth_mode: str,
+def add_servicers(register: Callable[[Callable, Any], None], lake: Lake, auth_mode: str,
                   cache: ContextService) -> None:
+    """Register the lake's three services: ``register(add_XServicer_to_server, servicer)``."""
     _one_blas_thread()
-    pb_grpc.add_IngestServiceServicer_to_server(IngestServicer(lake), server)
-    pb_grpc.add_ContextServiceServicer_to_server(ContextServicer(lake, cache), server)
-    pb_grpc.add_AdminServiceServicer_to_server(AdminServicer(lake, auth_mode, cache), server)
+    register(pb_grpc.add_IngestServiceServicer_to_server, IngestServicer(lake))
+    register(pb_grpc.add_ContextServiceServicer_to_server, ContextServicer(lake, cache))
+    register(pb_grpc.add_AdminServiceServicer_to_server, AdminServicer(lake, auth_mode, cache))
 
 
 def _one_blas_thread() -> None:

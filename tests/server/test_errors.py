@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -17,18 +16,22 @@ from lake.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from server.app import LoopServer
 from server.client import LakeClient
 from server.errors import (
     ERROR_OF,
     FIELD_KEY,
     RETRY_KEY,
     STATUS,
-    ErrorInterceptor,
+    ErrorLayer,
+    Layer,
     from_rpc_error,
+    layered,
 )
 
-# A real server with the real interceptor; its one test method raises what it is told to.
-METHOD = "/contextlake.test.Errors/Raise"
+# A real server with the real error layer; its test methods raise what they are told to:
+# Raise as a plain function (run on the server's thread pool), RaiseAsync on the event loop.
+SERVICE = "contextlake.test.Errors"
 RAISE: dict[str, BaseException] = {}
 
 
@@ -36,16 +39,31 @@ def _raise(request: bytes, context: grpc.ServicerContext) -> bytes:
     raise RAISE[request.decode()]
 
 
+async def _raise_async(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    raise RAISE[request.decode()]
+
+
+def _add(servicer: object, server: object) -> None:
+    server.add_registered_method_handlers(SERVICE, {  # type: ignore[attr-defined]
+        "Raise": grpc.unary_unary_rpc_method_handler(_raise),
+        "RaiseAsync": grpc.unary_unary_rpc_method_handler(_raise_async)})
+
+
 @pytest.fixture(scope="module")
-def call() -> Iterator[grpc.UnaryUnaryMultiCallable]:
-    server = grpc.server(ThreadPoolExecutor(2), interceptors=[ErrorInterceptor()])
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        "contextlake.test.Errors", {"Raise": grpc.unary_unary_rpc_method_handler(_raise)})])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield channel.unary_unary(METHOD)
-    server.stop(0)
+def channel() -> Iterator[grpc.Channel]:
+    rpc = LoopServer(workers=2)
+    rpc.register(_add, None, [ErrorLayer()])
+    port = rpc.server.add_insecure_port("127.0.0.1:0")
+    rpc.run(rpc.server.start())
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        yield ch
+    rpc.run(rpc.server.stop(0))
+    rpc.close()
+
+
+@pytest.fixture(params=["Raise", "RaiseAsync"])
+def call(channel: grpc.Channel, request: pytest.FixtureRequest) -> grpc.UnaryUnaryMultiCallable:
+    return channel.unary_unary(f"/{SERVICE}/{request.param}")
 
 
 def _fail(call: grpc.UnaryUnaryMultiCallable, exc: BaseException) -> grpc.RpcError:
@@ -107,17 +125,39 @@ def test_no_server_is_unavailable_and_says_to_retry():
     assert "retry" in str(e.value)
 
 
-def test_an_interceptor_wraps_a_method_once_and_a_new_handler_again():
-    """The wrapped handler is reused call after call (no new closures per call); a method
-    whose handler changed is wrapped again; methods outside the service pass through."""
-    interceptor = ErrorInterceptor()
-    first = grpc.unary_unary_rpc_method_handler(_raise)
-    details = SimpleNamespace(method=METHOD)
-    wrapped = interceptor.intercept_service(lambda d: first, details)
-    assert wrapped.unary_unary is not _raise
-    assert interceptor.intercept_service(lambda d: first, details) is wrapped
-    second = grpc.unary_unary_rpc_method_handler(_raise)
-    again = interceptor.intercept_service(lambda d: second, details)
-    assert again is not wrapped and again.unary_unary is not _raise
-    health = SimpleNamespace(method="/grpc.health.v1.Health/Check")
-    assert interceptor.intercept_service(lambda d: first, health) is first
+class _Tag(Layer):
+    """Appends its name to what the behavior returns (shows the order of the layers)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def decorate(self, method, behavior):
+        return lambda request, context: behavior(request, context) + [self.name]
+
+    def decorate_async(self, method, behavior):
+        async def tagged(request, context):
+            return await behavior(request, context) + [self.name]
+        return tagged
+
+
+async def _async_behavior(request, context):
+    return []
+
+
+def test_layers_wrap_plain_and_async_methods_in_order_and_leave_others_alone():
+    """Wrapped once, at registration: a plain method stays plain (the server runs it on its
+    thread pool), an async one async (on the event loop); the first layer is outermost;
+    methods outside the lake's services (health, reflection) pass through."""
+    import asyncio
+
+    layers = [_Tag("outer"), _Tag("inner")]
+    plain = layered(f"/{SERVICE}/Raise",
+                    grpc.unary_unary_rpc_method_handler(lambda r, c: []), layers)
+    assert not inspect.iscoroutinefunction(plain.unary_unary)
+    assert plain.unary_unary(b"", None) == ["inner", "outer"]
+    coro = layered(f"/{SERVICE}/RaiseAsync",
+                   grpc.unary_unary_rpc_method_handler(_async_behavior), layers)
+    assert inspect.iscoroutinefunction(coro.unary_unary)
+    assert asyncio.run(coro.unary_unary(b"", None)) == ["inner", "outer"]
+    health = grpc.unary_unary_rpc_method_handler(_raise)
+    assert layered("/grpc.health.v1.Health/Check", health, layers) is health
