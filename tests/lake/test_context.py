@@ -298,3 +298,42 @@ def test_embedding_is_never_repeated_for_the_same_text(cache):
     assert cache.embedding.model_texts == calls  # the stored task's vector was reused
     vecs = cache.embed_tasks(["h1", "h1"], ["some new text", "some new text"])
     assert np.allclose(vecs[0], vecs[1]) and cache.embedding.model_texts == calls + 1
+
+
+def test_answer_now_answers_from_memory_or_says_it_would_wait(cache, minilm):
+    """What a server's event loop may ask: a vector query against a loaded, unlocked index
+    with fresh fused stats is answered (the same answer as get_context); anything that
+    would wait (a text to embed, an index not loaded, an index a re-fit holds, stale fused
+    stats) gets None, and get_context answers it."""
+    import threading
+
+    from lake.context import Query
+
+    cache.lake.ingest(_runs("refund order 1", "cancel order 2"))
+    v = minilm.embed(["refund order 1"])[0]
+    assert cache.answer_now("default", Query(vector=v)) is None  # not loaded yet
+    slow = cache.get_context("default", {"vector": v.tolist()})
+    now = cache.answer_now("default", Query(vector=v))
+    assert now is not None and now["neighbors"] == slow["neighbors"]
+    assert now["fused"] == slow["fused"] and now["verdict"] == slow["verdict"]
+    assert cache.answer_now("default", Query(text="refund order 1")) is None
+    idx = cache.index("default")
+    held, release = threading.Event(), threading.Event()
+
+    def refit() -> None:
+        with idx.lock:
+            held.set()
+            release.wait(10)
+    t = threading.Thread(target=refit)
+    t.start()
+    held.wait(10)
+    try:
+        assert cache.answer_now("default", Query(vector=v)) is None
+    finally:
+        release.set()
+        t.join()
+    cache._changes += 1  # the tenant changed: fused stats are due (at once: none cached)
+    cache._fused["default"] = (0.0, -1, {})
+    assert cache.answer_now("default", Query(vector=v)) is None
+    assert cache.get_context("default", {"vector": v.tolist()})["neighbors"]
+    assert cache.answer_now("default", Query(vector=v)) is not None
