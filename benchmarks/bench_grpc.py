@@ -864,7 +864,8 @@ def report(r: Result, a: argparse.Namespace, cmd: str, before: str, after: str) 
            "`maximum_concurrent_rpcs` = max_inflight + 4 refused a few calls, 'Concurrent RPC "
            "limit exceeded!', on the echo service too: a finished call still counts while its "
            "completion is processed)" if r.max_inflight > 32 else "")
-        + f", thread pool {r.workers}; echo baseline: `grpc.method_handlers_generic_handler` + "
+        + f"; `grpc.aio`, a vector GetContext answered on its event loop, the other calls on "
+        f"a pool of {r.workers} threads; echo baseline: `grpc.method_handlers_generic_handler` + "
         f"`unary_unary_rpc_method_handler` on bytes, thread pool {r.workers}, "
         "`maximum_concurrent_rpcs` the same, same process",
         "- client: a separate process; one thread per concurrent call, each with its own "
@@ -1052,11 +1053,14 @@ def _where(r: Result) -> list[str]:
         "than the servicer costs in the server. Tried: an int8 copy and a low-dimension "
         "prefilter of the vectors (did not pay); IVF probing (4 of 45 clusters) instead of "
         "the exact scan below 20k rows: 0.53 -> 0.57 of echo at concurrency 1, 0.29 -> 0.34 "
-        "at 8, for a recall below 1 (not taken); the interceptors now wrap a method's "
-        "handler once (~15 -> ~5 us each a call) and the context log is appended 5,000 rows "
-        "at a time (~13 -> ~5 us a call). The probe also serves the call from a `grpc.aio` "
-        "server, and a lean lookup (parse, vector, top-k over 64 rows, prebuilt response) "
-        "from both kinds of server: how far each gets is there.",
+        "at 8, for a recall below 1 (not taken; re-measured at 2,000 rows: 43 us instead of "
+        "73 us in this loop, recall@5 0.991); the layers wrap a method's handler once "
+        "(~15 -> ~5 us each a call) and the context log is appended 5,000 rows at a time, off "
+        "the call's thread. Serving on `grpc.aio` (the call on the event loop, no hand-off "
+        "between threads) instead of a thread pool: in alternating `--only vector` runs of "
+        "both checkouts, 0.83-0.99 instead of 1.31-1.82 ms of server CPU a call at "
+        "concurrency 8 and 32, ours / echo 0.40-0.43 instead of 0.22-0.40 (RESULTS' probe "
+        "section: the parts of the call inside the server).",
         f"- IngestArrow, per step, on the per-row path (kept for comparison; the service now "
         "takes the columnar door, `columnar.normalize_batch` -> `row_log.wal_entry`, whose "
         "cost bench_ingest measures beside this one): Arrow IPC -> JSON records "
