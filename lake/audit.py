@@ -14,9 +14,9 @@ import threading
 from typing import Any
 
 import orjson
-import pyarrow as pa
 
 from .records import now_us
+from .row_buffer import RowBuffer
 from .schema import AUDIT
 from .tables import TableStore
 
@@ -30,9 +30,7 @@ class AuditLog:
         self.store = store
         self.interval_s, self.max_buffer = interval_s, max_buffer
         self.compact_fragments = compact_fragments
-        self._buffer: list[dict[str, Any]] = []
-        self._lock = threading.Lock()  # guards the buffer
-        self._write_lock = threading.Lock()  # one flush at a time
+        self._rows = RowBuffer(store, "audit", AUDIT, ensure=True, after=self._appended)
         self._wake = threading.Event()
         self._stop = False
         self._flushes = 0
@@ -49,35 +47,23 @@ class AuditLog:
         row = {"tenant": tenant, "time": now_us(), "actor": actor, "token_id": token_id,
                "action": action, "resource": resource, "outcome": outcome,
                "detail": orjson.dumps(detail, default=str).decode() if detail else None}
-        with self._lock:
-            self._buffer.append(row)
-            full = len(self._buffer) >= self.max_buffer
+        full = self._rows.add(row) >= self.max_buffer
         if flush or full or self._thread is None:
             self.flush()
 
     def flush(self) -> None:
         """Append everything buffered so far (one commit)."""
-        with self._write_lock:
-            with self._lock:
-                rows, self._buffer = self._buffer, []
-            if not rows:
-                return
-            try:
-                self.store.ensure("audit")
-                self.store.append("audit", pa.Table.from_pylist(rows, schema=AUDIT))
-            except Exception:
-                with self._lock:  # keep them for the next attempt
-                    self._buffer[:0] = rows
-                raise
-            self._flushes += 1
-            if self._flushes % COMPACT_EVERY == 0 and \
-                    self.store.fragments("audit") > self.compact_fragments:
-                self.store.compact("audit")
+        self._rows.flush()
+
+    def _appended(self) -> None:
+        self._flushes += 1
+        if self._flushes % COMPACT_EVERY == 0 and \
+                self.store.fragments("audit") > self.compact_fragments:
+            self.store.compact("audit")
 
     @property
     def pending(self) -> int:
-        with self._lock:
-            return len(self._buffer)
+        return len(self._rows)
 
     def close(self) -> None:
         self._stop = True

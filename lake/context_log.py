@@ -13,8 +13,7 @@ import logging
 import threading
 from typing import Any
 
-import pyarrow as pa
-
+from .row_buffer import RowBuffer
 from .schema import CONTEXTS
 from .tables import quote
 
@@ -27,18 +26,17 @@ class ContextLog:
     def __init__(self, store: Any):
         self.store = store
         self._recent: dict[str, dict[str, Any]] = {}  # context_id -> what was served
-        self._buffer: list[dict[str, Any]] = []
+        self._rows = RowBuffer(store, "contexts", CONTEXTS)
         self._flushing = False  # a thread is appending the buffer
-        self._lock = threading.Lock()  # the buffer and recent (held for a few instructions)
-        self._flush_lock = threading.Lock()  # one append at a time
+        self._lock = threading.Lock()  # recent (held for a few instructions)
 
     def remember(self, row: dict[str, Any]) -> None:
+        buffered = self._rows.add(row)
         with self._lock:
             self._recent[row["context_id"]] = row
-            self._buffer.append(row)
             if len(self._recent) > RECENT:
                 self._recent.pop(next(iter(self._recent)))
-            full = len(self._buffer) >= CONTEXT_LOG_ROWS and not self._flushing
+            full = buffered >= CONTEXT_LOG_ROWS and not self._flushing
             self._flushing = self._flushing or full
         if full:
             threading.Thread(target=self._flush_logged, name="lake-context-log",
@@ -55,17 +53,7 @@ class ContextLog:
         return row
 
     def flush(self) -> None:
-        with self._flush_lock:
-            with self._lock:
-                rows, self._buffer = self._buffer, []
-            if not rows:
-                return
-            try:
-                self.store.append("contexts", pa.Table.from_pylist(rows, schema=CONTEXTS))
-            except Exception:
-                with self._lock:  # keep them for the next attempt
-                    self._buffer[:0] = rows
-                raise
+        self._rows.flush()
 
     def _flush_logged(self) -> None:
         try:
