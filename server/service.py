@@ -7,6 +7,7 @@ caller's identity, and so the tenant, comes from ``auth.identity()``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from proto.contextlake.v1 import lake_pb2_grpc as pb_grpc
 from . import convert
 from .auth import identity
 
+log = logging.getLogger(__name__)
 SERVICE_NAMES = tuple(s.full_name for s in pb.DESCRIPTOR.services_by_name.values())
 
 
@@ -68,19 +70,24 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                 self._log_group, tid, steps, offset, totals))
             offset += len(steps)
 
-        async for msg in request_iterator:  # per message: as little Python as can be
-            messages += 1
-            tid = msg.trajectory_id
-            group = buffered.get(tid)
-            if group is None:
-                group = buffered[tid] = []
-            group += msg.steps
-            if len(group) >= STREAM_GROUP:
+        try:
+            async for msg in request_iterator:  # per message: as little Python as can be
+                messages += 1
+                tid = msg.trajectory_id
+                group = buffered.get(tid)
+                if group is None:
+                    group = buffered[tid] = []
+                group += msg.steps
+                if len(group) >= STREAM_GROUP:
+                    await drain(tid)
+            for tid in list(buffered):
                 await drain(tid)
-        for tid in list(buffered):
-            await drain(tid)
-        if in_flight is not None:
-            await in_flight
+            if in_flight is not None:
+                await in_flight
+        except BaseException:  # cut short (the client cancelled): the group being logged
+            if in_flight is not None and not in_flight.done():  # finishes; its error is
+                in_flight.add_done_callback(_logged_failure)  # logged, not left unread
+            raise
         return pb.StreamStepsResponse(accepted=totals.accepted, rejects=totals.rejects,
                                       lsn=totals.lsn, messages=messages)
 
@@ -141,6 +148,11 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         return pb.IngestArrowResponse(
             accepted=len(records), steps=sum(r.trajectory["n_steps"] for r in records),
             rejects=rejects, lsn=lsn)
+
+
+def _logged_failure(done: asyncio.Future) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("a stream cut short: logging its last group failed: %s", done.exception())
 
 
 def _trajectory_id(raw: bytes) -> str:
