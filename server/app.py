@@ -17,7 +17,6 @@ in flight). The standard health service and server reflection are registered, op
 from __future__ import annotations
 
 import asyncio
-import gc
 import ipaddress
 import logging
 import threading
@@ -77,14 +76,8 @@ class LoopServer:
         add(servicer, _Layered(self.server, layers))
 
     def close(self) -> None:
-        """End the loop (after the server stopped). gRPC's asyncio layer is shut down with
-        the server object, on its loop: left to interpreter exit, its poller thread dies
-        inside C++ and aborts the process."""
+        """End the loop (after the server stopped), then the pool (its calls finish)."""
         if self._thread.is_alive():
-            async def release() -> None:
-                self.server = None  # type: ignore[assignment]
-                gc.collect()
-            self.run(release())
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=30)
         self.loop.close()

@@ -57,18 +57,17 @@ class Authenticator:
                                       "`authorization: Bearer cl_...` (an operator creates one "
                                       "with `lake token create`)")
             return self.open_identity
-        scheme, _, token = str(header).strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        scheme, token = _bearer(header)
+        if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("the authorization metadata must read `Bearer <token>`")
-        return self.tokens.verify(token.strip())
+        return self.tokens.verify(token)
 
     def cached(self, metadata: Sequence[tuple[str, Any]] | None) -> bool:
         """True when ``identify`` can answer from memory (no read of the token store)."""
         header = _header(metadata)
         if header is None:
             return True
-        token = str(header).strip().partition(" ")[2].strip()
-        return self.tokens.cached(token)
+        return self.tokens.cached(_bearer(header)[1])
 
     @staticmethod
     def authorize(who: Identity, method: str) -> None:
@@ -154,6 +153,12 @@ class AuthLayer(Layer):
 
 def _header(metadata: Sequence[tuple[str, Any]] | None) -> Any:
     return next((v for k, v in metadata or () if k == "authorization"), None)
+
+
+def _bearer(header: Any) -> tuple[str, str]:
+    """(scheme, token) of an authorization header: ``Bearer cl_...`` -> ("Bearer", "cl_...")."""
+    scheme, _, token = str(header).strip().partition(" ")
+    return scheme, token.strip()
 
 
 def _resource(request: Any) -> str | None:

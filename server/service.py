@@ -181,8 +181,8 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
 
     def context_now(self, request: pb.GetContextRequest) -> pb.GetContextResponse | None:
         """The response if it can be made from memory without waiting, else None."""
-        if request.min_lsn > 0:
-            return None
+        if request.min_lsn > 0 or request.WhichOneof("query") != "vector":
+            return None  # before parsing: the pool parses these once
         who = identity()
         answer = self.cache.answer_now(who.tenant, _query(request, who.agent))
         return None if answer is None else _context_response(answer)
