@@ -207,6 +207,20 @@ class TenantIndex:
                     return ids[keep][:k], scores[keep][:k]
             return ivf.search(self.model, query, k, allowed=self.mask(filters, now_us))
 
+    def scan_rows(self, filters: Filters) -> int:
+        """About how many stored vectors ``search`` reads for ``filters``: every row for an
+        exact (small) model; the centroids and the probed clusters' members for an unfiltered
+        clustered one; every row for a filtered walk (its length depends on the filter). A tag
+        filter tests each row in Python, which costs about as much as reading ten vectors."""
+        m = self.model
+        if m is None:
+            return 0
+        if filters.tags:
+            return m.n_rows * 10
+        if m.exact or not filters.empty:
+            return m.n_rows
+        return m.k + m.n_probe * -(-m.n_rows // m.k)
+
     def _servable(self, row: int, now_us: int) -> bool:
         r = self.rows[row]
         return r.active and (r.expires_at_us is None or r.expires_at_us > now_us)

@@ -4,8 +4,9 @@
     print(server.port); ...; server.stop()       # graceful: drains calls, flushes the lake
 
 A ``grpc.aio`` server on an event loop of its own thread. The calls that only read memory
-run on the loop: GetContext with a vector against a loaded index (1.3x the calls per second
-of a thread pool at concurrency 8 and 32: no hand-off between threads per call), and the
+run on the loop: GetContext with a vector against a loaded index whose search reads at most
+``context.LOOP_SCAN_ROWS`` vectors (1.3x the calls per second of a thread pool at
+concurrency 8 and 32: no hand-off between threads per call), and the
 StreamSteps loop that reads messages (its groups of steps are logged on the pool). Every
 call that blocks on Lance, fsync or the model runs on the server's thread pool: the other
 RPCs (plain functions) and a GetContext that must embed text, wait for a log position or load

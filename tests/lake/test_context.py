@@ -337,3 +337,29 @@ def test_answer_now_answers_from_memory_or_says_it_would_wait(cache, minilm):
     assert cache.answer_now("default", Query(vector=v)) is None
     assert cache.get_context("default", {"vector": v.tolist()})["neighbors"]
     assert cache.answer_now("default", Query(vector=v)) is not None
+
+
+def test_answer_now_leaves_big_scans_to_the_pool(cache, minilm, monkeypatch):
+    """A search reading more than LOOP_SCAN_ROWS vectors would stall an event loop for as
+    long: answer_now declines it and get_context answers. A tag filter (a pass over the rows
+    in Python) and a filtered walk of a clustered index count as reading every row."""
+    from lake import context as contextmod
+    from lake.context import Query
+    from lake.index import Filters
+
+    cache.lake.ingest(_runs("refund order 1", "cancel order 2"))
+    v = minilm.embed(["refund order 1"])[0]
+    assert cache.get_context("default", {"vector": v.tolist()})["neighbors"]
+    idx = cache.index("default")
+    assert idx.scan_rows(Filters()) == 2  # small: exact, every row
+    assert idx.scan_rows(Filters(tags=("x",))) == 20
+    assert cache.answer_now("default", Query(vector=v)) is not None
+    monkeypatch.setattr(contextmod, "LOOP_SCAN_ROWS", 19)
+    assert cache.answer_now("default", Query(vector=v, filters=Filters(tags=("x",)))) is None
+    monkeypatch.setattr(contextmod, "LOOP_SCAN_ROWS", 1)
+    assert cache.answer_now("default", Query(vector=v)) is None
+    assert cache.get_context("default", {"vector": v.tolist()})["neighbors"]
+    monkeypatch.setattr(idx.model, "exact", False)  # clustered: centroids + probed clusters
+    m = idx.model
+    assert idx.scan_rows(Filters()) == m.k + m.n_probe * -(-m.n_rows // m.k)
+    assert idx.scan_rows(Filters(success_only=True)) == m.n_rows
