@@ -235,7 +235,8 @@ STREAM_GROUP = 512  # steps of one trajectory logged together within a stream
 
 def _query(request: pb.GetContextRequest, agent: str) -> Query:
     query = Query(k=request.k or 5, agent=request.agent or agent,
-                  filters=_context_filters(request.filter))
+                  filters=_context_filters(request.filter) if request.HasField("filter")
+                  else Filters())
     which = request.WhichOneof("query")
     if which == "text":
         query.text = request.text
