@@ -18,10 +18,14 @@ responses are taken as bytes (not parsed) in the timed loop, the same for both s
    text (DISTINCT task texts: a repeated text would be served by the vector cache without
    the model). Baseline in the same run: an echo service (``grpc.method_handlers_generic_
    handler`` over bytes, same thread-pool size as our server) taking the same request bytes
-   and returning a real GetContextResponse of the median size. Repetitions alternate which
-   service runs first; medians. Targets: vector QPS >= 0.7 x echo QPS at every concurrency;
-   text QPS at concurrency 32 >= 0.8 x the bare model's batched throughput on the same texts
-   (``server.cache.embedder.embed`` in batches of 64, texts/s, in this process).
+   and returning a real GetContextResponse of the median size. For vectors, a third:
+   our own stack (``grpc.aio`` loop and layers: errors, auth, limits) with a GetContext that
+   returns that response as it is (``FixedServer``, a process of its own), the most ours
+   could reach.
+   Repetitions rotate which service runs first; medians. Targets: vector QPS >= 0.7 x echo
+   QPS at every concurrency; text QPS at concurrency 32 >= 0.8 x the bare model's batched
+   throughput on the same texts (``server.cache.embedder.embed`` in batches of 64, texts/s,
+   in this process).
 2. Durable ingest on a fresh lake: ``StreamSteps`` with ONE step per message
    (``client.stream(tid, steps, per_message=1)``, one trajectory), timed until the response
    (durable in the write-ahead log); ``IngestArrow`` of whole trajectories in batches
@@ -114,6 +118,7 @@ class Pair:
 
     ours: list[Run] = field(default_factory=list)
     base: list[Run] = field(default_factory=list)
+    fixed: list[Run] = field(default_factory=list)  # vector: our stack, a fixed response
 
     def med(self, side: str, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in getattr(self, side))
@@ -440,6 +445,67 @@ def start_echo(workers: int, responses: dict[str, bytes]) -> tuple[Any, int]:
     return srv, port
 
 
+class FixedServer:
+    """Our gRPC stack without our work, in a process of its own: a ``LoopServer`` like the
+    server's, every method in the server's layers (errors, auth, limits; the auth and audit
+    of an empty lake in ``data``), whose GetContext returns ``response`` (the median
+    response, parsed once and serialized per call, as ours is). Its QPS bounds ours. Its own
+    process: a second ``grpc.aio`` server in ours slowed ours by ~20% (alternating runs)."""
+
+    def __init__(self, data: str, max_inflight: int, response: bytes):
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_fixed_main, args=(child, data, max_inflight, response),
+                                daemon=True)
+        self.proc.start()
+        self.port = self.conn.recv()
+
+    def cpu(self) -> float:
+        """The process's CPU seconds so far."""
+        self.conn.send("cpu")
+        return self.conn.recv()
+
+    def close(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(timeout=30)
+        if self.proc.is_alive():
+            self.proc.terminate()
+
+
+def _fixed_main(conn: Any, data: str, max_inflight: int, response: bytes) -> None:
+    from lake import Lake, Settings
+    from lake.audit import AuditLog
+    from lake.tokens import Tokens
+    from proto.contextlake.v1 import lake_pb2 as pb
+    from proto.contextlake.v1 import lake_pb2_grpc as pb_grpc
+    from server.app import loop_server, server_layers
+    from server.limits import Limiter
+
+    resp = pb.GetContextResponse.FromString(response)
+
+    class Fixed(pb_grpc.ContextServiceServicer):
+        async def GetContext(self, request: Any, context: Any) -> Any:
+            return resp
+
+    settings = Settings.load(data=data, max_inflight=max_inflight)
+    with Lake.open(settings=settings) as lake:
+        audit = AuditLog(lake.store).start()
+        rpc = loop_server(settings)
+        rpc.register(pb_grpc.add_ContextServiceServicer_to_server, Fixed(),
+                     server_layers(settings, Tokens(lake.store), audit,
+                                   Limiter(max_inflight), required=False))
+        conn.send(rpc.server.add_insecure_port("127.0.0.1:0"))
+        rpc.run(rpc.server.start())
+        while conn.recv() is not None:
+            conn.send(time.process_time())
+        rpc.run(rpc.server.stop(0))
+        rpc.close()
+        audit.close()
+
+
 # -- data ----------------------------------------------------------------------------------------
 def lake_records(n: int, seed: int) -> list[dict[str, Any]]:
     out = []
@@ -628,7 +694,7 @@ def _measure_context(a: argparse.Namespace, res: Result, client: ClientProcess, 
     hashes, vecs, res.vectors_embedded = task_vectors([r["task"] for r in records], log)
     settings = Settings.load(data=os.path.join(d, "context"), max_inflight=a.max_inflight)
     srv = serve(settings, "127.0.0.1", 0)
-    echo = None
+    echo = fixed = None
     try:
         with LakeClient(srv.target, timeout=600) as c:
             vreqs, vresp = vector_lake(srv, c, records, hashes, vecs, a.vector_pool, a.seed)
@@ -653,6 +719,8 @@ def _measure_context(a: argparse.Namespace, res: Result, client: ClientProcess, 
         echo, eport = start_echo(res.workers, {ECHO_VECTOR: vresp_bytes,
                                                ECHO_TEXT: tresp_bytes})
         etarget = f"127.0.0.1:{eport}"
+        fixed = FixedServer(os.path.join(d, "fixed"), a.max_inflight, vresp_bytes)
+        ftarget = f"127.0.0.1:{fixed.port}"
         log(f"lake: {res.trajectories} trajectories, {res.lake_steps} steps; index "
             f"{res.index_rows} rows, {res.clusters} clusters; request "
             f"{res.vector_req_bytes} B (vector) / {res.text_req_bytes} B (text), response "
@@ -662,27 +730,32 @@ def _measure_context(a: argparse.Namespace, res: Result, client: ClientProcess, 
                   conc: int, seconds: float, limit: int) -> Run:
             t = common.Timer()
             calls0 = srv.cache.embedding.model_calls
+            elsewhere = fixed is not None and target == ftarget  # the server's CPU: its own
+            cpu0 = fixed.cpu() if elsewhere else 0.0
             with t:
                 out = client("unary", target, method, reqs, warm, conc, seconds, limit)
+            cpu = fixed.cpu() - cpu0 if elsewhere else t.cpu
             if method == GET_CONTEXT and out["sample"]:
                 got = pb.GetContextResponse.FromString(out["sample"])
                 assert got.neighbours and got.context_id, got
             return Run(out["calls"], out["wall"], out["p50"], out["p99"],
-                       out["errors"], t.cpu, out["details"],
+                       out["errors"], cpu, out["details"],
                        srv.cache.embedding.model_calls - calls0, out["cpu"])
 
-        # vectors: ours vs echo, alternating
+        # vectors: ours vs echo vs our stack with a fixed response, in turn
+        sides = {"ours": (srv.target, GET_CONTEXT), "base": (etarget, ECHO_VECTOR),
+                 "fixed": (ftarget, GET_CONTEXT)}
         for rep in range(a.reps):
             for i, conc in enumerate(LEVELS):
                 pair = res.vector.setdefault(conc, Pair())
-                order = ("ours", "base") if (rep + i) % 2 == 0 else ("base", "ours")
+                order = list(sides)[(rep + i) % 3:] + list(sides)[:(rep + i) % 3]
                 for side in order:
-                    tgt, m = ((srv.target, GET_CONTEXT) if side == "ours"
-                              else (etarget, ECHO_VECTOR))
+                    tgt, m = sides[side]
                     run = timed(tgt, m, vbytes, vbytes[:conc], conc, a.seconds, 1 << 60)
                     getattr(pair, side).append(run)
                 log(f"  vector c={conc:<2} rep {rep + 1}: ours {pair.ours[-1].qps:7.0f} "
-                    f"QPS, echo {pair.base[-1].qps:7.0f} QPS (load {common.load()})")
+                    f"QPS, echo {pair.base[-1].qps:7.0f} QPS, fixed response "
+                    f"{pair.fixed[-1].qps:7.0f} QPS (load {common.load()})")
         if a.only == "vector":
             return
 
@@ -738,6 +811,8 @@ def _measure_context(a: argparse.Namespace, res: Result, client: ClientProcess, 
     finally:
         if echo is not None:
             echo.stop(0)
+        if fixed is not None:
+            fixed.close()
         srv.stop(grace=5)
 
 
@@ -838,17 +913,25 @@ def _vector_lines(r: Result) -> list[str]:
         f"### GetContext with a vector (target: ours >= {TARGET_VECTOR} x echo QPS)",
         "",
         "| concurrency | ours QPS | ours p50 ms | ours p99 ms | echo QPS | echo p50 ms | "
-        "echo p99 ms | ours / echo | target | server CPU ms/call ours / echo | "
-        "errors ours / echo |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|",
+        "echo p99 ms | ours / echo | target | fixed response QPS / echo | "
+        "server CPU ms/call ours / echo / fixed | errors ours / echo |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for conc, p in sorted(r.vector.items()):
+        fq = p.med("fixed", "qps") if p.fixed else 0.0
+        fixed = f"{fq:,.0f} / {fq / p.med('base', 'qps'):.2f}" if p.fixed else "-"
+        fcpu = f" / {p.med('fixed', 'cpu_ms_per_call'):.2f}" if p.fixed else ""
         lines.append(
             f"| {conc} | {p.med('ours', 'qps'):,.0f} | {_ms(p.med('ours', 'p50'))} | "
             f"{_ms(p.med('ours', 'p99'))} | {p.med('base', 'qps'):,.0f} | "
             f"{_ms(p.med('base', 'p50'))} | {_ms(p.med('base', 'p99'))} | **{p.ratio:.2f}** | "
-            f"{_met(p.ratio >= TARGET_VECTOR)} | {p.med('ours', 'cpu_ms_per_call'):.2f} / "
-            f"{p.med('base', 'cpu_ms_per_call'):.2f} | {p.error_kinds()} |")
+            f"{_met(p.ratio >= TARGET_VECTOR)} | {fixed} | "
+            f"{p.med('ours', 'cpu_ms_per_call'):.2f} / {p.med('base', 'cpu_ms_per_call'):.2f}"
+            f"{fcpu} | {p.error_kinds()} |")
+    lines += ["", "Fixed response: the server's own gRPC stack (`grpc.aio` loop, layers: "
+              "errors, auth, limits) with a GetContext that returns the median response "
+              "as it is, in a process of its own (`FixedServer`; its server CPU is that "
+              "process's): what ours could reach if its work cost nothing."]
     return lines
 
 
@@ -1027,6 +1110,16 @@ def _where(r: Result) -> list[str]:
     ours_cpu = statistics.median(p.med("ours", "cpu_ms_per_call") for p in busy) / 1e3
     client_cpu = statistics.median(p.med("base", "client_ms_per_call") for p in busy) / 1e3
     budget = (echo_cpu + client_cpu) * (1 / TARGET_VECTOR - 1)
+    fixed = [p for p in busy if p.fixed]
+    ceiling = ""
+    if fixed:  # the loop's time a call: 1 / QPS while its one thread is the bottleneck
+        ratio = statistics.median(p.med("fixed", "qps") / p.med("base", "qps") for p in fixed)
+        room = statistics.median(1 / (TARGET_VECTOR * p.med("base", "qps"))
+                                 - 1 / p.med("fixed", "qps") for p in fixed)
+        ceiling = (f" Our stack with a fixed response reaches {ratio:.2f} of the echo's QPS "
+                   f"at concurrency 8 and 32 (median): at {TARGET_VECTOR} x echo, the "
+                   f"servicer's own work may take ~{us(max(room, 0.0))} a call of the event "
+                   "loop, whose one thread bounds the calls per second.")
     rest = c["rest"]
     arrow = g["ipc_records"] + g["normalize"] + g["submit"]
     return [
@@ -1060,7 +1153,7 @@ def _where(r: Result) -> list[str]:
         "between threads) instead of a thread pool: in alternating `--only vector` runs of "
         "both checkouts, 0.83-0.99 instead of 1.31-1.82 ms of server CPU a call at "
         "concurrency 8 and 32, ours / echo 0.40-0.43 instead of 0.22-0.40 (RESULTS' probe "
-        "section: the parts of the call inside the server).",
+        "section: the parts of the call inside the server)." + ceiling,
         f"- IngestArrow, per step, on the per-row path (kept for comparison; the service now "
         "takes the columnar door, `columnar.normalize_batch` -> `row_log.wal_entry`, whose "
         "cost bench_ingest measures beside this one): Arrow IPC -> JSON records "

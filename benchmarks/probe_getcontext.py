@@ -19,6 +19,12 @@ and channel per concurrent call, requests serialized in advance), against:
 Then the servicer's parts, timed in thread CPU inside the aio server under load at
 concurrency 8 (each part wrapped where it is called; "rest": parsing, the response
 message, what the wrappers do not cover). Repetitions alternate the order; medians.
+
+Caveat: the server is ``grpc.aio`` since 3026c45, so this probe's bare aio servers now share
+a process with another aio server (the real one), and a second aio server in a process slows
+the other by ~20% (alternating runs, 2026-11-22; bench_grpc's ``FixedServer`` runs in a
+process of its own for that reason). Its RESULTS section (08cc16b) predates the move; a new
+run's aio columns would be confounded.
 """
 
 from __future__ import annotations

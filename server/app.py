@@ -240,16 +240,9 @@ def _start(settings: Settings, lake: Lake, host: str, port: int, required: bool,
            audit: AuditLog, owns: bool) -> Server:
     tokens = Tokens(lake.store)
     limiter = Limiter(settings.max_inflight)
-    size = settings.max_message_bytes
-    rpc = LoopServer(workers=settings.max_inflight + SPARE_WORKERS,
-                     options=[("grpc.max_receive_message_length", size),
-                              ("grpc.max_send_message_length", size),
-                              ("grpc.so_reuseport", 0)])  # a port in use is an error
+    rpc = loop_server(settings)
     try:
-        layers = [ErrorLayer(),
-                  AuthLayer(Authenticator(tokens, required=required,
-                                          open_tenant=settings.tenant), audit),
-                  LimitLayer(limiter)]
+        layers = server_layers(settings, tokens, audit, limiter, required)
         cache = ContextService(lake)
 
         def register(add: Callable[[Any, Any], None], servicer: Any) -> None:
@@ -276,6 +269,24 @@ def _start(settings: Settings, lake: Lake, host: str, port: int, required: bool,
                      health_servicer, owns, cache, otlp)
     log.info(running.describe())  # `lake serve` prints it; a library user may log it
     return running
+
+
+def loop_server(settings: Settings) -> LoopServer:
+    """The server's ``LoopServer``: its thread pool and message size limits."""
+    size = settings.max_message_bytes
+    return LoopServer(workers=settings.max_inflight + SPARE_WORKERS,
+                      options=[("grpc.max_receive_message_length", size),
+                               ("grpc.max_send_message_length", size),
+                               ("grpc.so_reuseport", 0)])  # a port in use is an error
+
+
+def server_layers(settings: Settings, tokens: Tokens, audit: AuditLog, limiter: Limiter,
+                  required: bool) -> list[Layer]:
+    """The layers every method of the lake's services is wrapped in, outermost first."""
+    return [ErrorLayer(),
+            AuthLayer(Authenticator(tokens, required=required, open_tenant=settings.tenant),
+                      audit),
+            LimitLayer(limiter)]
 
 
 def _listen(server: grpc.aio.Server, host: str, port: int, flag: str) -> int:
