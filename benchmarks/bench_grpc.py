@@ -378,19 +378,15 @@ def _client_main(conn: Any) -> None:
         conn.send(out)
 
 
-class ClientProcess:
-    def __init__(self) -> None:
+class _Spawned:
+    """A process of its own running ``target(conn, *args)``, driven over a pipe; ``None``
+    ends it."""
+
+    def __init__(self, target: Any, *args: Any) -> None:
         ctx = mp.get_context("spawn")  # no fork after gRPC started threads
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_client_main, args=(child,), daemon=True)
+        self.proc = ctx.Process(target=target, args=(child, *args), daemon=True)
         self.proc.start()
-
-    def __call__(self, name: str, *args: Any) -> dict[str, Any]:
-        self.conn.send((name, args))
-        out = self.conn.recv()
-        if "exception" in out:
-            raise RuntimeError(f"client process: {out['exception']}")
-        return out
 
     def close(self) -> None:
         try:
@@ -400,6 +396,18 @@ class ClientProcess:
         self.proc.join(timeout=30)
         if self.proc.is_alive():
             self.proc.terminate()
+
+
+class ClientProcess(_Spawned):
+    def __init__(self) -> None:
+        super().__init__(_client_main)
+
+    def __call__(self, name: str, *args: Any) -> dict[str, Any]:
+        self.conn.send((name, args))
+        out = self.conn.recv()
+        if "exception" in out:
+            raise RuntimeError(f"client process: {out['exception']}")
+        return out
 
 
 # -- the baseline: a bare echo service -------------------------------------------------------------
@@ -445,7 +453,7 @@ def start_echo(workers: int, responses: dict[str, bytes]) -> tuple[Any, int]:
     return srv, port
 
 
-class FixedServer:
+class FixedServer(_Spawned):
     """Our gRPC stack without our work, in a process of its own: a ``LoopServer`` like the
     server's, every method in the server's layers (errors, auth, limits; the auth and audit
     of an empty lake in ``data``), whose GetContext returns ``response`` (the median
@@ -453,26 +461,13 @@ class FixedServer:
     process: a second ``grpc.aio`` server in ours slowed ours by ~20% (alternating runs)."""
 
     def __init__(self, data: str, max_inflight: int, response: bytes):
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_fixed_main, args=(child, data, max_inflight, response),
-                                daemon=True)
-        self.proc.start()
+        super().__init__(_fixed_main, data, max_inflight, response)
         self.port = self.conn.recv()
 
     def cpu(self) -> float:
         """The process's CPU seconds so far."""
         self.conn.send("cpu")
         return self.conn.recv()
-
-    def close(self) -> None:
-        try:
-            self.conn.send(None)
-        except OSError:
-            pass
-        self.proc.join(timeout=30)
-        if self.proc.is_alive():
-            self.proc.terminate()
 
 
 def _fixed_main(conn: Any, data: str, max_inflight: int, response: bytes) -> None:
