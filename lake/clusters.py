@@ -443,26 +443,6 @@ def search(model: ClusterModel, query: np.ndarray, k: int = 10, n_probe: int | N
     return _walk(model, q, k, p, mask, m)
 
 
-def search_batch(model: ClusterModel, queries: np.ndarray, k: int = 10
-                 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``search`` of each row of ``queries`` (unfiltered). An exact model scores them all in
-    one matrix product: its vectors are read once for the batch, and reading them is what
-    an exact scan of thousands of rows is bound by. A clustered model probes per query.
-    Scores may differ from ``search``'s in the last bits (another BLAS kernel)."""
-    qs = _as_matrix(queries)
-    if qs.shape[1] != model.dim:
-        raise ValueError(f"queries have dim {qs.shape[1]}, the model {model.dim}")
-    if not model.exact or len(qs) == 1 or k <= 0 or model.n_rows == 0:
-        return [search(model, q, k) for q in qs]
-    qt = np.ascontiguousarray(qs.T)  # vectors @ (d, B): 2-4x faster than (B, d) @ vectors.T
-    sc = model.vectors @ qt  # (n_fit, queries) with OpenBLAS at a few queries
-    ids = model.row_ids
-    if model.log_len:
-        ids = np.concatenate([ids, np.arange(model.n_fit, model.n_rows, dtype=np.int64)])
-        sc = np.concatenate([sc, model.log_vectors[: model.log_len] @ qt])
-    return [_topk(ids, col, k) for col in sc.T]
-
-
 def _empty() -> tuple[np.ndarray, np.ndarray]:
     return np.empty(0, np.int64), np.empty(0, np.float32)
 

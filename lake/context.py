@@ -259,7 +259,7 @@ class ContextService:
     # -- lookup -------------------------------------------------------------------------------
     def get_context(self, tenant: str, query: Query | dict[str, Any]) -> dict[str, Any]:
         q = query if isinstance(query, Query) else Query.from_dict(query)
-        return self._answer(tenant, self.index(tenant), q, may_wait=True)
+        return self._answer(tenant, self.index(tenant), q, refresh=True)
 
     def answer_now(self, tenant: str, query: Query) -> dict[str, Any] | None:
         """``get_context`` if it can answer from memory without waiting: a vector query, the
@@ -273,26 +273,23 @@ class ContextService:
         if not idx.lock.acquire(blocking=False):  # a re-fit or an arrival holds it
             return None
         try:
-            return self._answer(tenant, idx, query, may_wait=False)
+            return self._answer(tenant, idx, query, refresh=False)
         finally:
             idx.lock.release()
 
     def _answer(self, tenant: str, idx: TenantIndex, q: Query, *,
-                may_wait: bool) -> dict[str, Any]:
-        """``may_wait``: stale fused stats are computed again, and the index search may
-        share a scan with concurrent ones (``SharedScans``); else (an event loop, holding
-        ``idx.lock``) neither."""
+                refresh: bool) -> dict[str, Any]:
         t0 = time.perf_counter()
         vec, qhash = self._query_vector(q)
         t1 = time.perf_counter()
         now = now_us()
-        ids, scores = idx.search(vec, q.k, q.filters, now, shared=may_wait)
+        ids, scores = idx.search(vec, q.k, q.filters, now)
         neighbors = [self._neighbor(idx, int(r), float(s)) for r, s in zip(ids, scores,
                                                                              strict=True)]
         cluster = idx.cluster_of_vector(vec)[0] if idx.model is not None else None
         threshold = self.threshold(tenant, cluster)
         verdict = self._verdict(q, qhash, neighbors, threshold)
-        fused = self._fused_for(tenant, idx, cluster, now, may_wait)
+        fused = self._fused_for(tenant, idx, cluster, now, refresh)
         ctx_id = "ctx_" + uuid.uuid4().hex
         version = self.lake.catalog.current().version
         answer = {

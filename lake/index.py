@@ -112,58 +112,6 @@ class _Codes:
 
 
 @dataclass
-class _Ticket:
-    query: np.ndarray
-    k: int
-    result: tuple[np.ndarray, np.ndarray] | None = None
-    error: BaseException | None = None
-
-
-class SharedScans:
-    """Searches that arrive while a scan runs share the next one: its caller takes every
-    query queued and runs them as one batch (``ivf.search_batch``: an exact scan reads the
-    vectors once for all of them). Nobody waits for a batch to fill: a lone query is
-    scanned at once; under load, the queries that queued during one scan make the next.
-    ``scan(queries, k)`` must not need a lock that a caller of ``search`` holds."""
-
-    def __init__(self) -> None:
-        self._cv = threading.Condition()
-        self._queue: list[_Ticket] = []
-        self._busy = False
-        self.scans = self.queries = 0  # counters: queries / scans is the mean batch
-
-    def search(self, scan: Any, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        me = _Ticket(query, k)
-        with self._cv:
-            self._queue.append(me)
-            while self._busy and me.result is None and me.error is None:
-                self._cv.wait()
-            if me.result is None and me.error is None:  # nobody scans: this call does
-                self._busy = True
-                batch, self._queue = self._queue, []
-        if me.result is None and me.error is None:
-            self._run(scan, batch)
-        if me.error is not None:
-            raise me.error
-        return me.result
-
-    def _run(self, scan: Any, batch: list[_Ticket]) -> None:
-        try:
-            got = scan(np.stack([t.query for t in batch]), max(t.k for t in batch))
-            for t, (ids, scores) in zip(batch, got, strict=True):
-                t.result = ids[:t.k], scores[:t.k]
-        except BaseException as e:  # every query of the batch gets the error
-            for t in batch:
-                t.error = e
-        finally:
-            with self._cv:
-                self.scans += 1
-                self.queries += len(batch)
-                self._busy = False
-                self._cv.notify_all()
-
-
-@dataclass
 class TenantIndex:
     tenant: str
     dim: int
@@ -180,7 +128,6 @@ class TenantIndex:
         self._cols: dict[str, np.ndarray] = {}
         self._pending: list[np.ndarray] = []  # vectors of rows added before the first fit
         self.generation = 0  # bumped when rows change (added, updated, retracted)
-        self.scans = SharedScans()
 
     # -- building -----------------------------------------------------------------------------
     def add(self, rows: list[Row], vectors: np.ndarray) -> None:
@@ -253,19 +200,13 @@ class TenantIndex:
             not self.model.exact and ivf.needs_refit(self.model))
 
     # -- lookup -------------------------------------------------------------------------------
-    def search(self, query: np.ndarray, k: int, filters: Filters, now_us: int, *,
-               shared: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """``shared``: an unfiltered search of an exact model may share its scan with
-        concurrent ones (``SharedScans``). Not while holding ``lock``: the scan takes it."""
-        got = None
-        if shared and filters.empty and k > 0 and self.model is not None and self.model.exact:
-            got = self.scans.search(self._scan_batch, query, k + EXTRA)
+    def search(self, query: np.ndarray, k: int, filters: Filters, now_us: int
+               ) -> tuple[np.ndarray, np.ndarray]:
         with self.lock:
             if self.model is None or k <= 0:
                 return np.empty(0, np.int64), np.empty(0, np.float32)
             if filters.empty:
-                ids, scores = got if got is not None else ivf.search(self.model, query,
-                                                                      k + EXTRA)
+                ids, scores = ivf.search(self.model, query, k + EXTRA)
                 rows = self.rows
                 keep = [i for i, r in enumerate(ids.tolist()) if (x := rows[r]).active
                         and (x.expires_at_us is None or x.expires_at_us > now_us)]  # _servable
@@ -288,12 +229,6 @@ class TenantIndex:
         if m.exact or not filters.empty:
             return m.n_rows
         return m.k + m.n_probe * -(-m.n_rows // m.k)
-
-    def _scan_batch(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        with self.lock:  # the rows found stay valid after it: rows are only ever appended
-            if self.model is None:
-                return [(np.empty(0, np.int64), np.empty(0, np.float32))] * len(queries)
-            return ivf.search_batch(self.model, queries, k)
 
     def _servable(self, row: int, now_us: int) -> bool:
         r = self.rows[row]

@@ -91,26 +91,6 @@ def test_exact_flag_on_a_clustered_small_model_stays_exact():
         assert C.search(model, q, 10)[0].tolist() == brute(x, q, 10)[0].tolist()
 
 
-def test_search_batch_finds_what_search_finds():
-    """One product for a batch of queries (exact model, with appended rows), per query for a
-    clustered model: the same rows as ``search`` of each query, the same scores to float
-    rounding."""
-    x, _ = fake_embed(3_000, seed=4)
-    exact = C.fit(x[:2_500], k=30)
-    exact.exact = True
-    C.assign(exact, x[2_500:])  # rows in the append log are scored too
-    qs = moved(x, np.arange(0, 3_000, 97))
-    for model in (exact, big()[2]):
-        got = C.search_batch(model, qs, 10)
-        assert len(got) == len(qs)
-        for q, (ids, sc) in zip(qs, got, strict=True):
-            want_ids, want_sc = C.search(model, q, 10)
-            assert ids.tolist() == want_ids.tolist()
-            np.testing.assert_allclose(sc, want_sc, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="dim"):
-        C.search_batch(exact, qs[:, :10], 10)
-
-
 def test_tied_scores_come_as_brute_force_orders_them():
     x, _ = fake_embed(600, seed=5)
     x[100:400:3] = x[7]  # many rows with one vector: their scores tie, also at the k-th

@@ -1,82 +1,8 @@
-"""lake.index.SharedScans: concurrent searches share a scan, and lose nothing doing so."""
+"""lake.index.TenantIndex: where search is exact, where it probes the clusters."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
-import pytest
-
-from lake import clusters as C
-from lake.index import SharedScans
-
-
-def _vectors(n: int, seed: int) -> np.ndarray:
-    x = np.random.default_rng(seed).standard_normal((n, 64), dtype=np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def _wait_for(cond, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.001)
-
-
-def test_queries_queued_during_a_scan_share_the_next_and_each_gets_its_own_answer():
-    x = _vectors(500, 1)
-    model = C.fit(x, k=1)
-    qs = _vectors(6, 2)
-    scans = SharedScans()
-    first_started, release = threading.Event(), threading.Event()
-    batches: list[int] = []
-
-    def scan(queries: np.ndarray, k: int):
-        batches.append(len(queries))
-        if len(batches) == 1:  # hold the first scan until five more queries queue
-            first_started.set()
-            release.wait(10)
-        return C.search_batch(model, queries, k)
-
-    got: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def ask(i: int, k: int) -> None:
-        got[i] = scans.search(scan, qs[i], k)
-
-    threads = [threading.Thread(target=ask, args=(0, 3))]
-    threads[0].start()
-    assert first_started.wait(10)
-    threads += [threading.Thread(target=ask, args=(i, 3 + i)) for i in range(1, 6)]
-    for t in threads[1:]:
-        t.start()
-    _wait_for(lambda: len(scans._queue) == 5)
-    release.set()
-    for t in threads:
-        t.join(10)
-    assert batches == [1, 5] and (scans.scans, scans.queries) == (2, 6)
-    for i in range(6):  # its own k, its own rows: as a search of it alone
-        want_ids, want_sc = C.search(model, qs[i], 3 + (i > 0) * i)
-        assert got[i][0].tolist() == want_ids.tolist()
-        np.testing.assert_allclose(got[i][1], want_sc, rtol=1e-5, atol=1e-6)
-
-
-def test_a_failed_scan_fails_its_batch_and_the_next_query_scans_again():
-    x = _vectors(100, 3)
-    model = C.fit(x, k=1)
-    scans = SharedScans()
-    calls = []
-
-    def scan(queries: np.ndarray, k: int):
-        calls.append(len(queries))
-        if len(calls) == 1:
-            raise MemoryError("no room for the scores")
-        return C.search_batch(model, queries, k)
-
-    with pytest.raises(MemoryError, match="no room"):
-        scans.search(scan, x[0], 5)
-    ids, _ = scans.search(scan, x[0], 5)
-    assert ids[0] == 0 and calls == [1, 1] and not scans._busy
 
 
 def _tenant(n: int, seed: int):
