@@ -42,8 +42,16 @@ class TableStore:
         return f"{self.root}/{name}.lance"
 
     def exists(self, name: str) -> bool:
+        """The table has a committed version. A process killed while Lance created it leaves
+        a directory without one (``_versions`` holding a temporary ``*.manifest#N``): that
+        table does not exist, and ``ensure`` creates it."""
         if self._local:
-            return os.path.isdir(os.path.join(self.uri(name).removeprefix("file://"), "_versions"))
+            versions = os.path.join(self.uri(name).removeprefix("file://"), "_versions")
+            try:
+                with os.scandir(versions) as entries:  # stops at the first manifest
+                    return any(e.name.endswith(".manifest") for e in entries)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
         try:
             lance.dataset(self.uri(name))
             return True

@@ -139,6 +139,20 @@ def test_reopen_sees_everything_and_readonly_cannot_write(lake_dir, dev_records)
         ro.ingest(dev_records[:1])
 
 
+def test_a_table_a_killed_process_was_creating_is_created_again(tmp_path, dev_records):
+    """Killed while Lance created a table (the crash test's first open caught it): the
+    table's directory holds only a temporary, empty manifest. Opening the lake creates the
+    table instead of failing on it."""
+    versions = tmp_path / "lake" / "_tags.lance" / "_versions"
+    versions.mkdir(parents=True)
+    (versions / "18446744073709551614.manifest#1").write_bytes(b"")
+    with Lake.open(str(tmp_path / "lake")) as lk:
+        assert lk.store.exists("_tags") and lk.store.dataset("_tags").count_rows() == 0
+        lk.ingest(dev_records[:2])
+        lk.tag("after-crash")
+        assert lk.count("trajectories") == 2
+
+
 def test_second_writer_gets_a_clear_conflict(lake, lake_dir):
     from lake.errors import Conflict
 
