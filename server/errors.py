@@ -85,29 +85,27 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, list[tuple[str,
     return code, str(exc) or type(exc).__name__, trailers
 
 
-def _status(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str, list]:
+def _status(context: Any, exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
+    """(code, message) to abort the call with; the trailers are set on ``context``. An
+    INTERNAL error is logged under a new incident id, which the message names."""
     code, message, trailers = status_of(exc)
     if code is Code.INTERNAL:
         incident = secrets.token_hex(4)
         log.error("internal error (incident %s) in %s", incident, method, exc_info=exc)
         message = message.format(incident)
-    return code, message, trailers
+    if trailers:
+        context.set_trailing_metadata(tuple(trailers))
+    return code, message
 
 
 def abort(context: grpc.ServicerContext, exc: BaseException, method: str = "") -> NoReturn:
-    code, message, trailers = _status(exc, method)
-    if trailers:
-        context.set_trailing_metadata(tuple(trailers))
-    context.abort(code, message)
+    context.abort(*_status(context, exc, method))
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
 async def abort_async(context: grpc.aio.ServicerContext, exc: BaseException,
                       method: str = "") -> NoReturn:
-    code, message, trailers = _status(exc, method)
-    if trailers:
-        context.set_trailing_metadata(tuple(trailers))
-    await context.abort(code, message)
+    await context.abort(*_status(context, exc, method))
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
