@@ -1140,7 +1140,7 @@ def _where(r: Result) -> list[str]:
         f"{TARGET_VECTOR} x echo allows ~{us(budget)} of server CPU beyond the echo's: less "
         "than the servicer costs in the server. Tried: an int8 copy and a low-dimension "
         "prefilter of the vectors (did not pay); IVF probing (4 of 45 clusters) instead of "
-        "the exact scan below 20k rows: 0.53 -> 0.57 of echo at concurrency 1, 0.29 -> 0.34 "
+        "the exact scan of these 2,000 rows: 0.53 -> 0.57 of echo at concurrency 1, 0.29 -> 0.34 "
         "at 8, for a recall below 1 (not taken; re-measured at 2,000 rows: 43 us instead of "
         "73 us in this loop, recall@5 0.991); the layers wrap a method's handler once "
         "(~15 -> ~5 us each a call) and the context log is appended 5,000 rows at a time, off "

@@ -173,9 +173,10 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
 
     async def GetContext(self, request: pb.GetContextRequest,
                          context: Any) -> pb.GetContextResponse:
-        """A vector query against a loaded index is answered on the event loop, from memory
-        (``context_now``); the others (a text to embed, a log position to wait for, an index
-        to load or being re-fitted) on the thread pool."""
+        """A vector query against a loaded index whose search is small is answered on the
+        event loop, from memory (``context_now``); the others (a text to embed, a log
+        position to wait for, an index to load or being re-fitted, a big search) on the
+        thread pool."""
         now = self.context_now(request)
         return now if now is not None else await asyncio.to_thread(self._get_context, request)
 
