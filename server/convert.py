@@ -247,13 +247,18 @@ def record_from_pb(msg: pb.Trajectory, path: str = "trajectory") -> dict[str, An
 
 
 def step_records_from_pb(steps: Iterable[pb.Step], offset: int = 0,
-                         path: Callable[[int], str] | None = None) -> list[dict[str, Any]]:
+                         path: Callable[[int], str] | None = None,
+                         bad: dict[int, InvalidArgument] | None = None) -> list[dict[str, Any]]:
     """Step messages -> step records: ``_record_row`` of each without its nulls, from the
     fields the message has set (a test per field: the live-trajectory RPCs convert every
     step). An unset ``kind`` is left out rather than empty: the same rejection. The time
     is a ``datetime`` (exact, and read as such; ISO text would be written and parsed again
     for each step) which the log writes as ISO text. A bad value is named
-    ``steps[offset + i].<field>`` (or ``path(i).<field>``), the path made only then."""
+    ``steps[offset + i].<field>`` (or ``path(i).<field>``), the path made only then.
+
+    A step whose time or ``attributes`` cannot be read raises, or, given ``bad``, is left
+    out and its error kept in ``bad[i]`` (``i``: its position in ``steps``), so a batch
+    rejects that step and lands the others."""
     fields = _STEP_FIELDS or _step_fields()
     where = path or (lambda i: f"steps[{offset + i}]")
     out: list[dict[str, Any]] = []
@@ -266,14 +271,20 @@ def step_records_from_pb(steps: Iterable[pb.Step], offset: int = 0,
                     row[column] = getattr(msg, wire)
             elif value := getattr(msg, wire):  # proto3 plain fields: set = not the default
                 row[column] = value
-        if has("started_at_us"):
-            us = msg.started_at_us
-            try:
-                row["started_at"] = _EPOCH + us * _US
-            except OverflowError:
-                from_us(us, f"{where(i)}.started_at_us")  # raises, naming the field
-        if attributes := msg.attributes:
-            row["attributes"] = _json_object(attributes, f"{where(i)}.attributes")
+        try:
+            if has("started_at_us"):
+                us = msg.started_at_us
+                try:
+                    row["started_at"] = _EPOCH + us * _US
+                except OverflowError:
+                    from_us(us, f"{where(i)}.started_at_us")  # raises, naming the field
+            if attributes := msg.attributes:
+                row["attributes"] = _json_object(attributes, f"{where(i)}.attributes")
+        except InvalidArgument as e:
+            if bad is None:
+                raise
+            bad[i] = e
+            continue
         out.append(row)
     return out
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from lake import Lake, reads
+from lake import IngestResult, Lake, reads
 from lake.columnar import DROP, normalize_batch
 from lake.context import ContextService, Query, describe
 from lake.errors import InvalidArgument
@@ -46,9 +46,8 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         return pb.StartTrajectoryResponse(trajectory_id=record.get("trajectory_id", ""), lsn=lsn)
 
     def AppendSteps(self, request: pb.AppendStepsRequest, context: Any) -> pb.AppendStepsResponse:
-        res = self._append(request.trajectory_id, request.steps, 0)
-        return pb.AppendStepsResponse(accepted=res.steps, rejects=_rejects(res, 0),
-                                      lsn=res.lsn)
+        res, rejects = self._append(request.trajectory_id, request.steps, 0)
+        return pb.AppendStepsResponse(accepted=res.steps, rejects=rejects, lsn=res.lsn)
 
     async def StreamSteps(self, request_iterator: Any, context: Any) -> pb.StreamStepsResponse:
         """Steps are logged in groups as they come; the one response acknowledges them all,
@@ -92,16 +91,28 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                                       lsn=totals.lsn, messages=messages)
 
     def _log_group(self, tid: str, steps: list[Any], offset: int, totals: _StreamTotals) -> None:
-        res = self._append(tid, steps, offset)
+        res, rejects = self._append(tid, steps, offset)
         totals.accepted += res.steps
-        totals.rejects.extend(_rejects(res, offset))
+        totals.rejects.extend(rejects)
         totals.lsn = max(totals.lsn, res.lsn)
 
-    def _append(self, tid: str, steps: Any, offset: int) -> Any:
+    def _append(self, tid: str, steps: Any, offset: int) -> tuple[IngestResult, list[pb.Reject]]:
+        """Log ``steps`` (positions ``offset``...); each bad one is a reject, the others land:
+        those the message conversion refuses (a time out of range, ``attributes`` that are
+        not a JSON object) and those the lake's rules refuse."""
         if not tid:
             raise InvalidArgument("trajectory_id is empty", field="trajectory_id")
-        records = convert.step_records_from_pb(steps, offset)
-        return self.lake.append_steps(tid, records, tenant=identity().tenant)
+        bad: dict[int, InvalidArgument] = {}
+        records = convert.step_records_from_pb(steps, offset, bad=bad)
+        if bad and not records:
+            res = IngestResult()
+        else:
+            res = self.lake.append_steps(tid, records, tenant=identity().tenant)
+        kept = [i for i in range(len(records) + len(bad)) if i not in bad]
+        rejects = _rejects(res, offset, kept) + [
+            pb.Reject(index=offset + i, field=e.field or "", reason=e.message)
+            for i, e in bad.items()]
+        return res, sorted(rejects, key=lambda r: r.index) if bad else rejects
 
     def FinishTrajectory(self, request: pb.FinishTrajectoryRequest,
                          context: Any) -> pb.FinishTrajectoryResponse:
@@ -276,15 +287,16 @@ def answer_json(answer: dict[str, Any]) -> str:
     return orjson.dumps(answer, default=_json_default, option=_ANSWER_OPTIONS).decode()
 
 
-def _rejects(res: Any, offset: int) -> list[pb.Reject]:
+def _rejects(res: Any, offset: int, kept: list[int]) -> list[pb.Reject]:
     """The lake's rejects of a batch of steps that starts at ``offset`` (a stream's group):
-    ``steps[i]`` of the batch is ``index`` and field path ``steps[offset + i]``."""
+    ``steps[i]`` of what the lake was given is step ``kept[i]`` of the batch, so ``index``
+    and field path ``steps[offset + kept[i]]``."""
     out = []
     for r in res.rejected:
         if not r.location.startswith("steps["):
             out.append(pb.Reject(index=offset, field=r.field or "", reason=r.reason))
             continue
-        index = offset + int(r.location.removeprefix("steps[").removesuffix("]"))
+        index = offset + kept[int(r.location.removeprefix("steps[").removesuffix("]"))]
         out.append(pb.Reject(index=index, reason=r.reason, field=(r.field or "").replace(
             r.location, f"steps[{index}]", 1)))
     return out
