@@ -126,8 +126,10 @@ def trajectory(lake: Lake, tenant: str, trajectory_id: str, *, as_of: int | str 
     where = f"tenant = {quote(tenant)} AND trajectory_id = {quote(trajectory_id)}"
     rows = _scan(_table(lake, version, "trajectories"), public_columns(TRAJECTORIES), where)
     if not rows:
-        raise NotFound(f"no trajectory {trajectory_id!r} in tenant {tenant!r} at version "
-                       f"{version.version}; list them with ListTrajectories or `lake sql`")
+        raise NotFound(f"no trajectory {trajectory_id!r:.200} in tenant {tenant!r} at version "
+                       f"{version.version}. Just written? Reads see committed versions, a "
+                       "moment behind the log: pass the lsn the write returned as min_lsn. "
+                       "Else list them with ListTrajectories or `lake sql`")
     steps = sorted(_scan(_table(lake, version, "steps"), public_columns(STEPS), where),
                    key=lambda s: s["index"])
     if full_payloads:

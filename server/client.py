@@ -24,19 +24,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pyarrow as pa
 
-from lake.errors import InvalidArgument, ResourceExhausted, Unavailable
+from lake.errors import Conflict, InvalidArgument, LakeError, ResourceExhausted, Unavailable
 from proto.contextlake.v1 import lake_pb2 as pb
 from proto.contextlake.v1 import lake_pb2_grpc as pb_grpc
 
-from . import convert
+from . import checked, convert
 from .errors import from_rpc_error
 
+DEFAULT_PORT = 50051
 DEFAULT_MAX_MESSAGE = 64 << 20
 _ENVELOPE = 64 << 10  # room for the rest of a request around its Arrow bytes
 
@@ -57,12 +58,15 @@ class Page:
 
 
 class LakeClient:
+    """``target``: ``host:port`` (the port defaults to 50051; ``http://`` is dropped)."""
+
     def __init__(self, target: str, token: str | None = None, *, timeout: float = 60.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE):
         token = token if token is not None else os.environ.get("LAKE_TOKEN")
+        self.target = _target(target)
         self.timeout, self.max_message_bytes = timeout, max_message_bytes
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self.channel = grpc.insecure_channel(target, options=[
+        self.channel = grpc.insecure_channel(self.target, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes)])
         self.ingest = pb_grpc.IngestServiceStub(self.channel)
@@ -77,29 +81,45 @@ class LakeClient:
         try:
             return method(request, metadata=self._metadata, timeout=self.timeout)
         except grpc.RpcError as e:
-            raise from_rpc_error(e) from e
+            err = from_rpc_error(e)
+            if isinstance(err, Unavailable) and "failed to connect" in err.message.lower():
+                err = Unavailable(f"no lake server answers at {self.target} ({e.details()}): "
+                                  "start one with `lake serve` (`make run` in a checkout), or "
+                                  "check the address and port")
+            raise err from e
 
     # -- ingest -------------------------------------------------------------------------------
     def ingest_arrow(self, data: pa.Table | pa.RecordBatch | list[dict[str, Any]]) -> IngestReply:
         """Send trajectories (interchange format, docs/format.md) as Arrow IPC.
 
         Durable when it returns. A table larger than a message goes in several calls (each
-        durable; a retry is harmless). ``rejects`` index the rows of ``data``."""
+        durable; a retry is harmless). ``rejects`` index the rows of ``data``: a record the
+        lake's rules refuse, or one whose value types no Arrow table of the others can hold
+        (``"reward": "high"`` among numbers goes in a table of its own, to be judged)."""
         out = IngestReply()
         if isinstance(data, list):
             if not data:
                 return out
-            data = convert.records_to_arrow(data)
-        elif isinstance(data, pa.RecordBatch):
-            data = pa.Table.from_batches([data])
-        for offset, payload in self._chunks(data, 0):
-            r = self.call(self.ingest.IngestArrow, pb.IngestArrowRequest(arrow_ipc=payload))
-            out.accepted += r.accepted
-            out.steps += r.steps
-            out.rejects += [{"index": offset + x.index, "field": x.field or None,
-                             "reason": x.reason, "trajectory_id": x.trajectory_id or None}
-                            for x in r.rejects]
-            out.lsn = max(out.lsn, r.lsn)
+            tables, out.rejects = convert.records_to_tables(data)
+        elif isinstance(data, (pa.Table, pa.RecordBatch)):
+            tables = [(pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch)
+                       else data, None)]
+        else:
+            raise InvalidArgument(f"takes a list of records (dicts), a pyarrow.Table or a "
+                                  f"RecordBatch, got {type(data).__name__}: wrap one record "
+                                  "in a list", field="data")
+        for table, at in tables:
+            for offset, payload in self._chunks(table, 0):
+                r = self._retry(self.ingest.IngestArrow,
+                                pb.IngestArrowRequest(arrow_ipc=payload))
+                out.accepted += r.accepted
+                out.steps += r.steps
+                out.rejects += [{"index": offset + x.index if at is None
+                                 else at[offset + x.index], "field": x.field or None,
+                                 "reason": x.reason, "trajectory_id": x.trajectory_id or None}
+                                for x in r.rejects]
+                out.lsn = max(out.lsn, r.lsn)
+        out.rejects.sort(key=lambda x: x["index"])
         return out
 
     def _chunks(self, table: pa.Table, offset: int) -> Iterator[tuple[int, bytes]]:
@@ -115,7 +135,7 @@ class LakeClient:
     def get_trajectory(self, trajectory_id: str, *, as_of: int | str | None = None,
                        full_payloads: bool = False, min_lsn: int = 0) -> dict[str, Any]:
         """The trajectory row with ``steps``; ``min_lsn``: wait until that write is visible."""
-        r = self.call(self.context.GetTrajectory, pb.GetTrajectoryRequest(
+        r = self._retry(self.context.GetTrajectory, pb.GetTrajectoryRequest(
             trajectory_id=trajectory_id, as_of=_ref(as_of), full_payloads=full_payloads,
             min_lsn=min_lsn))
         return convert.trajectory_from_pb(r.trajectory)
@@ -126,16 +146,18 @@ class LakeClient:
                           until: datetime | int | None = None, page_size: int = 0,
                           page_token: str = "", as_of: int | str | None = None,
                           min_lsn: int = 0, include_retracted: bool = False) -> Page:
-        """One page of trajectory rows (no steps), in trajectory_id order."""
+        """One page of trajectory rows (without ``steps``), in trajectory_id order."""
         flt = pb.Filter(agent=agent, agent_version=agent_version, model=model,
                         session_id=session_id, status=_statuses(status), success=success,
                         since_us=None if since is None else convert.to_us(since),
                         until_us=None if until is None else convert.to_us(until))
-        r = self.call(self.context.ListTrajectories, pb.ListTrajectoriesRequest(
+        r = self._retry(self.context.ListTrajectories, pb.ListTrajectoriesRequest(
             filter=flt, page_size=page_size, page_token=page_token, as_of=_ref(as_of),
             min_lsn=min_lsn, include_retracted=include_retracted))
-        return Page([convert.trajectory_from_pb(t) for t in r.trajectories], r.next_page_token,
-                    r.version)
+        rows = [convert.trajectory_from_pb(t) for t in r.trajectories]
+        for row in rows:
+            del row["steps"]  # a listing carries none: not an empty list of them
+        return Page(rows, r.next_page_token, r.version)
 
     def iter_trajectories(self, **filters: Any) -> Iterator[dict[str, Any]]:
         """Every trajectory matching the filters (all pages, one consistent version)."""
@@ -148,42 +170,58 @@ class LakeClient:
 
     # -- live trajectories ----------------------------------------------------------------------
     def start(self, task: str, *, trajectory_id: str | None = None, **fields: Any) -> str:
-        """Open a live trajectory (status running); returns its id (yours, or a new uuid)."""
+        """Open a live trajectory (status running); returns its id (yours, or a new uuid).
+        ``started_at`` defaults to now; unknown fields are kept in ``meta``."""
         tid = trajectory_id or f"run-{uuid.uuid4().hex}"
-        msg = convert.trajectory_to_pb({"trajectory_id": tid, "task": task, **fields})
+        fields.setdefault("started_at", datetime.now(UTC))
+        msg = checked.trajectory({"trajectory_id": tid, "task": task, **fields})
         self._retry(self.ingest.StartTrajectory, pb.StartTrajectoryRequest(trajectory=msg))
         return tid
 
     def append(self, trajectory_id: str, steps: list[dict[str, Any]]) -> IngestReply:
-        """Add steps (each with its ``index``); durable when it returns; safe to retry."""
+        """Add steps (each with its ``index``); durable when it returns; safe to retry.
+        A value of the wrong type raises ``InvalidArgument`` (``steps[i].<field>``) before
+        anything is sent; the lake's rules reject bad steps one by one (``rejects``)."""
+        return self._append([checked.step(s, f"steps[{i}]") for i, s in enumerate(steps)],
+                            trajectory_id)
+
+    def _append(self, steps: list[pb.Step], trajectory_id: str) -> IngestReply:
         r = self._retry(self.ingest.AppendSteps, pb.AppendStepsRequest(
-            trajectory_id=trajectory_id, steps=[convert.step_to_pb(s) for s in steps]))
+            trajectory_id=trajectory_id, steps=steps))
         return IngestReply(r.accepted, r.accepted, [_reject(x) for x in r.rejects], r.lsn)
 
     def stream(self, trajectory_id: str, steps: Iterable[dict[str, Any]],
                per_message: int = 1) -> IngestReply:
         """Send steps over one client stream; acknowledged (all of them) when it returns."""
         head = convert.stream_head(trajectory_id)
+        at = 0
+
+        def to_step(row: dict[str, Any]) -> pb.Step:
+            nonlocal at
+            at += 1
+            return checked.step(row, f"steps[{at - 1}]")
 
         def messages() -> Iterator[bytes]:  # serialized here: gRPC sends bytes as they are
             batch: list[dict[str, Any]] = []
             for s in steps:
                 batch.append(s)
                 if len(batch) >= per_message:
-                    yield convert.stream_request(head, batch)
+                    yield convert.stream_request(head, batch, to_step)
                     batch = []
             if batch:
-                yield convert.stream_request(head, batch)
+                yield convert.stream_request(head, batch, to_step)
         r = self.call(self._stream_steps, messages())
         return IngestReply(r.accepted, r.accepted, [_reject(x) for x in r.rejects], r.lsn)
 
     def finish(self, trajectory_id: str, *, success: bool | None = None,
                reward: float | None = None, scores: dict[str, float] | None = None,
-               status: str | None = None) -> int:
-        """Close a live trajectory; returns the LSN (pass as min_lsn to read it)."""
-        r = self._retry(self.ingest.FinishTrajectory, pb.FinishTrajectoryRequest(
-            trajectory_id=trajectory_id, status=_statuses(status)[0] if status else 0,
-            success=success, reward=reward, scores=scores or {}))
+               status: str | None = None, ended_at: datetime | int | None = None) -> int:
+        """Close a live trajectory; returns the LSN (pass as min_lsn to read it).
+        ``ended_at`` defaults to now."""
+        r = self._retry(self.ingest.FinishTrajectory, checked.message(
+            pb.FinishTrajectoryRequest, trajectory_id=trajectory_id,
+            status=_statuses(status)[0] if status else 0, success=success, reward=reward,
+            scores=scores or {}, ended_at_us=convert.to_us(ended_at or datetime.now(UTC))))
         return r.lsn
 
     def trajectory(self, task: str, **fields: Any) -> Run:
@@ -208,22 +246,28 @@ class LakeClient:
                     since_us: int | None = None, until_us: int | None = None,
                     min_lsn: int = 0) -> dict[str, Any]:
         """Closest past trajectories, a verdict and the fused plan (docs/context.md)."""
-        flt = pb.Filter(agent=agent, agent_version=agent_version, tags=tags or [],
-                        success=True if success_only else None, min_reward=min_reward,
-                        since_us=since_us, until_us=until_us)
-        req = pb.GetContextRequest(k=k, filter=flt, min_lsn=min_lsn)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise InvalidArgument(f"k must be a whole number from 1 (the server's limit: "
+                                  f"100), got {k!r:.40}", field="k")
+        flt = checked.message(pb.Filter, "filter.", agent=agent, agent_version=agent_version,
+                              tags=tags or [], success=True if success_only else None,
+                              min_reward=min_reward, since_us=since_us, until_us=until_us)
+        req = checked.message(pb.GetContextRequest, k=k, filter=flt, min_lsn=min_lsn,
+                              text=text)
         if vector is not None:
-            req.vector.values.extend(float(x) for x in vector)
-        if text is not None:
-            req.text = text
-        return json.loads(self.call(self.context.GetContext, req).answer_json)
+            try:
+                req.vector.values.extend(float(x) for x in vector)
+            except (TypeError, ValueError) as e:
+                raise InvalidArgument(f"must be a sequence of numbers ({e})",
+                                      field="vector") from e
+        return json.loads(self._retry(self.context.GetContext, req).answer_json)
 
     def report(self, context_id: str, *, used: bool | None = None, success: bool | None = None,
                reward: float | None = None, trajectory_id: str = "") -> None:
         """Say whether a context helped: it moves the cluster's threshold and plan stats."""
-        self.call(self.context.ReportOutcome, pb.ReportOutcomeRequest(
-            context_id=context_id, used=used, success=success, reward=reward,
-            trajectory_id=trajectory_id))
+        self.call(self.context.ReportOutcome, checked.message(
+            pb.ReportOutcomeRequest, context_id=context_id, used=used, success=success,
+            reward=reward, trajectory_id=trajectory_id))
 
     def recluster(self) -> dict[str, Any]:
         r = self.call(self.admin.Recluster, pb.ReclusterRequest())
@@ -265,6 +309,20 @@ class LakeClient:
         self.close()
 
 
+def _target(target: str) -> str:
+    """``host:port`` for gRPC: ``http://`` (as OpenTelemetry endpoints are written) is
+    dropped, a missing port is the server's default (gRPC's own would be 443)."""
+    if target.startswith("https://"):
+        raise InvalidArgument("this client speaks plaintext gRPC: give host:port (for TLS, "
+                              "put the server behind a proxy and use gRPC's secure channel)",
+                              field="target")
+    target = target.removeprefix("http://").rstrip("/")
+    if "://" not in target and not target.startswith("unix:") \
+            and ":" not in target.rpartition("]")[2]:
+        target = f"{target}:{DEFAULT_PORT}"
+    return target
+
+
 def _ref(ref: int | str | None) -> str:
     return "" if ref is None else str(ref)
 
@@ -281,15 +339,18 @@ def _statuses(status: str | list[str] | None) -> list[int]:
 class Run:
     """A live trajectory: steps are numbered and sent in batches; durable at ``finish``.
 
-    Leaving the block without ``finish`` marks it failed if an exception escaped, else
-    abandoned."""
+    A step is checked when it is logged: a value of the wrong type raises there, naming
+    ``steps[i].<field>``, and the step is not kept. Steps get ``started_at`` (now, less
+    their ``duration_ms``) unless given. Leaving the block without ``finish`` marks the run
+    failed if an exception escaped (or its last steps were refused), else abandoned.
+    After ``finish``, logging a step or finishing again raises ``Conflict``."""
 
     BATCH = 32
 
     def __init__(self, client: LakeClient, task: str, fields: dict[str, Any]):
         self.client, self.task, self.fields = client, task, fields
         self.trajectory_id = fields.pop("trajectory_id", None) or f"run-{uuid.uuid4().hex}"
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[pb.Step] = []
         self._next = 0
         self.finished = False
         self.lsn = 0
@@ -299,10 +360,24 @@ class Run:
         return self
 
     def step(self, kind: str, **fields: Any) -> None:
-        self._buffer.append({"index": self._next, "kind": kind, **fields})
+        self._open("log a step")
+        if fields.get("started_at") is None:
+            took = fields.get("duration_ms")
+            now = datetime.now(UTC)
+            fields["started_at"] = now - timedelta(milliseconds=took) \
+                if isinstance(took, (int, float)) and not isinstance(took, bool) \
+                and 0 <= took < 1e10 else now
+        self._buffer.append(checked.step({"index": self._next, "kind": kind, **fields},
+                                         f"steps[{self._next}]"))
         self._next += 1
         if len(self._buffer) >= self.BATCH:
             self.flush()
+
+    def _open(self, action: str) -> None:
+        if self.finished:
+            raise Conflict(f"cannot {action}: run {self.trajectory_id!r} is finished. Log "
+                           "every step before finish(); for another attempt, start a new run "
+                           "with client.trajectory(...)", field="trajectory_id")
 
     def tool(self, name: str, input: Any = None, output: Any = None, **fields: Any) -> None:
         self.step("tool", name=name, input=_text(input), output=_text(output), **fields)
@@ -311,26 +386,51 @@ class Run:
         self.step("llm", input=_text(input), output=_text(output), **fields)
 
     def flush(self) -> None:
+        """Send the buffered steps. Steps the lake refuses raise ``InvalidArgument`` (the
+        others landed: the buffer is done); a failed call keeps the buffer to send again."""
         if self._buffer:
-            reply = self.client.append(self.trajectory_id, self._buffer)
+            steps, self._buffer = self._buffer, []
+            try:
+                reply = self.client._append(steps, self.trajectory_id)
+            except LakeError:
+                self._buffer = steps + self._buffer
+                raise
             if reply.rejects:
-                raise InvalidArgument(f"{len(reply.rejects)} step(s) rejected: "
-                                      f"{reply.rejects[0]}", field="steps")
-            self._buffer = []
+                first = reply.rejects[0]
+                index = steps[first["index"]].index
+                raise InvalidArgument(f"{len(reply.rejects)} step(s) refused, the others "
+                                      f"landed; the first: {first['reason']}",
+                                      field=(first["field"] or "steps").replace(
+                                          f"steps[{first['index']}]", f"steps[{index}]", 1))
 
     def finish(self, success: bool | None = None, **fields: Any) -> int:
-        self.flush()
+        """Send what is buffered, then the outcome; returns the LSN. Steps the lake refused
+        raise ``InvalidArgument`` after the run is finished with this outcome."""
+        self._open("finish it again")
+        refused = None
+        try:
+            self.flush()
+        except InvalidArgument as e:
+            refused = e
         self.lsn = self.client.finish(self.trajectory_id, success=success, **fields)
         self.finished = True
+        if refused is not None:
+            raise refused
         return self.lsn
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if not self.finished:
-            try:
-                self.flush()
-            finally:
-                self.finish(status="failed" if exc_type else "abandoned",
-                            success=False if exc_type else None)
+        if self.finished:
+            return
+        refused = None
+        try:
+            self.flush()
+        except LakeError as e:
+            refused, self._buffer = e, []
+        failed = exc_type is not None or refused is not None
+        self.finish(status="failed" if failed else "abandoned",
+                    success=False if failed else None)
+        if refused is not None and exc_type is None:
+            raise refused
 
 
 def _text(value: Any) -> str | None:

@@ -189,14 +189,16 @@ def stream_head(trajectory_id: str) -> bytes:
     return pb.StreamStepsRequest(trajectory_id=trajectory_id).SerializeToString()
 
 
-def stream_request(head: bytes, rows: Iterable[dict[str, Any]]) -> bytes:
+def stream_request(head: bytes, rows: Iterable[dict[str, Any]],
+                   to_step: Callable[[dict[str, Any]], Any] | None = None) -> bytes:
     """``StreamStepsRequest(trajectory_id, steps=rows)`` serialized, from its parts: a message
     on the wire is its fields one after the other, so the head (``stream_head``) and then
     each step as field 2 (tag, length, bytes) are the bytes ``SerializeToString`` writes,
     without building the request and copying each step into it."""
     parts = [head]
     for row in rows:
-        step = pb.Step(**step_fields(row)).SerializeToString()
+        step = (pb.Step(**step_fields(row)) if to_step is None else to_step(row)
+                ).SerializeToString()
         parts += (_STEPS_TAG, _varint(len(step)), step)
     return b"".join(parts)
 
@@ -339,6 +341,64 @@ def records_to_arrow(records: list[dict[str, Any]]) -> pa.Table:
     except (pa.ArrowException, TypeError) as e:
         raise InvalidArgument(f"the records do not fit one Arrow table ({e}); give each field "
                               "one type, or pass a pyarrow.Table", field="records") from e
+
+
+def records_to_tables(records: list[dict[str, Any]]
+                      ) -> tuple[list[tuple[pa.Table, list[int]]], list[dict[str, Any]]]:
+    """Interchange records -> Arrow tables, each with the positions of its records, and
+    rejects (index, field, reason) of the records no table can hold.
+
+    One table when the records share their types (``records_to_arrow``). Else a record of
+    another type in some field (``"reward": "high"`` among numbers) must not sink the
+    others: the records are grouped so each group's types agree, and each group goes as
+    its own table, where the lake's rules judge each record (the bad value is rejected
+    there, with the rule's message). A record whose own values disagree (a field one type
+    in one step, another in the next) is rejected here."""
+    try:
+        return [(records_to_arrow(records), list(range(len(records))))], []
+    except InvalidArgument:
+        pass
+    groups: list[tuple[list[pa.Schema], list[pa.Table], list[int]]] = []
+    rejects: list[dict[str, Any]] = []
+    for i, record in enumerate(records):
+        try:
+            table = records_to_arrow([record])
+        except InvalidArgument as e:
+            rejects.append({"index": i, "field": _mixed_field(record), "reason":
+                            f"its values of one field differ in type ({e.__cause__}): give "
+                            "the field one type in every step", "trajectory_id":
+                            record.get("trajectory_id")})
+            continue
+        for schema, tables, at in groups:
+            try:
+                schema[0] = pa.unify_schemas([schema[0], table.schema],
+                                             promote_options="permissive")
+            except (pa.ArrowException, TypeError):
+                continue
+            tables.append(table)
+            at.append(i)
+            break
+        else:
+            groups.append(([table.schema], [table], [i]))
+    return [(pa.concat_tables(tables, promote_options="permissive"), at)
+            for _, tables, at in groups], rejects
+
+
+def _mixed_field(record: dict[str, Any]) -> str | None:
+    """The field path of a record's values that do not share one type: ``steps[j].key``,
+    ``j`` the first step whose ``key`` is of another kind than the steps before."""
+    steps = record.get("steps")
+    if not isinstance(steps, list):
+        return None
+    first: dict[str, type] = {}
+    for j, s in enumerate(steps):
+        for key, value in (s.items() if isinstance(s, dict) else ()):
+            if value is None:
+                continue
+            kind = float if type(value) is int else type(value)
+            if first.setdefault(key, kind) is not kind:
+                return f"steps[{j}].{key}"
+    return None
 
 
 def arrow_to_ipc(data: pa.Table | pa.RecordBatch) -> bytes:

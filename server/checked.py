@@ -1,0 +1,147 @@
+"""What the Python client sends, checked before it goes.
+
+A value protobuf cannot take becomes an ``InvalidArgument`` naming the field path the
+caller wrote (``steps[3].duration_ms``) and the type wanted, not protobuf's bare
+``TypeError``. Rows follow the record format (docs/format.md) as the file and Arrow doors
+read it: step aliases (``latency_ms``...) name their field; a step's unknown fields are kept
+in its ``attributes``, a trajectory's in its ``meta``; objects and lists in ``input`` /
+``output`` / ``error`` / ``attributes`` / ``meta`` travel as JSON text.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from google.protobuf.descriptor import FieldDescriptor
+
+from lake.errors import InvalidArgument
+from lake.records import OUTCOME_FIELDS, STEP_ALIASES, STEP_FIELDS, TRAJECTORY_FIELDS
+from proto.contextlake.v1 import lake_pb2 as pb
+
+from . import convert
+
+_JSON_TEXT = ("input", "output", "error")
+_WANTS = {
+    FieldDescriptor.CPPTYPE_DOUBLE: "a number", FieldDescriptor.CPPTYPE_FLOAT: "a number",
+    FieldDescriptor.CPPTYPE_INT32: "a whole number", FieldDescriptor.CPPTYPE_INT64:
+    "a whole number", FieldDescriptor.CPPTYPE_UINT32: "a whole number",
+    FieldDescriptor.CPPTYPE_UINT64: "a whole number", FieldDescriptor.CPPTYPE_BOOL:
+    "true or false", FieldDescriptor.CPPTYPE_STRING: "text", FieldDescriptor.CPPTYPE_ENUM:
+    "one of the listed names", FieldDescriptor.CPPTYPE_MESSAGE: "an object",
+}
+
+
+def message(cls: Any, path: str = "", names: dict[str, str] | None = None,
+            **fields: Any) -> Any:
+    """``cls(**fields)``; a value of the wrong type raises ``InvalidArgument`` at
+    ``path + name`` (``names``: the caller's name of a wire field, e.g. ``started_at``)."""
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError, OverflowError) as e:
+        for name, value in fields.items():
+            try:
+                cls(**{name: value})
+            except (TypeError, ValueError, OverflowError):
+                shown = (names or {}).get(name, name)
+                raise InvalidArgument(f"must be {_wants(cls, name)}, got "
+                                      f"{type(value).__name__} {value!r:.80}",
+                                      field=f"{path}{shown}") from e
+        raise
+
+
+def _wants(cls: Any, name: str) -> str:
+    f = cls.DESCRIPTOR.fields_by_name[name]
+    if f.message_type is not None and f.message_type.GetOptions().map_entry:
+        return "an object of names to numbers"
+    want = _WANTS.get(f.cpp_type, "another type")
+    return f"a list of {want.removeprefix('a ')}s" if f.is_repeated else want
+
+
+def step(row: dict[str, Any], path: str) -> pb.Step:
+    """A step row (``Run.tool`` / ``append`` / ``stream``) -> ``Step``. Plain rows, the
+    common case, go straight through; the others are reshaped as the format reads them."""
+    if row.keys() <= STEP_FIELDS:
+        try:
+            return pb.Step(**convert.step_fields(row))
+        except (TypeError, ValueError, OverflowError):
+            pass  # named below
+    row = {STEP_ALIASES.get(k, k) if STEP_ALIASES.get(k) not in row else k: v
+           for k, v in row.items()}
+    extra = {k: row.pop(k) for k in [k for k in row if k not in STEP_FIELDS]}
+    attributes = _object(row.get("attributes"), f"{path}.attributes")
+    if extra or attributes is not None:
+        row["attributes"] = _json({**(attributes or {}), **extra})
+    for key in _JSON_TEXT:
+        if row.get(key) is not None and not isinstance(row[key], str):
+            row[key] = _json(row[key])
+    return message(pb.Step, f"{path}.", {"started_at_us": "started_at"},
+                   **_times(row, ("started_at",), path, convert.step_fields))
+
+
+def trajectory(row: dict[str, Any], path: str = "") -> pb.Trajectory:
+    """A trajectory row (``start``'s fields, ``steps`` too) -> ``Trajectory``."""
+    row = dict(row)
+    steps = row.pop("steps", None) or ()
+    outcome = row.pop("outcome", None)
+    if isinstance(outcome, dict):
+        for k, v in outcome.items():
+            row.setdefault(k if k in OUTCOME_FIELDS else f"outcome.{k}", v)
+    extra = {k: row.pop(k) for k in [k for k in row if k not in TRAJECTORY_FIELDS]}
+    meta = _object(row.get("meta"), f"{path}meta")
+    if extra or meta is not None:
+        row["meta"] = _json({**(meta or {}), **extra})
+    status = row.pop("status", None)
+    fields = _times(row, tuple(_TIMES), path.rstrip("."), _trajectory_fields)
+    if status is not None:
+        fields["status"] = _status(status, f"{path}status")
+    msg = message(pb.Trajectory, path, {v: k for k, v in _TIMES.items()}, **fields)
+    msg.steps.extend(step(s, f"{path}steps[{i}]") for i, s in enumerate(steps))
+    return msg
+
+
+_TIMES = {"started_at": "started_at_us", "ended_at": "ended_at_us",
+          "expires_at": "expires_at_us"}
+
+
+def _trajectory_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {_TIMES[k] if k in _TIMES else k: convert.to_us(v) if k in _TIMES else v
+            for k, v in row.items() if v is not None and k != "steps"}
+
+
+def _times(row: dict[str, Any], keys: tuple[str, ...], path: str,
+           to_wire: Any) -> dict[str, Any]:
+    for key in keys:
+        value = row.get(key)
+        if value is not None and not isinstance(value, (datetime, int)) \
+                or isinstance(value, bool):
+            raise InvalidArgument(f"must be a datetime or epoch microseconds (int), got "
+                                  f"{type(value).__name__} {value!r:.80}",
+                                  field=f"{path}.{key}" if path else key)
+    return to_wire(row)
+
+
+def _status(name: Any, path: str) -> int:
+    if name not in convert.STATUS_TO_PB:
+        raise InvalidArgument(f"{name!r:.80} is not one of {', '.join(convert.STATUS_TO_PB)}",
+                              field=path)
+    return convert.STATUS_TO_PB[name]
+
+
+def _object(value: Any, path: str) -> dict[str, Any] | None:
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return parsed
+    raise InvalidArgument(f"must be an object (a dict, or JSON object text), got "
+                          f"{type(value).__name__} {value!r:.80}", field=path)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()

@@ -1,0 +1,86 @@
+"""The Python client checks what it sends and keeps a live run consistent: a value of the
+wrong type names its field, a batch of mixed types does not sink its good records, a run
+never stays open because of a bad step, and a finished run takes no more steps."""
+
+from __future__ import annotations
+
+import pytest
+
+from lake.errors import Conflict, InvalidArgument
+from server.client import LakeClient, _target
+
+from .conftest import run
+
+
+def test_a_wrong_type_in_a_step_names_it_and_the_run_still_finishes(server, client):
+    with pytest.raises(InvalidArgument) as e:
+        with client.trajectory("Refund order #1", trajectory_id="ck-1") as t:
+            t.tool("get_order", {"id": 1}, "delivered", duration_ms=3)
+            t.tool("refund", {"id": 1}, "ok", duration_ms="fast")
+    assert e.value.field == "steps[1].duration_ms" and "number" in e.value.message
+    got = client.get_trajectory("ck-1", min_lsn=client.stats()["submitted_lsn"])
+    assert (got["status"], got["n_steps"]) == ("failed", 1)  # not left running
+
+
+def test_steps_after_finish_and_a_second_finish_are_refused(server, client):
+    with client.trajectory("Cancel order #2", trajectory_id="ck-2") as t:
+        t.tool("cancel", {"id": 2}, "ok")
+        lsn = t.finish(success=True, reward=1.0)
+        with pytest.raises(Conflict, match="is finished"):
+            t.tool("late", {}, "x")
+        with pytest.raises(Conflict, match="finish it again"):
+            t.finish(success=False)
+    got = client.get_trajectory("ck-2", min_lsn=lsn)
+    assert (got["status"], got["reward"], got["n_steps"]) == ("succeeded", 1.0, 1)
+
+
+def test_live_runs_get_times_and_keep_unknown_fields(server, client):
+    with client.trajectory("Track parcel #3", trajectory_id="ck-3", agent="bot",
+                           team="support") as t:
+        t.tool("track", {"id": 3}, "in transit", duration_ms=12.5, cache="hit")
+        t.step("llm", output="done", latency_ms=40, attributes={"temperature": 0})
+        lsn = t.finish(success=True)
+    got = client.get_trajectory("ck-3", min_lsn=lsn)
+    assert got["started_at"] is not None and got["ended_at"] >= got["started_at"]
+    assert '"team":"support"' in got["meta"].replace(" ", "")
+    tool, llm = got["steps"]
+    assert tool["started_at"] is not None and '"cache":"hit"' in tool["attributes"]
+    assert llm["duration_ms"] == 40 and '"temperature":0' in llm["attributes"]
+
+
+def test_outcome_and_report_values_of_the_wrong_type_name_the_field(server, client):
+    tid = client.start("a task", trajectory_id="ck-4")
+    with pytest.raises(InvalidArgument) as e:
+        client.finish(tid, reward="high")
+    assert e.value.field == "reward"
+    with pytest.raises(InvalidArgument) as e:
+        client.report("ctx_x", reward="high")
+    assert e.value.field == "reward"
+    for k in (0, -1, 2.5):
+        with pytest.raises(InvalidArgument) as e:
+            client.get_context("a task", k=k)
+        assert e.value.field == "k"
+
+
+def test_one_record_of_another_type_does_not_sink_the_batch(server, client):
+    rows = [run("m1"), run("m2", outcome={"success": True, "reward": "high"}), run("m3"),
+            run("m4", steps=[{"kind": "tool", "duration_ms": 1},
+                             {"kind": "tool", "duration_ms": "fast"}])]
+    reply = client.ingest_arrow(rows)
+    assert reply.accepted == 2
+    assert [(r["index"], r["field"]) for r in reply.rejects] == \
+        [(1, "outcome.reward"), (3, "steps[1].duration_ms")]
+    page = client.list_trajectories(min_lsn=reply.lsn)
+    assert [t["trajectory_id"] for t in page.trajectories] == ["m1", "m3"]
+    assert all("steps" not in t for t in page.trajectories)  # a listing has none
+    with pytest.raises(InvalidArgument, match="wrap one record in a list"):
+        client.ingest_arrow(run("m5"))
+
+
+def test_targets_as_people_write_them():
+    assert _target("127.0.0.1") == "127.0.0.1:50051"
+    assert _target("http://localhost:50052/") == "localhost:50052"
+    assert _target("[::1]") == "[::1]:50051" and _target("[::1]:7") == "[::1]:7"
+    assert _target("unix:/tmp/s.sock") == "unix:/tmp/s.sock"
+    with pytest.raises(InvalidArgument):
+        LakeClient("https://example.com")
