@@ -17,8 +17,10 @@
 The status message is the error's full text (``field: what is wrong and what to do``);
 trailers carry the parts: ``lake-field-bin`` (the field path, UTF-8), ``lake-location-bin``
 and, on RESOURCE_EXHAUSTED, ``retry-after-ms``. An unknown exception becomes INTERNAL with a
-generic message and an incident id; its traceback is logged under that id.
-``from_rpc_error`` is the inverse, used by the Python client.
+generic message and an incident id; its traceback is logged under that id. Request bytes
+that do not parse as the method's message are INVALID_ARGUMENT too (``Undecodable``), and
+messages and field paths are cut to a size any HTTP/2 peer takes (they may quote a
+caller's value). ``from_rpc_error`` is the inverse, used by the Python client.
 """
 
 from __future__ import annotations
@@ -66,7 +68,13 @@ FIELD_KEY, LOCATION_KEY, RETRY_KEY = "lake-field-bin", "lake-location-bin", "ret
 INTERNAL_MESSAGE = ("internal error (incident {}): the server logged the details; acknowledged "
                     "writes are safe in the write-ahead log. Retry, and report it if it recurs")
 
+MAX_MESSAGE_CHARS, MAX_FIELD_CHARS = 2000, 500  # gRPC refuses metadata over 16 KiB
+
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters, cut)"
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, list[tuple[str, Any]]]:
@@ -77,12 +85,12 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, list[tuple[str,
     trailers: list[tuple[str, Any]] = []
     if isinstance(exc, LakeError):
         if exc.field:
-            trailers.append((FIELD_KEY, exc.field.encode()))
+            trailers.append((FIELD_KEY, _cut(exc.field, MAX_FIELD_CHARS).encode()))
         if exc.location:
-            trailers.append((LOCATION_KEY, exc.location.encode()))
+            trailers.append((LOCATION_KEY, _cut(exc.location, MAX_FIELD_CHARS).encode()))
     if isinstance(exc, ResourceExhausted):
         trailers.append((RETRY_KEY, str(max(1, round(exc.retry_after_s * 1000)))))
-    return code, str(exc) or type(exc).__name__, trailers
+    return code, _cut(str(exc) or type(exc).__name__, MAX_MESSAGE_CHARS), trailers
 
 
 def _status(context: Any, exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
@@ -107,6 +115,39 @@ async def abort_async(context: grpc.aio.ServicerContext, exc: BaseException,
                       method: str = "") -> NoReturn:
     await context.abort(*_status(context, exc, method))
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+class Undecodable:
+    """What a request's bytes gave when they did not parse as the method's message: reading
+    anything of it raises ``InvalidArgument``, which the servicer's call then answers with
+    (a stream's bad message ends the stream there). No check on the good path."""
+
+    def __init__(self, message: str, error: BaseException):
+        self._error = InvalidArgument(
+            f"the request is not a valid {message} message ({type(error).__name__}: "
+            f"{error}): send bytes serialized from proto/contextlake/v1/lake.proto (the "
+            "stubs generated from it do)", field="request")
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise self._error
+
+
+def tolerant(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """``handler`` whose request deserializer returns ``Undecodable`` instead of raising
+    (gRPC would answer UNKNOWN or INTERNAL, and log a traceback)."""
+    parse = handler.request_deserializer
+    if parse is None:
+        return handler
+    owner = getattr(parse, "__self__", None)  # generated stubs: the message's FromString
+    name = owner.DESCRIPTOR.name if hasattr(owner, "DESCRIPTOR") else method.rsplit("/")[-1]
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except Exception as e:  # noqa: BLE001 - any parse failure is the caller's bytes
+            return Undecodable(name, e)
+
+    return handler._replace(request_deserializer=deserialize)
 
 
 def wrap_handler(handler: grpc.RpcMethodHandler,
@@ -143,10 +184,11 @@ def layered(method: str, handler: grpc.RpcMethodHandler,
             return layer.decorate(method, behavior)
         return decorate
 
+    applied = False
     for layer in reversed(layers):
         if layer.applies(method):
-            handler = wrap_handler(handler, wrap(layer))
-    return handler
+            handler, applied = wrap_handler(handler, wrap(layer)), True
+    return tolerant(method, handler) if applied else handler
 
 
 class ErrorLayer(Layer):

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from lake import Lake
-from lake.errors import Conflict, InvalidArgument, ResourceExhausted, Unauthenticated
+from lake.errors import Conflict, InvalidArgument, NotFound, ResourceExhausted, Unauthenticated
 from proto.contextlake.v1 import lake_pb2 as pb
 from server.app import serve
 from server.client import LakeClient
@@ -60,6 +60,29 @@ def test_garbage_arrow_is_refused_whole_naming_the_field(client, data):
         client.call(client.ingest.IngestArrow, pb.IngestArrowRequest(arrow_ipc=data))
     assert e.value.field == "arrow_ipc" and "Arrow IPC" in e.value.message
     _unchanged(client, before)
+
+
+@pytest.mark.parametrize("method", ["ContextService/GetTrajectory",
+                                    "IngestService/StartTrajectory",
+                                    "IngestService/StreamSteps"])
+def test_bytes_that_are_no_message_are_invalid_argument(server, client, method, caplog):
+    before = client.stats()
+    with grpc.insecure_channel(server.target) as ch:
+        name = f"/contextlake.v1.{method}"
+        call = ch.stream_unary(name) if "Stream" in method else ch.unary_unary(name)
+        data = b"\xff\xff\xff\xff"
+        with pytest.raises(grpc.RpcError) as e:
+            call(iter([data]) if "Stream" in method else data, timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid" in e.value.details() and "Request message" in e.value.details()
+    assert "Traceback" not in caplog.text
+    _unchanged(client, before)
+
+
+def test_a_long_value_quoted_in_an_error_still_travels(client):
+    with pytest.raises(NotFound) as e:  # not "metadata size exceeds hard limit"
+        client.report("ctx_" + "x" * 30_000, used=True)
+    assert len(str(e.value)) < 3000 and "characters, cut" in str(e.value)
 
 
 def test_an_unknown_enum_number_names_the_field(client):
