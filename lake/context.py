@@ -39,7 +39,7 @@ from . import fused as fusedmod
 from . import slots
 from . import verdict as verdicts
 from .context_log import ContextLog
-from .errors import InvalidArgument, NotFound
+from .errors import InvalidArgument, NotFound, ResourceExhausted
 from .index import NEVER, Filters, Row, StoredFit, TenantIndex, fit_tables, match_fit
 from .patches import SPANS_PLACEHOLDER_TASK
 from .records import normalize_task, now_us, task_hash
@@ -54,6 +54,7 @@ K_MAX = 100
 # exact scan of 20,000 takes ~3 ms, which on an event loop stalls every other call as long.
 LOOP_SCAN_ROWS = 4096
 FUSED_TTL_S = 5.0  # fused stats are recomputed at most this often while the tenant changes
+REPORTS_KEPT = 100_000  # the last report of this many contexts, to know a retried report
 BULK_VECTORS = 10_000  # at least this many task vectors at once: one scan of _embeddings
 
 
@@ -85,6 +86,7 @@ class ContextService:
         self._feedback: dict[str, dict[int, list[tuple[float, bool, bool]]]] = {}
         self.contexts = ContextLog(lake.store)  # what was served, for reports and SQL
         self._thresholds: dict[tuple[str, int | None], float] = {}
+        self._reported: dict[str, tuple] = {}  # context_id -> its last report (see report)
         self._slot_cache: dict[str, slots.Slots] = {}
         self._pending: list[tuple[int, dict[str, list[dict]]]] = []  # (lsn, rows by tenant)
         self._pending_cv = threading.Condition()
@@ -229,7 +231,9 @@ class ContextService:
             while self._pending and self.indexed_lsn < lsn:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"writes through LSN {lsn} not indexed in {timeout}s")
+                    raise ResourceExhausted(f"writes through log position {lsn} are not "
+                                            f"embedded after {timeout:g} s (the index is "
+                                            "behind); retry shortly", retry_after_s=1.0)
                 self._pending_cv.wait(min(left, 0.2))
 
     @property
@@ -488,14 +492,23 @@ class ContextService:
                trajectory_id: str | None = None) -> dict[str, Any]:
         ctx = self.contexts.get(context_id)
         if ctx is None or ctx["tenant"] != tenant:
-            raise NotFound(f"no context {context_id!r} for this tenant; report the context_id "
-                           "that get_context returned")
+            raise NotFound(f"no context {context_id!r:.100} for this tenant; report the "
+                           "context_id that get_context returned")
+        if reward is not None and not math.isfinite(reward):
+            raise InvalidArgument(f"must be a finite number, got {reward}", field="reward")
+        said = (used, success, reward, trajectory_id)
+        if self._reported.get(context_id) == said:  # a retry: stored and counted once
+            return {"context_id": context_id, "stored": False,
+                    "hit_threshold": self.threshold(tenant, ctx["cluster_id"])}
         row = {"tenant": tenant, "context_id": context_id, "reported_at": now_us(),
                "used": used, "success": success, "reward": reward,
                "trajectory_id": trajectory_id, "verdict": ctx["verdict"],
                "cluster_id": ctx["cluster_id"], "top_similarity": ctx["top_similarity"]}
         self.lake.store.append("feedback", pa.Table.from_pylist([row], schema=FEEDBACK))
         self._observe(tenant, row, ctx.get("slots_equal"))
+        self._reported[context_id] = said
+        if len(self._reported) > REPORTS_KEPT:  # the oldest go: retries come soon after
+            del self._reported[next(iter(self._reported))]
         return {"context_id": context_id, "stored": True,
                 "hit_threshold": self.threshold(tenant, ctx["cluster_id"])}
 

@@ -8,6 +8,7 @@ few milliseconds, where a DuckDB connection with views costs tens.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,8 @@ class TrajectoryFilter:
     success: bool | None = None
     since_us: int | None = None  # started_at (ingested_at when unknown) >= since
     until_us: int | None = None
+    min_reward: float | None = None
+    tags: list[str] = field(default_factory=list)  # every one of them
     include_retracted: bool = False
 
     def where(self, tenant: str, columns: set[str]) -> str:
@@ -55,6 +58,14 @@ class TrajectoryFilter:
             parts.append(f"status IN ({', '.join(quote(s) for s in self.statuses)})")
         if self.success is not None:
             parts.append(f"success = {str(self.success).lower()}")
+        if self.min_reward is not None:
+            if not math.isfinite(self.min_reward):
+                raise InvalidArgument(f"must be a finite number, got {self.min_reward}",
+                                      field="filter.min_reward")
+            parts.append(f"reward >= {float(self.min_reward)!r}")
+        if self.tags:
+            parts.append(f"array_has_all(tags, [{', '.join(quote(t) for t in self.tags)}])"
+                         if "tags" in columns else "false")
         start = "coalesce(started_at, ingested_at)"
         if self.since_us is not None:
             parts.append(f"{start} >= {_ts_literal(self.since_us, 'filter.since_us')}")

@@ -143,14 +143,17 @@ class LakeClient:
     def list_trajectories(self, *, agent: str = "", agent_version: str = "", model: str = "",
                           session_id: str = "", status: str | list[str] | None = None,
                           success: bool | None = None, since: datetime | int | None = None,
-                          until: datetime | int | None = None, page_size: int = 0,
+                          until: datetime | int | None = None,
+                          min_reward: float | None = None, tags: list[str] | None = None,
+                          page_size: int = 0,
                           page_token: str = "", as_of: int | str | None = None,
                           min_lsn: int = 0, include_retracted: bool = False) -> Page:
         """One page of trajectory rows (without ``steps``), in trajectory_id order."""
         flt = pb.Filter(agent=agent, agent_version=agent_version, model=model,
                         session_id=session_id, status=_statuses(status), success=success,
                         since_us=None if since is None else convert.to_us(since),
-                        until_us=None if until is None else convert.to_us(until))
+                        until_us=None if until is None else convert.to_us(until),
+                        min_reward=min_reward, tags=tags or [])
         r = self._retry(self.context.ListTrajectories, pb.ListTrajectoriesRequest(
             filter=flt, page_size=page_size, page_token=page_token, as_of=_ref(as_of),
             min_lsn=min_lsn, include_retracted=include_retracted))

@@ -202,6 +202,7 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
     def _get_context(self, request: pb.GetContextRequest) -> pb.GetContextResponse:
         who = identity()
         query = _query(request, who.agent)
+        reads.wait_visible(self.lake, request.min_lsn)  # refuses an lsn never logged
         self.cache.wait_indexed(request.min_lsn)
         return _context_response(self.cache.get_context(who.tenant, query))
 
@@ -330,6 +331,7 @@ def _filter(f: pb.Filter, include_retracted: bool) -> reads.TrajectoryFilter:
         statuses=[s for s in statuses if s], success=f.success if f.HasField("success") else None,
         since_us=f.since_us if f.HasField("since_us") else None,
         until_us=f.until_us if f.HasField("until_us") else None,
+        min_reward=f.min_reward if f.HasField("min_reward") else None, tags=list(f.tags),
         include_retracted=include_retracted)
 
 

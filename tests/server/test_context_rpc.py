@@ -24,9 +24,13 @@ def test_ingest_get_context_report_and_sql_sees_the_feedback(server, client):
     assert a["verdict"] == "hit" and a["neighbors"][0]["trajectory_id"] == "t1"
     assert {"context_id", "cluster", "fused", "provenance"} <= set(a)
     client.report(a["context_id"], used=True, success=True, reward=1.0)
+    client.report(a["context_id"], used=True, success=True, reward=1.0)  # a retry
     rows = server.lake.sql("select context_id, used, success, reward, verdict "
                            "from feedback").fetchall()
     assert rows == [(a["context_id"], True, True, 1.0, "hit")]
+    with pytest.raises(InvalidArgument) as e:
+        client.report(a["context_id"], used=True, reward=float("nan"))
+    assert e.value.field == "reward"
     swapped = client.get_context("Book a flight from SF to NYC on May 3")
     assert swapped["verdict"] == "similar"
     raw = client.call(client.context.GetContext, pb.GetContextRequest(text="refund order W1"))
@@ -48,6 +52,9 @@ def test_context_errors_name_the_field(server, client):
     assert e.value.field == "filter.model"
     with pytest.raises(NotFound):
         client.report("ctx_nope", used=True)
+    with pytest.raises(InvalidArgument) as e:
+        client.get_context("x", min_lsn=10**12)
+    assert e.value.field == "min_lsn"
     with pytest.raises(InvalidArgument) as e:
         client.retract([], "x")
     assert e.value.field == "trajectory_ids"

@@ -137,6 +137,23 @@ def test_read_your_writes_rejects_an_lsn_from_the_future(client):
     assert e.value.field == "min_lsn"
 
 
+def test_listings_filter_on_reward_and_tags_not_ignore_them(client):
+    reply = client.ingest_arrow([run("r1", tags=["vip", "eu"]),
+                                 run("r2", outcome={"success": True, "reward": 0.2},
+                                     tags=["vip"]), run("r3")])
+    ids = [t["trajectory_id"] for t in client.list_trajectories(
+        min_reward=0.5, min_lsn=reply.lsn).trajectories]
+    assert ids == ["r1", "r3"]
+    assert [t["trajectory_id"] for t in client.list_trajectories(tags=["vip"]).trajectories] \
+        == ["r1", "r2"]
+    assert [t["trajectory_id"] for t in client.list_trajectories(
+        tags=["vip", "eu"]).trajectories] == ["r1"]
+    assert client.list_trajectories(tags=["none-such"]).trajectories == []
+    with pytest.raises(InvalidArgument) as e:
+        client.list_trajectories(min_reward=float("nan"))
+    assert e.value.field == "filter.min_reward"
+
+
 def test_statuses_are_checked_on_the_client_too(client):
     with pytest.raises(InvalidArgument) as e:
         client.list_trajectories(status="done")
