@@ -2,7 +2,9 @@
 
 Each reader yields ``Item``s: one per record, with its location (``file:line`` or
 ``file:row N``) and either the raw JSON bytes of the record or the reason it could not be
-read. A file that cannot be opened raises ``InvalidArgument`` before yielding anything.
+read. A file that cannot be opened raises ``InvalidArgument`` before yielding anything; one
+damaged part way (a gzip stream or an Arrow file cut short, a corrupt Parquet page) yields
+its records up to the damage, then one item naming where the damage starts and what to do.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import gzip
 import queue
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".parquet", ".arrow", ".arrows", "
 ARROW_KINDS = ("parquet", "arrow")  # one record per row of Arrow record batches
 BATCH_ROWS = 2048  # Parquet rows read (and validated) at a time
 READ_ERRORS = (OSError, pa.ArrowException, EOFError, zlib.error)
+ARROW_FILE_MAGIC = b"ARROW1"  # an Arrow IPC file: this (padded to 8), a stream, a footer
 
 
 @dataclass(slots=True)
@@ -83,6 +86,7 @@ class Reader:
         self.kind = "lake-export" if path.is_dir() else kind_of(path)
         self.size = size_of(path)
         self.position: Callable[[], int] = lambda: 0
+        self.consumed = 0  # lines (JSONL) or rows (Parquet, Arrow) read: damage starts after
         self._open()
 
     def _open(self) -> None:
@@ -124,16 +128,24 @@ class Reader:
                 self._pq.metadata.num_rows
         else:
             source, total = self._arrow, None
-        row = 0
+        row = self.consumed = 0
         for batch in source:
             yield row, batch
             row += batch.num_rows
+            self.consumed = row
             if total:
                 self.position = lambda done=row: int(self.size * done / total)
 
     def damaged(self, e: BaseException) -> Item:
-        return Item(f"{self.path}", None, f"file is damaged from here on: {e}; the records "
-                    "before this point were read")
+        """The item for damage found after the first ``consumed`` lines / rows: located
+        where it starts (the records before it were read), saying what to do."""
+        if self.kind == "lake-export":
+            return Item(str(self.path), None, f"the export is damaged ({e}): export it again "
+                        "or re-copy it; the records read before the damage were kept")
+        n = self.consumed
+        if self.kind in ("jsonl", "jsonl.gz"):
+            return Item(f"{self.path}:{n + 1}", None, _damage(self.kind, e, "line", n))
+        return Item(f"{self.path}:row {n + 1}", None, _damage(self.kind or "", e, "row", n))
 
     def items(self, batch: pa.RecordBatch, first: int,
               rows: list[int] | None = None) -> Iterator[Item]:
@@ -157,10 +169,11 @@ class Reader:
 
     def _jsonl(self) -> Iterator[Item]:
         opener = gzip.open if self.kind == "jsonl.gz" else open
+        self.consumed = 0
         with opener(self.path, "rb") as f:
-            raw_f = getattr(f, "fileobj", None) or f
-            self.position = raw_f.tell
+            self.position = _tell(getattr(f, "fileobj", None) or f, self.size)
             for n, line in enumerate(f, 1):
+                self.consumed = n
                 line = line.strip()
                 if line:
                     yield Item(f"{self.path}:{n}", line)
@@ -247,10 +260,58 @@ def _prefetch(items: Iterator, depth: int = 2) -> Iterator:
         thread.join()
 
 
-def _open_ipc(path: Path):
+def _damage(kind: str, e: BaseException, unit: str, n: int) -> str:
+    """Why a file's records stop after ``unit n``, and what to do about it."""
+    what = {"jsonl.gz": "the gzip stream", "parquet": "the Parquet file",
+            "arrow": "the Arrow data"}.get(kind, "the file")
+    again = "re-copy the file and ingest it again"
+    if isinstance(e, gzip.BadGzipFile) and str(e).startswith(("CRC check", "Incorrect length")):
+        # checked only at the stream's end: where the bytes went wrong is unknown
+        return (f"{what} fails its check ({e}) at its end, after {unit} {n}: {unit}s read "
+                f"from it may hold wrong bytes; {again} (a re-run skips what landed)")
+    if isinstance(e, EOFError):
+        how = "ends early (truncated or corrupt)"
+    else:
+        how = f"is {'corrupt' if kind == 'jsonl.gz' else 'damaged'} ({e})"
+    return (f"{what} {how} after {unit} {n}: {again}; the {unit}s before it were read "
+            "(a re-run skips what landed)")
+
+
+def _tell(f, size: int) -> Callable[[], int]:
+    """``f.tell``, for progress, that still answers once ``f`` is closed (read to its end or
+    given up on, damaged): progress is asked for after that, when chunks land."""
+    def position() -> int:
+        try:
+            return f.tell()
+        except ValueError:  # closed
+            return size
+
+    return position
+
+
+def _open_ipc(path: Path) -> Iterable[pa.RecordBatch]:
     with open(path, "rb") as f:
-        magic = f.read(6)
-    if magic == b"ARROW1":
-        reader = pa.ipc.open_file(path)
+        magic = f.read(len(ARROW_FILE_MAGIC))
+    if magic == ARROW_FILE_MAGIC:
+        try:
+            reader = pa.ipc.open_file(path)
+        except pa.ArrowInvalid as e:  # no footer: a file cut short is still a stream up to there
+            return _footerless(_stream_after_magic(path), e)
         return (reader.get_batch(i) for i in range(reader.num_record_batches))
     return pa.ipc.open_stream(path)
+
+
+def _stream_after_magic(path: Path) -> pa.RecordBatchStreamReader:
+    """The stream an Arrow IPC file holds after its magic; raises if not even its schema
+    can be read (then the file is unreadable, as when its footer is)."""
+    source = pa.memory_map(str(path))
+    source.seek(8)  # the magic, padded
+    return pa.ipc.open_stream(source)
+
+
+def _footerless(stream: pa.RecordBatchStreamReader,
+                error: Exception) -> Iterator[pa.RecordBatch]:
+    """The batches of an Arrow file without its footer, then ``EOFError``: the file was cut
+    short (or its end is corrupt), so what follows its last whole batch is lost."""
+    yield from stream
+    raise EOFError(f"the file has no footer ({error})")

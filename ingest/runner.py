@@ -136,11 +136,11 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
     finally:
         for p in pools:
             p.close()
+        quarantine.close()  # what was rejected stays on record even if the run fails
     lake.flush()
     acks.release(0)
     if on_progress:
         on_progress(done, total)
-    quarantine.close()
     summary.rejected = quarantine.count - len(summary.unreadable)
     summary.quarantine = str(quarantine.path) if quarantine.used else None
     return summary

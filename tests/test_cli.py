@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -69,6 +70,23 @@ def test_ingest_json_summary_and_exit_codes(tmp_path):
     assert p.returncode == 1 and "cannot read parquet file" in p.stderr
 
 
+def test_ingest_of_a_gzip_cut_short_lands_its_whole_lines_and_exits_2(tmp_path):
+    """QA: a .jsonl.gz missing its last 20 bytes crashed (`internal error: ValueError`),
+    named no file and dropped lines it had read; a re-run did the same."""
+    d = tmp_path / "lake"
+    lines = gzip_lines(SAMPLE)[:60]
+    f = tmp_path / "cut.jsonl.gz"
+    f.write_bytes(gzip.compress(b"\n".join(lines) + b"\n")[:-20])
+    for _run in range(2):  # the re-run lands nothing more and reports the same
+        p = lake("ingest", str(f), "--json", "--progress", "none", data=d, check=False)
+        assert p.returncode == 2, p.stderr
+        summary = json.loads(p.stdout)
+        assert (summary["rejected"], summary["unreadable"]) == (1, [])
+        [q] = [orjson.loads(x) for x in Path(summary["quarantine"]).read_bytes().splitlines()]
+        assert q["location"] == f"{f}:60" and "re-copy the file" in q["reason"]
+        assert lake("sql", "select count(*) from trajectories", data=d).stdout.strip() == "59"
+
+
 def test_tag_restore_versions(tmp_path):
     d = tmp_path / "lake"
     f = tmp_path / "a.jsonl"
@@ -120,6 +138,4 @@ def test_every_command_has_help_with_an_example(cmd):
 
 
 def gzip_lines(path: Path) -> list[bytes]:
-    import gzip
-
     return [x for x in gzip.decompress(path.read_bytes()).splitlines() if x.strip()]

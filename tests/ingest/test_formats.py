@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingest import EXIT_NOTHING_READ, EXIT_OK, EXIT_SOME_REJECTED, ingest_paths
+from ingest import EXIT_NOTHING_READ, EXIT_OK, EXIT_SOME_REJECTED, Quarantine, ingest_paths
 from lake import InvalidArgument, Lake
 
 
@@ -104,17 +104,97 @@ def test_unreadable_file_leaves_nothing_written(lake, sample, tmp_path):
     assert s.exit_code == EXIT_SOME_REJECTED and _counts(lake) == _expected(sample[:3])
 
 
-def test_truncated_gzip_keeps_complete_records_and_reports(lake, sample, tmp_path):
-    full = gzip.compress(b"\n".join(orjson.dumps(r) for r in sample) + b"\n")
-    path = tmp_path / "cut.jsonl.gz"
-    path.write_bytes(full[: len(full) * 2 // 3])
-    s = ingest_paths(lake, [str(path)])
-    assert s.exit_code == EXIT_SOME_REJECTED and s.rejected >= 1
-    n, steps = _counts(lake)
-    assert 0 < n < len(sample)
-    assert steps == lake.sql("select sum(n_steps) from trajectories").fetchall()[0][0]
-    reasons = [orjson.loads(x)["reason"] for x in Path(s.quarantine).read_bytes().splitlines()]
-    assert any("damaged" in r for r in reasons)
+def _gzip(records: list[dict]) -> bytes:
+    return gzip.compress(b"\n".join(orjson.dumps(r) for r in records) + b"\n", mtime=0)
+
+
+def _flip(data: bytes, at: int, n: int, to: int | None = None) -> bytes:
+    """``data`` with ``n`` bytes from ``at`` on corrupted (set ``to``, else flipped)."""
+    out = bytearray(data)
+    for i in range(at, at + n):
+        out[i] = out[i] ^ 0x5A if to is None else to
+    return bytes(out)
+
+
+def _damaged(how: str, records: list[dict], tmp_path: Path) -> Path:
+    """A file of ``records`` damaged as a copy can be: cut short, or with bytes corrupted."""
+    if how.startswith("gzip"):
+        full = _gzip(records)
+        data = {"gzip tail cut": full[:-20], "gzip cut": full[: len(full) * 2 // 3],
+                "gzip corrupt": _flip(full, len(full) // 2, 8, 0xFF),  # a zlib error there
+                "gzip checksum": _flip(full, len(full) // 2, 1)}[how]  # wrong bytes decoded
+        path = tmp_path / "runs.jsonl.gz"
+    elif how.startswith("arrow"):
+        kind = "arrow" if how == "arrow file cut" else "arrows"
+        with pa.ipc.new_file(tmp_path / "whole", _arrow(records).schema) if kind == "arrow" \
+                else pa.ipc.new_stream(tmp_path / "whole", _arrow(records).schema) as w:
+            w.write_table(_arrow(records), max_chunksize=7)
+        full = (tmp_path / "whole").read_bytes()
+        data, path = full[: len(full) * 2 // 3], tmp_path / f"runs.{kind}"
+    else:  # "parquet page corrupt": one row group per batch read; the second one's corrupt
+        pq.write_table(_arrow(records), tmp_path / "whole", row_group_size=10)
+        group = pq.ParquetFile(tmp_path / "whole").metadata.row_group(1)
+        col = max((group.column(i) for i in range(group.num_columns)),
+                  key=lambda c: c.total_compressed_size)
+        data = _flip((tmp_path / "whole").read_bytes(),
+                     col.data_page_offset + col.total_compressed_size // 2, 32)
+        path = tmp_path / "runs.parquet"
+    path.write_bytes(data)
+    return path
+
+
+def _quarantined(s) -> list[dict]:
+    return [orjson.loads(x) for x in Path(s.quarantine).read_bytes().splitlines()]
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+@pytest.mark.parametrize("how", ["gzip tail cut", "gzip cut", "gzip corrupt", "gzip checksum",
+                                 "arrow file cut", "arrow stream cut", "parquet page corrupt"])
+def test_a_damaged_file_lands_what_precedes_the_damage_and_names_where(
+        how, columnar, lake, sample, tmp_path, monkeypatch):
+    """Every whole record before the damage lands; the damage is one rejected item at the
+    ``file:line`` (``file:row N``) where it starts, saying what to do; a re-run lands
+    nothing more. (A gzip cut short once crashed asking the closed file for progress, and
+    dropped the chunks not yet committed.)"""
+    import ingest.readers as readers
+
+    monkeypatch.setattr(readers, "BATCH_ROWS", 10)  # Parquet: a batch per row group
+    path = _damaged(how, sample, tmp_path)
+    unit = "" if how.startswith("gzip") else "row "
+    for run in range(2):
+        ticks: list[tuple[int, int]] = []
+        s = ingest_paths(lake, [str(path)], columnar=columnar,
+                         quarantine=Quarantine(path=tmp_path / f"rejected-{run}.jsonl"),
+                         on_progress=lambda done, total, ticks=ticks: ticks.append((done, total)))
+        *garbled, damage = _quarantined(s)  # lines decoded wrong before the damage showed
+        whole = damage["line"] - 1  # the lines / rows read before the damage
+        assert (s.exit_code, s.rejected, s.unreadable) == \
+            (EXIT_SOME_REJECTED, len(garbled) + 1, [])
+        assert damage["location"] == f"{path}:{unit}{whole + 1}" and damage["text"] is None
+        assert f"after {unit or 'line '}{whole}: " in damage["reason"]
+        assert "re-copy the file and ingest it again" in damage["reason"]
+        assert all(g["line"] <= whole and "not valid JSON" in g["reason"] for g in garbled)
+        bad = {g["line"] for g in garbled}
+        landed = [r for i, r in enumerate(sample[:whole], 1) if i not in bad]
+        assert _counts(lake) == _expected(landed) and landed
+        got = lake.sql("select trajectory_id from trajectories order by 1").fetchall()
+        assert [x for (x,) in got] == sorted(r["trajectory_id"] for r in landed)
+        assert ticks[-1] == (path.stat().st_size,) * 2
+    if how == "gzip checksum":  # found at the end: every line was read, one of them wrong
+        assert whole == len(sample) and "may hold wrong bytes" in damage["reason"]
+    else:
+        assert whole < len(sample) and not garbled
+    if how == "gzip tail cut":
+        assert whole == len(sample) - 1 and "ends early (truncated" in damage["reason"]
+
+
+def test_a_file_cut_before_anything_readable_is_named_unreadable(lake, sample, tmp_path):
+    """A Parquet file keeps its footer at the end: cut short, nothing of it can be read."""
+    path = _write("parquet", sample, tmp_path / "cut.parquet")
+    path.write_bytes(path.read_bytes()[:-100])
+    s = ingest_paths(lake, [str(path)], on_progress=lambda done, total: None)
+    assert s.exit_code == EXIT_NOTHING_READ and _counts(lake) == (0, 0)
+    assert str(path) in s.unreadable[0] and "check the file is complete" in s.unreadable[0]
 
 
 def _rows(lake: Lake) -> dict[str, list[tuple]]:
