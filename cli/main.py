@@ -268,7 +268,8 @@ def serve(settings: Settings, host: str | None, port: int | None, otlp_port: int
         if sample:
             click.echo(load_if_empty(lake))
         server = start(settings, lake=lake)
-        server.warm()  # model + index load in the background; the port is already open
+        server.warm(on_ready=click.echo)  # model + index load in the background; the port
+        # is already open
         click.echo(server.describe())
         click.echo("stop with Ctrl-C or SIGTERM")
         try:

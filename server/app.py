@@ -21,6 +21,7 @@ import asyncio
 import ipaddress
 import logging
 import threading
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -157,15 +158,22 @@ class Server:
     _stopped: bool = False
     _warming: threading.Thread | None = None
 
-    def warm(self, tenant: str | None = None) -> threading.Thread:
+    def warm(self, tenant: str | None = None,
+             on_ready: Callable[[str], None] | None = None) -> threading.Thread:
         """Load the embedding model and a tenant's index in the background, so the first
-        GetContext does not pay for them."""
+        GetContext does not pay for them; ``on_ready`` gets a line saying they are loaded."""
         def run() -> None:
+            t0 = time.monotonic()
             try:
-                self.cache.index(tenant or self.lake.settings.tenant)
+                idx = self.cache.index(tenant or self.lake.settings.tenant)
                 self.cache.embedding.embed(["warm up"], persisted=False)
             except Exception:  # noqa: BLE001 - warming is best effort; queries still work
                 log.exception("warming the semantic cache failed; it will load on first use")
+                return
+            if on_ready is not None:
+                on_ready(f"ready: embedding model and index ({len(idx.rows)} runs) loaded "
+                         f"in {time.monotonic() - t0:.1f} s; text lookups now take "
+                         "milliseconds")
         t = self._warming = threading.Thread(target=run, name="lake-warm", daemon=True)
         t.start()
         return t

@@ -44,6 +44,8 @@ def test_serve_says_where_and_how_and_stops_gracefully_on_sigterm(tmp_path):
         assert m, line + proc.stderr.read() if proc.poll() is not None else line
         with LakeClient(f"127.0.0.1:{m.group(1)}") as c:
             assert c.ingest_arrow([run("a", 3)]).accepted == 1  # durable, not yet committed
+        seen = [proc.stdout.readline() for _ in range(2)]  # says when lookups are fast
+        assert "stop with Ctrl-C" in seen[0] and seen[1].startswith("ready: embedding model")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
