@@ -22,7 +22,7 @@ from . import sql as sqlmod
 from .errors import InvalidArgument, LakeError, NotFound
 from .patches import Patch, parse, steps_patch
 from .records import Context, Record, normalize_line, now_us
-from .schema import ALL_TABLES, DATA_TABLES, TRAJECTORIES
+from .schema import ALL_TABLES, DATA_TABLES, LOG_TABLES, TRAJECTORIES
 from .settings import Settings
 from .tables import TableStore, quote
 from .versions import Catalog, Version
@@ -366,8 +366,9 @@ class Lake:
         try:
             return con.sql(query)
         except duckdb.Error as e:
-            raise InvalidArgument(f"SQL failed: {e}; tables are trajectories, steps, payloads, "
-                                  "versions (see docs/schema.md)", field="query") from e
+            tables = ", ".join([*DATA_TABLES, "versions", *LOG_TABLES])
+            raise InvalidArgument(f"SQL failed: {e}; the tables are {tables} (see "
+                                  "docs/schema.md)", field="query") from e
 
     def count(self, table: str, *, tenant: str | None = None) -> int:
         return int(self.sql(f'select count(*) from "{table}"', tenant=tenant).fetchall()[0][0])

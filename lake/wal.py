@@ -43,8 +43,9 @@ class WriteAheadLog:
             self._lock_file.close()
             raise Conflict(
                 f"the lake's write-ahead log {self.path} is in use by another process "
-                "(a running `lake serve` or `lake ingest`?); send the data to that server, "
-                "or stop it and retry") from None
+                "(a running `lake serve` or `lake ingest`?). While a server runs, go through "
+                "it (server.client.LakeClient: ingest_arrow, get_context, tag...; `lake sql` "
+                "and `lake token` work beside it), or stop it and retry") from None
         self.writer_id = self._writer_id()
         self._mutex = threading.Lock()
         self._segments = sorted(self.path.glob("*.wal"), key=lambda p: int(p.stem))

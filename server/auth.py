@@ -57,10 +57,17 @@ class Authenticator:
                                       "`authorization: Bearer cl_...` (an operator creates one "
                                       "with `lake token create`)")
             return self.open_identity
-        scheme, token = _bearer(header)
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("the authorization metadata must read `Bearer <token>`")
-        return self.tokens.verify(token)
+        try:
+            scheme, token = _bearer(header)
+            if scheme.lower() != "bearer" or not token:
+                raise Unauthenticated("the authorization metadata must read `Bearer <token>`")
+            return self.tokens.verify(token)
+        except Unauthenticated as e:
+            if self.required:
+                raise
+            raise Unauthenticated(f"{e.message}. This server runs without auth: send no token "
+                                  f"to act as tenant {self.open_identity.tenant!r}; a valid "
+                                  "token acts as its own tenant") from None
 
     def cached(self, metadata: Sequence[tuple[str, Any]] | None) -> bool:
         """True when ``identify`` can answer from memory (no read of the token store)."""

@@ -18,6 +18,7 @@ from lake.errors import Conflict, InvalidArgument, NotFound, ResourceExhausted, 
 from proto.contextlake.v1 import lake_pb2 as pb
 from server.app import serve
 from server.client import LakeClient
+from server.errors import status_of
 from server.service import SERVICE_NAMES
 
 from .conftest import audit_rows, make_settings, run
@@ -80,9 +81,14 @@ def test_bytes_that_are_no_message_are_invalid_argument(server, client, method, 
 
 
 def test_a_long_value_quoted_in_an_error_still_travels(client):
-    with pytest.raises(NotFound) as e:  # not "metadata size exceeds hard limit"
-        client.report("ctx_" + "x" * 30_000, used=True)
-    assert len(str(e.value)) < 3000 and "characters, cut" in str(e.value)
+    for call in (lambda: client.report("ctx_" + "x" * 30_000, used=True),
+                 lambda: client.retract(["x" * 30_000], "cleanup")):
+        with pytest.raises((NotFound, InvalidArgument)) as e:  # not "metadata ... hard limit"
+            call()
+        assert len(str(e.value)) < 3000
+    code, message, trailers = status_of(InvalidArgument("y" * 30_000, field="z" * 30_000))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "characters, cut" in message
+    assert len(message) < 3000 and all(len(v) < 1000 for _, v in trailers)
 
 
 def test_an_unknown_enum_number_names_the_field(client):

@@ -36,6 +36,12 @@ def test_malformed_and_unknown_tokens_are_refused(secure, bad):
         c.list_trajectories()
 
 
+def test_a_bad_token_on_an_open_server_says_none_is_needed(server):
+    with LakeClient(server.target, "mytoken") as c, pytest.raises(Unauthenticated) as e:
+        c.stats()
+    assert "runs without auth: send no token" in str(e.value)
+
+
 def test_a_wrong_secret_for_a_real_id_is_refused(secure):
     good = token(secure)
     forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
