@@ -315,7 +315,9 @@ class Lake:
                                        {"tenant": tenant, **detail}).version
 
     def retract(self, ids: list[str], reason: str, *, tenant: str | None = None) -> int:
-        """Mark trajectories retracted: never served again, kept (and visible to SQL) for audit."""
+        """Mark trajectories retracted: never served again, kept (and visible to SQL) for audit.
+        Returns how many were newly retracted: one retracted already keeps its first time and
+        reason, and a call that retracts nothing new makes no version (a retry is a no-op)."""
         tenant = tenant or self.settings.tenant
         if not reason or not reason.strip():
             raise InvalidArgument("a retraction needs a reason (--reason)", field="reason")
@@ -328,6 +330,9 @@ class Lake:
             if missing:
                 raise NotFound(f"no trajectory {', '.join(missing[:5])} in tenant {tenant!r}; "
                                "nothing was retracted (check the ids with `lake sql`)")
+            rows = [r for r in rows if r["retracted_at"] is None]
+            if not rows:
+                return 0
             at = now_us()
             for r in rows:
                 r["retracted_at"], r["retract_reason"] = at, reason

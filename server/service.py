@@ -102,6 +102,8 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         not a JSON object) and those the lake's rules refuse."""
         if not tid:
             raise InvalidArgument("trajectory_id is empty", field="trajectory_id")
+        if not steps:
+            raise InvalidArgument("steps is empty: send at least one step", field="steps")
         bad: dict[int, InvalidArgument] = {}
         records = convert.step_records_from_pb(steps, offset, bad=bad)
         if bad and not records:

@@ -67,6 +67,11 @@ def test_retract_and_recluster_over_rpc(server, client):
     a = client.get_context("Book a flight from NYC to SF on May 4", min_lsn=more.lsn)
     assert a["verdict"] == "exact"  # indexed after the index was loaded: in the background
     assert client.retract(["t1"], "wrong route") == 1
+    versions = len(client.versions())
+    assert client.retract(["t1"], "another reason") == 0  # a retry: no new version
+    assert len(client.versions()) == versions
+    assert server.lake.sql("select retract_reason from trajectories where trajectory_id = "
+                           "'t1'").fetchall() == [("wrong route",)]
     a = client.get_context("Book a flight from NYC to SF on May 3", k=4)
     assert "t1" not in {n["trajectory_id"] for n in a["neighbors"]}
     res = client.recluster()
