@@ -638,10 +638,10 @@ def ingest_breakdown(root: str, parquet: str, n_stream: int, seed: int) -> dict[
         items = convert.ipc_records(data)
         out["ipc_records"] = (time.perf_counter() - t0) / n_arrow
         t0 = time.perf_counter()
-        records = [normalize_line(raw, ctx) for raw, _ in items]
+        records = [normalize_line(raw, ctx) for raw, _, _ in items]
         out["normalize"] = (time.perf_counter() - t0) / n_arrow
         t0 = time.perf_counter()
-        lake.submit(records, [raw for raw, _ in items], ctx)
+        lake.submit(records, [raw for raw, _, _ in items], ctx)
         out["submit"] = (time.perf_counter() - t0) / n_arrow
         msgs = [convert.step_to_pb(s) for s in stream_steps(n_stream, seed)]
         t0 = time.perf_counter()

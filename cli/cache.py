@@ -12,7 +12,7 @@ import click
 import orjson
 
 from lake import LakeError, Settings
-from lake.context import describe
+from lake.answer_text import describe
 
 from .main import _common, _echo_json, cli
 

@@ -12,6 +12,9 @@ None (validate these lines one by one, as before) unless none of that can have h
 
 * Arrow reads one row per line;
 * no timestamp was inferred anywhere;
+* no NaN or infinity anywhere: Arrow reads ``NaN`` and ``Infinity``, which are not JSON (the
+  per-line validator rejects such a line, and a NaN where a number is wanted must not pass
+  as null, nor one in ``meta`` be stored as null);
 * ``meta`` and ``attributes`` are objects (text would be parsed by ``DROP``; JSON keeps it);
 * in the JSON-kept subtrees, no object lacks a key another object has, no key named there
   is followed by ``null`` anywhere in the block (names other than printable ASCII, and
@@ -73,7 +76,7 @@ def _faithful(table: pa.Table, data: bytes) -> bool:
     kept: list[tuple[str, pa.Array, np.ndarray | None]] = []  # JSON-kept: (name, values, where)
     for name in table.schema.names:
         col = table.column(name).combine_chunks()
-        if _has_timestamp(col.type):
+        if _has_timestamp(col.type) or _has_nonfinite(col):
             return False
         if name == "meta" or name not in TRAJECTORY_FIELDS:
             if name == "meta" and not (pt.is_struct(col.type) or pt.is_null(col.type)):
@@ -181,6 +184,18 @@ def _explicit_null(names: set[str], data: bytes) -> bool:
             return True
         if re.search(rb'"' + re.escape(name.encode()) + rb'"\s*:\s*null', data):
             return True
+    return False
+
+
+def _has_nonfinite(arr: pa.Array) -> bool:
+    """Whether a float anywhere in ``arr`` is a NaN or an infinity."""
+    t = arr.type
+    if pt.is_floating(t):
+        return not pc.all(pc.is_finite(arr), min_count=0).as_py()
+    if pt.is_struct(t):
+        return any(_has_nonfinite(child) for child in arr.flatten())
+    if pt.is_list(t) or pt.is_large_list(t):
+        return _has_nonfinite(pc.list_flatten(arr))
     return False
 
 

@@ -5,7 +5,7 @@
 still). ``values`` converts whole child arrays at once and renders timestamps as the exact
 text ``orjson.dumps(..., OPT_NAIVE_UTC)`` writes for the ``datetime``, so a row's JSON is
 the same bytes either way. Types it does not know (and duplicate map keys, out-of-range
-times) raise ``Fallback``: the caller converts those with ``to_pylist``.
+times) raise ``Fallback``: the caller converts those with ``to_pylist`` (``pylist`` does).
 
 Used by the file readers (``ingest/readers.py``) and the columnar validator
 (``lake/columnar.py``), which must agree value for value. The second half of the module
@@ -14,6 +14,7 @@ checks whole arrays by the rules of ``lake/records.py`` (for ``lake/columnar.py`
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.types as pt
+
+from .records import STEP_ALIASES
 
 _UTC_ZONES = (None, "UTC", "Etc/UTC", "+00:00")
 _MIN_TS_US, _MAX_TS_US = -62135596800 * 10**6, 253402300799 * 10**6 + 999999  # Python datetime
@@ -39,18 +42,95 @@ class State:
         self.plain = True  # only JSON values: no NaN/infinity (JSON null) anywhere
 
 
-def pylist(batch: pa.RecordBatch) -> tuple[list[dict], bool] | None:
-    """``(rows, plain)``: the rows as ``to_pylist`` gives them (timestamps as orjson's text);
-    ``plain`` when every value survives a JSON round trip unchanged. None: use to_pylist."""
+def pylist(batch: pa.RecordBatch) -> tuple[list[dict], bool]:
+    """``(rows, plain)``: the rows as ``to_pylist`` gives them (timestamps as orjson's text
+    where ``values`` converts them). ``plain``: each row is what its JSON text reads as,
+    but for a NaN or an infinity where the format wants a number, which JSON writes as null:
+    it is kept, for the validator to reject by name (``unwritten``)."""
     names = batch.schema.names
-    if not names or len(set(names)) != len(names):
-        return None
     state = State()
     try:
+        if not names or len(set(names)) != len(names):
+            raise Fallback  # to_pylist: a repeated column holds the last one's value
         cols = [values(col, state) for col in batch.columns]
+        rows = [dict(zip(names, vals, strict=False)) for vals in zip(*cols, strict=False)]
     except Fallback:
-        return None
-    return [dict(zip(names, vals, strict=False)) for vals in zip(*cols, strict=False)], state.plain
+        rows, state.plain = batch.to_pylist(maps_as_pydicts="lossy"), False
+    if state.plain:
+        return rows, True
+    found = [unwritten(row) for row in rows]
+    if not any(found):
+        return rows, False
+    return [_as_read(row, paths) for row, paths in zip(rows, found, strict=True)], True
+
+
+def _as_read(row: dict, paths: list) -> dict:
+    """The row as its JSON text reads, with its values at ``paths`` kept (``put_back``); the
+    row itself when it has no JSON text (the reader reports that)."""
+    try:
+        text = orjson.dumps(row, option=orjson.OPT_NAIVE_UTC)
+    except TypeError:
+        return row
+    return put_back(orjson.loads(text), row, paths)
+
+
+# -- numbers JSON cannot write --------------------------------------------------------------
+# A record of Arrow values may hold a NaN or an infinity. Its JSON text writes them as null:
+# where the format wants a number (``lake/records.py``'s ``_float``, ``_int``, ``_ts``,
+# ``_scores``) that would be a silent change, so the record is read with the value kept
+# there and rejected by name (``outcome.reward: must be a finite number, got nan``).
+# Anywhere else (``meta``, ``attributes``, unknown fields, text) it is null, as in JSON.
+
+_NUMBERS = frozenset(("reward", "cost_usd", "tokens_in", "tokens_out", "fork_step",
+                      "started_at", "ended_at", "expires_at"))
+_STEP_NUMBERS = frozenset(("index", "started_at", "duration_ms", "tokens_in", "tokens_out",
+                           "cost_usd", *STEP_ALIASES))
+
+
+def unwritten(obj: Any) -> list[tuple[Any, ...]]:
+    """Where a record of Python values holds a NaN or an infinity as a number the format
+    reads: the key paths, e.g. ``("steps", 2, "duration_ms")``, ``("scores", "acc")``."""
+    if not isinstance(obj, dict):
+        return []
+    found = [(k,) for k in _NUMBERS if _nonfinite(obj.get(k))]
+    outcome = obj.get("outcome")
+    if isinstance(outcome, dict):
+        found += [("outcome", "reward")] if _nonfinite(outcome.get("reward")) else []
+        found += _nonfinite_scores(outcome.get("scores"), ("outcome", "scores"))
+    found += _nonfinite_scores(obj.get("scores"), ("scores",))
+    steps = obj.get("steps")
+    if isinstance(steps, list):
+        for pos, step in enumerate(steps):
+            if isinstance(step, dict):
+                found += [("steps", pos, k) for k in _STEP_NUMBERS if _nonfinite(step.get(k))]
+    return found
+
+
+def put_back(parsed: Any, obj: Any, paths: list[tuple[Any, ...]]) -> Any:
+    """``parsed`` (``obj``'s JSON text, parsed) with the values at ``paths`` as ``obj``
+    holds them (``unwritten``: where the text says null)."""
+    for path in paths:
+        src, dst = obj, parsed
+        for key in path[:-1]:
+            src, dst = src[key], dst[key]
+        dst[path[-1]] = src[path[-1]]
+    return parsed
+
+
+def with_numbers(obj: Any, raw: bytes) -> Any | None:
+    """What ``raw``, the JSON text of ``obj``, reads as, with the NaNs and infinities of
+    ``obj`` where the format wants a number put back (``unwritten``); None when it has
+    none (``raw`` reads as ``obj``)."""
+    paths = unwritten(obj)
+    return put_back(orjson.loads(raw), obj, paths) if paths else None
+
+
+def _nonfinite(v: Any) -> bool:
+    return type(v) is float and not math.isfinite(v)
+
+
+def _nonfinite_scores(v: Any, path: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    return [(*path, k) for k, x in v.items() if _nonfinite(x)] if isinstance(v, dict) else []
 
 
 def values(arr: pa.Array, state: State | None = None) -> list:
@@ -120,7 +200,8 @@ def _timestamps(arr: pa.Array) -> list:
 # -- whole arrays checked by the record rules (lake/records.py) --------------------------------
 # Each reader takes an array (or None: the field is absent) of ``m`` values and returns the
 # values as the lake stores them (null where none, or where wrong) and a numpy mask of the
-# values that break the rule; NaN and infinities read as null, as they do once in JSON.
+# values that break the rule. A NaN or an infinity is not a number here: it breaks the rule
+# (``records`` rejects it by name); in free text it reads as null, as JSON writes it.
 
 _UTC = _UTC_ZONES
 _MAX_US = 253402300799 * 1_000_000  # 9999-12-31T23:59:59Z, as lake/records.py
@@ -173,10 +254,9 @@ def whole(arr: pa.Array | None, m: int, bits: int = 63) -> tuple[pa.Array, np.nd
         if np.iinfo(x.dtype).max >= 1 << bits:
             ok &= x < (1 << bits)
     elif pt.is_floating(t):
-        arr = finite(arr)
         ok = valid(arr)
         x = num(arr.cast(pa.float64()), 0.0)
-        ok &= (np.floor(x) == x) & (x >= 0) & (x < float(1 << bits))
+        ok &= (np.floor(x) == x) & (x >= 0) & (x < float(1 << bits))  # NaN, inf: False
     else:
         return pa.nulls(m, pa.int64()), valid(arr)  # booleans, text...
     good = pa.array(np.where(ok, x, 0).astype(np.int64), pa.int64(), mask=~ok)
@@ -189,14 +269,14 @@ def numbers(arr: pa.Array | None, m: int, nonneg: bool = False) -> tuple[pa.Arra
         return pa.nulls(m, pa.float64()), np.zeros(m, bool)
     t = arr.type
     if pt.is_integer(t):
-        out = arr.cast(pa.float64(), safe=False)
+        out, wrong = arr.cast(pa.float64(), safe=False), np.zeros(m, bool)
     elif pt.is_floating(t):
-        out = finite(arr).cast(pa.float64())
+        out = arr.cast(pa.float64())
+        wrong = valid(out) & ~mask(pc.is_finite(out))  # NaN, infinities
     else:
         return pa.nulls(m, pa.float64()), valid(arr)
-    if not nonneg:
-        return out, np.zeros(m, bool)
-    wrong = mask(pc.less(out, 0.0))
+    if nonneg:
+        wrong |= mask(pc.less(out, 0.0))
     return (pc.if_else(pa.array(wrong), pa.scalar(None, pa.float64()), out) if wrong.any()
             else out), wrong
 
@@ -220,9 +300,7 @@ def times(arr: pa.Array | None, m: int) -> tuple[pa.Array, np.ndarray]:
         inside = (s >= 0) & (s <= _MAX_US // 1_000_000)
         x = np.where(inside, s, 0).astype(np.int64) * 1_000_000
         x[~inside] = -1
-    elif pt.is_floating(t):
-        arr = finite(arr)
-        ok = valid(arr)
+    elif pt.is_floating(t):  # NaN, infinities: out of range below
         with np.errstate(over="ignore", invalid="ignore"):
             f = np.trunc(num(arr.cast(pa.float64()), 0.0) * 1e6)
         x = np.where(np.isfinite(f) & (f >= 0) & (f <= _MAX_US), f, -1).astype(np.int64)
@@ -348,7 +426,7 @@ def num(arr: pa.Array, fill: Any) -> np.ndarray:
 
 
 def finite(arr: pa.Array) -> pa.Array:
-    """NaN and infinities as null (orjson writes them as null)."""
+    """NaN and infinities as null (orjson writes them as null): for free text only."""
     return pc.if_else(pc.is_finite(arr), arr, pa.scalar(None, arr.type))
 
 

@@ -21,8 +21,10 @@ epoch seconds; ISO 8601 text ``YYYY-MM-DD[T ]HH:MM:SS[.ffffff][Z|+00:00]``), ali
 ``is_error``, ``attributes`` (struct, map, or JSON text for IPC), unknown fields of any type
 ``arrow_values.values`` converts, large payloads. Left to the per-row validator: rows
 without a ``trajectory_id`` (their id is the hash of their JSON text), rows with a time in
-another text form, a NaN where a number of the row itself is read, a value of another type
-(decimal, date, binary...), or a map with a repeated key.
+another text form, a value of another type (decimal, date, binary...), or a map with a
+repeated key. A NaN or an infinity where the format wants a number (``reward``, a score, a
+step's ``duration_ms``...) breaks the rule, so its row is left there too, and rejected by
+name (``arrow_values.unwritten``); in free-form fields and text it is null, as JSON writes it.
 
 The records are logged as rows (``lake/row_log.py``), which also gives them their
 ``_record_hash``: a hash of their rows, not of a JSON text.
@@ -259,9 +261,7 @@ class _Rows:
         if "scores" in self.outcome:
             free.scores_of = (free.read(self.outcome["scores"], self.bad), "outcome.scores")
             free.scores_here = self.outcome_valid & self._present(self.outcome["scores"])
-            free.unclean |= _nonfinite(self.outcome["scores"], self.n)
         free.top_scores = (free.read(self.cols.get("scores"), self.bad), "scores")
-        free.unclean |= _nonfinite(self.cols.get("scores"), self.n)
         tags = self.cols.get("tags")
         free.tags = free.read(tags, self.bad)
         free.tags_ok = tags is None or pt.is_null(tags.type) or (
@@ -287,7 +287,6 @@ class _Free:
         self.top_scores: tuple[list, str] = ([None] * n, "scores")
         self.tags: list = [None] * n
         self.tags_ok = True  # every row's tags are a list of text (or null)
-        self.unclean = np.zeros(n, bool)  # rows whose scores hold a NaN or infinity
 
     def read(self, arr: pa.Array | None, bad: np.ndarray) -> list:
         if arr is None:
@@ -308,31 +307,11 @@ class _Free:
         return obj, outcome
 
     def scores(self, i: int) -> tuple[Any, str]:
+        """The scores the row's record reads, and their path (a NaN or an infinity in them
+        is not a score: ``_scores`` rejects it)."""
         vals, path = (self.scores_of if self.scores_of is not None and self.scores_here[i]
                       else self.top_scores)
-        v = vals[i]
-        if self.unclean[i] and isinstance(v, dict):  # NaN is null in JSON: not a score
-            v = {k: (None if isinstance(x, float) and not np.isfinite(x) else x)
-                 for k, x in v.items()}
-        return v, path
-
-
-def _nonfinite(arr: pa.Array | None, n: int) -> np.ndarray:
-    """Rows of a scores column (a map or struct of numbers) holding a NaN or infinity."""
-    out = np.zeros(n, bool)
-    if arr is None:
-        return out
-    t = arr.type
-    if pt.is_map(t) and pt.is_floating(t.item_type):
-        offsets = arr.offsets.to_numpy()
-        items = arr.items.slice(offsets[0], offsets[-1] - offsets[0])
-        parents = np.repeat(np.arange(n), np.diff(offsets))
-        out[parents[~av.mask(pc.is_finite(items)) & av.valid(items)]] = True
-    elif pt.is_struct(t):
-        for f, child in zip(t, arr.flatten(), strict=True):
-            if pt.is_floating(f.type):
-                out |= ~av.mask(pc.is_finite(child)) & av.valid(child)
-    return out
+        return vals[i], path
 
 
 def _ordered_sums(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -561,28 +561,6 @@ class ContextService:
         self.embedding.close()
 
 
-def describe(a: dict[str, Any]) -> str:
-    """The answer as short text: for people, and ready to put in an agent's prompt."""
-    out = [f"verdict: {a['verdict']} ({a['reason']})"]
-    c = a.get("cluster")
-    if c:
-        rate = "n/a" if c["success_rate"] is None else f"{c['success_rate']:.0%}"
-        out.append(f"cluster {c['id']}: {c['size']} runs, success {rate}, hit threshold "
-                   f"{c['hit_threshold']:.2f}")
-    for n in a["neighbors"]:
-        ok = {True: "ok  ", False: "FAIL", None: "?   "}[n["success"]]
-        out.append(f"  {n['similarity']:.3f} {ok} {n['trajectory_id']}  "
-                   f"{' > '.join(n['tools'][:6])}")
-    for p in a["fused"].get("plans", [])[:1]:
-        rate = "n/a" if p["success_rate"] is None else f"{p['success_rate']:.0%}"
-        out.append(f"plan ({p['support']} runs, {rate} success): {' > '.join(p['tools'])}")
-    for p in a["fused"].get("pitfalls", [])[:3]:
-        out.append(f"pitfall: {p['tool']}{': ' + p['error'] if p['error'] else ''} "
-                   f"(in {p['failed_runs']} failed, {p['successful_runs']} successful runs)")
-    out.append(f"context_id: {a['context_id']}")
-    return "\n".join(out)
-
-
 def _tool_names(lake: Any, tenant: str, tids: list[str]) -> dict[str, list[str]]:
     """Each trajectory's tool names in step order, read from the steps table as it is now
     (these trajectories were just committed; a later commit re-indexes what it changes).

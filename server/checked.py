@@ -5,7 +5,9 @@ caller wrote (``steps[3].duration_ms``) and the type wanted, not protobuf's bare
 ``TypeError``. Rows follow the record format (docs/format.md) as the file and Arrow doors
 read it: step aliases (``latency_ms``...) name their field; a step's unknown fields are kept
 in its ``attributes``, a trajectory's in its ``meta``; objects and lists in ``input`` /
-``output`` / ``error`` / ``attributes`` / ``meta`` travel as JSON text.
+``output`` / ``error`` / ``attributes`` / ``meta`` travel as JSON text. Records for
+``ingest_arrow`` whose value types disagree go in tables of their own
+(``records_to_tables``), for the lake's rules to judge each.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+import pyarrow as pa
 from google.protobuf.descriptor import FieldDescriptor
 
 from lake.errors import InvalidArgument
@@ -145,3 +148,61 @@ def _object(value: Any, path: str) -> dict[str, Any] | None:
 
 def _json(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
+
+
+def records_to_tables(records: list[dict[str, Any]]
+                      ) -> tuple[list[tuple[pa.Table, list[int]]], list[dict[str, Any]]]:
+    """Interchange records -> Arrow tables, each with the positions of its records, and
+    rejects (index, field, reason) of the records no table can hold.
+
+    One table when the records share their types (``records_to_arrow``). Else a record of
+    another type in some field (``"reward": "high"`` among numbers) must not sink the
+    others: the records are grouped so each group's types agree, and each group goes as
+    its own table, where the lake's rules judge each record (the bad value is rejected
+    there, with the rule's message). A record whose own values disagree (a field one type
+    in one step, another in the next) is rejected here."""
+    try:
+        return [(convert.records_to_arrow(records), list(range(len(records))))], []
+    except InvalidArgument:
+        pass
+    groups: list[tuple[list[pa.Schema], list[pa.Table], list[int]]] = []
+    rejects: list[dict[str, Any]] = []
+    for i, record in enumerate(records):
+        try:
+            table = convert.records_to_arrow([record])
+        except InvalidArgument as e:
+            rejects.append({"index": i, "field": _mixed_field(record), "reason":
+                            f"its values of one field differ in type ({e.__cause__}): give "
+                            "the field one type in every step", "trajectory_id":
+                            record.get("trajectory_id")})
+            continue
+        for schema, tables, at in groups:
+            try:
+                schema[0] = pa.unify_schemas([schema[0], table.schema],
+                                             promote_options="permissive")
+            except (pa.ArrowException, TypeError):
+                continue
+            tables.append(table)
+            at.append(i)
+            break
+        else:
+            groups.append(([table.schema], [table], [i]))
+    return [(pa.concat_tables(tables, promote_options="permissive"), at)
+            for _, tables, at in groups], rejects
+
+
+def _mixed_field(record: dict[str, Any]) -> str | None:
+    """The field path of a record's values that do not share one type: ``steps[j].key``,
+    ``j`` the first step whose ``key`` is of another kind than the steps before."""
+    steps = record.get("steps")
+    if not isinstance(steps, list):
+        return None
+    first: dict[str, type] = {}
+    for j, s in enumerate(steps):
+        for key, value in (s.items() if isinstance(s, dict) else ()):
+            if value is None:
+                continue
+            kind = float if type(value) is int else type(value)
+            if first.setdefault(key, kind) is not kind:
+                return f"steps[{j}].{key}"
+    return None

@@ -100,7 +100,7 @@ class LakeClient:
         if isinstance(data, list):
             if not data:
                 return out
-            tables, out.rejects = convert.records_to_tables(data)
+            tables, out.rejects = checked.records_to_tables(data)
         elif isinstance(data, (pa.Table, pa.RecordBatch)):
             tables = [(pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch)
                        else data, None)]

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from lake.arrow_values import with_numbers
 from lake.errors import InvalidArgument
 from lake.schema import STATUSES, STEPS, TRAJECTORIES
 from lake.versions import Version
@@ -343,64 +344,6 @@ def records_to_arrow(records: list[dict[str, Any]]) -> pa.Table:
                               "one type, or pass a pyarrow.Table", field="records") from e
 
 
-def records_to_tables(records: list[dict[str, Any]]
-                      ) -> tuple[list[tuple[pa.Table, list[int]]], list[dict[str, Any]]]:
-    """Interchange records -> Arrow tables, each with the positions of its records, and
-    rejects (index, field, reason) of the records no table can hold.
-
-    One table when the records share their types (``records_to_arrow``). Else a record of
-    another type in some field (``"reward": "high"`` among numbers) must not sink the
-    others: the records are grouped so each group's types agree, and each group goes as
-    its own table, where the lake's rules judge each record (the bad value is rejected
-    there, with the rule's message). A record whose own values disagree (a field one type
-    in one step, another in the next) is rejected here."""
-    try:
-        return [(records_to_arrow(records), list(range(len(records))))], []
-    except InvalidArgument:
-        pass
-    groups: list[tuple[list[pa.Schema], list[pa.Table], list[int]]] = []
-    rejects: list[dict[str, Any]] = []
-    for i, record in enumerate(records):
-        try:
-            table = records_to_arrow([record])
-        except InvalidArgument as e:
-            rejects.append({"index": i, "field": _mixed_field(record), "reason":
-                            f"its values of one field differ in type ({e.__cause__}): give "
-                            "the field one type in every step", "trajectory_id":
-                            record.get("trajectory_id")})
-            continue
-        for schema, tables, at in groups:
-            try:
-                schema[0] = pa.unify_schemas([schema[0], table.schema],
-                                             promote_options="permissive")
-            except (pa.ArrowException, TypeError):
-                continue
-            tables.append(table)
-            at.append(i)
-            break
-        else:
-            groups.append(([table.schema], [table], [i]))
-    return [(pa.concat_tables(tables, promote_options="permissive"), at)
-            for _, tables, at in groups], rejects
-
-
-def _mixed_field(record: dict[str, Any]) -> str | None:
-    """The field path of a record's values that do not share one type: ``steps[j].key``,
-    ``j`` the first step whose ``key`` is of another kind than the steps before."""
-    steps = record.get("steps")
-    if not isinstance(steps, list):
-        return None
-    first: dict[str, type] = {}
-    for j, s in enumerate(steps):
-        for key, value in (s.items() if isinstance(s, dict) else ()):
-            if value is None:
-                continue
-            kind = float if type(value) is int else type(value)
-            if first.setdefault(key, kind) is not kind:
-                return f"steps[{j}].{key}"
-    return None
-
-
 def arrow_to_ipc(data: pa.Table | pa.RecordBatch) -> bytes:
     """A table or batch -> Arrow IPC stream bytes."""
     sink = pa.BufferOutputStream()
@@ -430,8 +373,9 @@ def _flat_step(step: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def ipc_records(data: bytes) -> list[tuple[bytes | None, str | None]]:
-    """Arrow IPC bytes -> per row: (the record as JSON, None) or (None, why it is unreadable).
+def ipc_records(data: bytes) -> list[tuple[bytes | None, Any, str | None]]:
+    """Arrow IPC bytes -> per row what ``ipc_rows`` gives: (JSON, the record if its JSON
+    alone would hide a NaN, None) or (None, None, why it is unreadable).
 
     The whole message is decoded and validated first, so a damaged one is refused before
     anything is written."""
@@ -457,17 +401,23 @@ def ipc_table(data: bytes) -> pa.Table:
     return table
 
 
-def ipc_rows(batch: pa.RecordBatch,
-             rows: list[int] | None = None) -> list[tuple[bytes | None, str | None]]:
-    """Rows of a batch (all, or those of ``rows``) as ``ipc_records`` gives them."""
+def ipc_rows(batch: pa.RecordBatch, rows: list[int] | None = None
+             ) -> list[tuple[bytes | None, Any, str | None]]:
+    """Rows of a batch (all, or those of ``rows``): (the record as JSON, None, None) or
+    (None, None, why it is unreadable); or (JSON, the record, None) when the record holds a
+    NaN or an infinity where the format wants a number, which its JSON writes as null: then
+    ``records.normalize(record, json)`` rejects it by name, as the JSON alone would not."""
     if rows is not None:
         batch = batch.take(pa.array(rows, pa.int64()))
-    out: list[tuple[bytes | None, str | None]] = []
+    out: list[tuple[bytes | None, Any, str | None]] = []
     for obj in _pylist(batch):
+        obj = _from_arrow(obj)
         try:
-            out.append((orjson.dumps(_from_arrow(obj), option=orjson.OPT_NAIVE_UTC), None))
+            raw = orjson.dumps(obj, option=orjson.OPT_NAIVE_UTC)
         except TypeError as e:
-            out.append((None, f"a value cannot be read as JSON: {e}"))
+            out.append((None, None, f"a value cannot be read as JSON: {e}"))
+            continue
+        out.append((raw, with_numbers(obj, raw), None))
     return out
 
 

@@ -16,11 +16,12 @@ import numpy as np
 import orjson
 
 from lake import IngestResult, Lake, reads
+from lake.answer_text import describe
 from lake.columnar import DROP, normalize_batch
-from lake.context import ContextService, Query, describe
+from lake.context import ContextService, Query
 from lake.errors import InvalidArgument
 from lake.index import Filters
-from lake.records import Record, normalize_line
+from lake.records import Record, normalize, normalize_line
 from lake.row_log import wal_entry
 from proto.contextlake.v1 import lake_pb2 as pb
 from proto.contextlake.v1 import lake_pb2_grpc as pb_grpc
@@ -142,13 +143,14 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             res = normalize_batch(batch, ctx, DROP)
             got.extend((offset + row, rec) for row, rec in zip(res.rows, res.records,
                                                                strict=True))
-            for row, (raw, why) in zip(res.rest, convert.ipc_rows(batch, res.rest),
-                                       strict=True):
+            for row, (raw, obj, why) in zip(res.rest, convert.ipc_rows(batch, res.rest),
+                                            strict=True):
                 if raw is None:
                     rejects.append(pb.Reject(index=offset + row, reason=why or "unreadable"))
                     continue
                 try:
-                    got.append((offset + row, normalize_line(raw, ctx)))
+                    got.append((offset + row, normalize_line(raw, ctx) if obj is None
+                                else normalize(obj, raw, ctx)))
                 except InvalidArgument as e:
                     rejects.append(pb.Reject(index=offset + row, field=e.field or "",
                                              reason=e.message, trajectory_id=_trajectory_id(raw)))

@@ -27,7 +27,7 @@ from lake import Lake, columnar
 from lake.arrow_values import pylist
 from lake.columnar import DROP, KEEP, WHITESPACE, normalize_batch
 from lake.errors import InvalidArgument
-from lake.records import Context, Record, normalize_line
+from lake.records import Context, Record, normalize, normalize_line
 from lake.row_log import read_wal_entry, wal_entry
 from server import convert
 
@@ -46,24 +46,25 @@ def row_path(batch: pa.RecordBatch, nulls: str, ctx: Context = CTX) -> list[Any]
 
 
 def _row_path(batch: pa.RecordBatch, nulls: str, ctx: Context) -> list[Any]:
+    # KEEP: as ingest/readers.py and ingest/runner.py: the row's value when ``plain``
+    raws: list[tuple[bytes | None, str | None, Any]] = []
     if nulls == KEEP:
-        got = pylist(batch)
-        objs = got[0] if got else batch.to_pylist(maps_as_pydicts="lossy")
-        raws: list[tuple[bytes | None, str | None]] = []
+        objs, plain = pylist(batch)
         for obj in objs:
             try:
-                raws.append((orjson.dumps(obj, option=orjson.OPT_NAIVE_UTC), None))
+                raws.append((orjson.dumps(obj, option=orjson.OPT_NAIVE_UTC), None,
+                             obj if plain else None))
             except TypeError as e:
-                raws.append((None, str(e)))
+                raws.append((None, str(e), None))
     else:
-        raws = convert.ipc_rows(batch)
+        raws = [(raw, why, obj) for raw, obj, why in convert.ipc_rows(batch)]
     out: list[Any] = []
-    for raw, why in raws:
+    for raw, why, obj in raws:
         if raw is None:
             out.append(why)
             continue
         try:
-            out.append(normalize_line(raw, ctx))
+            out.append(normalize_line(raw, ctx) if obj is None else normalize(obj, raw, ctx))
         except InvalidArgument as e:
             out.append(e)
     return out
@@ -426,13 +427,52 @@ def test_parquet_rejects_and_lands_like_the_row_path(tmp_path):
         lake.close()
 
 
-def test_nan_and_infinity_read_as_null_like_json():
-    rec = {**RECORD, "steps": [{"kind": "llm", "latency_ms": math.nan, "tokens_in": 3}]}
-    batch = pa.Table.from_pylist([rec, {**RECORD, "trajectory_id": "t2", "outcome": {
-        "success": True, "reward": math.inf, "scores": None}}], schema=SCHEMA).to_batches()[0]
-    for nulls in (KEEP, DROP):
-        res = agree(batch, nulls)
-        assert 0 in res.rows  # a NaN step value is null, read column by column
+NONFINITE = [  # (record, the field its NaN / infinity is rejected at, the reason)
+    ({"steps": [{"kind": "llm", "latency_ms": math.nan, "tokens_in": 3}]},
+     "steps[0].latency_ms", "must be a finite non-negative number, got nan"),
+    ({"outcome": {"success": True, "reward": math.inf, "scores": None}},
+     "outcome.reward", "must be a finite number, got inf"),
+    ({"outcome": {"success": True, "reward": 0.5, "scores": [("acc", math.nan)]}},
+     "outcome.scores.acc", "must be a finite number, got nan"),
+]
+
+
+@pytest.mark.parametrize("nulls", [KEEP, DROP])
+def test_nan_and_infinity_where_a_number_is_wanted_are_rejected_by_name(nulls):
+    """Not read as null (as their JSON text writes them): the row path rejects them with
+    the field path, as every door does; the other rows land."""
+    rows = [RECORD] + [{**RECORD, "trajectory_id": f"n{i}", **change}
+                       for i, (change, _, _) in enumerate(NONFINITE)]
+    batch = pa.Table.from_pylist(rows, schema=SCHEMA).to_batches()[0]
+    res = agree(batch, nulls)
+    assert res.rows == [0] and res.rest == [1, 2, 3]
+    got = row_path(batch, nulls)
+    assert [(e.field, e.message) for e in got[1:]] == [(f, m) for _, f, m in NONFINITE]
+
+
+@pytest.mark.parametrize("nulls", [KEEP, DROP])
+def test_nan_in_free_form_fields_is_null_as_in_json(nulls):
+    """``meta``, unknown fields, ``attributes`` and text keep a NaN as the null JSON writes;
+    a NaN the record does not read (a top-level ``reward`` under ``outcome.reward``) is
+    ignored, as JSON's null is."""
+    schema = pa.schema([("trajectory_id", pa.string()), ("task", pa.string()),
+                        ("reward", pa.float64()), ("x", pa.float64()),
+                        ("outcome", pa.struct([("reward", pa.float64())])),
+                        ("meta", pa.struct([("m", pa.float64())])),
+                        ("steps", pa.list_(pa.struct([("kind", pa.string()),
+                                                      ("output", pa.float64()),
+                                                      ("extra", pa.float64())])))])
+    batch = pa.Table.from_pylist([
+        {"trajectory_id": "t", "task": "x", "reward": math.nan, "x": math.inf,
+         "outcome": {"reward": 1.0}, "meta": {"m": math.nan},
+         "steps": [{"kind": "llm", "output": math.nan, "extra": -math.inf}]}],
+        schema=schema).to_batches()[0]
+    res = agree(batch, nulls)
+    assert res.rows == [0]
+    t = res.records[0].trajectory
+    assert t["reward"] == 1.0 and orjson.loads(t["meta"]) == {"m": None, "x": None}
+    assert stored_steps(res.records[0])[0]["output"] is None
+    assert orjson.loads(stored_steps(res.records[0])[0]["attributes"]) == {"extra": None}
 
 
 

@@ -186,8 +186,8 @@ def test_record_message_record_stores_the_same(record):
 def test_records_through_arrow_ipc_store_the_same(records):
     ipc = convert.arrow_to_ipc(convert.records_to_arrow(records))
     items = convert.ipc_records(ipc)
-    assert [why for _, why in items] == [None] * len(records)
-    assert [_stored(orjson.loads(raw)) for raw, _ in items] == [_stored(r) for r in records]
+    assert [why for _, _, why in items] == [None] * len(records)
+    assert [_stored(orjson.loads(raw)) for raw, _, _ in items] == [_stored(r) for r in records]
 
 
 # -- refusals name the field -------------------------------------------------------------------
