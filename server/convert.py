@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -373,7 +374,7 @@ def _flat_step(step: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def ipc_records(data: bytes) -> list[tuple[bytes | None, Any, str | None]]:
+def ipc_records(data: bytes) -> list[tuple[bytes | None, Any, InvalidArgument | None]]:
     """Arrow IPC bytes -> per row what ``ipc_rows`` gives: (JSON, the record if its JSON
     alone would hide a NaN, None) or (None, None, why it is unreadable).
 
@@ -388,6 +389,7 @@ def ipc_table(data: bytes) -> pa.Table:
     if not data:
         raise InvalidArgument("arrow_ipc is empty; send an Arrow IPC stream of trajectories",
                               field="arrow_ipc")
+    table = None
     try:
         buf = pa.py_buffer(data)
         if data[:6] == b"ARROW1":
@@ -396,26 +398,32 @@ def ipc_table(data: bytes) -> pa.Table:
             table = pa.ipc.open_stream(buf).read_all()
         table.validate(full=True)
     except (pa.ArrowException, OSError, ValueError) as e:
+        if "UTF8" in str(e) and table is not None:
+            column = table.schema.names[int(m[1])] if (m := re.search(r"Column (\d+)", str(
+                e))) and int(m[1]) < table.num_columns else "a text column"
+            raise InvalidArgument(f"{column} holds bytes that are not UTF-8 text ({e}): decode "
+                                  "or replace them before building the table (the whole "
+                                  "message was refused)", field="arrow_ipc") from e
         raise InvalidArgument(f"not a readable Arrow IPC stream or file ({e}); write it with "
                               "pyarrow.ipc.new_stream", field="arrow_ipc") from e
     return table
 
 
 def ipc_rows(batch: pa.RecordBatch, rows: list[int] | None = None
-             ) -> list[tuple[bytes | None, Any, str | None]]:
+             ) -> list[tuple[bytes | None, Any, InvalidArgument | None]]:
     """Rows of a batch (all, or those of ``rows``): (the record as JSON, None, None) or
     (None, None, why it is unreadable); or (JSON, the record, None) when the record holds a
     NaN or an infinity where the format wants a number, which its JSON writes as null: then
     ``records.normalize(record, json)`` rejects it by name, as the JSON alone would not."""
     if rows is not None:
         batch = batch.take(pa.array(rows, pa.int64()))
-    out: list[tuple[bytes | None, Any, str | None]] = []
+    out: list[tuple[bytes | None, Any, InvalidArgument | None]] = []
     for obj in _pylist(batch):
         obj = _from_arrow(obj)
         try:
             raw = orjson.dumps(obj, option=orjson.OPT_NAIVE_UTC)
         except TypeError as e:
-            out.append((None, None, f"a value cannot be read as JSON: {e}"))
+            out.append((None, None, _unreadable(obj, e)))
             continue
         out.append((raw, with_numbers(obj, raw), None))
     return out
@@ -525,6 +533,18 @@ def _parse_in(obj: dict[str, Any], key: str) -> None:
 
 
 # -- versions, rejects, page tokens --------------------------------------------------------------
+
+def _unreadable(obj: dict[str, Any], e: TypeError) -> InvalidArgument:
+    """Why a row has no JSON form, naming the column whose values cannot have one."""
+    for key, value in obj.items():
+        try:
+            orjson.dumps(value, option=orjson.OPT_NAIVE_UTC)
+        except TypeError:
+            return InvalidArgument(f"holds a {type(value).__name__} value, which the record "
+                                   f"format cannot read ({e}): send text, numbers, booleans, "
+                                   "lists or objects (cast the column)", field=key)
+    return InvalidArgument(f"a value cannot be read as JSON: {e}")
+
 
 def version_to_pb(v: Version, tags: list[str]) -> pb.Version:
     return pb.Version(version=v.version, created_at_us=to_us(v.created_at),

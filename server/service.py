@@ -146,7 +146,8 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
             for row, (raw, obj, why) in zip(res.rest, convert.ipc_rows(batch, res.rest),
                                             strict=True):
                 if raw is None:
-                    rejects.append(pb.Reject(index=offset + row, reason=why or "unreadable"))
+                    rejects.append(pb.Reject(index=offset + row, field=why.field or "",
+                                             reason=why.message))
                     continue
                 try:
                     got.append((offset + row, normalize_line(raw, ctx) if obj is None

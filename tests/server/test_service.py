@@ -137,6 +137,20 @@ def test_read_your_writes_rejects_an_lsn_from_the_future(client):
     assert e.value.field == "min_lsn"
 
 
+def test_columns_the_format_cannot_read_are_named(client):
+    table = pa.table({"trajectory_id": ["b1", "b2"], "task": ["t", "t"],
+                      "blob": pa.array([b"\x00\x01", None], pa.binary())})
+    reply = client.ingest_arrow(table)
+    assert reply.accepted == 1
+    [reject] = reply.rejects
+    assert (reject["index"], reject["field"]) == (0, "blob") and "cast the column" in \
+        reject["reason"]
+    bad = pa.table({"trajectory_id": ["u1"], "task": pa.array([b"\xff\xfe"], pa.binary())
+                    .cast(pa.string(), safe=False)})
+    with pytest.raises(InvalidArgument, match="task holds bytes that are not UTF-8"):
+        client.ingest_arrow(bad)
+
+
 def test_listings_filter_on_reward_and_tags_not_ignore_them(client):
     reply = client.ingest_arrow([run("r1", tags=["vip", "eu"]),
                                  run("r2", outcome={"success": True, "reward": 0.2},
