@@ -88,7 +88,8 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
         _echo_json(summary.as_dict())
     else:
         line = (f"{summary.files} file(s): {summary.trajectories} trajectories, "
-                f"{summary.steps} steps landed; {summary.rejected} rejected")
+                f"{summary.steps} steps landed ({summary.changed} trajectories new or "
+                f"changed, the others were in the lake already); {summary.rejected} rejected")
         if summary.quarantine:
             line += f" (see {summary.quarantine})"
         for err in summary.unreadable:

@@ -72,11 +72,12 @@ class Summary:
     rejected: int = 0
     quarantine: str | None = None
     unreadable: list[str] = field(default_factory=list)
+    changed: int = 0  # trajectories new to the lake or updated; the others were there already
 
     def as_dict(self) -> dict[str, Any]:
         return {"files": self.files, "trajectories": self.trajectories, "steps": self.steps,
-                "rejected": self.rejected, "quarantine": self.quarantine,
-                "unreadable": self.unreadable}
+                "changed": self.changed, "rejected": self.rejected,
+                "quarantine": self.quarantine, "unreadable": self.unreadable}
 
     @property
     def exit_code(self) -> int:
@@ -106,6 +107,7 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
     files = expand(paths)
     quarantine = quarantine or Quarantine(directory=lake.settings.quarantine_path)
     summary = Summary(files=len(files))
+    start = getattr(lake.catalog.current(), "version", 0)
     total = sum(size_of(f) for f in files)
     if workers is None:
         cores = os.cpu_count() or 1
@@ -142,6 +144,8 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
     if on_progress:
         on_progress(done, total)
     summary.rejected = quarantine.count - len(summary.unreadable)
+    summary.changed = sum(v.detail.get("inserted", 0) + v.detail.get("updated", 0)
+                          for v in lake.versions() if v.version > start)  # its commits
     summary.quarantine = str(quarantine.path) if quarantine.used else None
     return summary
 

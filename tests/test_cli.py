@@ -56,6 +56,7 @@ def test_ingest_json_summary_and_exit_codes(tmp_path):
     summary = json.loads(p.stdout)
     assert set(summary) >= {"files", "trajectories", "steps", "rejected", "quarantine"}
     assert (summary["files"], summary["trajectories"], summary["rejected"]) == (1, 45, 5)
+    assert summary["changed"] == 45
     q = [orjson.loads(x) for x in Path(summary["quarantine"]).read_bytes().splitlines()]
     assert [e["line"] for e in q] == [1, 11, 21, 31, 41]
     assert all(e["reason"] and e["text"] and e["location"] == f"{f}:{e['line']}" for e in q)
@@ -63,7 +64,10 @@ def test_ingest_json_summary_and_exit_codes(tmp_path):
     assert "not valid JSON" in q[1]["reason"]
     good = tmp_path / "good.jsonl"
     good.write_bytes(b"\n".join(lines[:5]))
-    assert lake("ingest", str(good), data=d).returncode == 0
+    p = lake("ingest", str(good), data=d)  # four of these landed above; line 1 was broken
+    assert p.returncode == 0 and "(1 trajectories new or changed" in p.stdout
+    p = lake("ingest", str(good), data=d)
+    assert p.returncode == 0 and "(0 trajectories new or changed" in p.stdout
     nothing = tmp_path / "x.parquet"
     nothing.write_bytes(b"garbage")
     p = lake("ingest", str(nothing), data=d, check=False)
