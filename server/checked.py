@@ -5,13 +5,20 @@ caller wrote (``steps[3].duration_ms``) and the type wanted, not protobuf's bare
 ``TypeError``. Rows follow the record format (docs/format.md) as the file and Arrow doors
 read it: step aliases (``latency_ms``...) name their field; a step's unknown fields are kept
 in its ``attributes``, a trajectory's in its ``meta``; objects and lists in ``input`` /
-``output`` / ``error`` / ``attributes`` / ``meta`` travel as JSON text. Records for
+``output`` / ``error`` / ``attributes`` / ``meta`` travel as JSON text. An unknown field
+is kept, as the format means it to be; one whose name is close to a known field's
+(``tool_name``, ``agnet``, ``outcome.succeeded``) is also named in an
+``UnknownFieldWarning``: the lake accepts it silently, so this is where a caller learns of
+the typo. Records for
 ``ingest_arrow`` whose value types disagree go in tables of their own
 (``records_to_tables``), for the lake's rules to judge each.
 """
 
 from __future__ import annotations
 
+import difflib
+import warnings
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +33,25 @@ from proto.contextlake.v1 import lake_pb2 as pb
 from . import convert
 
 _JSON_TEXT = ("input", "output", "error")
+_STEP_NAMES = STEP_FIELDS | set(STEP_ALIASES) | {"is_error"}
+
+
+class UnknownFieldWarning(UserWarning):
+    """A field the record format does not know: kept (in ``meta`` / ``attributes``), not
+    read as any known field."""
+
+
+def warn_unknown(keys: Iterable[str], known: Iterable[str], path: str, kept_in: str) -> None:
+    """Warn of each of ``keys`` not in ``known`` whose name is close to a known one's (a
+    likely typo; other extra fields are the format's way to carry more, kept quietly)."""
+    known = set(known)
+    for key in sorted(set(keys) - known):
+        near = difflib.get_close_matches(key, known, n=1, cutoff=0.75) or sorted(
+            k for k in known if len(k) > 3 and (k in key or key in k))[:1]
+        if near:
+            warnings.warn(f"{path}{key} is not a field of the record format (docs/format.md)"
+                          f": kept in {kept_in}, not read as a known field; did you mean "
+                          f"{near[0]!r}?", UnknownFieldWarning, stacklevel=4)
 _WANTS = {
     FieldDescriptor.CPPTYPE_DOUBLE: "a number", FieldDescriptor.CPPTYPE_FLOAT: "a number",
     FieldDescriptor.CPPTYPE_INT32: "a whole number", FieldDescriptor.CPPTYPE_INT64:
@@ -73,6 +99,7 @@ def step(row: dict[str, Any], path: str) -> pb.Step:
     row = {STEP_ALIASES.get(k, k) if STEP_ALIASES.get(k) not in row else k: v
            for k, v in row.items()}
     extra = {k: row.pop(k) for k in [k for k in row if k not in STEP_FIELDS]}
+    warn_unknown(extra, _STEP_NAMES, f"{path}.", "its attributes")
     attributes = _object(row.get("attributes"), f"{path}.attributes")
     if extra or attributes is not None:
         row["attributes"] = _json({**(attributes or {}), **extra})
@@ -89,9 +116,12 @@ def trajectory(row: dict[str, Any], path: str = "") -> pb.Trajectory:
     steps = row.pop("steps", None) or ()
     outcome = row.pop("outcome", None)
     if isinstance(outcome, dict):
+        warn_unknown(outcome, OUTCOME_FIELDS, f"{path}outcome.", "meta")
         for k, v in outcome.items():
             row.setdefault(k if k in OUTCOME_FIELDS else f"outcome.{k}", v)
     extra = {k: row.pop(k) for k in [k for k in row if k not in TRAJECTORY_FIELDS]}
+    warn_unknown([k for k in extra if not k.startswith("outcome.")], TRAJECTORY_FIELDS,
+                 path, "meta")
     meta = _object(row.get("meta"), f"{path}meta")
     if extra or meta is not None:
         row["meta"] = _json({**(meta or {}), **extra})
@@ -148,6 +178,16 @@ def _object(value: Any, path: str) -> dict[str, Any] | None:
 
 def _json(value: Any) -> str:
     return orjson.dumps(value, default=str).decode()
+
+
+def warn_unknown_records(records: list[dict[str, Any]]) -> None:
+    """``warn_unknown`` for the fields of interchange records (each unknown name once)."""
+    dicts = [r for r in records if isinstance(r, dict)]
+    warn_unknown({k for r in dicts for k in r}, TRAJECTORY_FIELDS, "", "meta")
+    warn_unknown({k for r in dicts if isinstance(o := r.get("outcome"), dict) for k in o},
+                 OUTCOME_FIELDS, "outcome.", "meta")
+    warn_unknown({k for r in dicts if isinstance(st := r.get("steps"), list) for s in st
+                  if isinstance(s, dict) for k in s}, _STEP_NAMES, "steps[].", "attributes")
 
 
 def records_to_tables(records: list[dict[str, Any]]

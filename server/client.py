@@ -100,6 +100,7 @@ class LakeClient:
         if isinstance(data, list):
             if not data:
                 return out
+            checked.warn_unknown_records(data)
             tables, out.rejects = checked.records_to_tables(data)
         elif isinstance(data, (pa.Table, pa.RecordBatch)):
             tables = [(pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from lake.errors import Conflict, InvalidArgument
+from server.checked import UnknownFieldWarning
 from server.client import LakeClient, _target
 
 from .conftest import run
@@ -35,15 +36,19 @@ def test_steps_after_finish_and_a_second_finish_are_refused(server, client):
 
 
 def test_live_runs_get_times_and_keep_unknown_fields(server, client):
-    with client.trajectory("Track parcel #3", trajectory_id="ck-3", agent="bot",
-                           team="support") as t:
-        t.tool("track", {"id": 3}, "in transit", duration_ms=12.5, cache="hit")
-        t.step("llm", output="done", latency_ms=40, attributes={"temperature": 0})
-        lsn = t.finish(success=True)
+    with pytest.warns(UnknownFieldWarning) as seen:
+        with client.trajectory("Track parcel #3", trajectory_id="ck-3", agent="bot",
+                               team="support", agnet="typo") as t:
+            t.tool("track", {"id": 3}, "in transit", duration_ms=12.5, cache="hit")
+            t.step("llm", output="done", latency_ms=40, attributes={"temperature": 0})
+            t.tool("track", tool_name="again")
+            lsn = t.finish(success=True)
+    assert sorted(str(w.message).split(" is not")[0] for w in seen) == \
+        ["agnet", "steps[2].tool_name"]  # near a field's name; latency_ms is an alias
     got = client.get_trajectory("ck-3", min_lsn=lsn)
     assert got["started_at"] is not None and got["ended_at"] >= got["started_at"]
     assert '"team":"support"' in got["meta"].replace(" ", "")
-    tool, llm = got["steps"]
+    tool, llm, _ = got["steps"]
     assert tool["started_at"] is not None and '"cache":"hit"' in tool["attributes"]
     assert llm["duration_ms"] == 40 and '"temperature":0' in llm["attributes"]
 
@@ -75,6 +80,8 @@ def test_one_record_of_another_type_does_not_sink_the_batch(server, client):
     assert all("steps" not in t for t in page.trajectories)  # a listing has none
     with pytest.raises(InvalidArgument, match="wrap one record in a list"):
         client.ingest_arrow(run("m5"))
+    with pytest.warns(UnknownFieldWarning, match="tool_name is not a field.*did you mean 'name'"):
+        client.ingest_arrow([run("m6", steps=[{"kind": "tool", "tool_name": "refund"}])])
 
 
 def test_targets_as_people_write_them():
