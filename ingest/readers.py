@@ -107,6 +107,13 @@ class Reader:
             raise InvalidArgument(f"cannot read {self.kind} file: {e}; check the file is "
                                   "complete and of the type its name says",
                                   location=str(self.path)) from e
+        schema = self._pq.schema_arrow if self.kind == "parquet" else getattr(
+            self._arrow, "schema", None) if self.kind == "arrow" else None
+        if schema is not None and "task" not in schema.names:  # not a row per rejection
+            raise InvalidArgument(
+                f"has no task column (it has {', '.join(schema.names[:12]) or 'none'}): "
+                "every record needs its task (docs/format.md); name the column that holds "
+                "it task", location=str(self.path))
 
     def __iter__(self) -> Iterator[Item]:
         try:

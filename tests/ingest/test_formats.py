@@ -74,6 +74,15 @@ def test_parquet_keeps_outcome_scores_and_meta(lake, tmp_path):
     assert got == [(True, 0.5, 0.9, "a")]
 
 
+def test_a_parquet_file_without_tasks_is_one_clear_error_not_a_reject_per_row(lake, tmp_path):
+    path = tmp_path / "no-task.parquet"
+    pq.write_table(pa.table({"trajectory_id": [f"r{i}" for i in range(1000)],
+                             "prompt": ["t"] * 1000}), path)
+    s = ingest_paths(lake, [str(path)])
+    assert (s.exit_code, s.rejected) == (EXIT_NOTHING_READ, 0)
+    assert "has no task column (it has trajectory_id, prompt)" in s.unreadable[0]
+
+
 def test_directory_is_walked_for_supported_files(lake, sample, tmp_path):
     d = tmp_path / "runs"
     (d / "sub").mkdir(parents=True)
