@@ -19,7 +19,7 @@ import orjson
 import pyarrow as pa
 
 from . import sql as sqlmod
-from .errors import InvalidArgument, LakeError, NotFound
+from .errors import Conflict, InvalidArgument, LakeError, NotFound
 from .patches import Patch, parse, steps_patch
 from .records import Context, Record, normalize_line, now_us
 from .schema import ALL_TABLES, DATA_TABLES, LOG_TABLES, TRAJECTORIES
@@ -51,6 +51,9 @@ def _item_reject(e: Exception, location: str, item: Any) -> Reject:
     return Reject(location, getattr(e, "message", str(e)), fld, repr(item)[:1000])
 
 
+_OUTCOME = ("status", "success", "reward", "scores")  # what a finish sets, for good
+
+
 @dataclass
 class IngestResult:
     trajectories: int = 0
@@ -67,6 +70,8 @@ class Lake:
         self._connections_lock = threading.Lock()
         self._listeners: list[Callable[[Version, dict[str, list[dict]]], None]] = []
         self._started: set[tuple[str, str]] = set()  # live trajectories started here
+        self._finished: dict[tuple[str, str], dict[str, Any]] = {}  # their outcomes, once
+        # finished (see _check_open)
         # SQL's column caches: keys name immutable Lance files, so entries never go stale
         self.sql_caches = sqlmod.Caches.sized(settings.sql_cache_mb << 20)
         if writer is not None:
@@ -206,7 +211,8 @@ class Lake:
 
     def finish_trajectory(self, trajectory_id: str, *, tenant: str | None = None,
                           **fields: Any) -> int:
-        """Close it: ``status`` and/or ``outcome`` ({success, reward, scores}), ``ended_at``."""
+        """Close it: ``status`` and/or ``outcome`` ({success, reward, scores}), ``ended_at``.
+        Final: finishing again with another outcome, or adding steps, raises ``Conflict``."""
         return self._patch({"op": "finish", "trajectory_id": trajectory_id,
                             **{k: v for k, v in fields.items() if v is not None}}, tenant)
 
@@ -262,15 +268,53 @@ class Lake:
     def _submit_patch(self, patch: Patch, line: bytes, ctx: Context) -> int:
         """Log a validated patch (``line``: its JSON, what a replay parses again)."""
         key = (ctx.tenant, patch.trajectory_id)
-        if patch.kind != "start" and key not in self._started:
-            found = self.store.lookup("trajectories", ctx.tenant, "trajectory_id",
-                                      [patch.trajectory_id], ["trajectory_id"]).num_rows
-            if not found:
-                raise NotFound(f"trajectory {patch.trajectory_id!r} was not started: call "
-                               "StartTrajectory (start_trajectory) first", field="trajectory_id")
+        if patch.kind in ("steps", "finish"):
+            done = self._finished.get(key)
+            if done is None and key not in self._started:
+                done = self._stored_outcome(ctx.tenant, patch.trajectory_id)
+            if done is not None:
+                self._check_open(patch, done, ctx.tenant)
         lsn = self._writer().submit([patch], [line], ctx)
         self._started.add(key)
+        if patch.kind == "finish" and key not in self._finished:
+            self._finished[key] = {f: patch.record.trajectory.get(f) for f in _OUTCOME}
         return lsn
+
+    def _stored_outcome(self, tenant: str, trajectory_id: str) -> dict[str, Any] | None:
+        """The stored trajectory's outcome if it is finished, None if it is running."""
+        rows = self.store.lookup("trajectories", tenant, "trajectory_id", [trajectory_id],
+                                 ["trajectory_id", *_OUTCOME]).to_pylist()
+        if not rows:
+            raise NotFound(f"trajectory {trajectory_id!r:.200} was not started: call "
+                           "StartTrajectory (start_trajectory) first", field="trajectory_id")
+        row = rows[0]
+        if row["status"] == "running":
+            return None
+        row["scores"] = dict(row["scores"]) if row["scores"] else None  # a map: pairs
+        return {f: row[f] for f in _OUTCOME}
+
+    def _check_open(self, patch: Patch, done: dict[str, Any], tenant: str) -> None:
+        """A finished trajectory is final: a finish again must say the same (a retry), and
+        steps may only be ones already stored (a retried append)."""
+        tid, what = patch.trajectory_id, ", ".join(
+            f"{f} {v}" for f, v in done.items() if v is not None)
+        if patch.kind == "finish":
+            new = patch.record.trajectory
+            changed = [f for f in _OUTCOME if f in patch.fields and new.get(f) != done[f]]
+            if changed:
+                raise Conflict(f"trajectory {tid!r:.200} is already finished ({what}): a finish "
+                               f"is final, and this one changes {', '.join(changed)}. Report "
+                               "later judgements with ReportOutcome, or record a new attempt "
+                               "as a new trajectory (parent_id links it)", field=changed[0])
+            return
+        self.flush()  # a retried append's steps may still be on their way to the tables
+        stored = set(self.store.lookup("steps", tenant, "trajectory_id", [tid],
+                                       ["index"])["index"].to_pylist())
+        if any(s["index"] not in stored for s in patch.record.steps):
+            raise Conflict(f"trajectory {tid!r:.200} is finished ({what}): steps cannot be "
+                           "added after FinishTrajectory. Log every step before finishing, or "
+                           "record a new attempt as a new trajectory (parent_id links it)",
+                           field="trajectory_id")
 
     def flush(self, timeout: float | None = None) -> None:
         if self.writer is not None:

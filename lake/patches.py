@@ -19,7 +19,9 @@ without a ``status`` from its steps is ``running``; without a ``task``,
 Idempotent by construction: a step whose index is already stored is skipped (a retry
 re-sends the same indexes), a second start only fills fields still empty, a finish sets the
 same values again; the row hash is computed from the resulting content, so replaying a
-patch that is already applied changes nothing.
+patch that is already applied changes nothing. A finished trajectory is final: the lake
+refuses, before logging, a finish that changes its outcome and steps it does not have yet
+(``Lake._check_open``); retries of either pass.
 
 A commit that only adds steps to a stored live trajectory appends just the new steps
 (``extend``), without reading the stored ones: only their indexes and token and cost

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lake import InvalidArgument, Lake, NotFound, Unavailable
+from lake import Conflict, InvalidArgument, Lake, NotFound, Unavailable
 from server.client import LakeClient
 
 
@@ -51,6 +51,28 @@ def test_append_lands_good_steps_and_rejects_bad_ones(server, client):
     with pytest.raises(InvalidArgument) as e:
         client.finish(tid)
     assert e.value.field == "status"
+
+
+def test_a_finished_trajectory_is_final_but_retries_pass(server, client):
+    tid = client.start("a task", trajectory_id="f-1")
+    client.append(tid, [{"index": 0, "kind": "tool"}, {"index": 1, "kind": "llm"}])
+    lsn = client.finish(tid, success=True, reward=1.0)
+    assert client.finish(tid, success=True, reward=1.0) >= lsn  # a retry: fine
+    with pytest.raises(Conflict, match="already finished .*changes reward") as e:
+        client.finish(tid, success=True, reward=0.0)
+    assert e.value.field == "reward"
+    assert client.append(tid, [{"index": 1, "kind": "llm"}]).accepted == 1  # a retried append
+    with pytest.raises(Conflict, match="steps cannot be added after FinishTrajectory"):
+        client.append(tid, [{"index": 2, "kind": "tool"}])
+    got = client.get_trajectory(tid, min_lsn=client.stats()["submitted_lsn"])
+    assert (got["status"], got["reward"], got["n_steps"]) == ("succeeded", 1.0, 2)
+    done = client.ingest_arrow([{"trajectory_id": "f-2", "task": "t", "status": "failed",
+                                 "steps": [{"kind": "tool"}]}])  # loaded whole: finished
+    client.get_trajectory("f-2", min_lsn=done.lsn)
+    with pytest.raises(Conflict, match=r"is finished \(status failed"):
+        client.append("f-2", [{"index": 1, "kind": "tool"}])
+    with pytest.raises(Conflict):
+        client.finish("f-2", status="succeeded")
 
 
 def test_stream_of_one_step_per_message(server, client):
