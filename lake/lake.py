@@ -19,9 +19,10 @@ import orjson
 import pyarrow as pa
 
 from . import sql as sqlmod
+from .arrow_values import with_numbers
 from .errors import Conflict, InvalidArgument, LakeError, NotFound
 from .patches import Patch, parse, steps_patch
-from .records import Context, Record, normalize_line, now_us
+from .records import Context, Record, normalize, normalize_line, now_us
 from .schema import ALL_TABLES, DATA_TABLES, LOG_TABLES, TRAJECTORIES
 from .settings import Settings
 from .tables import TableStore, quote
@@ -152,8 +153,9 @@ class Lake:
                 result.rejected.append(Reject(f"item {i}", f"not JSON-serializable: {e}", None,
                                               repr(obj)[:1000]))
                 continue
-            try:
-                rec = normalize_line(line, ctx)
+            try:  # a NaN where a number is wanted is rejected, not read as its JSON null
+                kept = with_numbers(obj, line)
+                rec = normalize_line(line, ctx) if kept is None else normalize(kept, line, ctx)
             except InvalidArgument as e:
                 result.rejected.append(Reject(f"item {i}", e.message, e.field, line.decode()))
                 continue

@@ -165,3 +165,14 @@ def test_jsonl_nan_literals_are_refused_whichever_way_lines_are_read(lake, tmp_p
     assert (s.trajectories, s.rejected) == (2, 2)
     assert [(loc, reason.startswith("not valid JSON")) for loc, _, reason in quarantined(s)] \
         == [("2", True), ("3", True)]
+
+
+def test_the_embedded_ingest_rejects_nan_by_name_too(lake):
+    r = lake.ingest([{"trajectory_id": "a", "task": "t", "outcome": {"reward": float("nan")}},
+                     {"trajectory_id": "b", "task": "t",
+                      "steps": [{"kind": "tool", "duration_ms": float("inf")}]},
+                     {"trajectory_id": "c", "task": "t", "meta": {"x": float("nan")}}])
+    assert r.trajectories == 1  # c: free-form, null as in JSON
+    assert [(x.field, x.reason) for x in r.rejected] == [
+        ("outcome.reward", "must be a finite number, got nan"),
+        ("steps[0].duration_ms", "must be a finite non-negative number, got inf")]
