@@ -53,6 +53,7 @@ def _item_reject(e: Exception, location: str, item: Any) -> Reject:
 
 
 _OUTCOME = ("status", "success", "reward", "scores")  # what a finish sets, for good
+LIVE_KEPT = 1_000_000  # live trajectories whose state the lake remembers (~200 B each)
 
 
 @dataclass
@@ -70,9 +71,10 @@ class Lake:
         self._connections: dict[tuple[int, str | None], duckdb.DuckDBPyConnection] = {}
         self._connections_lock = threading.Lock()
         self._listeners: list[Callable[[Version, dict[str, list[dict]]], None]] = []
-        self._started: set[tuple[str, str]] = set()  # live trajectories started here
-        self._finished: dict[tuple[str, str], dict[str, Any]] = {}  # their outcomes, once
-        # finished (see _check_open)
+        # live trajectories patched here (oldest first), and the outcomes of those finished
+        # (see _check_open); the oldest are forgotten past LIVE_KEPT: the table answers then
+        self._started: dict[tuple[str, str], None] = {}
+        self._finished: dict[tuple[str, str], dict[str, Any]] = {}
         # SQL's column caches: keys name immutable Lance files, so entries never go stale
         self.sql_caches = sqlmod.Caches.sized(settings.sql_cache_mb << 20)
         if writer is not None:
@@ -277,7 +279,12 @@ class Lake:
             if done is not None:
                 self._check_open(patch, done, ctx.tenant)
         lsn = self._writer().submit([patch], [line], ctx)
-        self._started.add(key)
+        if key not in self._started:
+            self._started[key] = None
+            if len(self._started) > LIVE_KEPT:
+                oldest = next(iter(self._started))
+                del self._started[oldest]
+                self._finished.pop(oldest, None)
         if patch.kind == "finish" and key not in self._finished:
             self._finished[key] = {f: patch.record.trajectory.get(f) for f in _OUTCOME}
         return lsn
