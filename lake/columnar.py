@@ -155,6 +155,8 @@ class _Rows:
         self.fork_step = self.check(av.whole(get("fork_step"), n, 31))
         self.times = {k: self.check(av.times(get(k), n))
                       for k in ("started_at", "ended_at", "expires_at")}
+        early = pc.less(self.times["ended_at"], self.times["started_at"])  # records: refused
+        self.bad |= av.mask(early)
         self.strs = {k: self.check(av.strings(get(k), n)) for k in
                      ("agent", "agent_version", "model", "session_id", "on_behalf_of",
                       "parent_id")}

@@ -183,6 +183,11 @@ def trajectory_row(obj: dict, head: Head, ctx: Context, n_steps: int,
     """The ``trajectories`` row of a record whose head and steps are checked; the fields
     checked after the steps. ``step_values(key)``: the steps' non-null values of ``key``."""
     meta = _meta(obj, head.outcome)
+    started, ended = _ts(obj, "started_at", "started_at"), _ts(obj, "ended_at", "ended_at")
+    if started is not None and ended is not None and ended < started:
+        raise InvalidArgument(f"{obj['ended_at']!r:.40} is before started_at "
+                              f"{obj['started_at']!r:.40}: a run ends after it starts (check "
+                              "the two fields and their time zones)", field="ended_at")
     return {
         "tenant": ctx.tenant,
         "trajectory_id": head.trajectory_id,
@@ -196,8 +201,8 @@ def trajectory_row(obj: dict, head: Head, ctx: Context, n_steps: int,
         "parent_id": _str(obj, "parent_id", "parent_id"),
         "fork_step": _int(obj, "fork_step", "fork_step", bits=31),
         "status": head.status,
-        "started_at": _ts(obj, "started_at", "started_at"),
-        "ended_at": _ts(obj, "ended_at", "ended_at"),
+        "started_at": started,
+        "ended_at": ended,
         "success": head.success,
         "reward": head.reward,
         "scores": head.scores,

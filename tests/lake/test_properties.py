@@ -215,6 +215,9 @@ def oracle(obj: Any, raw: bytes, ctx: Context = CTX) -> Expect:
         "expires_at": c.time(obj.get("expires_at"), "expires_at"),
         "_record_hash": hashlib.blake2b(raw, digest_size=12).hexdigest(),
     }
+    if None not in (traj["started_at"], traj["ended_at"]) \
+            and traj["ended_at"] < traj["started_at"]:
+        c.fail("ended_at")  # a run ends after it starts
     if c.bad:
         return Expect(bad=c.bad)
     return Expect(trajectory=traj, steps=steps)
