@@ -159,7 +159,9 @@ records_in = st.fixed_dictionaries(
               "tags": st.lists(text, max_size=3), "meta": json_object,
               "outcome": st.fixed_dictionaries({}, optional={
                   "success": st.booleans(), "reward": st.floats(-1e6, 1e6),
-                  "scores": st.dictionaries(text, st.floats(-1, 1), max_size=3)})})
+                  "scores": st.dictionaries(text, st.floats(-1, 1), max_size=3)})}).filter(
+    lambda r: "ended_at" not in r or "started_at" not in r  # a run ends after it starts
+    or datetime.fromisoformat(r["ended_at"]) >= datetime.fromisoformat(r["started_at"]))
 CTX = Context("acme", 1_700_000_000_000_000)
 
 
