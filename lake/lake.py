@@ -373,7 +373,8 @@ class Lake:
         reason, and a call that retracts nothing new makes no version (a retry is a no-op)."""
         tenant = tenant or self.settings.tenant
         if not reason or not reason.strip():
-            raise InvalidArgument("a retraction needs a reason (--reason)", field="reason")
+            raise InvalidArgument("a retraction needs a reason: say why (`lake retract "
+                                  "--reason`, reason in Retract)", field="reason")
         writer = self._writer()
         writer.flush()
         with writer.exclusive():

@@ -91,7 +91,7 @@ class Catalog:
                                   "'.', '-', starting with a letter", field="name")
         if name in self.tags() and not force:
             raise AlreadyExists(f"tag {name!r} already exists; pick another name or move it "
-                                "with --force")
+                                "(force: `lake tag --force`, force=true in Tag)")
         row = {"name": name, "version": version, "created_at": now_us()}
         self.store.upsert("_tags", ["name"], pa.Table.from_pylist([row], schema=TAGS))
 
