@@ -406,7 +406,16 @@ def ipc_table(data: bytes) -> pa.Table:
                                   "message was refused)", field="arrow_ipc") from e
         raise InvalidArgument(f"not a readable Arrow IPC stream or file ({e}); write it with "
                               "pyarrow.ipc.new_stream", field="arrow_ipc") from e
+    if twice := _repeated(table.schema.names):
+        raise InvalidArgument(f"column {twice!r} appears more than once: a row would keep only "
+                              "one of its values; give each column its own name",
+                              field="arrow_ipc")
     return table
+
+
+def _repeated(names: list[str]) -> str | None:
+    seen: set[str] = set()
+    return next((n for n in names if n in seen or seen.add(n)), None)
 
 
 def ipc_rows(batch: pa.RecordBatch, rows: list[int] | None = None

@@ -83,6 +83,15 @@ def test_a_parquet_file_without_tasks_is_one_clear_error_not_a_reject_per_row(la
     assert "has no task column (it has trajectory_id, prompt)" in s.unreadable[0]
 
 
+def test_a_file_with_a_column_twice_is_refused_not_read_as_one_of_them(lake, tmp_path):
+    path = tmp_path / "twice.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array(["r1"]), pa.array(["a"]), pa.array(["b"])],
+                                        names=["trajectory_id", "task", "task"]), path)
+    s = ingest_paths(lake, [str(path)])
+    assert s.exit_code == EXIT_NOTHING_READ and "column 'task' appears more than once" in \
+        s.unreadable[0]
+
+
 def test_directory_is_walked_for_supported_files(lake, sample, tmp_path):
     d = tmp_path / "runs"
     (d / "sub").mkdir(parents=True)

@@ -149,6 +149,10 @@ def test_columns_the_format_cannot_read_are_named(client):
                     .cast(pa.string(), safe=False)})
     with pytest.raises(InvalidArgument, match="task holds bytes that are not UTF-8"):
         client.ingest_arrow(bad)
+    twice = pa.Table.from_arrays([pa.array(["d1"]), pa.array(["t"]), pa.array(["u"])],
+                                 names=["trajectory_id", "task", "task"])
+    with pytest.raises(InvalidArgument, match="column 'task' appears more than once"):
+        client.ingest_arrow(twice)
 
 
 def test_listings_filter_on_reward_and_tags_not_ignore_them(client):
