@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lake.arrow_values import pylist as _pylist
+from lake.arrow_values import refuse_repeated_column
 from lake.errors import InvalidArgument
 from lake.export import MANIFEST as EXPORT_MANIFEST
 
@@ -109,12 +110,8 @@ class Reader:
                                   location=str(self.path)) from e
         schema = self._pq.schema_arrow if self.kind == "parquet" else getattr(
             self._arrow, "schema", None) if self.kind == "arrow" else None
-        twice = schema is not None and next(
-            (n for n in schema.names if schema.names.count(n) > 1), None)
-        if twice:
-            raise InvalidArgument(f"column {twice!r} appears more than once: a row would keep "
-                                  "only one of its values; give each column its own name",
-                                  location=str(self.path))
+        if schema is not None:
+            refuse_repeated_column(schema.names, location=str(self.path))
         if schema is not None and "task" not in schema.names:  # not a row per rejection
             raise InvalidArgument(
                 f"has no task column (it has {', '.join(schema.names[:12]) or 'none'}): "

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.types as pt
 
+from .errors import InvalidArgument
 from .records import STEP_ALIASES
 
 _UTC_ZONES = (None, "UTC", "Etc/UTC", "+00:00")
@@ -40,6 +41,16 @@ class State:
 
     def __init__(self) -> None:
         self.plain = True  # only JSON values: no NaN/infinity (JSON null) anywhere
+
+
+def refuse_repeated_column(names: list[str], **where: str) -> None:
+    """``InvalidArgument`` (at ``where``: ``field=`` or ``location=``) when a column name
+    appears twice: a row (a dict) would keep one of its values, so the table is refused."""
+    seen: set[str] = set()
+    twice = next((n for n in names if n in seen or seen.add(n)), None)
+    if twice is not None:
+        raise InvalidArgument(f"column {twice!r} appears more than once: a row would keep only "
+                              "one of its values; give each column its own name", **where)
 
 
 def pylist(batch: pa.RecordBatch) -> tuple[list[dict], bool]:

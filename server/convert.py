@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from lake.arrow_values import with_numbers
+from lake.arrow_values import refuse_repeated_column, with_numbers
 from lake.errors import InvalidArgument
 from lake.schema import STATUSES, STEPS, TRAJECTORIES
 from lake.versions import Version
@@ -406,16 +406,8 @@ def ipc_table(data: bytes) -> pa.Table:
                                   "message was refused)", field="arrow_ipc") from e
         raise InvalidArgument(f"not a readable Arrow IPC stream or file ({e}); write it with "
                               "pyarrow.ipc.new_stream", field="arrow_ipc") from e
-    if twice := _repeated(table.schema.names):
-        raise InvalidArgument(f"column {twice!r} appears more than once: a row would keep only "
-                              "one of its values; give each column its own name",
-                              field="arrow_ipc")
+    refuse_repeated_column(table.schema.names, field="arrow_ipc")
     return table
-
-
-def _repeated(names: list[str]) -> str | None:
-    seen: set[str] = set()
-    return next((n for n in names if n in seen or seen.add(n)), None)
 
 
 def ipc_rows(batch: pa.RecordBatch, rows: list[int] | None = None
