@@ -9,8 +9,7 @@ in its ``attributes``, a trajectory's in its ``meta``; objects and lists in ``in
 is kept, as the format means it to be; one whose name is close to a known field's
 (``tool_name``, ``agnet``, ``outcome.succeeded``) is also named in an
 ``UnknownFieldWarning``: the lake accepts it silently, so this is where a caller learns of
-the typo. Records for
-``ingest_arrow`` whose value types disagree go in tables of their own
+the typo. Records for ``ingest_arrow`` whose value types disagree go in tables of their own
 (``records_to_tables``), for the lake's rules to judge each.
 """
 
@@ -52,6 +51,8 @@ def warn_unknown(keys: Iterable[str], known: Iterable[str], path: str, kept_in: 
             warnings.warn(f"{path}{key} is not a field of the record format (docs/format.md)"
                           f": kept in {kept_in}, not read as a known field; did you mean "
                           f"{near[0]!r}?", UnknownFieldWarning, stacklevel=4)
+
+
 _WANTS = {
     FieldDescriptor.CPPTYPE_DOUBLE: "a number", FieldDescriptor.CPPTYPE_FLOAT: "a number",
     FieldDescriptor.CPPTYPE_INT32: "a whole number", FieldDescriptor.CPPTYPE_INT64:
@@ -163,15 +164,11 @@ def _status(name: Any, path: str) -> int:
 
 
 def _object(value: Any, path: str) -> dict[str, Any] | None:
+    """A dict as it is; JSON object text parsed as the server parses it."""
     if value is None or isinstance(value, dict):
         return value
     if isinstance(value, str):
-        try:
-            parsed = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, dict):
-            return parsed
+        return convert._json_object(value, path)
     raise InvalidArgument(f"must be an object (a dict, or JSON object text), got "
                           f"{type(value).__name__} {value!r:.80}", field=path)
 
