@@ -15,10 +15,11 @@ import pytest
 
 from ingest import EXIT_SOME_REJECTED, ingest_paths
 from ingest.json_columnar import read_block
-from lake import Lake
+from lake import Lake, schema
+from lake.arrow_values import unwritten
 from lake.columnar import DROP, normalize_batch
 from lake.errors import InvalidArgument
-from lake.records import normalize
+from lake.records import STEP_ALIASES, Context, normalize
 from server import convert
 from server.app import serve
 from server.client import LakeClient
@@ -176,3 +177,29 @@ def test_the_embedded_ingest_rejects_nan_by_name_too(lake):
     assert [(x.field, x.reason) for x in r.rejected] == [
         ("outcome.reward", "must be a finite number, got nan"),
         ("steps[0].duration_ms", "must be a finite non-negative number, got inf")]
+
+
+def _number_columns(table: pa.Schema) -> list[str]:
+    return [f.name for f in table if pa.types.is_floating(f.type)
+            or pa.types.is_integer(f.type) or pa.types.is_timestamp(f.type)]
+
+
+def test_the_arrow_doors_know_every_number_the_format_reads():
+    """``arrow_values.unwritten`` lists the fields where a NaN must be kept to be rejected:
+    every numeric or time column of the schema that the record reader refuses NaN in (else
+    an Arrow door would store it as null where the reader refuses it)."""
+    keys = [(k, {k: math.nan}) for k in _number_columns(schema.TRAJECTORIES)]
+    keys += [(f"steps[0].{k}", {"steps": [{"kind": "tool", k: math.nan}]})
+             for k in [*_number_columns(schema.STEPS), *STEP_ALIASES]]
+    refused = []
+    for path, fields in keys:
+        rec = {"trajectory_id": "t", "task": "t", **fields}
+        try:
+            normalize(rec, b"{}", Context("t", 0))
+        except InvalidArgument as e:
+            refused.append(path)
+            assert e.field == path
+            assert [".".join(map(str, p)).replace("steps.0.", "steps[0].")
+                    for p in unwritten(rec)] == [path]
+    assert {"reward", "fork_step", "steps[0].index", "steps[0].latency_ms",
+            "expires_at"} <= set(refused)
