@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 
 from . import embedder as embedders
 from . import fused as fusedmod
-from . import slots
+from . import reads, slots
 from . import verdict as verdicts
 from .context_log import ContextLog
 from .errors import InvalidArgument, NotFound, ResourceExhausted
@@ -222,10 +222,11 @@ class ContextService:
                 self._pending_cv.notify_all()
 
     def wait_indexed(self, lsn: int, timeout: float = 60.0) -> None:
-        """Block until writes through ``lsn`` are committed and embedded (read your writes)."""
+        """Block until writes through ``lsn`` are committed and embedded (read your writes);
+        an ``lsn`` never logged is refused."""
         if lsn <= 0:
             return
-        self.lake.flush(timeout)
+        reads.wait_visible(self.lake, lsn, timeout)
         deadline = time.monotonic() + timeout
         with self._pending_cv:
             while self._pending and self.indexed_lsn < lsn:

@@ -93,8 +93,8 @@ def wait_visible(lake: Lake, lsn: int, timeout: float = 30.0) -> None:
         raise InvalidArgument(f"min_lsn {lsn} is beyond the last logged position "
                               f"{lake.writer.lag['submitted_lsn']}; pass an lsn an ingest "
                               "call returned", field="min_lsn")
-    try:
-        lake.flush(timeout)
+    try:  # only through ``lsn``: writes queued after it are not this reader's to wait for
+        lake.writer.wait_applied(lsn, timeout, hurry=True)
     except TimeoutError as e:
         raise ResourceExhausted(f"writes through log position {lsn} are not committed after "
                                 f"{timeout:g} s (the writer is behind); retry shortly",

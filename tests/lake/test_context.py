@@ -363,3 +363,21 @@ def test_answer_now_leaves_big_scans_to_the_pool(cache, minilm, monkeypatch):
     m = idx.model
     assert idx.scan_rows(Filters()) == m.k + m.n_probe * -(-m.n_rows // m.k)
     assert idx.scan_rows(Filters(success_only=True)) == m.n_rows
+
+
+def test_reading_your_writes_waits_for_yours_only(tmp_path, minilm):
+    """``wait_indexed(lsn)`` does not commit (nor wait for) writes logged after ``lsn``; an
+    ``lsn`` never logged is refused."""
+    lake = Lake.open(str(tmp_path / "lake"), flush_interval_ms=60_000)
+    cs = ContextService(lake, embedder=minilm)
+    try:
+        mine = lake.ingest(_runs("book a flight to Paris")).lsn  # waits: committed
+        later = lake.ingest(_runs("cancel my order", tenant_prefix="x"), wait=False).lsn
+        cs.wait_indexed(mine, timeout=5)
+        assert lake.writer.lag["applied_lsn"] == mine < later
+        with pytest.raises(InvalidArgument, match="min_lsn") as e:
+            cs.wait_indexed(later + 5, timeout=5)
+        assert e.value.field == "min_lsn"
+    finally:
+        cs.close()
+        lake.close()
