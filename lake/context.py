@@ -40,10 +40,10 @@ from . import reads, slots
 from . import verdict as verdicts
 from .context_log import ContextLog
 from .errors import InvalidArgument, NotFound, ResourceExhausted
+from .feedback import Feedback
 from .index import NEVER, Filters, Row, StoredFit, TenantIndex, fit_tables, match_fit
 from .patches import SPANS_PLACEHOLDER_TASK
 from .records import normalize_task, now_us, task_hash
-from .schema import FEEDBACK
 from .tables import quote
 from .vectors import LRU_SIZE, EmbeddingService, VectorCache
 
@@ -54,7 +54,6 @@ K_MAX = 100
 # exact scan of 20,000 takes ~3 ms, which on an event loop stalls every other call as long.
 LOOP_SCAN_ROWS = 4096
 FUSED_TTL_S = 5.0  # fused stats are recomputed at most this often while the tenant changes
-REPORTS_KEPT = 100_000  # the last report of this many contexts, to know a retried report
 BULK_VECTORS = 10_000  # at least this many task vectors at once: one scan of _embeddings
 
 
@@ -83,10 +82,8 @@ class ContextService:
         self._indexes: dict[str, TenantIndex] = {}
         self._fused: dict[str, tuple[float, int, dict[int, dict]]] = {}
         self._sources: dict[tuple[str, int], tuple] = {}  # see _servable_sources
-        self._feedback: dict[str, dict[int, list[tuple[float, bool, bool]]]] = {}
         self.contexts = ContextLog(lake.store)  # what was served, for reports and SQL
-        self._thresholds: dict[tuple[str, int | None], float] = {}
-        self._reported: dict[str, tuple] = {}  # context_id -> its last report (see report)
+        self.feedback = Feedback(lake)  # reports on served contexts; hit thresholds
         self._slot_cache: dict[str, slots.Slots] = {}
         self._pending: list[tuple[int, dict[str, list[dict]]]] = []  # (lsn, rows by tenant)
         self._pending_cv = threading.Condition()
@@ -135,7 +132,7 @@ class ContextService:
         if stored is None or idx.needs_refit():
             idx.fit()
             self._persist_clusters(idx)
-        self._feedback[tenant] = self._load_feedback(tenant)
+        self.feedback.load(tenant)
         return idx
 
     def _stored_fit(self, tenant: str, rows: list[Row], vecs: np.ndarray) -> StoredFit | None:
@@ -372,12 +369,7 @@ class ContextService:
 
     # -- clusters and fused context ---------------------------------------------------------
     def threshold(self, tenant: str, cluster: int | None) -> float:
-        key = (tenant, cluster)
-        t = self._thresholds.get(key)
-        if t is None:
-            obs = self._feedback.get(tenant, {}).get(cluster, []) if cluster is not None else []
-            t = self._thresholds[key] = verdicts.calibrate(obs)
-        return t
+        return self.feedback.threshold(tenant, cluster)
 
     def _cluster_info(self, tenant: str, idx: TenantIndex, cluster: int | None,
                       threshold: float) -> dict[str, Any] | None:
@@ -403,7 +395,7 @@ class ContextService:
             stats = self._compute_fused(tenant, idx)
         out = dict(stats.get(cluster, {}))
         out["sources"] = self._servable_sources(tenant, idx, stats, cluster, now)
-        out["feedback"] = self._feedback_stats(tenant, cluster)
+        out["feedback"] = self.feedback.stats(tenant, cluster)
         return out
 
     def _servable_sources(self, tenant: str, idx: TenantIndex, stats: dict[int, dict],
@@ -497,45 +489,10 @@ class ContextService:
                            "context_id that get_context returned")
         if reward is not None and not math.isfinite(reward):
             raise InvalidArgument(f"must be a finite number, got {reward}", field="reward")
-        said = (used, success, reward, trajectory_id)
-        if self._reported.get(context_id) == said:  # a retry: stored and counted once
-            return {"context_id": context_id, "stored": False,
-                    "hit_threshold": self.threshold(tenant, ctx["cluster_id"])}
-        row = {"tenant": tenant, "context_id": context_id, "reported_at": now_us(),
-               "used": used, "success": success, "reward": reward,
-               "trajectory_id": trajectory_id, "verdict": ctx["verdict"],
-               "cluster_id": ctx["cluster_id"], "top_similarity": ctx["top_similarity"]}
-        self.lake.store.append("feedback", pa.Table.from_pylist([row], schema=FEEDBACK))
-        self._observe(tenant, row, ctx.get("slots_equal"))
-        self._reported[context_id] = said
-        if len(self._reported) > REPORTS_KEPT:  # the oldest go: retries come soon after
-            del self._reported[next(iter(self._reported))]
-        return {"context_id": context_id, "stored": True,
+        stored = self.feedback.record(ctx, (used, success, reward, trajectory_id),
+                                      self.contexts.served_here(context_id))
+        return {"context_id": context_id, "stored": stored,
                 "hit_threshold": self.threshold(tenant, ctx["cluster_id"])}
-
-    def _observe(self, tenant: str, row: dict, slots_equal: bool | None) -> None:
-        # only hit/similar contexts say anything about the threshold (exact is by text hash)
-        if (row["used"] and row["success"] is not None and row["top_similarity"] is not None
-                and row["verdict"] in ("hit", "similar")):
-            obs = self._feedback.setdefault(tenant, {}).setdefault(row["cluster_id"], [])
-            obs.append((row["top_similarity"], bool(slots_equal), bool(row["success"])))
-            self._thresholds.pop((tenant, row["cluster_id"]), None)
-
-    def _load_feedback(self, tenant: str) -> dict[int, list[tuple[float, bool, bool]]]:
-        rows = self.lake.connect(tenant=tenant).sql(
-            "select f.cluster_id, f.top_similarity, coalesce(c.slots_equal, false), f.success "
-            "from feedback f left join contexts c using (context_id) "
-            "where f.used and f.success is not null and f.top_similarity is not null "
-            "and f.verdict in ('hit', 'similar')").fetchall()
-        out: dict[int, list] = {}
-        for cid, sim, eq, ok in rows:
-            out.setdefault(cid, []).append((sim, bool(eq), bool(ok)))
-        return out
-
-    def _feedback_stats(self, tenant: str, cluster: int) -> dict[str, Any]:
-        obs = self._feedback.get(tenant, {}).get(cluster, [])
-        return {"reports_used": len(obs),
-                "success_rate_when_used": (sum(o[2] for o in obs) / len(obs)) if obs else None}
 
     def retract(self, tenant: str, ids: list[str], reason: str) -> dict[str, Any]:
         n = self.lake.retract(ids, reason, tenant=tenant)

@@ -52,6 +52,11 @@ class ContextLog:
             row = found[0] if found else None
         return row
 
+    def served_here(self, context_id: str) -> bool:
+        """Served by this process and still in memory (else by another process, or by
+        this lake's server before a restart)."""
+        return context_id in self._recent
+
     def flush(self) -> None:
         self._rows.flush()
 

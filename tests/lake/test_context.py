@@ -381,3 +381,25 @@ def test_reading_your_writes_waits_for_yours_only(tmp_path, minilm):
     finally:
         cs.close()
         lake.close()
+
+
+def test_a_report_retried_after_a_restart_counts_once(tmp_path, minilm):
+    """The retry of a report whose answer was lost (the server died after storing it) goes
+    to a new process: it finds the stored report and stores nothing."""
+    path = str(tmp_path / "lake")
+    with Lake.open(path) as lake:
+        cs = ContextService(lake, embedder=minilm)
+        lake.ingest(_runs("Book a flight from NYC to SF on May 3"))
+        served = cs.get_context("default", {"text": "book a flight from NYC to SF"})
+        assert cs.report("default", served["context_id"], used=True, success=True)["stored"]
+        cs.close()
+    with Lake.open(path) as lake:
+        cs = ContextService(lake, embedder=minilm)
+        try:
+            cid = served["context_id"]
+            assert not cs.report("default", cid, used=True, success=True)["stored"]
+            assert cs.report("default", cid, used=True, success=False)["stored"]  # a new one
+            assert lake.sql("select success from feedback order by reported_at").fetchall() \
+                == [(True,), (False,)]
+        finally:
+            cs.close()
