@@ -132,7 +132,7 @@ class ContextService:
         if stored is None or idx.needs_refit():
             idx.fit()
             self._persist_clusters(idx)
-        self.feedback.load(tenant)
+        self.feedback.load(tenant, idx.cluster_of)
         return idx
 
     def _stored_fit(self, tenant: str, rows: list[Row], vecs: np.ndarray) -> StoredFit | None:
@@ -449,6 +449,8 @@ class ContextService:
         idx.fit()
         self._changes += 1
         self._fused.pop(tenant, None)
+        self.contexts.flush()  # the reports' contexts, to find their clusters in the new fit
+        self.feedback.load(tenant, idx.cluster_of)
         version = self._persist_clusters(idx)
         return {"tenant": tenant, "clusters": idx.model.k if idx.model else 0,
                 "rows": idx.size, "seconds": round(time.perf_counter() - t0, 3),

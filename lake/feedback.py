@@ -4,6 +4,7 @@ cluster's hit threshold (``verdict.calibrate``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -25,17 +26,34 @@ class Feedback:
         self._thresholds: dict[tuple[str, int | None], float] = {}
         self._reported: dict[str, tuple] = {}  # context_id -> its last report
 
-    def load(self, tenant: str) -> None:
-        """The tenant's stored reports that calibrate thresholds (when its index loads)."""
-        rows = self.lake.connect(tenant=tenant).sql(
-            "select f.cluster_id, f.top_similarity, coalesce(c.slots_equal, false), f.success "
-            "from feedback f left join contexts c using (context_id) "
-            "where f.used and f.success is not null and f.top_similarity is not null "
-            "and f.verdict in ('hit', 'similar')").fetchall()
+    def load(self, tenant: str, cluster_of: Callable[[str], int | None]) -> None:
+        """The tenant's stored reports that calibrate thresholds, each in the cluster that
+        ``cluster_of`` gives its context's best neighbour now (a refit renumbers clusters:
+        the number stored with the report may now be another kind of task)."""
+        store = self.lake.store  # Lance, not DuckDB: this may run on the indexer thread
+        rows: list[dict[str, Any]] = []
+        if store.exists("feedback"):
+            rows = store.dataset("feedback").to_table(
+                columns=["context_id", "cluster_id", "top_similarity", "success"],
+                filter=f"tenant = {quote(tenant)} and used and success is not null and "
+                       "top_similarity is not null and verdict in ('hit', 'similar')",
+            ).to_pylist()
+        served: dict[str, tuple[str | None, bool]] = {}  # context_id -> (best neighbour, ...)
+        if rows and store.exists("contexts"):
+            got = store.lookup("contexts", tenant, "context_id",
+                               sorted({r["context_id"] for r in rows}),
+                               ["context_id", "neighbors", "slots_equal"]).to_pylist()
+            served = {c["context_id"]: ((c["neighbors"] or [None])[0], bool(c["slots_equal"]))
+                      for c in got}
         out: dict[int, list[Observation]] = {}
-        for cid, sim, eq, ok in rows:
-            out.setdefault(cid, []).append((sim, bool(eq), bool(ok)))
+        for r in rows:
+            top, eq = served.get(r["context_id"], (None, False))
+            cid = cluster_of(top) if top is not None else r["cluster_id"]
+            if cid is not None:
+                out.setdefault(cid, []).append((r["top_similarity"], eq, bool(r["success"])))
         self._obs[tenant] = out
+        for key in [k for k in self._thresholds if k[0] == tenant]:
+            del self._thresholds[key]
 
     def threshold(self, tenant: str, cluster: int | None) -> float:
         key = (tenant, cluster)

@@ -286,6 +286,12 @@ class TenantIndex:
             return n
 
     # -- clusters -----------------------------------------------------------------------------
+    def cluster_of(self, trajectory_id: str) -> int | None:
+        """The cluster of a trajectory in the current fit (None: unknown or not fitted)."""
+        with self.lock:
+            at = self.pos.get(trajectory_id)
+            return int(self.labels[at]) if at is not None and at < len(self.labels) else None
+
     def cluster_of_vector(self, v: np.ndarray) -> tuple[int, float]:
         """Nearest centroid and its cosine (centroids are not unit length: normalised here)."""
         sims = (self.model.centroids @ v) / self.model.centroid_norms

@@ -403,3 +403,24 @@ def test_a_report_retried_after_a_restart_counts_once(tmp_path, minilm):
                 == [(True,), (False,)]
         finally:
             cs.close()
+
+
+
+def test_feedback_keeps_to_its_kind_of_task_when_a_refit_renumbers_clusters(cache):
+    """A false hit raises its cluster's threshold. Reloaded (at a refit), the report counts
+    for the cluster its context's best neighbour is in now, not the number it was stored
+    with (a refit renumbers clusters), and a recluster keeps the raise."""
+    cache.lake.ingest(_runs("Book a flight from NYC to SF on May 3", "Cancel my order 5"))
+    first = cache.get_context("default", {"text": "book a flight from NYC to SF on May 3!"})
+    assert first["verdict"] == "hit"
+    was = first["cluster"]["id"]
+    raised = cache.report("default", first["context_id"], used=True, success=False)
+    assert raised["hit_threshold"] > first["cluster"]["hit_threshold"]
+    cache.flush_log()
+    cache.feedback.load("default", {"r0": was + 7}.get)  # as if renumbered by a refit
+    assert cache.threshold("default", was + 7) == raised["hit_threshold"]
+    assert cache.threshold("default", was) == first["cluster"]["hit_threshold"]
+    cache.recluster("default")
+    again = cache.get_context("default", {"text": "book a flight from NYC to SF on May 3!"})
+    assert again["cluster"]["hit_threshold"] == raised["hit_threshold"]
+    assert again["verdict"] == "similar"
