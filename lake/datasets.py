@@ -89,6 +89,12 @@ def export_dataset(lake: Lake, kind: str, out_dir: str | Path, *, where: str | N
     tenant = tenant or lake.settings.tenant
     con = lake.connect(as_of=version.version, tenant=tenant)
     sel = _selection(con, where, version)
+    gone = sorted(tid for _, tid in lake.retractions(tenant))  # since ``version`` too
+    retracted_since = 0
+    if gone:
+        kept = f"{sel} AND trajectory_id NOT IN ({', '.join(quote(t) for t in gone)})"
+        retracted_since = _count(con, sel) - _count(con, kept)
+        sel = kept
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tick = on_progress or (lambda done, total: None)
@@ -99,7 +105,8 @@ def export_dataset(lake: Lake, kind: str, out_dir: str | Path, *, where: str | N
         "format": FORMAT, "kind": kind,
         "lake": {"version": version.version, "as_of": None if as_of is None else str(as_of),
                  "created_at": _iso(version.created_at)},
-        "tenant": tenant, "where": where, "rules": rules, "counts": counts,
+        "tenant": tenant, "where": where, "rules": rules,
+        "counts": {**counts, "retracted_since": retracted_since},
         "files": [f.describe()],
     }
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"

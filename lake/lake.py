@@ -348,12 +348,45 @@ class Lake:
         writer.flush()
         target = self.catalog.resolve(ref)
         with writer.exclusive():
+            retracted = self.retractions()
             for name in DATA_TABLES:
                 self.store.restore(name, target.tables.get(name))
+            kept = self._retract_again(retracted)
             return self.catalog.commit(
                 "restore", writer.wal.writer_id, writer.lag["applied_lsn"],
                 {"restored": target.version, "tags": [t for t, v in self.catalog.tags().items()
-                                                      if v == target.version]})
+                                                      if v == target.version],
+                 "retractions_kept": kept})
+
+    def retractions(self, tenant: str | None = None) -> dict[tuple[str, str], tuple[int, str]]:
+        """Every retraction in force, (tenant, trajectory_id) -> (retracted_at, reason):
+        from the latest version whichever version is read, since a retracted trajectory is
+        never served again (not by time travel, not after a restore)."""
+        if not self.store.exists("trajectories"):
+            return {}
+        cond = "retracted_at IS NOT NULL"
+        t = self.store.dataset("trajectories").to_table(
+            columns=["tenant", "trajectory_id", "retracted_at", "retract_reason"],
+            filter=cond if tenant is None else f"tenant = {quote(tenant)} AND {cond}")
+        ts = t["retracted_at"].cast(pa.int64()).to_pylist()
+        return {(a, b): (at, why) for a, b, at, why in zip(
+            t["tenant"].to_pylist(), t["trajectory_id"].to_pylist(), ts,
+            t["retract_reason"].to_pylist(), strict=True)}
+
+    def _retract_again(self, retracted: dict[tuple[str, str], tuple[int, str]]) -> int:
+        """Retract again, as they were, the rows a restore brought back unretracted."""
+        rows: list[dict[str, Any]] = []
+        for tenant in sorted({k[0] for k in retracted}):
+            ids = sorted(tid for t, tid in retracted if t == tenant)
+            for r in self.store.lookup("trajectories", tenant, "trajectory_id", ids,
+                                       list(TRAJECTORIES.names)).to_pylist():
+                if r["retracted_at"] is None:
+                    at, why = retracted[(tenant, r["trajectory_id"])]
+                    rows.append({**r, "retracted_at": at, "retract_reason": why})
+        if rows:
+            self.store.upsert("trajectories", ["tenant", "trajectory_id"],
+                              pa.Table.from_pylist(rows, schema=TRAJECTORIES))
+        return len(rows)
 
     def replace_tenant_rows(self, tenant: str, tables: dict[str, pa.Table], *, operation: str,
                             detail: dict[str, Any]) -> int:

@@ -271,3 +271,38 @@ def test_a_finished_run_stays_final_after_the_lake_forgets_it(lake: Lake, monkey
     with pytest.raises(Conflict, match="changes reward"):
         lake.finish_trajectory("r0", status="succeeded", outcome={"reward": 0.5})
     lake.finish_trajectory("r0", status="succeeded", outcome={"reward": 1.0})  # a retry
+
+
+def test_a_retraction_holds_across_restore_and_time_travel(lake: Lake, tmp_path):
+    """Never served again: not after restoring a version from before the retraction, not
+    by reading that version (listings, exports, tapes), while SQL time travel still shows
+    the history for audit."""
+    from lake import reads
+    from lake.datasets import export_dataset
+    from lake.tape import Tape
+
+    lake.ingest([_traj("a", 2, outcome={"success": True}), _traj("b", 2,
+                                                                 outcome={"success": True})])
+    lake.tag("before")
+    assert lake.retract(["a"], "leaked a card number") == 1
+    before = reads.TrajectoryFilter()
+    _, rows, _ = reads.trajectories(lake, "default", before, as_of="before")
+    assert [r["trajectory_id"] for r in rows] == ["b"]
+    _, rows, _ = reads.trajectories(lake, "default", reads.TrajectoryFilter(
+        include_retracted=True), as_of="before")
+    assert [(r["trajectory_id"], r["retract_reason"]) for r in rows] == [
+        ("a", "leaked a card number"), ("b", None)]
+    _, row = reads.trajectory(lake, "default", "a", as_of="before")
+    assert row["retracted_at"] is not None
+    with pytest.raises(NotFound, match="retracted"):
+        Tape.from_lake(lake, "a", as_of="before")
+    out = export_dataset(lake, "sft", tmp_path / "sft", as_of="before")
+    assert out.manifest["counts"]["trajectories"] == 1
+    assert lake.sql("select retracted_at from trajectories where trajectory_id = 'a'",
+                    as_of="before").fetchall() == [(None,)]  # history, for audit
+
+    restored = lake.restore("before")
+    assert restored.detail["retractions_kept"] == 1
+    assert lake.sql("select trajectory_id, retract_reason from trajectories order by 1"
+                    ).fetchall() == [("a", "leaked a card number"), ("b", None)]
+    assert lake.retract(["a"], "again") == 0  # still retracted: a retry is a no-op
