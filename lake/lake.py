@@ -22,8 +22,9 @@ from . import sql as sqlmod
 from .arrow_values import with_numbers
 from .errors import Conflict, InvalidArgument, LakeError, NotFound
 from .patches import Patch, parse, steps_patch
+from .query import run
 from .records import Context, Record, normalize, normalize_line, now_us
-from .schema import ALL_TABLES, DATA_TABLES, LOG_TABLES, TRAJECTORIES
+from .schema import ALL_TABLES, DATA_TABLES, TRAJECTORIES
 from .settings import Settings
 from .tables import TableStore, quote
 from .versions import Catalog, Version
@@ -453,14 +454,10 @@ class Lake:
 
     def sql(self, query: str, *, as_of: int | str | None = None, tenant: str | None = None,
             all_tenants: bool = False) -> duckdb.DuckDBPyRelation:
-        """Run ``query`` and return the DuckDB relation (``.fetchall()``, ``.arrow()``, ...)."""
-        con = self.connect(as_of=as_of, tenant=tenant, all_tenants=all_tenants)
-        try:
-            return con.sql(query)
-        except duckdb.Error as e:
-            tables = ", ".join([*DATA_TABLES, "versions", *LOG_TABLES])
-            raise InvalidArgument(f"SQL failed: {e}; the tables are {tables} (see "
-                                  "docs/schema.md)", field="query") from e
+        """Run ``query``, one SQL statement, now: a DuckDB relation holding its rows
+        (``.fetchall()``, ``.arrow()``, ...). A mistake in it, found binding or running, is
+        an InvalidArgument (``lake.query``)."""
+        return run(self.connect(as_of=as_of, tenant=tenant, all_tenants=all_tenants), query)
 
     def count(self, table: str, *, tenant: str | None = None) -> int:
         return int(self.sql(f'select count(*) from "{table}"', tenant=tenant).fetchall()[0][0])

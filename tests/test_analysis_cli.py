@@ -1,4 +1,5 @@
-"""`lake compare` and `lake cost` as users run them: a real subprocess on the bundled sample."""
+"""`lake sql`, `lake compare` and `lake cost` as users run them: a real subprocess on the
+bundled sample (or a small lake of two tenants)."""
 
 from __future__ import annotations
 
@@ -83,3 +84,28 @@ def test_cost_summary_views_and_sql_macro(sample):
                             "'ft:gpt-4.1-2025-04-14:sierra:tau2-full-sft:BzrYdMNm') "
                             "where flag is not null", "--format", "json", data=sample).stdout)
     assert flags == [{"group": "(all)", "flag": "worse"}, {"group": "telecom", "flag": "worse"}]
+
+
+@pytest.fixture(scope="module")
+def two_tenants(tmp_path_factory) -> Path:
+    """The same trajectory ids in tenants default and acme."""
+    d = tmp_path_factory.mktemp("sql") / "lake"
+    runs = tmp_path_factory.mktemp("runs") / "runs.jsonl"
+    runs.write_text("".join(json.dumps(
+        {"trajectory_id": f"t{i}", "task": f"task {i}", "agent": "a",
+         "steps": [{"kind": "tool", "name": "get"}], "outcome": {"success": True}}) + "\n"
+        for i in range(3)))
+    lake("ingest", str(runs), data=d)
+    lake("ingest", str(runs), "--tenant", "acme", data=d)
+    return d
+
+
+@pytest.mark.parametrize(("query", "said"), [
+    ("select cast('x' as int)", "Could not convert string 'x' to INT32"),
+    ("select * from run_facts where day > '2025'", "invalid date field format"),
+    ("", "the query is empty"),
+])
+def test_a_mistake_in_the_query_is_an_error_not_a_crash(two_tenants, query, said):
+    p = lake("sql", query, data=two_tenants, check=False)
+    assert p.returncode == 1 and p.stderr.startswith("error: query: ") and said in p.stderr
+    assert "internal error" not in p.stderr and "Traceback" not in p.stderr

@@ -1,0 +1,64 @@
+"""`Lake.sql` (and `lake sql`): one statement, run at the call; every mistake in the query,
+found binding or running, an InvalidArgument naming the query with DuckDB's message and a
+hint; a failure of the lake itself stays apart."""
+
+from __future__ import annotations
+
+import shutil
+
+import duckdb
+import pytest
+
+from lake import Lake
+from lake.errors import InvalidArgument
+
+
+@pytest.fixture
+def runs(lake: Lake) -> Lake:
+    lake.ingest([{"trajectory_id": f"t{i}", "task": f"task {i}", "agent": "a",
+                  "steps": [{"kind": "tool", "name": "get", "input": f"in {i}"}],
+                  "outcome": {"success": i % 2 == 0}} for i in range(4)])
+    return lake
+
+
+@pytest.mark.parametrize(("query", "said", "hint"), [
+    ("select cast('x' as int)", "Could not convert string 'x'", "TRY_CAST"),  # while running
+    ("select * from run_facts where day > '2025'", "invalid date field format", "DATE '"),
+    ("select 2::tinyint * 200::tinyint", "out of range", "TRY_CAST"),
+    ("select strptime('x', '%Y')", "Could not parse string", "DuckDB's message"),
+    ("from compare_runs('agnt', 'a')", "dim must be agent", "DuckDB's message"),
+    ("select nosuch from trajectories", 'column "nosuch"', "describe TABLE"),  # binding
+    ("select * from nowhere", "nowhere does not exist", "the tables are"),
+    ("selec 1", "syntax error", "where the message points"),  # parsing
+    ("select * from read_parquet('no-such-file.parquet')", "no-such-file", "check its path"),
+])
+def test_a_mistake_in_the_query_is_invalid_argument_with_duckdbs_words(runs, query, said, hint):
+    with pytest.raises(InvalidArgument) as got:
+        runs.sql(query)
+    err = got.value
+    assert err.field == "query" and said in err.message
+    assert str(err).startswith("query: SQL failed: ") and hint in str(err).split("\nhint: ")[1]
+    assert isinstance(err.__cause__, duckdb.Error)
+
+
+@pytest.mark.parametrize("query", ["", "   ", " ; ", "-- just a comment"])
+def test_an_empty_query_says_so(runs, query):
+    with pytest.raises(InvalidArgument, match="the query is empty: give one SQL statement"):
+        runs.sql(query)
+
+
+def test_the_relation_holds_the_rows_it_ran_once(runs):
+    rel = runs.sql("select trajectory_id, success from trajectories order by 1")
+    assert rel.fetchall() == rel.fetchall() == [("t0", True), ("t1", False), ("t2", True),
+                                                 ("t3", False)]
+    assert rel.to_arrow_table().column("trajectory_id").to_pylist() == ["t0", "t1", "t2", "t3"]
+
+
+def test_a_lake_that_cannot_be_read_is_not_the_querys_fault(lake_dir, runs):
+    runs.close()
+    for f in (lake_dir / "steps.lance" / "data").iterdir():
+        f.unlink() if f.is_file() else shutil.rmtree(f)
+    with Lake.open(str(lake_dir), readonly=True) as lk, \
+            pytest.raises(duckdb.Error) as got:
+        lk.sql("select count(input) from steps")
+    assert not isinstance(got.value, InvalidArgument)
