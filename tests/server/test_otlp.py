@@ -277,6 +277,11 @@ def test_an_overloaded_server_refuses_exports_with_a_retry_hint(lake_dir):
         assert not stub.Export(_request(_span(1)), timeout=5).HasField("partial_success")
 
 
+def _logged(srv: Server) -> int:
+    """The log position of the last write (an Export reply does not carry it)."""
+    return srv.lake.writer.lag["submitted_lsn"]
+
+
 def test_a_trace_without_a_task_yet_is_not_indexed_until_it_has_one(server: Server,
                                                                      trace_stub):
     """A placeholder task would pull every task-less trace into one cluster of identical
@@ -286,7 +291,7 @@ def test_a_trace_without_a_task_yet_is_not_indexed_until_it_has_one(server: Serv
                  gen_ai__operation__name="execute_tool", gen_ai__tool__name="refund")
     assert not trace_stub.Export(_request(tool)).HasField("partial_success")
     server.lake.flush()
-    server.cache.wait_indexed(1 << 62)  # until nothing is pending
+    server.cache.wait_indexed(_logged(server))
     tid = server.lake.sql("select trajectory_id from trajectories").fetchall()[0][0]
     assert tid not in idx.pos
     chat = _span(2, 1, start=10**18 + 1, gen_ai__operation__name="chat",
@@ -294,13 +299,13 @@ def test_a_trace_without_a_task_yet_is_not_indexed_until_it_has_one(server: Serv
                      [{"role": "user", "parts": [{"type": "text", "content": TASK}]}]))
     assert not trace_stub.Export(_request(chat)).HasField("partial_success")
     server.lake.flush()
-    server.cache.wait_indexed(1 << 62)
+    server.cache.wait_indexed(_logged(server))
     assert idx.rows[idx.pos[tid]].task == TASK
     # and a restarted server's index leaves task-less traces out too
     other = _span(9, 5, name="execute_tool x", trace=b"\x02" * 16,
                   gen_ai__operation__name="execute_tool", gen_ai__tool__name="x")
     assert not trace_stub.Export(_request(other)).HasField("partial_success")
     server.lake.flush()
-    server.cache.wait_indexed(1 << 62)
+    server.cache.wait_indexed(_logged(server))
     fresh = server.cache._load(server.lake.settings.tenant)
     assert list(fresh.pos) == [tid]
