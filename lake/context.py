@@ -517,7 +517,7 @@ class ContextService:
             self._closed = True
             self._pending_cv.notify_all()
         self._indexer.join(timeout=60)
-        self.flush_log()
+        self.contexts.close()
         self.embedding.close()
 
 

@@ -2,8 +2,9 @@
 ``contexts`` table in bulk.
 
 A Lance append costs ~13 ms for 1,000 rows and ~23 ms for 5,000, so served contexts are
-buffered and appended ``CONTEXT_LOG_ROWS`` at a time (and at close), on a thread of their
-own: ``remember`` may run on the server's event loop and never waits for storage. Recent
+buffered and appended ``CONTEXT_LOG_ROWS`` at a time, or after ``CONTEXT_LOG_SECONDS``
+(SQL sees a served context by then, however quiet the server), and at close, on threads of
+their own: ``remember`` may run on the server's event loop and never waits for storage. Recent
 contexts (``RECENT``) stay in memory so a report finds its context without a read.
 """
 
@@ -19,6 +20,7 @@ from .tables import quote
 
 log = logging.getLogger(__name__)
 CONTEXT_LOG_ROWS = 5_000  # ~5 us a served context
+CONTEXT_LOG_SECONDS = 5.0  # the longest a served context waits to be readable by SQL
 RECENT = 100_000
 
 
@@ -27,6 +29,7 @@ class ContextLog:
         self.store = store
         self._recent: dict[str, dict[str, Any]] = {}  # context_id -> what was served
         self._rows = RowBuffer(store, "contexts", CONTEXTS)
+        self._rows.start(CONTEXT_LOG_SECONDS)
         self._flushing = False  # a thread is appending the buffer
         self._lock = threading.Lock()  # recent (held for a few instructions)
 
@@ -59,6 +62,9 @@ class ContextLog:
 
     def flush(self) -> None:
         self._rows.flush()
+
+    def close(self) -> None:
+        self._rows.stop()
 
     def _flush_logged(self) -> None:
         try:

@@ -3,28 +3,37 @@
 A Lance append is a commit (~13 ms for 1,000 rows), so callers buffer rows and append many
 at once. ``add`` holds a lock for a few instructions (callers may run on an event loop);
 ``flush`` appends everything buffered as one commit, one flush at a time; the rows of a
-failed append stay buffered, in order, for the next flush.
+failed append stay buffered, in order, for the next flush. ``start`` adds a thread that
+flushes every ``interval_s`` (rows never wait longer to be readable), and the table is
+compacted now and then so that small appends do not pile up fragments.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 
+log = logging.getLogger(__name__)
+COMPACT_EVERY = 32  # flushes between fragment-count checks
+
 
 class RowBuffer:
     def __init__(self, store: Any, table: str, schema: pa.Schema, *, ensure: bool = False,
-                 after: Callable[[], None] | None = None):
-        """``ensure``: create the table first if needed; ``after``: run after each append,
-        still inside the flush (no other append meanwhile: maintenance such as compaction)."""
+                 compact_fragments: int = 32):
+        """``ensure``: create the table first if needed; ``compact_fragments``: compact the
+        table when it has more fragments than this (checked every ``COMPACT_EVERY`` flushes,
+        inside the flush: no other append meanwhile)."""
         self.store, self.table, self.schema, self.ensure = store, table, schema, ensure
-        self.after = after
+        self.compact_fragments = compact_fragments
         self._rows: list[dict[str, Any]] = []
         self._lock = threading.Lock()  # guards the rows
         self._write_lock = threading.Lock()  # one flush at a time
+        self._flushes = 0
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def add(self, row: dict[str, Any]) -> int:
         """Buffer ``row``; returns how many rows are buffered now."""
@@ -51,6 +60,35 @@ class RowBuffer:
                 with self._lock:  # keep them for the next attempt
                     self._rows[:0] = rows
                 raise
-            if self.after is not None:
-                self.after()
+            self._flushes += 1
+            if self._flushes % COMPACT_EVERY == 0 and \
+                    self.store.fragments(self.table) > self.compact_fragments:
+                self.store.compact(self.table)
             return len(rows)
+
+    def start(self, interval_s: float) -> None:
+        """Flush every ``interval_s`` on a thread of its own, until ``stop``."""
+        self._wake.clear()
+        self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True,
+                                        name=f"lake-{self.table}-log")
+        self._thread.start()
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def stop(self) -> None:
+        """Stop the thread (if started) and flush what is left."""
+        if self._thread is not None:
+            self._wake.set()
+            self._thread.join()
+            self._thread = None
+        self.flush()
+
+    def _run(self, interval_s: float) -> None:
+        while not self._wake.wait(interval_s):
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - the rows stay buffered; try again next tick
+                log.exception("appending to the %s table failed; the rows stay buffered and "
+                              "are retried", self.table)

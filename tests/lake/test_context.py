@@ -424,3 +424,32 @@ def test_feedback_keeps_to_its_kind_of_task_when_a_refit_renumbers_clusters(cach
     again = cache.get_context("default", {"text": "book a flight from NYC to SF on May 3!"})
     assert again["cluster"]["hit_threshold"] == raised["hit_threshold"]
     assert again["verdict"] == "similar"
+
+
+def test_a_served_context_reaches_sql_soon_on_a_quiet_server(tmp_path, minilm, monkeypatch):
+    """Contexts are appended in bulk, but none waits longer than CONTEXT_LOG_SECONDS: on a
+    quiet server the feedback of a report still joins its context. Small appends are
+    compacted now and then."""
+    from lake import context_log, row_buffer
+
+    monkeypatch.setattr(context_log, "CONTEXT_LOG_SECONDS", 0.05)
+    monkeypatch.setattr(row_buffer, "COMPACT_EVERY", 4)
+    lake = Lake.open(str(tmp_path / "lake"))
+    cs = ContextService(lake, embedder=minilm)
+    cs.contexts._rows.compact_fragments = 2
+    try:
+        lake.ingest(_runs("Book a flight from NYC to SF on May 3"))
+        for i in range(12):
+            served = cs.get_context("default", {"text": f"book a flight to SF, take {i}"})
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not lake.sql(
+                    "select 1 from contexts where context_id = "
+                    f"'{served['context_id']}'").fetchall():
+                time.sleep(0.02)
+        cs.report("default", served["context_id"], used=True, success=True)
+        assert lake.sql("select c.query from feedback f join contexts c using (context_id)"
+                        ).fetchall() == [("book a flight to SF, take 11",)]
+        assert lake.store.fragments("contexts") <= 4
+    finally:
+        cs.close()
+        lake.close()
