@@ -14,6 +14,7 @@ import orjson
 from lake import LakeError, Settings
 from lake.answer_text import describe
 
+from .audited import audited
 from .main import _common, _echo_json, cli
 
 
@@ -111,8 +112,10 @@ def recluster(settings: Settings, as_json: bool) -> None:
     Example:
       lake recluster --tenant acme
     """
-    with _service(settings) as cs:
+    with _service(settings) as cs, audited(cs.lake.store, settings.tenant, "recluster",
+                                           f"tenant {settings.tenant}") as d:
         res = cs.recluster(settings.tenant)
+        d.update(clusters=res["clusters"], version=res["version"])
     if as_json:
         _echo_json(res)
     else:
@@ -131,6 +134,9 @@ def retract(settings: Settings, ids: tuple[str, ...], reason: str) -> None:
     Example:
       lake retract run-42 run-43 --reason "leaked a customer's card number"
     """
-    with _service(settings) as cs:
+    with _service(settings) as cs, audited(cs.lake.store, settings.tenant, "retract",
+                                           f"trajectories {','.join(ids)}"[:500],
+                                           reason=reason) as d:
         res = cs.retract(settings.tenant, list(ids), reason)
+        d["retracted"] = res["retracted"]
     click.echo(f"retracted {res['retracted']} trajectories")

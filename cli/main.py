@@ -17,6 +17,8 @@ import click
 
 from lake import Lake, LakeError, Settings
 
+from .audited import actor, audited
+
 EXIT_ERROR, EXIT_USAGE = 1, 64
 
 
@@ -151,8 +153,10 @@ def tag(settings: Settings, name: str, ref: str | None, force: bool) -> None:
     Example:
       lake tag before-cleanup
     """
-    with Lake.open(settings=settings) as lake:
+    with Lake.open(settings=settings) as lake, audited(
+            lake.store, settings.tenant, "tag", f"tag {name}", version=ref, force=force) as d:
         v = lake.tag(name, ref, force=force)
+        d["version"] = v.version
     click.echo(f"tagged version {v.version} as {name!r}")
 
 
@@ -162,15 +166,23 @@ def tag(settings: Settings, name: str, ref: str | None, force: bool) -> None:
 def restore(settings: Settings, ref: str) -> None:
     """Make the lake's contents those of an earlier version, as a new version.
 
-    Nothing is destroyed: the versions in between stay readable with --as-of.
+    Versions are lake-wide: a restore acts on every tenant. Nothing is destroyed: the
+    versions in between stay readable with --as-of. Retractions are kept.
 
     \b
     Example:
       lake restore before-cleanup
     """
-    with Lake.open(settings=settings) as lake:
+    if click.get_current_context().get_parameter_source("tenant") is \
+            click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("restore acts on every tenant (versions are lake-wide), so it "
+                               "takes no --tenant; to undo one tenant's data, retract its "
+                               "trajectories (`lake retract`) instead")
+    with Lake.open(settings=settings) as lake, audited(
+            lake.store, settings.tenant, "restore", f"version {ref}") as d:
         v = lake.restore(ref)
-    click.echo(f"restored {ref} as version {v.version}")
+        d.update(version=v.version, retractions_kept=v.detail.get("retractions_kept"))
+    click.echo(f"restored {ref} as version {v.version} (every tenant)")
 
 
 @cli.command()
@@ -293,15 +305,9 @@ def token() -> None:
 
 
 def _tokens(settings: Settings):  # type: ignore[no-untyped-def]
-    import getpass
-
     from lake.tokens import Tokens
 
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return Tokens.at(settings, actor=f"cli:{user}")
+    return Tokens.at(settings, actor=actor())
 
 
 @token.command("create")

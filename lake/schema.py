@@ -206,7 +206,7 @@ AUDIT = pa.schema(
         _f("time", TS, "when it happened", False),
         _f("actor", pa.string(), "agent of the token, `anonymous`, or `cli:<user>`", False),
         _f("token_id", pa.string(), "id of the token used, when there was one"),
-        _f("action", pa.string(), "RPC (`AdminService/Restore`) or command (`token.create`)",
+        _f("action", pa.string(), "RPC (`AdminService/Restore`) or command (`restore`, `token.create`)",
            False),
         _f("resource", pa.string(), "what it acted on: `version 3`, `tag before`, `token ab12`"),
         _f("outcome", pa.string(), "ok, or the refusal: unauthenticated, permission_denied, ...",

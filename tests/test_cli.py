@@ -108,6 +108,19 @@ def test_tag_restore_versions(tmp_path):
     versions = json.loads(lake("versions", "--json", data=d).stdout)
     assert [v["operation"] for v in versions] == ["create", "ingest", "ingest", "restore"]
     assert versions[1]["tags"] == ["before"]
+    p = lake("restore", "before", "--tenant", "acme", data=d, check=False)
+    assert p.returncode == 64 and "every tenant" in p.stderr and "lake retract" in p.stderr
+    tid = lake("sql", "select min(trajectory_id) from trajectories", data=d).stdout.strip()
+    lake("retract", tid, "--reason", "leaked a card", data=d)
+    assert lake("restore", "nope", data=d, check=False).returncode == 1
+    audit = json.loads(lake("sql", "select actor, action, resource, outcome, "
+                            "detail->>'reason' as why from audit order by time",
+                            "--format", "json", data=d).stdout)
+    assert [(a["action"], a["resource"], a["outcome"]) for a in audit] == [
+        ("tag", "tag before", "ok"), ("restore", "version before", "ok"),
+        ("retract", f"trajectories {tid}", "ok"), ("restore", "version nope", "not_found")]
+    assert all(a["actor"].startswith("cli:") for a in audit)
+    assert audit[2]["why"] == "leaked a card"
 
 
 def test_errors_are_one_line_with_what_to_do(tmp_path):
