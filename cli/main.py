@@ -112,7 +112,7 @@ def sql(settings: Settings, query: str, fmt: str, as_of: str | None, all_tenants
     \b
     Example:
       lake sql "select name, avg(t.success::int) as rate from steps s
-                join trajectories t using (trajectory_id)
+                join trajectories t using (tenant, trajectory_id)
                 where kind = 'tool' group by name order by rate"
     """
     from .output import render

@@ -7,17 +7,19 @@ tables, so analysts can slice further with ``lake sql``:
     run_costs        one row per trajectory: its columns plus ``tokens`` and ``day``
     run_facts        run_costs plus ``tool_calls``, ``duration_s``, ``cluster_id`` and
                      ``cluster``, the kind of task `compare` groups by by default
-    cluster_labels   cluster_id -> label (the clusters table's, else the member task nearest
-                     the centroid)
+    cluster_labels   (tenant, cluster_id) -> label (the clusters table's, else the member
+                     task nearest the centroid)
     cost_by_agent, cost_by_version, cost_by_model, cost_by_day, cost_by_tool
     wilson_low(k, n [, z]), wilson_high(k, n [, z])    Wilson score interval of k / n
     compare_arms(dim [, z])            per (group, arm): runs, success rate and interval, ...
     compare_runs(dim, a [, b] [, z])   compare_arms plus B - A and its interval, and a flag
 
 ``dim`` is 'agent', 'agent_version' or 'model'; ``z`` 1.96 (95%). A group is a ``cluster``
-value; the row of group ``(all)`` covers every run. The B - A interval is Newcombe's hybrid
-score interval, built from the two Wilson intervals; a B arm is flagged ``worse`` in a group
-when that whole interval is below zero (``better`` when above). See docs/analysis.md.
+value; the row of group ``(all)`` covers every run. A run is keyed by (tenant,
+trajectory_id): every join and distinct count uses both, as ``--all-tenants`` shows several.
+The B - A interval is Newcombe's hybrid score interval, built from the two Wilson intervals;
+a B arm is flagged ``worse`` in a group when that whole interval is below zero (``better``
+when above). See docs/analysis.md.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ _VIEWS = {
 SELECT r.*, coalesce(s.tool_calls, 0) AS tool_calls,
        coalesce(epoch(r.ended_at) - epoch(r.started_at), s.step_ms / 1000.0) AS duration_s,
        m.cluster_id,
-       CASE WHEN m.cluster_id IS NOT NULL THEN 'cluster ' || m.cluster_id
+       CASE WHEN m.cluster_id IS NOT NULL THEN {{cluster}}
             ELSE coalesce(r.meta->>'domain', '(unclustered)') END AS cluster
 FROM run_costs r
 LEFT JOIN (SELECT tenant, trajectory_id, count_if(kind = 'tool') AS tool_calls,
@@ -68,7 +70,7 @@ LEFT JOIN (SELECT tenant, trajectory_id, count_if(kind = 'tool') AS tool_calls,
            FROM steps GROUP BY tenant, trajectory_id) s USING (tenant, trajectory_id)
 LEFT JOIN cluster_members m USING (tenant, trajectory_id)""",
     "cluster_labels": """
-SELECT m.cluster_id,
+SELECT m.tenant, m.cluster_id,
        coalesce(any_value(c.label),
                 left(first(t.task ORDER BY m.similarity DESC, t.trajectory_id), 120)) AS label
 FROM cluster_members m JOIN trajectories t USING (tenant, trajectory_id)
@@ -76,18 +78,23 @@ LEFT JOIN clusters c USING (tenant, cluster_id)
 GROUP BY m.tenant, m.cluster_id""",
 }
 
+# A row's runs all in one cluster (of one tenant: each tenant numbers its own clusters).
+_ONE_CLUSTER = ("count(cluster_id) = count(*) AND min(cluster_id) = max(cluster_id) AND "
+                "min(tenant) = max(tenant)")
+
 # Per (group, arm) and per arm over every group. {group}, {arm}, {where}: SQL expressions
 # over run_facts; {z}: the normal quantile.
 ARM_STATS = f"""
 WITH r AS (
   SELECT coalesce(CAST(({{group}}) AS VARCHAR), '{NONE}') AS grp,
          coalesce(CAST(({{arm}}) AS VARCHAR), '{NONE}') AS arm,
-         cluster_id, success, reward, n_steps, tool_calls, tokens, cost_usd, duration_s
-  FROM run_facts WHERE ({{where}}))
+         tenant, cluster_id, label, success, reward, n_steps, tool_calls, tokens, cost_usd,
+         duration_s
+  FROM run_facts LEFT JOIN cluster_labels USING (tenant, cluster_id) WHERE ({{where}}))
 SELECT CASE WHEN grouping(grp) = 1 THEN '{ALL}' ELSE grp END AS "group",
        grouping(grp) = 1 AS overall,
-       CASE WHEN count(cluster_id) = count(*) AND min(cluster_id) = max(cluster_id)
-            THEN min(cluster_id) END AS cluster_id,
+       CASE WHEN {_ONE_CLUSTER} THEN min(cluster_id) END AS cluster_id,
+       CASE WHEN {_ONE_CLUSTER} THEN min(label) END AS label,
        arm,
        count(*) AS runs,
        count(success) AS outcomes,
@@ -119,11 +126,11 @@ d AS (
            (s.ci_high - s.success_rate) ** 2 + (base.a_rate - base.a_low) ** 2) END AS diff_high
   FROM s LEFT JOIN base USING ("group")
   WHERE s.arm = {a} OR {b} IS NULL OR s.arm = {b})
-SELECT d."group", d.cluster_id, l.label, d.arm, d.role, d.runs, d.outcomes, d.successes,
+SELECT d."group", d.cluster_id, d.label, d.arm, d.role, d.runs, d.outcomes, d.successes,
        d.success_rate, d.ci_low, d.ci_high, d.mean_reward, d.median_steps, d.tool_calls,
        d.tokens, d.cost_usd, d.total_cost_usd, d.duration_s, d.diff, d.diff_low, d.diff_high,
        CASE WHEN d.diff_high < 0 THEN 'worse' WHEN d.diff_low > 0 THEN 'better' END AS flag
-FROM d LEFT JOIN cluster_labels l USING (cluster_id)
+FROM d
 ORDER BY d.overall DESC, d.cluster_id NULLS LAST, d."group", d.role, d.arm"""
 
 _MACROS = [
@@ -156,7 +163,7 @@ def _cost_sql(by: str, where: str = "true") -> str:
         runs = ("" if where == "true" else f" AND (s.tenant, s.trajectory_id) IN (SELECT "
                 f"tenant, trajectory_id FROM run_costs WHERE ({where}))")
         return f"""
-SELECT s.name AS tool, count(*) AS calls, count(DISTINCT s.trajectory_id) AS runs,
+SELECT s.name AS tool, count(*) AS calls, count(DISTINCT (s.tenant, s.trajectory_id)) AS runs,
        count(s.error) AS errors, {_exact("sum", "s.cost_usd")} AS cost_usd,
        sum(s.tokens_in) AS tokens_in, sum(s.tokens_out) AS tokens_out,
        {_exact("sum", "s.duration_ms")} AS duration_ms,
@@ -169,10 +176,14 @@ GROUP BY s.name ORDER BY calls DESC, tool"""
             f"GROUP BY {keys} ORDER BY {order}")
 
 
-def install(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the analysis views and macros on a connection made by ``lake.sql.connect``."""
+def install(con: duckdb.DuckDBPyConnection, *, all_tenants: bool = False) -> None:
+    """Create the analysis views and macros on a connection made by ``lake.sql.connect``.
+    ``all_tenants``: the connection shows several tenants, so a cluster's group names its
+    tenant too (``cluster 3 (acme)``)."""
+    cluster = "'cluster ' || m.cluster_id" + (" || ' (' || r.tenant || ')'" if all_tenants
+                                              else "")
     for name, body in _VIEWS.items():
-        con.execute(f'CREATE VIEW "{name}" AS {body}')
+        con.execute(f'CREATE VIEW "{name}" AS {body.replace("{cluster}", cluster)}')
     for macro in _MACROS:
         con.execute("CREATE MACRO " + macro.replace("{z}", repr(Z95)))
     for by, view in _COST_VIEWS.items():

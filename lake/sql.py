@@ -84,7 +84,7 @@ def connect(store: TableStore, catalog: Catalog, version: Version | None,
     con.register("_versions_arrow", _versions_table(catalog))
     con.execute("CREATE VIEW versions AS SELECT * FROM _versions_arrow")
     from .analysis import install  # views and macros of `lake compare` / `lake cost`
-    install(con)
+    install(con, all_tenants=tenant is None)
     return con
 
 

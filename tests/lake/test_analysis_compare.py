@@ -121,7 +121,7 @@ def _cluster(rec: dict) -> int:
     return sum(map(ord, rec["meta"]["canonical_task_id"])) % 5
 
 
-def _install_clusters(lk: Lake, records: list[dict]) -> None:
+def _install_clusters(lk: Lake, records: list[dict], tenant: str = "default") -> None:
     """Cluster rows as `lake recluster` persists them (label NULL), one cluster per task
     family: what a k-means fit gives, without loading the embedding model."""
     ids = [r["trajectory_id"] for r in records]
@@ -129,7 +129,7 @@ def _install_clusters(lk: Lake, records: list[dict]) -> None:
     k = max(cid) + 1
     sim = [1.0 - (i % 7) / 10 for i in range(len(ids))]
     clusters = pa.table({
-        "tenant": ["default"] * k, "cluster_id": pa.array(range(k), pa.int32()),
+        "tenant": [tenant] * k, "cluster_id": pa.array(range(k), pa.int32()),
         "size": [cid.count(c) for c in range(k)], "label": [None] * k,
         "success_rate": pa.array([None] * k, pa.float64()), "hit_threshold": [0.95] * k,
         "stats": pa.array([None] * k, pa.string()),
@@ -137,10 +137,10 @@ def _install_clusters(lk: Lake, records: list[dict]) -> None:
             pa.array(np.zeros(k * EMBEDDING_DIM, np.float32)), EMBEDDING_DIM),
         "fitted_at": pa.array([1_754_000_000_000_000] * k, CLUSTERS.field("fitted_at").type)},
         schema=CLUSTERS)
-    members = pa.table({"tenant": ["default"] * len(ids), "trajectory_id": ids,
+    members = pa.table({"tenant": [tenant] * len(ids), "trajectory_id": ids,
                         "cluster_id": pa.array(cid, pa.int32()),
                         "similarity": pa.array(sim, pa.float32())}, schema=CLUSTER_MEMBERS)
-    lk.replace_tenant_rows("default", {"clusters": clusters, "cluster_members": members},
+    lk.replace_tenant_rows(tenant, {"clusters": clusters, "cluster_members": members},
                            operation="recluster", detail={"clusters": k})
 
 
@@ -195,6 +195,39 @@ def test_output_does_not_depend_on_ingest_order(tmp_path, regressed):
                 compare(lk.connect(), "agent_version", **kw).as_dict()
         for by in ("agent_version", "tool", "model"):
             assert cost(other.connect(), by) == cost(lk.connect(), by)
+
+
+def test_the_same_ids_in_two_tenants_are_two_runs_each_under_all_tenants(tmp_path, regressed):
+    """Keyed by (tenant, trajectory_id): every view and macro, and the documented joins, count
+    each tenant's runs once; each tenant's clusters are groups of their own."""
+    _, records = regressed
+    with Lake.open(str(tmp_path / "twins")) as lk:
+        for tenant in ("default", "acme"):
+            assert not lk.ingest(records, tenant=tenant).rejected
+            _install_clusters(lk, records, tenant)
+        one, both = lk.connect(), lk.connect(all_tenants=True)
+        for sql in ("SELECT tool, calls, runs FROM cost_by_tool ORDER BY tool",
+                    "SELECT s.name, count(*), count(DISTINCT (tenant, trajectory_id)) FROM "
+                    "steps s JOIN trajectories t USING (tenant, trajectory_id) "
+                    "WHERE s.kind = 'tool' GROUP BY 1 ORDER BY 1",  # README's join
+                    "SELECT agent_version, runs FROM cost_by_version ORDER BY 1"):
+            assert both.sql(sql).fetchall() == \
+                [(r[0], *(2 * n for n in r[1:])) for r in one.sql(sql).fetchall()], sql
+        assert both.sql("SELECT count(*) FROM cluster_labels").fetchall() == [(10,)]
+        single = compare(one, "agent_version", "1.0", "1.1")
+        res = compare(both, "agent_version", "1.0", "1.1")
+        got = {(r["group"], r["arm"]): r for r in res.rows}
+        assert len(got) == len(res.rows) == 2 * len(single.rows) - 2  # (all): once
+        for r in single.rows:
+            if r["group"] == ALL:
+                assert got[(ALL, r["arm"])]["runs"] == 2 * r["runs"]
+                continue
+            for tenant in ("default", "acme"):
+                g = got[(f"{r['group']} ({tenant})", r["arm"])]
+                assert (g["runs"], g["cluster_id"], g["label"], g["flag"]) == \
+                    (r["runs"], r["cluster_id"], r["label"], r["flag"])
+        assert both.sql("SELECT count(*) FROM compare_runs('agent_version', '1.0', '1.1')"
+                        ).fetchall() == [(len(res.rows),)]
 
 
 def test_natural_order_puts_1_10_after_1_9():
