@@ -8,11 +8,14 @@ exports. The trajectory's fields come from the spans as prioritised hints
 then the trace's root span, then the others (the first chat's user message gives the task
 when the agent span has none). Read: the GenAI semantic conventions (current and the older
 names still emitted), and OpenInference (``openinference.span.kind``, ``llm.*``,
-``tool.*``). Every raw attribute is kept in the step's ``attributes``.
+``tool.*``). Every raw attribute is kept in the step's ``attributes`` but those that became
+its input or output (a prompt is stored once: as the input, a payload when large); a task
+taken from a message is cut at ``TASK_CHARS``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +29,7 @@ from lake.patches import HINTS
 
 # Hint priorities (lower wins): an evaluation's verdict beats the agent span's status.
 EVALUATION, AGENT, ROOT, OTHER, FALLBACK = -1, 0, 1, 2, 9
+TASK_CHARS = 4096  # a longer task is cut (``_bounded``); the whole text stays in its span
 LLM_OPS = {"chat", "text_completion", "generate_content"}
 KINDS = {**dict.fromkeys(LLM_OPS, "llm"), "execute_tool": "tool", "invoke_agent": "agent",
          "create_agent": "agent", "invoke_workflow": "workflow", "embeddings": "embeddings",
@@ -83,32 +87,41 @@ def span_step(span: Span, resource: dict[str, Any], scope: str | None) -> tuple[
     kind = _kind(op, a)
     anchor = AGENT if kind in ("agent", "workflow") else ROOT if not span.parent_span_id \
         else None
-    inputs = outputs = None
-    if kind != "tool":
-        inputs, outputs = _messages(a, events, "input"), _messages(a, events, "output")
+    inputs = outputs = None  # the messages (llm, agent...: any but tool spans)
+    if kind == "tool":
+        used = [(None, _first_key(a, "gen_ai.tool.call.arguments", "tool.parameters",
+                                  "input.value")),
+                (None, _first_key(a, "gen_ai.tool.call.result", "output.value"))]
+        input_, output = (a.get(k) if k else None for _, k in used)
+    else:
+        (inputs, used_in), (outputs, used_out) = (_messages(a, events, "input"),
+                                                  _messages(a, events, "output"))
+        used = [*used_in, *used_out]
+        input_ = inputs if inputs is not None else a.get("input.value")
+        output = outputs if outputs is not None else a.get("output.value")
+        used += [(None, k) for k, found in (("input.value", inputs), ("output.value", outputs))
+                 if found is None and k in a]
     error = _error(span, a, events)
+    kept, kept_events = _unused(a, events, used)
     step: dict[str, Any] = {
         "step_id": span.span_id.hex(),
         "parent_step_id": span.parent_span_id.hex() or None,
         "kind": kind,
         "name": _name(kind, span.name, a),
-        "input": _text(_first(a, "gen_ai.tool.call.arguments", "tool.parameters", "input.value")
-                       if kind == "tool" else inputs if inputs is not None
-                       else a.get("input.value")),
-        "output": _text(_first(a, "gen_ai.tool.call.result", "output.value") if kind == "tool"
-                        else outputs if outputs is not None else a.get("output.value")),
+        "input": _text(input_),
+        "output": _text(output),
         "error": error,
         "actor": "agent" if kind in ("llm", "tool", "agent") else None,
         "started_at": _time(span.start_time_unix_nano),
         "duration_ms": ((span.end_time_unix_nano - span.start_time_unix_nano) / 1e6
                         if span.end_time_unix_nano else None),
-        "attributes": {**a, "otel.span_name": span.name,
+        "attributes": {**kept, "otel.span_name": span.name,
                        "otel.span_kind": _SPAN_KINDS.get(span.kind, str(span.kind)),
                        "otel.status_code": _STATUS_CODES.get(span.status.code,
                                                              str(span.status.code)),
                        **({"otel.status_message": span.status.message}
                           if span.status.message else {}),
-                       **({"otel.events": events} if events else {}),
+                       **({"otel.events": kept_events} if kept_events else {}),
                        **({"otel.links": [{"trace_id": x.trace_id.hex(),
                                            "span_id": x.span_id.hex(),
                                            "attributes": attributes(x.attributes)}
@@ -139,10 +152,10 @@ def _hints(span: Span, a: dict, events: list[dict], kind: str, anchor: int | Non
     task = _user_text(inputs)
     if task is None and anchor is not None:
         task = _first(a, "input.value")
-    put("task", prio, task)
+    put("task", prio, _bounded(_str(task)))
     if task is None and anchor is not None:
-        put("task", FALLBACK, _first(a, "gen_ai.agent.description", "gen_ai.workflow.name")
-            or span.name)
+        put("task", FALLBACK, _bounded(_str(_first(a, "gen_ai.agent.description",
+                                                   "gen_ai.workflow.name")) or span.name))
     put("agent", prio, _str(_first(a, "gen_ai.agent.name", "agent.name")))
     put("agent_version", prio, _str(_first(a, "gen_ai.agent.version")))
     if kind in ("llm", "agent"):
@@ -165,6 +178,16 @@ def _hints(span: Span, a: dict, events: list[dict], kind: str, anchor: int | Non
     if events:
         _evaluations(events, put)
     return h
+
+
+def _bounded(task: str | None) -> str | None:
+    """A task of at most ``TASK_CHARS`` characters: a longer one (a whole document pasted as
+    the first user message) is cut, and ends with its length and digest, so that two tasks
+    cut alike are the same task only if their whole texts are."""
+    if task is None or len(task) <= TASK_CHARS:
+        return task
+    digest = hashlib.sha256(task.encode()).hexdigest()[:16]
+    return f"{task[:TASK_CHARS]} …[cut at {TASK_CHARS} of {len(task)} characters, sha256 {digest}]"
 
 
 def _evaluations(events: list[dict], put: Any) -> None:
@@ -225,12 +248,16 @@ def attributes(kvs: Any) -> dict[str, Any]:
     return out
 
 
-def _first(a: dict, *keys: str) -> Any:
+def _first_key(a: dict, *keys: str) -> str | None:
     for k in keys:
-        v = a.get(k)
-        if v is not None:
-            return v
+        if a.get(k) is not None:
+            return k
     return None
+
+
+def _first(a: dict, *keys: str) -> Any:
+    k = _first_key(a, *keys)
+    return None if k is None else a[k]
 
 
 def _str(v: Any) -> str | None:
@@ -292,20 +319,27 @@ def _name(kind: str, span_name: str, a: dict) -> str:
     return _str(found) or span_name
 
 
-def _messages(a: dict, events: list[dict], side: str) -> Any:
-    """The span's input or output messages in whichever convention it uses."""
-    found = a.get(f"gen_ai.{side}.messages")
+Used = list[tuple[int | None, str | None]]  # where a value was read: (None, attribute key),
+# (event index, its attribute key), or (event index, None) for the whole event
+
+
+def _messages(a: dict, events: list[dict], side: str) -> tuple[Any, Used]:
+    """The span's input or output messages in whichever convention it uses, and where they
+    were read (left out of the step's attributes: they are its input or output)."""
+    key = f"gen_ai.{side}.messages"
+    found, used = a.get(key), [(None, key)]
     if found is None:
-        for e in events:  # the current convention's opt-in event carries them too
-            if e["name"] == "gen_ai.client.inference.operation.details":
-                found = e["attributes"].get(f"gen_ai.{side}.messages")
+        for i, e in enumerate(events):  # the current convention's opt-in event has them too
+            if e["name"] == "gen_ai.client.inference.operation.details" \
+                    and e["attributes"].get(key) is not None:
+                found, used = e["attributes"][key], [(i, key)]
     if isinstance(found, str):
         try:
             found = orjson.loads(found)
         except orjson.JSONDecodeError:
-            return found
+            return found, used
     if found is not None:
-        return found
+        return found, used
     prefix = "gen_ai.prompt." if side == "input" else "gen_ai.completion."
     oi = f"llm.{side}_messages."
     if f"{prefix}0.content" in a or f"{prefix}0.role" in a:  # indexed from 0
@@ -314,14 +348,15 @@ def _messages(a: dict, events: list[dict], side: str) -> Any:
         return _indexed(a, oi, strip=".message")
     names = ({"gen_ai.user.message", "gen_ai.system.message", "gen_ai.assistant.message",
               "gen_ai.tool.message"} if side == "input" else {"gen_ai.choice"})
-    old = [{"role": e["name"].split(".")[1] if side == "input" else "assistant",
-            **e["attributes"]} for e in events if e["name"] in names]
-    return old or None
+    old = [(i, {"role": e["name"].split(".")[1] if side == "input" else "assistant",
+                **e["attributes"]}) for i, e in enumerate(events) if e["name"] in names]
+    return ([m for _, m in old], [(i, None) for i, _ in old]) if old else (None, [])
 
 
-def _indexed(a: dict, prefix: str, strip: str = "") -> list[dict]:
+def _indexed(a: dict, prefix: str, strip: str = "") -> tuple[list[dict], Used]:
     """``prefix.N.field`` attributes (``gen_ai.prompt.0.content``) -> [{field: value}]."""
     rows: dict[int, dict] = {}
+    used: Used = []
     for k, v in a.items():
         if not k.startswith(prefix):
             continue
@@ -329,7 +364,21 @@ def _indexed(a: dict, prefix: str, strip: str = "") -> list[dict]:
         if n.isdigit() and field:
             field = field.removeprefix(strip.lstrip(".") + ".") if strip else field
             rows.setdefault(int(n), {})[field] = v
-    return [rows[n] for n in sorted(rows)]
+            used.append((None, k))
+    return [rows[n] for n in sorted(rows)], used
+
+
+def _unused(a: dict, events: list[dict], used: Used) -> tuple[dict, list[dict]]:
+    """The attributes and events without what became the step's input or output."""
+    keys = {k for i, k in used if i is None and k is not None}
+    if keys:
+        a = {k: v for k, v in a.items() if k not in keys}
+    if any(i is not None for i, _ in used):
+        gone = {(i, k) for i, k in used if i is not None}
+        events = [{**e, "attributes": {k: v for k, v in e["attributes"].items()
+                                       if (i, k) not in gone}}
+                  for i, e in enumerate(events) if (i, None) not in gone]
+    return a, events
 
 
 def _user_text(messages: Any) -> str | None:

@@ -14,7 +14,8 @@ start-time order and numbered at commit. A step may carry ``"lake.trajectory": {
 step with the lowest priority that gives it (then the earliest, then the lowest step id),
 so the result depends on the set of spans, never on their arrival order. A trajectory
 without a ``status`` from its steps is ``running``; without a ``task``,
-``SPANS_PLACEHOLDER_TASK`` stands in until a span gives one.
+``SPANS_PLACEHOLDER_TASK`` stands in until a span gives one. A span's attribute value
+over ``payload_limit`` goes to ``payloads`` like a large input, a preview left in its place.
 
 Idempotent by construction: a step whose index is already stored is skipped (a retry
 re-sends the same indexes), a second start only fills fields still empty, a finish sets the
@@ -148,10 +149,34 @@ def _parse_spans(body: dict[str, Any], tid: str, raw: bytes, ctx: Context) -> Pa
             _check_hints(hints, f"steps[{i}].{HINTS}")
             given[s["step_id"]] = hints
     rows, payloads = normalize_steps(steps, tid, ctx)
+    for row in rows:
+        if row["attributes"] is not None and len(row["attributes"]) * 4 > ctx.payload_limit:
+            row["attributes"] = _offload(row["attributes"], payloads, ctx)
     rec = Record({"tenant": ctx.tenant, "trajectory_id": tid, "task": _PLACEHOLDER_TASK,
                   "status": "running", "n_steps": len(rows),
                   "ingested_at": ctx.ingested_at_us}, rows, payloads)
     return Patch("spans", ctx.tenant, tid, rec, frozenset(("steps",)), given)
+
+
+def _offload(attributes: str, payloads: list[dict], ctx: Context) -> str:
+    """A span's attributes (JSON text) with each value over ``payload_limit`` bytes (its
+    text, or JSON text) stored once in ``payloads`` and replaced by a preview and a marker
+    naming the payload, as an input or output is (the hints stay: the commit reads them)."""
+    attrs = orjson.loads(attributes)
+    cut = False
+    for key, value in attrs.items():
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        if key == HINTS or len(text) * 4 <= ctx.payload_limit:
+            continue
+        data = text.encode()
+        if len(data) > ctx.payload_limit:
+            sha = hashlib.sha256(data).hexdigest()
+            payloads.append({"tenant": ctx.tenant, "sha256": sha, "size": len(data),
+                             "data": text})
+            attrs[key] = (f"{text[:ctx.preview_chars]}…[{len(data)} bytes in all: the whole "
+                          f"value is payloads.sha256 = {sha}]")
+            cut = True
+    return orjson.dumps(attrs).decode() if cut else attributes
 
 
 def _check_hints(hints: Any, path: str) -> None:

@@ -309,3 +309,45 @@ def test_a_trace_without_a_task_yet_is_not_indexed_until_it_has_one(server: Serv
     server.cache.wait_indexed(_logged(server))
     fresh = server.cache._load(server.lake.settings.tenant)
     assert list(fresh.pos) == [tid]
+
+
+def test_a_huge_prompt_is_stored_once_and_the_trajectory_still_reads(lake_dir):
+    """A multi-MB user message (on the agent span and each chat span) is the steps' input,
+    stored once in payloads: not repeated in attributes nor in the trajectory hints, so
+    GetTrajectory stays far under the message limit; the task is the message, cut."""
+    from server.app import serve
+    from server.client import LakeClient
+
+    from .conftest import make_settings
+
+    doc = "Summarize this document: " + "lorem ipsum " * 250_000  # 3 MB
+    messages = json.dumps([{"role": "user", "parts": [{"type": "text", "content": doc}]}])
+    with serve(make_settings(lake_dir, max_message_bytes=8 << 20), "127.0.0.1", 0) as srv, \
+            grpc.insecure_channel(srv.target, options=[
+                ("grpc.max_send_message_length", 8 << 20)]) as ch:
+        spans = [_span(1, name="invoke_agent bot", gen_ai__operation__name="invoke_agent",
+                       gen_ai__input__messages=messages),
+                 _span(2, 1, start=10**18 + 1, gen_ai__operation__name="chat",
+                       gen_ai__input__messages=messages),
+                 _span(3, 1, name="execute_tool fetch", start=10**18 + 2,
+                       gen_ai__operation__name="execute_tool", gen_ai__tool__name="fetch",
+                       gen_ai__tool__call__result="r" * 100_000, big__custom="y" * 200_000)]
+        assert not otlp_grpc.TraceServiceStub(ch).Export(_request(*spans)).HasField(
+            "partial_success")
+        srv.lake.flush()
+        with LakeClient(srv.target, max_message_bytes=8 << 20) as client:
+            run = client.get_trajectory("01" * 16)
+            full = client.get_trajectory("01" * 16, full_payloads=True)
+    agent, chat, tool = run["steps"]
+    assert agent["input_ref"] == chat["input_ref"] and len(chat["input"]) == 1024
+    assert full["steps"][1]["input"] == json.dumps(json.loads(messages), separators=(",", ":"))
+    assert all(len(s["attributes"]) < 8000 for s in run["steps"])  # no copy of the message
+    assert "gen_ai.input.messages" not in json.loads(chat["attributes"])
+    assert "gen_ai.tool.call.result" not in json.loads(tool["attributes"])
+    custom = json.loads(tool["attributes"])["big.custom"]  # too big an attribute: a preview
+    sha = custom.rsplit("payloads.sha256 = ", 1)[1].rstrip("]")
+    assert custom.startswith("y" * 1024 + "…[200000 bytes in all: the whole value is ")
+    payloads = dict(srv.lake.sql("select sha256, size from payloads").fetchall())
+    assert payloads == {chat["input_ref"]: len(full["steps"][1]["input"]),
+                        tool["output_ref"]: 100_000, sha: 200_000}  # each once
+    assert run["task"].startswith(doc[:4096] + " …[cut at 4096 of 3000025 characters, sha256 ")
