@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 import duckdb
 import lance
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
@@ -82,7 +83,8 @@ def connect(store: TableStore, catalog: Catalog, version: Version | None,
     for name, schema in LOG_TABLES.items():
         _view(con, name, schema, set(schema.names), {}, where, typed=False)
     con.register("_versions_arrow", _versions_table(catalog))
-    con.execute("CREATE VIEW versions AS SELECT * FROM _versions_arrow")
+    con.execute("CREATE VIEW versions AS SELECT * REPLACE (CAST(detail AS JSON) AS detail) "
+                "FROM _versions_arrow")
     from .analysis import install  # views and macros of `lake compare` / `lake cost`
     install(con, all_tenants=tenant is None)
     return con
@@ -492,11 +494,13 @@ def _scanned(ds: lance.LanceDataset) -> lance.LanceDataset:
 
 
 def _versions_table(catalog: Catalog) -> pa.Table:
+    """The versions view's rows; ``detail`` as JSON text, as the catalog stores it."""
     tags: dict[int, list[str]] = {}
     for name, v in catalog.tags().items():
         tags.setdefault(v, []).append(name)
     rows = [{"version": v.version, "created_at": v.created_at, "operation": v.operation,
-             "tags": sorted(tags.get(v.version, [])), "detail": str(v.detail)}
+             "tags": sorted(tags.get(v.version, [])),
+             "detail": orjson.dumps(v.detail).decode()}
             for v in catalog.list()]
     return pa.Table.from_pylist(rows, schema=pa.schema(
         [("version", pa.int64()), ("created_at", pa.timestamp("us", tz="UTC")),

@@ -195,3 +195,12 @@ def test_sql_cache_budget_is_a_setting(tmp_path, dev_records):
                 used = sum(lake.sql_caches.nbytes.values())
                 assert 0 < used <= (mb << 20)
     assert answers[0] == answers[1] == answers[1024]
+
+
+def test_versions_detail_is_json_like_the_other_json_columns(busy: Lake):
+    rows = busy.sql("select operation, detail->>'inserted', detail->>'reason', "
+                    "json_type(detail) from versions order by version").fetchall()
+    assert rows[0] == ("create", None, None, "OBJECT")
+    assert ("ingest", "6", None, "OBJECT") in rows and ("retract", None, "bad run", "OBJECT") \
+        in rows
+    assert busy.sql("select distinct typeof(detail) from versions").fetchall() == [("JSON",)]
