@@ -345,13 +345,15 @@ def fit_tables(idx: TenantIndex, embedder_id: str, thresholds: list[float]
     norms = np.linalg.norm(m.centroids, axis=1)
     unit = (m.centroids / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
     labels = idx.labels[active]
+    sims = np.einsum("ij,ij->i", m.vectors_by_row()[active], unit[labels])
+    names, rates = _describe_clusters(idx, active, labels, sims, m.k)
     fit = [json.dumps({"fit": {"embedder": embedder_id, "norm": float(nc),
                                "n_probe": int(m.n_probe), "beta": float(m.beta),
                                "exact": bool(m.exact), "seed": int(m.seed)}}) for nc in norms]
     clusters = pa.table({
         "tenant": [idx.tenant] * m.k, "cluster_id": pa.array(range(m.k), pa.int32()),
-        "size": np.bincount(labels, minlength=m.k).astype(np.int64), "label": [None] * m.k,
-        "success_rate": pa.array([None] * m.k, pa.float64()), "hit_threshold": thresholds,
+        "size": np.bincount(labels, minlength=m.k).astype(np.int64), "label": names,
+        "success_rate": pa.array(rates, pa.float64()), "hit_threshold": thresholds,
         "stats": pa.array(fit, pa.string()),
         "centroid": pa.FixedSizeListArray.from_arrays(pa.array(unit.ravel()), idx.dim),
         "fitted_at": pa.array([int(round(idx.fitted_at * 1e6))] * m.k,
@@ -360,9 +362,26 @@ def fit_tables(idx: TenantIndex, embedder_id: str, thresholds: list[float]
         "tenant": [idx.tenant] * len(active),
         "trajectory_id": [idx.rows[r].trajectory_id for r in active],
         "cluster_id": pa.array(labels, pa.int32()),
-        "similarity": pa.array(np.einsum("ij,ij->i", m.vectors_by_row()[active], unit[labels]),
-                               pa.float32())}, schema=CLUSTER_MEMBERS)
+        "similarity": pa.array(sims, pa.float32())}, schema=CLUSTER_MEMBERS)
     return clusters, members
+
+
+def _describe_clusters(idx: TenantIndex, active: np.ndarray, labels: np.ndarray,
+                       sims: np.ndarray, k: int) -> tuple[list[str | None], list[float | None]]:
+    """Each cluster's label (the task of the member nearest its centroid, cut to 200
+    characters) and success rate (over members with a known outcome; None: none known)."""
+    names: list[str | None] = [None] * k
+    order = np.lexsort((-sims, labels))  # by cluster, nearest first
+    found, first = np.unique(labels[order], return_index=True)
+    for c, i in zip(found, first, strict=True):
+        names[int(c)] = idx.rows[int(active[order[i]])].task[:200]
+    outcome = [idx.rows[int(r)].success for r in active]
+    known = np.array([o is not None for o in outcome], bool)
+    won = np.array([bool(o) for o in outcome], bool)
+    n_known = np.bincount(labels[known], minlength=k)
+    n_won = np.bincount(labels[known & won], minlength=k)
+    rates = [float(w / n) if n else None for w, n in zip(n_won, n_known, strict=True)]
+    return names, rates
 
 
 def match_fit(clusters: pa.Table, members: pa.Table, rows: list[Row], vectors: np.ndarray,

@@ -210,6 +210,17 @@ def test_recluster_is_a_version_and_clusters_are_sql_tables(dev_cache):
         [(res["clusters"], 240)]
     assert lake.sql("select count(distinct trajectory_id) from cluster_members").fetchall() == \
         [(240,)]
+    # each label is its nearest member's task; each rate its members' known outcomes
+    assert lake.sql("""
+        with m as (select m.cluster_id, t.task, t.success, row_number() over (
+                       partition by m.cluster_id order by m.similarity desc) as nearest
+                   from cluster_members m join trajectories t using (tenant, trajectory_id))
+        select count(*) from clusters c where c.label is distinct from (
+            select left(task, 200) from m where m.cluster_id = c.cluster_id and nearest = 1)
+        or abs(c.success_rate - (select avg(success::int) from m
+                                 where m.cluster_id = c.cluster_id)) > 1e-9
+        or c.success_rate is null""").fetchall() == [(0,)]
+    dev_cache.get_context("default", {"text": "refund my order"})
     dev_cache.flush_log()
     assert lake.sql("select count(*) from contexts").fetchall()[0][0] >= 1
 
