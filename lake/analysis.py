@@ -112,9 +112,19 @@ SELECT CASE WHEN grouping(grp) = 1 THEN '{ALL}' ELSE grp END AS "group",
 FROM r GROUP BY GROUPING SETS ((grp, arm), (arm))"""
 
 # Every arm next to arm {a} of the same group: B - A, its interval, the flag. {stats}: a
-# relation shaped like ARM_STATS; {a}, {b}: SQL values ({b} NULL: every arm).
+# relation shaped like ARM_STATS; {a}, {b}: SQL values ({b} NULL: every arm); {dim}: the
+# dimension's name as SQL text. An {a} or {b} no run has is an error listing the arms: an
+# empty answer would read as "no regressions".
 PAIRING = """
 WITH s AS (FROM {stats}),
+missing AS (
+  SELECT 'compare_runs: no runs with ' || {dim} || ' = ''' || v || '''; give a value '
+         || 'present: ' || coalesce((SELECT string_agg('''' || arm || ''' (' || runs ||
+                                                       ' runs)', ', ' ORDER BY arm)
+                                     FROM s WHERE overall),
+                                    'none, as this tenant has no runs (check --tenant)')
+         AS message
+  FROM (VALUES ({a}), ({b})) AS given(v) WHERE v IS NOT NULL AND v NOT IN (SELECT arm FROM s)),
 base AS (SELECT "group", success_rate AS a_rate, ci_low AS a_low, ci_high AS a_high
          FROM s WHERE arm = {a}),
 d AS (
@@ -131,6 +141,7 @@ SELECT d."group", d.cluster_id, d.label, d.arm, d.role, d.runs, d.outcomes, d.su
        d.tokens, d.cost_usd, d.total_cost_usd, d.duration_s, d.diff, d.diff_low, d.diff_high,
        CASE WHEN d.diff_high < 0 THEN 'worse' WHEN d.diff_low > 0 THEN 'better' END AS flag
 FROM d
+WHERE (SELECT CASE WHEN count(*) = 0 THEN true ELSE error(min(message)) END FROM missing)
 ORDER BY d.overall DESC, d.cluster_id NULLS LAST, d."group", d.role, d.arm"""
 
 _MACROS = [
@@ -145,7 +156,7 @@ _MACROS = [
             "WHEN 'model' THEN model ELSE error('compare: dim must be agent, agent_version or "
             "model, got ' || dim) END"),
     "compare_runs(dim, a, b := NULL, z := {z}) AS TABLE " + PAIRING.format(
-        stats="compare_arms(dim, z := z)", a="a", b="b"),
+        stats="compare_arms(dim, z := z)", a="a", b="b", dim="dim"),
 ]
 
 _COST = f"""count(*) AS runs, CAST(count_if(success) AS BIGINT) AS successes,
@@ -264,7 +275,7 @@ def compare(con: duckdb.DuckDBPyConnection, by: str = "agent", a: str | None = N
     name = f"_compare_{uuid.uuid4().hex}"
     con.register(name, stats)
     try:
-        rel = con.sql(PAIRING.format(stats=name, a=quote(a),
+        rel = con.sql(PAIRING.format(stats=name, a=quote(a), dim=quote(by),
                                      b="NULL" if b is None else quote(b)))
         cols, rows = rel.columns, rel.fetchall()
     finally:

@@ -197,6 +197,21 @@ def test_output_does_not_depend_on_ingest_order(tmp_path, regressed):
             assert cost(other.connect(), by) == cost(lk.connect(), by)
 
 
+def test_compare_runs_with_a_value_no_run_has_says_so(regressed):
+    """Not an empty answer, which would read as "no regressions"."""
+    lk, records = regressed
+    n = len(records) // 2
+    for args, absent in (("'1.4.0'", "1.4.0"), ("'1.0', '2.0'", "2.0"), ("'x', b := '1.1'", "x")):
+        with pytest.raises(InvalidArgument) as err:
+            lk.sql(f"FROM compare_runs('agent_version', {args})")
+        assert f"compare_runs: no runs with agent_version = '{absent}'; give a value present: " \
+            f"'1.0' ({n} runs), '1.1' ({n} runs)" in str(err.value)
+    with pytest.raises(InvalidArgument, match="none, as this tenant has no runs"):
+        lk.sql("FROM compare_runs('agent', 'bot')", tenant="nobody")
+    assert lk.sql("SELECT count(*) FROM compare_runs('agent_version', '1.0', b := '1.1')"
+                  ).fetchall() == [(12,)]  # (all) and 5 clusters, A and B
+
+
 def test_the_same_ids_in_two_tenants_are_two_runs_each_under_all_tenants(tmp_path, regressed):
     """Keyed by (tenant, trajectory_id): every view and macro, and the documented joins, count
     each tenant's runs once; each tenant's clusters are groups of their own."""
