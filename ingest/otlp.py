@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -45,13 +46,20 @@ _SPAN_KINDS = {v: k for k, v in Span.SpanKind.items()}
 _STATUS_CODES = {v: k for k, v in Status.StatusCode.items()}
 
 
-def spans_of(request: ExportTraceServiceRequest) -> tuple[list[tuple[str, str, dict]],
-                                                           list[tuple[str, str]]]:
-    """The request's spans as ``(location, trajectory_id, step)``, and those that cannot be
-    steps as ``(location, reason)``; a location reads
+@dataclass(slots=True)
+class Mapped:
+    """An export request's spans: ``spans`` as ``(location, trajectory_id, step)``, ``bad``
+    those that cannot be steps as ``(location, reason)``; ``genai`` the trace ids that have
+    a GenAI span (``is_genai``) among them. A location reads
     ``resource_spans[0].scope_spans[1].spans[4] ('chat gpt-4o')``."""
-    out: list[tuple[str, str, dict]] = []
-    bad: list[tuple[str, str]] = []
+
+    spans: list[tuple[str, str, dict]] = field(default_factory=list)
+    bad: list[tuple[str, str]] = field(default_factory=list)
+    genai: set[str] = field(default_factory=set)
+
+
+def spans_of(request: ExportTraceServiceRequest) -> Mapped:
+    out = Mapped()
     for i, rs in enumerate(request.resource_spans):
         resource = attributes(rs.resource.attributes)
         for j, ss in enumerate(rs.scope_spans):
@@ -59,14 +67,19 @@ def spans_of(request: ExportTraceServiceRequest) -> tuple[list[tuple[str, str, d
             for k, span in enumerate(ss.spans):
                 where = f"resource_spans[{i}].scope_spans[{j}].spans[{k}]{_named(span)}"
                 try:
-                    out.append((where, *span_step(span, resource, scope)))
+                    tid, step, genai = span_step(span, resource, scope)
                 except ValueError as e:
-                    bad.append((where, str(e)))
-    return out, bad
+                    out.bad.append((where, str(e)))
+                    continue
+                out.spans.append((where, tid, step))
+                if genai:
+                    out.genai.add(tid)
+    return out
 
 
-def span_step(span: Span, resource: dict[str, Any], scope: str | None) -> tuple[str, dict]:
-    """One span -> ``(trajectory_id, step)``; ValueError names what is wrong with it."""
+def span_step(span: Span, resource: dict[str, Any],
+              scope: str | None) -> tuple[str, dict, bool]:
+    """One span -> ``(trajectory_id, step, is_genai)``; ValueError names what is wrong."""
     if len(span.trace_id) != 16 or not any(span.trace_id):
         raise ValueError(f"trace_id must be 16 bytes, not all zero (got {len(span.trace_id)} "
                          "bytes): fix the exporter or instrumentation that made it")
@@ -137,7 +150,14 @@ def span_step(span: Span, resource: dict[str, Any], scope: str | None) -> tuple[
     hints = _hints(span, a, events, kind, anchor, inputs, resource, scope, error)
     if hints:
         step[HINTS] = hints
-    return span.trace_id.hex(), step
+    return span.trace_id.hex(), step, is_genai(kind, a)
+
+
+def is_genai(kind: str, a: dict) -> bool:
+    """Whether a span is a GenAI one: the mapper knows its kind (an agent, llm, tool...
+    span by the GenAI conventions or OpenInference), or it has a ``gen_ai.*`` attribute.
+    A trace without one is no trajectory."""
+    return kind != "span" or any(k.startswith("gen_ai.") for k in a)
 
 
 def _hints(span: Span, a: dict, events: list[dict], kind: str, anchor: int | None,

@@ -4,47 +4,169 @@ An OpenTelemetry exporter pointed at the lake's port (or the standard 4317, ``ot
 sends its spans here; they become trajectories (``ingest.otlp``, docs/otlp.md). The call is
 authorized like the others (the exporter's ``authorization: Bearer ...`` header, scope
 ``ingest``). Spans that cannot be stored are counted in ``partial_success`` with the reason
-of the first few; the others are logged durably before the call returns.
+of the first few; the others are logged durably before the call returns. A trace with no
+GenAI span is no trajectory: its spans are held a while in memory (``Traces``) in case its
+GenAI spans come in a later export, and are otherwise not stored.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otlp_grpc
 
-from ingest.otlp import spans_of
+from ingest.otlp import Mapped, spans_of
 from lake import Lake
 
 from .auth import identity
 
+log = logging.getLogger(__name__)
 SERVICE_NAME = otlp.DESCRIPTOR.services_by_name["TraceService"].full_name
 EXPORT = f"/{SERVICE_NAME}/Export"
 REASONS_SHOWN = 5  # partial_success.error_message: the first few reasons, then a count
+HOLD_SECONDS = 120.0  # how long spans of a trace with no GenAI span yet wait for one
+HOLD_BYTES = 32 << 20  # the most they take in memory (as JSON); the oldest go first
+KNOWN_KEPT = 100_000  # traces remembered as trajectories (then the lake is asked)
+LOG_EVERY_S = 10.0  # a log line about exports' spans at most this often (of each kind)
+
+Span = tuple[str, str, dict]  # (location, trajectory_id, step): ``Mapped.spans``
 
 
 class TraceServicer(otlp_grpc.TraceServiceServicer):
     def __init__(self, lake: Lake):
         self.lake = lake
+        self.traces = Traces(lake)
+        self.log_held = Throttled(logging.INFO)
 
     def Export(self, request: otlp.ExportTraceServiceRequest,
                context: Any) -> otlp.ExportTraceServiceResponse:
-        spans, bad = spans_of(request)
-        total = len(spans) + len(bad)
+        tenant = identity().tenant
+        mapped = spans_of(request)
+        spans, held = self.traces.admit(tenant, mapped)
         result = self.lake.ingest_spans([(tid, step) for _, tid, step in spans],
-                                        tenant=identity().tenant,
-                                        where=[loc for loc, _, _ in spans])
-        bad += [(r.location, f"{r.field}: {r.reason}") for r in result.rejected]
-        if not bad:
+                                        tenant=tenant, where=[loc for loc, _, _ in spans])
+        bad = mapped.bad + [(r.location, f"{r.field}: {r.reason}") for r in result.rejected]
+        notes = []
+        if bad:
+            shown = "; ".join(f"{loc}: {why}" for loc, why in bad[:REASONS_SHOWN])
+            more = f" (and {len(bad) - REASONS_SHOWN} more)" if len(bad) > REASONS_SHOWN \
+                else ""
+            notes.append(f"{len(bad)} of {len(mapped.spans) + len(mapped.bad)} spans "
+                         f"rejected, the others stored: {shown}{more}")
+        if held[0]:
+            self.log_held("OTLP export (tenant %r): %d spans of %d traces with no GenAI span "
+                          "not stored (held %g s in memory for one)", tenant, *held,
+                          HOLD_SECONDS)
+            notes.append(f"{held[0]} spans of {held[1]} traces with no GenAI span (gen_ai.* "
+                         "attributes, an OpenInference span kind) not stored: a trace becomes "
+                         f"a trajectory with its first GenAI span; these wait {HOLD_SECONDS:g}"
+                         " s in memory for one")
+        if not notes:
             return otlp.ExportTraceServiceResponse()
-        shown = "; ".join(f"{loc}: {why}" for loc, why in bad[:REASONS_SHOWN])
-        more = f" (and {len(bad) - REASONS_SHOWN} more)" if len(bad) > REASONS_SHOWN else ""
         return otlp.ExportTraceServiceResponse(partial_success=otlp.ExportTracePartialSuccess(
-            rejected_spans=len(bad),
-            error_message=f"{len(bad)} of {total} spans rejected, the others stored: "
-                          f"{shown}{more}"))
+            rejected_spans=len(bad), error_message="; ".join(notes)))
+
+
+class Throttled:
+    """A log line at most every ``LOG_EVERY_S`` seconds; the next one says how many were
+    left out meanwhile (a busy exporter sends many exports a second)."""
+
+    def __init__(self, level: int):
+        self.level, self._lock = level, threading.Lock()
+        self._last, self._skipped = float("-inf"), 0
+
+    def __call__(self, message: str, *args: Any) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._last < LOG_EVERY_S:
+                self._skipped += 1
+                return
+            skipped, self._skipped, self._last = self._skipped, 0, now
+        if skipped:
+            message += f" (and {skipped} more such exports since the last line)"
+        log.log(self.level, message, *args)
+
+
+class Traces:
+    """Which traces are trajectories: those with a GenAI span (``ingest.otlp.is_genai``).
+
+    A trace is one once an export brought one of its GenAI spans (remembered for the last
+    ``KNOWN_KEPT`` traces) or the lake has it (asked once per export, for the others). The
+    spans of a trace that is none (yet) are held in memory, for ``HOLD_SECONDS`` and
+    ``HOLD_BYTES`` at most, and stored with its first GenAI span if that comes meanwhile."""
+
+    def __init__(self, lake: Lake):
+        self.lake = lake
+        self._lock = threading.Lock()
+        self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._held: OrderedDict[tuple[str, str], tuple[float, int, list[Span]]] = \
+            OrderedDict()  # (tenant, trace) -> (held since, bytes, spans)
+        self._held_bytes = 0
+
+    def admit(self, tenant: str, mapped: Mapped) -> tuple[list[Span], tuple[int, int]]:
+        """The spans to store now (held ones joining their trace's GenAI spans), and
+        ``(spans, traces)`` held instead."""
+        traces: dict[str, list[Span]] = {}
+        for span in mapped.spans:
+            traces.setdefault(span[1], []).append(span)
+        store: list[Span] = []
+        with self._lock:
+            self._expire(time.monotonic())
+            unsure = [t for t in traces if t not in mapped.genai
+                      and (tenant, t) not in self._known]
+            for tid in traces.keys() - set(unsure):
+                store += self._admit((tenant, tid), traces[tid])
+        stored = self._stored(tenant, unsure)
+        held = [0, 0]
+        with self._lock:
+            for tid in unsure:
+                if tid in stored or (tenant, tid) in self._known:
+                    store += self._admit((tenant, tid), traces[tid])
+                else:
+                    self._hold((tenant, tid), traces[tid])
+                    held[0] += len(traces[tid])
+                    held[1] += 1
+        return store, (held[0], held[1])
+
+    def _admit(self, key: tuple[str, str], spans: list[Span]) -> list[Span]:
+        self._known[key] = None
+        self._known.move_to_end(key)
+        if len(self._known) > KNOWN_KEPT:
+            self._known.popitem(last=False)
+        _, size, held = self._held.pop(key, (0.0, 0, []))
+        self._held_bytes -= size
+        return [(f"{loc} (held from an earlier export)", tid, step)
+                for loc, tid, step in held] + spans
+
+    def _stored(self, tenant: str, tids: list[str]) -> set[str]:
+        """Which of ``tids`` the lake has as trajectories (not asked for traces held: none
+        was when they were)."""
+        with self._lock:
+            ask = [t for t in tids if (tenant, t) not in self._held]
+        if not ask:
+            return set()
+        rows = self.lake.store.lookup("trajectories", tenant, "trajectory_id", ask,
+                                      ["trajectory_id"])
+        return set(rows["trajectory_id"].to_pylist())
+
+    def _hold(self, key: tuple[str, str], spans: list[Span]) -> None:
+        size = sum(len(orjson.dumps(step)) for _, _, step in spans)
+        since, was, held = self._held.get(key, (time.monotonic(), 0, []))
+        self._held[key] = (since, was + size, held + spans)  # in its place: by ``since``
+        self._held_bytes += size
+        while self._held_bytes > HOLD_BYTES and self._held:
+            self._held_bytes -= self._held.popitem(last=False)[1][1]
+
+    def _expire(self, now: float) -> None:
+        while self._held and now - next(iter(self._held.values()))[0] > HOLD_SECONDS:
+            self._held_bytes -= self._held.popitem(last=False)[1][1]
 
 
 def add_servicer(register: Callable[[Callable, Any], None], lake: Lake) -> None:

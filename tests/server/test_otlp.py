@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -351,3 +353,66 @@ def test_a_huge_prompt_is_stored_once_and_the_trajectory_still_reads(lake_dir):
     assert payloads == {chat["input_ref"]: len(full["steps"][1]["input"]),
                         tool["output_ref"]: 100_000, sha: 200_000}  # each once
     assert run["task"].startswith(doc[:4096] + " …[cut at 4096 of 3000025 characters, sha256 ")
+
+
+def _http(span_id: int, parent: int = 0, start: int = 10**18, **kw: Any) -> trace_pb2.Span:
+    """A span of no GenAI kind: a web request or a database query."""
+    return _span(span_id, parent, name="GET /healthz" if not parent else "SELECT users",
+                 start=start, http__route="/healthz", **kw)
+
+
+def test_a_trace_with_no_genai_span_is_no_trajectory(server: Server, trace_stub, caplog):
+    with caplog.at_level(logging.INFO, logger="server.otlp"):
+        reply = trace_stub.Export(_request(_http(1), _http(2, 1, start=10**18 + 1)))
+    assert reply.partial_success.rejected_spans == 0  # not refused: an exporter would retry
+    assert reply.partial_success.error_message.startswith(
+        "2 spans of 1 traces with no GenAI span (gen_ai.* attributes, an OpenInference span "
+        "kind) not stored")
+    assert [r.getMessage() for r in caplog.records] == [
+        "OTLP export (tenant 'default'): 2 spans of 1 traces with no GenAI span not stored "
+        "(held 120 s in memory for one)"]
+    server.lake.flush()
+    assert server.lake.count("trajectories") == 0 and server.lake.count("steps") == 0
+
+
+def test_web_spans_join_their_trace_whichever_export_brings_its_genai_spans(server: Server,
+                                                                           trace_stub):
+    """The request's root and a query before the agent runs come first; then the chat; then
+    a late query (the trace is known by then)."""
+    early = trace_stub.Export(_request(_http(1), _http(2, 1, start=10**18 + 1)))
+    assert early.partial_success.rejected_spans == 0
+    assert not trace_stub.Export(_request(_span(3, 1, start=10**18 + 2))).HasField(
+        "partial_success")
+    assert not trace_stub.Export(_request(_http(4, 1, start=10**18 + 3))).HasField(
+        "partial_success")
+    server.lake.flush()
+    assert [s[:2] for s in _steps(server, "01" * 16)] == [
+        ("span", "GET /healthz"), ("span", "SELECT users"), ("llm", "chat m"),
+        ("span", "SELECT users")]
+    assert server.lake.sql("select status, task from trajectories").fetchall() == \
+        [("succeeded", "GET /healthz")]  # the root anchors the trace
+
+
+def test_a_restarted_receiver_asks_the_lake_which_traces_are_trajectories(lake_dir):
+    from server.app import serve
+
+    from .conftest import make_settings
+
+    for spans in ([_span(2, 1, start=10**18 + 1)], [_http(1)]):  # chat, then its root
+        with serve(make_settings(lake_dir), "127.0.0.1", 0) as srv, \
+                grpc.insecure_channel(srv.target) as ch:
+            reply = otlp_grpc.TraceServiceStub(ch).Export(_request(*spans))
+            assert not reply.HasField("partial_success")
+    with serve(make_settings(lake_dir), "127.0.0.1", 0) as srv:
+        assert srv.lake.sql("select n_steps, status from trajectories").fetchall() == \
+            [(2, "succeeded")]
+
+
+def test_spans_held_past_their_time_are_dropped(server: Server, trace_stub, monkeypatch):
+    monkeypatch.setattr("server.otlp.HOLD_SECONDS", 0.0)
+    trace_stub.Export(_request(_http(1)))
+    time.sleep(0.01)
+    assert not trace_stub.Export(_request(_span(3, 1, start=10**18 + 2))).HasField(
+        "partial_success")
+    server.lake.flush()
+    assert [s[:2] for s in _steps(server, "01" * 16)] == [("llm", "chat m")]
