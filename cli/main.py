@@ -100,14 +100,14 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
     sys.exit(summary.exit_code)
 
 
-@cli.command()
-@_common
-@click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
-@click.option("--as-of", default=None, metavar="VERSION|TAG", help="Read the lake as of then.")
-@click.option("--all-tenants", is_flag=True, help="Show every tenant's rows (admin).")
-def sql(settings: Settings, query: str, fmt: str, as_of: str | None, all_tenants: bool) -> None:
-    """Run a DuckDB query over trajectories, steps, payloads and versions.
+def _sql_help() -> str:
+    from lake.sql import names
+
+    n = {kind: ", ".join(v) for kind, v in names().items()}
+    return f"""Run a DuckDB query over the lake.
+
+    Tables: {n["tables"]} (docs/schema.md). Analysis views: {n["views"]}. Macros:
+    {n["macros"]} (docs/analysis.md).
 
     \b
     Example:
@@ -115,6 +115,15 @@ def sql(settings: Settings, query: str, fmt: str, as_of: str | None, all_tenants
                 join trajectories t using (tenant, trajectory_id)
                 where kind = 'tool' group by name order by rate"
     """
+
+
+@cli.command(help=_sql_help())
+@_common
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--as-of", default=None, metavar="VERSION|TAG", help="Read the lake as of then.")
+@click.option("--all-tenants", is_flag=True, help="Show every tenant's rows (admin).")
+def sql(settings: Settings, query: str, fmt: str, as_of: str | None, all_tenants: bool) -> None:
     from .output import render
 
     lake = Lake.open(settings=settings, readonly=True)

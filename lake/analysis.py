@@ -187,6 +187,10 @@ GROUP BY s.name ORDER BY calls DESC, tool"""
             f"GROUP BY {keys} ORDER BY {order}")
 
 
+VIEWS = (*_VIEWS, *_COST_VIEWS.values())  # what install adds, for listings (lake sql --help)
+MACROS = tuple(m.split("(", 1)[0] for m in _MACROS)
+
+
 def install(con: duckdb.DuckDBPyConnection, *, all_tenants: bool = False) -> None:
     """Create the analysis views and macros on a connection made by ``lake.sql.connect``.
     ``all_tenants``: the connection shows several tenants, so a cluster's group names its

@@ -27,7 +27,7 @@ QUERY_ERRORS: tuple[type[duckdb.Error], ...] = (
 LAKE_FAILED = ("Python exception occurred", "exporting a stream from the object registered")
 
 _HINTS: tuple[tuple[type[duckdb.Error], str], ...] = (
-    (duckdb.CatalogException, "the tables are {tables} (docs/schema.md)"),
+    (duckdb.CatalogException, "{names}"),
     (duckdb.BinderException, "`describe TABLE` lists a table's columns (docs/schema.md)"),
     (duckdb.ParserException, "fix the SQL where the message points (DuckDB's dialect)"),
     (duckdb.SyntaxException, "fix the SQL where the message points (DuckDB's dialect)"),
@@ -55,6 +55,16 @@ def run(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation:
         raise err from e
 
 
+def listing() -> str:
+    """The tables, views and macros every connection has, as a sentence."""
+    from .sql import names
+
+    n = names()
+    return (f"the tables are {', '.join(n['tables'])} (docs/schema.md); the analysis views "
+            f"{', '.join(n['views'])}; the macros {', '.join(m + '(...)' for m in n['macros'])} "
+            "(docs/analysis.md)")
+
+
 def query_error(e: duckdb.Error) -> InvalidArgument | None:
     """``e`` as the query's error (DuckDB's message and what to do), or None when the lake
     failed rather than the query."""
@@ -63,7 +73,6 @@ def query_error(e: duckdb.Error) -> InvalidArgument | None:
         return None
     hint = next((h for kind, h in _HINTS if isinstance(e, kind)),
                 "fix the query as DuckDB's message says")
-    if "{tables}" in hint:
-        from .schema import DATA_TABLES, LOG_TABLES
-        hint = hint.format(tables=", ".join([*DATA_TABLES, "versions", *LOG_TABLES]))
+    if hint == "{names}":
+        hint = listing()
     return InvalidArgument(f"SQL failed: {text}\nhint: {hint}", field="query")

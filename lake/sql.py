@@ -42,6 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
+from .analysis import MACROS, VIEWS, install
 from .errors import LakeError
 from .schema import DATA_TABLES, JSON_COLUMNS, LOG_TABLES, public_columns
 from .tables import TableStore, quote
@@ -85,9 +86,14 @@ def connect(store: TableStore, catalog: Catalog, version: Version | None,
     con.register("_versions_arrow", _versions_table(catalog))
     con.execute("CREATE VIEW versions AS SELECT * REPLACE (CAST(detail AS JSON) AS detail) "
                 "FROM _versions_arrow")
-    from .analysis import install  # views and macros of `lake compare` / `lake cost`
-    install(con, all_tenants=tenant is None)
+    install(con, all_tenants=tenant is None)  # views and macros of `lake compare` / `cost`
     return con
+
+
+def names() -> dict[str, tuple[str, ...]]:
+    """What a connection shows, by kind: the lake's tables, the analysis views, the macros."""
+    return {"tables": (*DATA_TABLES, "versions", *LOG_TABLES), "views": VIEWS,
+            "macros": MACROS}
 
 
 def refresh(con: duckdb.DuckDBPyConnection, store: TableStore) -> None:

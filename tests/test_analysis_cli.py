@@ -109,3 +109,10 @@ def test_a_mistake_in_the_query_is_an_error_not_a_crash(two_tenants, query, said
     p = lake("sql", query, data=two_tenants, check=False)
     assert p.returncode == 1 and p.stderr.startswith("error: query: ") and said in p.stderr
     assert "internal error" not in p.stderr and "Traceback" not in p.stderr
+
+
+def test_sql_help_lists_every_table_view_and_macro():
+    from lake.sql import names
+
+    text = subprocess.run([*LAKE, "sql", "--help"], capture_output=True, text=True).stdout
+    assert all(name in text for kind in names().values() for name in kind)

@@ -11,6 +11,7 @@ import pytest
 
 from lake import Lake
 from lake.errors import InvalidArgument
+from lake.sql import names
 
 
 @pytest.fixture
@@ -62,3 +63,18 @@ def test_a_lake_that_cannot_be_read_is_not_the_querys_fault(lake_dir, runs):
             pytest.raises(duckdb.Error) as got:
         lk.sql("select count(input) from steps")
     assert not isinstance(got.value, InvalidArgument)
+
+
+def test_the_listing_of_names_is_what_a_connection_has(runs):
+    """lake.sql.names() feeds `lake sql --help` and the hint for an unknown name."""
+    con = runs.connect()
+    views = {v for (v,) in con.sql("select view_name from duckdb_views() where not internal "
+                                   "and view_name not like '\\_%' escape '\\'").fetchall()}
+    macros = {m for (m,) in con.sql("select function_name from duckdb_functions() where not "
+                                    "internal and function_type like '%macro'").fetchall()}
+    n = names()
+    assert views == {*n["tables"], *n["views"]} and macros == set(n["macros"])
+    with pytest.raises(InvalidArgument) as err:
+        runs.sql("select * from cost_by_agnt")
+    hint = str(err.value).split("\nhint: ")[1]
+    assert all(name in hint for name in views | macros)
