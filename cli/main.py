@@ -91,7 +91,9 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
     else:
         line = (f"{summary.files} file(s): {summary.trajectories} trajectories, "
                 f"{summary.steps} steps landed ({summary.changed} trajectories new or "
-                f"changed, the others were in the lake already); {summary.rejected} rejected")
+                f"changed; the others were in the lake already, as given or further along: "
+                f"a version with fewer steps never replaces a stored one); "
+                f"{summary.rejected} rejected")
         if summary.quarantine:
             line += f" (see {summary.quarantine})"
         for err in summary.unreadable:
