@@ -4,7 +4,8 @@ An OpenTelemetry exporter pointed at the lake's port (or the standard 4317, ``ot
 sends its spans here; they become trajectories (``ingest.otlp``, docs/otlp.md). The call is
 authorized like the others (the exporter's ``authorization: Bearer ...`` header, scope
 ``ingest``). Spans that cannot be stored are counted in ``partial_success`` with the reason
-of the first few; the others are logged durably before the call returns. A trace with no
+of the first few, and logged (exporters do not show the reply); the others are logged
+durably before the call returns. A trace with no
 GenAI span is no trajectory: its spans are held a while in memory (``Traces``) in case its
 GenAI spans come in a later export, and are otherwise not stored.
 """
@@ -44,6 +45,7 @@ class TraceServicer(otlp_grpc.TraceServiceServicer):
         self.lake = lake
         self.traces = Traces(lake)
         self.log_held = Throttled(logging.INFO)
+        self.log_rejected = Throttled(logging.WARNING)  # exporters do not read the reply's
 
     def Export(self, request: otlp.ExportTraceServiceRequest,
                context: Any) -> otlp.ExportTraceServiceResponse:
@@ -53,13 +55,16 @@ class TraceServicer(otlp_grpc.TraceServiceServicer):
         result = self.lake.ingest_spans([(tid, step) for _, tid, step in spans],
                                         tenant=tenant, where=[loc for loc, _, _ in spans])
         bad = mapped.bad + [(r.location, f"{r.field}: {r.reason}") for r in result.rejected]
+        total = len(mapped.spans) + len(mapped.bad)
         notes = []
         if bad:
+            self.log_rejected("OTLP export (tenant %r): %d of %d spans rejected, the others "
+                              "stored; the first: %s: %s", tenant, len(bad), total, *bad[0])
             shown = "; ".join(f"{loc}: {why}" for loc, why in bad[:REASONS_SHOWN])
             more = f" (and {len(bad) - REASONS_SHOWN} more)" if len(bad) > REASONS_SHOWN \
                 else ""
-            notes.append(f"{len(bad)} of {len(mapped.spans) + len(mapped.bad)} spans "
-                         f"rejected, the others stored: {shown}{more}")
+            notes.append(f"{len(bad)} of {total} spans rejected, the others stored: "
+                         f"{shown}{more}")
         if held[0]:
             self.log_held("OTLP export (tenant %r): %d spans of %d traces with no GenAI span "
                           "not stored (held %g s in memory for one)", tenant, *held,

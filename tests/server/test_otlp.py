@@ -416,3 +416,24 @@ def test_spans_held_past_their_time_are_dropped(server: Server, trace_stub, monk
         "partial_success")
     server.lake.flush()
     assert [s[:2] for s in _steps(server, "01" * 16)] == [("llm", "chat m")]
+
+
+def test_rejections_are_logged_as_exporters_do_not_show_them(server: Server, trace_stub,
+                                                             caplog, monkeypatch):
+    """The OpenTelemetry SDK's exporter never reads partial_success: the server's log is
+    where a rejected span shows. One line per export, at most one every LOG_EVERY_S."""
+    bad = _span(2, 1, trace=b"\x01" * 3)
+    with caplog.at_level(logging.WARNING, logger="server.otlp"):
+        for _ in range(3):
+            assert trace_stub.Export(_request(_span(1), bad)).partial_success.rejected_spans \
+                == 1
+        monkeypatch.setattr("server.otlp.LOG_EVERY_S", 0.0)
+        trace_stub.Export(_request(bad, bad))
+    first = ("OTLP export (tenant 'default'): {} spans rejected, the others stored; the "
+             "first: resource_spans[0].scope_spans[0].spans[{}] ('chat m'): trace_id must be "
+             "16 bytes, not all zero (got 3 bytes): fix the exporter or instrumentation that "
+             "made it")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", first.format("1 of 2", 1)),
+        ("WARNING", first.format("2 of 2", 0) + " (and 2 more such exports since the last "
+                                                 "line)")]
