@@ -106,7 +106,7 @@ def _sql_help() -> str:
     from lake.sql import names
 
     n = {kind: ", ".join(v) for kind, v in names().items()}
-    return f"""Run a DuckDB query over the lake.
+    return f"""Run one DuckDB statement over the lake (several are refused: run each alone).
 
     Tables: {n["tables"]} (docs/schema.md). Analysis views: {n["views"]}. Macros:
     {n["macros"]} (docs/analysis.md).
@@ -127,6 +127,11 @@ def _sql_help() -> str:
 @click.option("--all-tenants", is_flag=True, help="Show every tenant's rows (admin).")
 def sql(settings: Settings, query: str, fmt: str, as_of: str | None, all_tenants: bool) -> None:
     from .output import render
+
+    tenant = click.get_current_context().params.get("tenant")
+    if all_tenants and tenant is not None:
+        raise click.UsageError(f"--all-tenants shows every tenant and --tenant {tenant} only "
+                               "one: give one of the two")
 
     lake = Lake.open(settings=settings, readonly=True)
     rel = lake.sql(query, as_of=as_of, all_tenants=all_tenants)

@@ -457,6 +457,9 @@ class Lake:
         """Run ``query``, one SQL statement, now: a DuckDB relation holding its rows
         (``.fetchall()``, ``.arrow()``, ...). A mistake in it, found binding or running, is
         an InvalidArgument (``lake.query``)."""
+        if all_tenants and tenant is not None:
+            raise InvalidArgument(f"all_tenants shows every tenant and tenant={tenant!r} only "
+                                  "one: give one of the two", field="tenant")
         return run(self.connect(as_of=as_of, tenant=tenant, all_tenants=all_tenants), query)
 
     def count(self, table: str, *, tenant: str | None = None) -> int:

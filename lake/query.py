@@ -1,5 +1,6 @@
-"""Running a user's SQL (``Lake.sql``, ``lake sql``): one statement, run at once, and every
-complaint DuckDB has about it an ``InvalidArgument`` on the field ``query``.
+"""Running a user's SQL (``Lake.sql``, ``lake sql``): one statement (several are refused,
+not run with only the last one's rows shown), run at once, and every complaint DuckDB has
+about it an ``InvalidArgument`` on the field ``query``.
 
 DuckDB finds some mistakes while binding (an unknown column) and others only while running
 (``cast('x' as int)``, ``day > '2025'``); running at the call raises both here, and the
@@ -43,7 +44,13 @@ def run(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation:
     """Run ``query``, one SQL statement, on ``con`` (made by ``lake.sql.connect``) now: a
     relation over the rows it returned (``set ...`` returns a relation without rows)."""
     try:
-        rel = con.sql(query) if con.extract_statements(query) else None
+        statements = con.extract_statements(query)
+        if len(statements) > 1:
+            raise InvalidArgument(
+                f"the query holds {len(statements)} statements; one is run at a time (its "
+                "rows are the answer): run each on its own, or fold them into one (a WITH "
+                "clause holds what an earlier statement would set up)", field="query")
+        rel = con.sql(query) if statements else None
         if rel is None:
             raise InvalidArgument("the query is empty: give one SQL statement, e.g. "
                                   "\"select count(*) from trajectories\"", field="query")

@@ -104,6 +104,7 @@ def two_tenants(tmp_path_factory) -> Path:
     ("select cast('x' as int)", "Could not convert string 'x' to INT32"),
     ("select * from run_facts where day > '2025'", "invalid date field format"),
     ("", "the query is empty"),
+    ("select * from trajectories; select 1", "the query holds 2 statements"),
 ])
 def test_a_mistake_in_the_query_is_an_error_not_a_crash(two_tenants, query, said):
     p = lake("sql", query, data=two_tenants, check=False)
@@ -116,3 +117,11 @@ def test_sql_help_lists_every_table_view_and_macro():
 
     text = subprocess.run([*LAKE, "sql", "--help"], capture_output=True, text=True).stdout
     assert all(name in text for kind in names().values() for name in kind)
+
+
+def test_sql_refuses_all_tenants_with_a_tenant(two_tenants):
+    p = lake("sql", "select 1", "--all-tenants", "--tenant", "acme", data=two_tenants,
+             check=False)
+    assert p.returncode == 64 and "--all-tenants shows every tenant and --tenant acme" in p.stderr
+    assert lake("sql", "select count(*) from trajectories", "--all-tenants",
+                data=two_tenants).stdout.strip() == "6"

@@ -78,3 +78,17 @@ def test_the_listing_of_names_is_what_a_connection_has(runs):
         runs.sql("select * from cost_by_agnt")
     hint = str(err.value).split("\nhint: ")[1]
     assert all(name in hint for name in views | macros)
+
+
+@pytest.mark.parametrize("query", ["select 1; select 2", "create temp table x as select 1; "
+                                   "select * from x", "select 1;;select 2;"])
+def test_several_statements_are_refused_not_run_for_the_last_ones_rows(runs, query):
+    with pytest.raises(InvalidArgument, match="the query holds 2 statements; one is run"):
+        runs.sql(query)
+    assert runs.sql("select 1;").fetchall() == [(1,)]  # one statement, with its semicolon
+
+
+def test_a_tenant_and_all_tenants_together_are_refused(runs):
+    with pytest.raises(InvalidArgument, match="tenant: all_tenants shows every tenant and "
+                                              "tenant='acme' only one"):
+        runs.sql("select 1", tenant="acme", all_tenants=True)
