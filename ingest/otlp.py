@@ -5,12 +5,14 @@ step (``step_id`` = the span id, ``parent_step_id`` = its parent), numbered by s
 when the lake commits (``Lake.ingest_spans``), so spans may come in any order and across
 exports. The trajectory's fields come from the spans as prioritised hints
 (``lake.trajectory``: lower wins): an ``invoke_agent`` / ``invoke_workflow`` span first,
-then the trace's root span, then the others (the first chat's user message gives the task
-when the agent span has none). Read: the GenAI semantic conventions (current and the older
-names still emitted), and OpenInference (``openinference.span.kind``, ``llm.*``,
-``tool.*``). Every raw attribute is kept in the step's ``attributes`` but those that became
-its input or output (a prompt is stored once: as the input, a payload when large); a task
-taken from a message is cut at ``TASK_CHARS``.
+then the trace's root span (or a span whose parent the exporter flags remote: this
+service's root), then the others (the first chat's user message gives the task when the
+agent span has none; the first start and last end give the times until an anchor comes).
+Read: the GenAI semantic conventions (current and the older names still emitted), and
+OpenInference (``openinference.span.kind``, ``llm.*``, ``tool.*``). Every raw attribute is
+kept in the step's ``attributes`` but those that became its input or output (a prompt is
+stored once: as the input, a payload when large); a task taken from a message is cut at
+``TASK_CHARS``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import orjson
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, SpanFlags, Status
 
 from lake.patches import HINTS
 
@@ -42,6 +44,7 @@ OPENINFERENCE_KINDS = {"LLM": "llm", "TOOL": "tool", "AGENT": "agent", "CHAIN": 
 PASS = {"pass", "passed", "success", "succeeded", "true", "correct", "yes", "good"}
 FAIL = {"fail", "failed", "failure", "false", "incorrect", "no", "bad"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_US = 1 << 62  # after any span's end in microseconds (a uint64 of nanoseconds)
 _SPAN_KINDS = {v: k for k, v in Span.SpanKind.items()}
 _STATUS_CODES = {v: k for k, v in Status.StatusCode.items()}
 
@@ -99,7 +102,7 @@ def span_step(span: Span, resource: dict[str, Any],
     op = _operation(span.name, a)
     kind = _kind(op, a)
     anchor = AGENT if kind in ("agent", "workflow") else ROOT if not span.parent_span_id \
-        else None
+        or span.flags & SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK else None
     inputs = outputs = None  # the messages (llm, agent...: any but tool spans)
     if kind == "tool":
         used = [(None, _first_key(a, "gen_ai.tool.call.arguments", "tool.parameters",
@@ -195,6 +198,11 @@ def _hints(span: Span, a: dict, events: list[dict], kind: str, anchor: int | Non
                          **({"resource": resource} if resource else {}),
                          **({"scope": scope} if scope else {})}}
         put("meta", anchor, meta)
+    else:  # until an anchor comes: from the first span's start to the last one's end
+        put("started_at", OTHER, _time(span.start_time_unix_nano))
+        if span.end_time_unix_nano:
+            put("ended_at", _latest_first(span.end_time_unix_nano),
+                _time(span.end_time_unix_nano))
     if events:
         _evaluations(events, put)
     return h
@@ -208,6 +216,12 @@ def _bounded(task: str | None) -> str | None:
         return task
     digest = hashlib.sha256(task.encode()).hexdigest()[:16]
     return f"{task[:TASK_CHARS]} …[cut at {TASK_CHARS} of {len(task)} characters, sha256 {digest}]"
+
+
+def _latest_first(end_ns: int) -> int:
+    """A priority that puts a later end first (lower wins): above ``FALLBACK``, so an
+    anchor's end wins over every span's."""
+    return FALLBACK + 1 + (_LAST_US - end_ns // 1000)
 
 
 def _evaluations(events: list[dict], put: Any) -> None:

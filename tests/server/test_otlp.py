@@ -437,3 +437,43 @@ def test_rejections_are_logged_as_exporters_do_not_show_them(server: Server, tra
         ("WARNING", first.format("1 of 2", 1)),
         ("WARNING", first.format("2 of 2", 0) + " (and 2 more such exports since the last "
                                                  "line)")]
+
+
+def test_a_trace_whose_root_is_in_another_service_still_gets_its_times(server: Server,
+                                                                      trace_stub):
+    """The chat's parent (a gateway's span) is never exported here: no anchor, so the
+    trace stays running, but it spans from its first span's start to its last one's end."""
+    chat = _span(2, 1, start=10**18, gen_ai__operation__name="chat")
+    chat.end_time_unix_nano = 10**18 + 9 * 10**6
+    tool = _span(3, 2, name="execute_tool x", start=10**18 + 10**6,
+                 gen_ai__operation__name="execute_tool")  # ends at + 2 ms
+    assert not trace_stub.Export(_request(tool, chat)).HasField("partial_success")
+    server.lake.flush()
+    assert server.lake.sql("select status, epoch_ms(started_at), epoch_ms(ended_at) "
+                           "from trajectories").fetchall() == [
+        ("running", 10**12, 10**12 + 9)]
+
+
+def test_a_span_whose_parent_is_remote_anchors_the_trace(server: Server):
+    """The SDK flags a span whose parent came from another process (a traceparent header):
+    it is this service's root, and decides the trace's status and times."""
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    remote = SpanContext(trace_id=0xAB, span_id=0xCD, is_remote=True,
+                         trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    memory = InMemorySpanExporter()
+    tracer = _provider(memory, batch=False).get_tracer("test")
+    with tracer.start_as_current_span("chat gpt-4.1", kind=SpanKind.CLIENT,
+                                      context=trace.set_span_in_context(
+                                          NonRecordingSpan(remote))) as c:
+        c.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4.1",
+                          "gen_ai.input.messages": json.dumps([{"role": "user",
+                                                                "content": TASK}])})
+    spans = memory.get_finished_spans()
+    assert OTLPSpanExporter(endpoint=server.target, insecure=True).export(spans).name == \
+        "SUCCESS"
+    server.lake.flush()
+    assert server.lake.sql("select task, status, epoch_ns(ended_at) // 1000 from "
+                           "trajectories").fetchall() == [
+        (TASK, "succeeded", spans[0].end_time // 1000)]
