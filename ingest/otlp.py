@@ -61,7 +61,8 @@ class Mapped:
     genai: set[str] = field(default_factory=set)
 
 
-def spans_of(request: ExportTraceServiceRequest) -> Mapped:
+def spans_of(request: ExportTraceServiceRequest, agent: str | None = None) -> Mapped:
+    """``agent``: the trajectory's agent when no span names one (the caller's token's)."""
     out = Mapped()
     for i, rs in enumerate(request.resource_spans):
         resource = attributes(rs.resource.attributes)
@@ -74,6 +75,8 @@ def spans_of(request: ExportTraceServiceRequest) -> Mapped:
                 except ValueError as e:
                     out.bad.append((where, str(e)))
                     continue
+                if agent and "agent" not in step.get(HINTS, {}):
+                    step.setdefault(HINTS, {})["agent"] = [FALLBACK, agent]
                 out.spans.append((where, tid, step))
                 if genai:
                     out.genai.add(tid)

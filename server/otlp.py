@@ -49,8 +49,9 @@ class TraceServicer(otlp_grpc.TraceServiceServicer):
 
     def Export(self, request: otlp.ExportTraceServiceRequest,
                context: Any) -> otlp.ExportTraceServiceResponse:
-        tenant = identity().tenant
-        mapped = spans_of(request)
+        who = identity()
+        tenant = who.tenant
+        mapped = spans_of(request, agent=who.agent)  # as StartTrajectory: unless a span names one
         spans, held = self.traces.admit(tenant, mapped)
         result = self.lake.ingest_spans([(tid, step) for _, tid, step in spans],
                                         tenant=tenant, where=[loc for loc, _, _ in spans])

@@ -477,3 +477,20 @@ def test_a_span_whose_parent_is_remote_anchors_the_trace(server: Server):
     assert server.lake.sql("select task, status, epoch_ns(ended_at) // 1000 from "
                            "trajectories").fetchall() == [
         (TASK, "succeeded", spans[0].end_time // 1000)]
+
+
+def test_the_token_s_agent_stands_in_when_no_span_names_one(secure: Server):
+    """As StartTrajectory: the caller's token names the agent unless the run does."""
+    headers = {"authorization": f"Bearer {token(secure, agent='nightly-bot')}"}
+    with grpc.insecure_channel(secure.target) as ch:
+        stub = otlp_grpc.TraceServiceStub(ch)
+        named = _span(1, name="invoke_agent x", gen_ai__operation__name="invoke_agent",
+                      gen_ai__agent__name="support-bot")
+        unnamed = _span(1, name="chat m", trace=b"\x02" * 16)
+        for span in (named, unnamed):
+            assert not stub.Export(_request(span), metadata=tuple(headers.items())).HasField(
+                "partial_success")
+    secure.lake.flush()
+    assert secure.lake.sql("select trajectory_id, agent from trajectories order by 1",
+                           tenant="acme").fetchall() == [
+        ("01" * 16, "support-bot"), ("02" * 16, "nightly-bot")]
