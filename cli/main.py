@@ -259,6 +259,9 @@ def config_cmd(settings: Settings, as_json: bool) -> None:
 @click.option("--otlp-port", type=int, default=None,
               help="Also take OTLP trace exports here, e.g. 4317 [env LAKE_OTLP_PORT; default: "
                    "only on --port, which takes them too].")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics, e.g. 9464 "
+                   "[env LAKE_METRICS_PORT; default -1: off].")
 @click.option("--auth", type=click.Choice(["auto", "on", "off"]), default=None,
               help="Bearer tokens [env LAKE_AUTH; default auto: on unless the host is loopback].")
 @click.option("--max-message-bytes", type=int, default=None,
@@ -266,7 +269,8 @@ def config_cmd(settings: Settings, as_json: bool) -> None:
 @click.option("--sample/--no-sample", default=True,
               help="Load the bundled tau2-bench sample into an empty lake.")
 def serve(settings: Settings, host: str | None, port: int | None, otlp_port: int | None,
-          auth: str | None, max_message_bytes: int | None, sample: bool) -> None:
+          metrics_port: int | None, auth: str | None, max_message_bytes: int | None,
+          sample: bool) -> None:
     """Serve the lake over gRPC until SIGINT / SIGTERM, then stop gracefully.
 
     Stopping finishes the calls in flight and flushes the write path. On a loopback host
@@ -287,8 +291,8 @@ def serve(settings: Settings, host: str | None, port: int | None, otlp_port: int
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    flags = {"host": host, "port": port, "otlp_port": otlp_port, "auth": auth,
-             "max_message_bytes": max_message_bytes}
+    flags = {"host": host, "port": port, "otlp_port": otlp_port, "metrics_port": metrics_port,
+             "auth": auth, "max_message_bytes": max_message_bytes}
     settings = settings.replace(**{k: v for k, v in flags.items() if v is not None})
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -19,7 +19,7 @@ from .errors import InvalidArgument
 
 _MINIMUMS = {"payload_limit": 1024, "preview_chars": 0, "flush_rows": 1, "flush_interval_ms": 0,
              "compact_fragments": 1, "wal_segment_bytes": 4096, "port": 0, "otlp_port": -1,
-             "max_message_bytes": 65536, "max_inflight": 1}
+             "metrics_port": -1, "max_message_bytes": 65536, "max_inflight": 1}
 AUTH_MODES = ("auto", "on", "off")
 
 
@@ -46,6 +46,8 @@ class Settings:
     port: int = _s(50051, "port `lake serve` listens on (0: any free port)")
     otlp_port: int = _s(-1, "also take OTLP trace exports on this port (4317 is the "
                         "standard; -1: only on `port`, which takes them too)")
+    metrics_port: int = _s(-1, "serve Prometheus metrics at http://HOST:PORT/metrics (9464 is "
+                           "the usual; 0: any free port; -1: off)")
     auth: str = _s("auto", "bearer tokens: on | off | auto (on unless the host is loopback)")
     max_message_bytes: int = _s(64 << 20, "largest gRPC message the server accepts or sends")
     max_inflight: int = _s(32, "gRPC calls served at once; more get RESOURCE_EXHAUSTED "

@@ -40,6 +40,7 @@ from lake.tokens import Tokens
 from .auth import Authenticator, AuthLayer
 from .errors import ErrorLayer, Layer, layered
 from .limits import Limiter, LimitLayer
+from .metrics import Metrics, MetricsLayer
 from .otlp import SERVICE_NAME as OTLP_SERVICE
 from .otlp import add_servicer as add_otlp
 from .service import SERVICE_NAMES, add_servicers
@@ -155,6 +156,8 @@ class Server:
     owns_lake: bool
     cache: ContextService
     otlp_port: int | None = None  # a second port for OTLP exporters (4317), if asked
+    metrics: Metrics | None = None  # Prometheus metrics over HTTP, if asked
+    metrics_port: int | None = None
     _stopped: bool = False
     _warming: threading.Thread | None = None
 
@@ -186,6 +189,9 @@ class Server:
         where = f"serving {self.lake.settings.data} on {self.target}"
         if self.otlp_port is not None:
             where += f" (OTLP traces also on port {self.otlp_port})"
+        if self.metrics_port is not None:
+            where += f"; metrics at http://{self.target.rsplit(':', 1)[0]}:{self.metrics_port}" \
+                     "/metrics"
         if self.auth:
             hint = "" if self.tokens.list() else (
                 "; no tokens yet: create one with `lake token create --tenant T --agent A "
@@ -210,6 +216,8 @@ class Server:
             if self._warming is not None:  # a thread killed at exit inside torch's import
                 self._warming.join(timeout=120)  # aborts the process
             try:
+                if self.metrics is not None:
+                    self.metrics.close()
                 self.audit.close()
                 self.cache.close()
             finally:
@@ -249,8 +257,10 @@ def _start(settings: Settings, lake: Lake, host: str, port: int, required: bool,
     tokens = Tokens(lake.store)
     limiter = Limiter(settings.max_inflight)
     rpc = loop_server(settings)
+    metrics = Metrics() if settings.metrics_port >= 0 else None
+    cache = None
     try:
-        layers = server_layers(settings, tokens, audit, limiter, required)
+        layers = server_layers(settings, tokens, audit, limiter, required, metrics)
         cache = ContextService(lake)
 
         def register(add: Callable[[Any, Any], None], servicer: Any) -> None:
@@ -269,12 +279,20 @@ def _start(settings: Settings, lake: Lake, host: str, port: int, required: bool,
             await rpc.server.start()
             for name in ("", *SERVICE_NAMES, OTLP_SERVICE):
                 await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        metrics_port = None
+        if metrics is not None:  # before the gRPC server starts: a taken port stops nothing
+            metrics.watch(lambda: _gauges(lake, cache, limiter, audit))
+            metrics_port = _serve_metrics(metrics, host, settings.metrics_port)
         rpc.run(start())
     except BaseException:
+        if metrics is not None:
+            metrics.close()
         rpc.close()
+        if cache is not None:  # its threads (indexer, context log) end with it
+            cache.close()
         raise
     running = Server(rpc, lake, host, bound, required, audit, tokens, limiter,
-                     health_servicer, owns, cache, otlp)
+                     health_servicer, owns, cache, otlp, metrics, metrics_port)
     log.info(running.describe())  # `lake serve` prints it; a library user may log it
     return running
 
@@ -289,12 +307,39 @@ def loop_server(settings: Settings) -> LoopServer:
 
 
 def server_layers(settings: Settings, tokens: Tokens, audit: AuditLog, limiter: Limiter,
-                  required: bool) -> list[Layer]:
+                  required: bool, metrics: Metrics | None = None) -> list[Layer]:
     """The layers every method of the lake's services is wrapped in, outermost first."""
-    return [ErrorLayer(),
+    return [ErrorLayer(), *([MetricsLayer(metrics)] if metrics is not None else []),
             AuthLayer(Authenticator(tokens, required=required, open_tenant=settings.tenant),
                       audit),
             LimitLayer(limiter)]
+
+
+def _gauges(lake: Lake, cache: ContextService, limiter: Limiter,
+            audit: AuditLog) -> dict[str, tuple[str, float]]:
+    lag = lake.writer.lag if lake.writer is not None else {}
+    index = cache.lag
+    return {
+        "lake_rpc_inflight": ("RPCs being served now", limiter.inflight),
+        "lake_log_submitted_lsn": ("last write-ahead log position acknowledged",
+                                   lag.get("submitted_lsn", 0)),
+        "lake_log_applied_lsn": ("last log position committed to the tables (the gap to "
+                                 "submitted is the commit lag)", lag.get("applied_lsn", 0)),
+        "lake_pending_steps": ("steps logged, not yet committed", lag.get("pending_steps", 0)),
+        "lake_index_lag_trajectories": ("committed trajectories not yet embedded and indexed",
+                                        index["trajectories"]),
+        "lake_version": ("the lake's latest version", lake.version().version),
+        "lake_audit_pending": ("audit events buffered, not yet written", audit.pending),
+    }
+
+
+def _serve_metrics(metrics: Metrics, host: str, port: int) -> int:
+    try:
+        return metrics.serve(host, port)
+    except OSError as e:
+        raise Conflict(f"cannot serve metrics on {host}:{port} ({e}): is another server using "
+                       "the port? pick another with --metrics-port (0: any free port; -1: "
+                       "off)") from e
 
 
 def _listen(server: grpc.aio.Server, host: str, port: int, flag: str) -> int:
