@@ -44,6 +44,7 @@ OPENINFERENCE_KINDS = {"LLM": "llm", "TOOL": "tool", "AGENT": "agent", "CHAIN": 
 PASS = {"pass", "passed", "success", "succeeded", "true", "correct", "yes", "good"}
 FAIL = {"fail", "failed", "failure", "false", "incorrect", "no", "bad"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_COUNT = (1 << 63) - 1  # what the lake's token columns hold
 _LAST_US = 1 << 62  # after any span's end in microseconds (a uint64 of nanoseconds)
 _SPAN_KINDS = {v: k for k, v in Span.SpanKind.items()}
 _STATUS_CODES = {v: k for k, v in Status.StatusCode.items()}
@@ -53,12 +54,14 @@ _STATUS_CODES = {v: k for k, v in Status.StatusCode.items()}
 class Mapped:
     """An export request's spans: ``spans`` as ``(location, trajectory_id, step)``, ``bad``
     those that cannot be steps as ``(location, reason)``; ``genai`` the trace ids that have
-    a GenAI span (``is_genai``) among them. A location reads
+    a GenAI span (``is_genai``) among them; ``notes`` ``(location, what)``: values of stored
+    spans that were not used (a token count that is no whole number). A location reads
     ``resource_spans[0].scope_spans[1].spans[4] ('chat gpt-4o')``."""
 
     spans: list[tuple[str, str, dict]] = field(default_factory=list)
     bad: list[tuple[str, str]] = field(default_factory=list)
     genai: set[str] = field(default_factory=set)
+    notes: list[tuple[str, str]] = field(default_factory=list)
 
 
 def spans_of(request: ExportTraceServiceRequest, agent: str | None = None) -> Mapped:
@@ -70,11 +73,13 @@ def spans_of(request: ExportTraceServiceRequest, agent: str | None = None) -> Ma
             scope = ss.scope.name or None
             for k, span in enumerate(ss.spans):
                 where = f"resource_spans[{i}].scope_spans[{j}].spans[{k}]{_named(span)}"
+                notes: list[str] = []
                 try:
-                    tid, step, genai = span_step(span, resource, scope)
+                    tid, step, genai = span_step(span, resource, scope, notes)
                 except ValueError as e:
                     out.bad.append((where, str(e)))
                     continue
+                out.notes += [(where, n) for n in notes]
                 if agent and "agent" not in step.get(HINTS, {}):
                     step.setdefault(HINTS, {})["agent"] = [FALLBACK, agent]
                 out.spans.append((where, tid, step))
@@ -83,23 +88,15 @@ def spans_of(request: ExportTraceServiceRequest, agent: str | None = None) -> Ma
     return out
 
 
-def span_step(span: Span, resource: dict[str, Any],
-              scope: str | None) -> tuple[str, dict, bool]:
-    """One span -> ``(trajectory_id, step, is_genai)``; ValueError names what is wrong."""
-    if len(span.trace_id) != 16 or not any(span.trace_id):
-        raise ValueError(f"trace_id must be 16 bytes, not all zero (got {len(span.trace_id)} "
-                         "bytes): fix the exporter or instrumentation that made it")
-    if len(span.span_id) != 8 or not any(span.span_id):
-        raise ValueError(f"span_id must be 8 bytes, not all zero (got {len(span.span_id)} "
-                         "bytes)")
-    if span.parent_span_id and len(span.parent_span_id) != 8:
-        raise ValueError(f"parent_span_id must be 8 bytes or empty (got "
-                         f"{len(span.parent_span_id)})")
-    if not span.start_time_unix_nano:
-        raise ValueError("start_time_unix_nano is 0: a span needs its start time")
-    if span.end_time_unix_nano and span.end_time_unix_nano < span.start_time_unix_nano:
-        raise ValueError("end_time_unix_nano is before start_time_unix_nano")
+def span_step(span: Span, resource: dict[str, Any], scope: str | None,
+              notes: list[str] | None = None) -> tuple[str, dict, bool]:
+    """One span -> ``(trajectory_id, step, is_genai)``; ValueError names what is wrong.
+    ``notes`` gets what of a span that is stored was not used, and why."""
+    _check(span)
     a = attributes(span.attributes)
+    if HINTS in a:
+        raise ValueError(f"attribute {HINTS!r} is reserved for the lake's trajectory hints: "
+                         "rename it in the instrumentation")
     events = [{"name": e.name, "time_unix_nano": e.time_unix_nano,
                "attributes": attributes(e.attributes)} for e in span.events]
     op = _operation(span.name, a)
@@ -148,15 +145,35 @@ def span_step(span: Span, resource: dict[str, Any],
                        **({"otel.scope": scope} if scope else {})},
     }
     if kind == "llm":  # usage on agent spans sums its children: kept as attributes only
-        step["tokens_in"] = _count(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens",
-                                   "llm.token_count.prompt")
-        step["tokens_out"] = _count(a, "gen_ai.usage.output_tokens",
+        notes = [] if notes is None else notes
+        step["tokens_in"] = _count(a, notes, "gen_ai.usage.input_tokens",
+                                   "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
+        step["tokens_out"] = _count(a, notes, "gen_ai.usage.output_tokens",
                                     "gen_ai.usage.completion_tokens",
                                     "llm.token_count.completion")
     hints = _hints(span, a, events, kind, anchor, inputs, resource, scope, error)
     if hints:
         step[HINTS] = hints
     return span.trace_id.hex(), step, is_genai(kind, a)
+
+
+def _check(span: Span) -> None:
+    fix = "fix the exporter or instrumentation that made it"
+    for name, size in (("trace_id", 16), ("span_id", 8)):
+        value = getattr(span, name)
+        if len(value) != size:
+            raise ValueError(f"{name} must be {size} bytes (got {len(value)} bytes): {fix}")
+        if not any(value):
+            raise ValueError(f"{name} is all zero, which OpenTelemetry reserves for an "
+                             f"invalid id: {fix}")
+    if span.parent_span_id and len(span.parent_span_id) != 8:
+        raise ValueError(f"parent_span_id must be 8 bytes or empty (got "
+                         f"{len(span.parent_span_id)} bytes): {fix}")
+    if not span.start_time_unix_nano:
+        raise ValueError("start_time_unix_nano is 0: a span needs its start time")
+    if span.end_time_unix_nano and span.end_time_unix_nano < span.start_time_unix_nano:
+        raise ValueError(f"end_time_unix_nano ({span.end_time_unix_nano}) is before "
+                         f"start_time_unix_nano ({span.start_time_unix_nano}): {fix}")
 
 
 def is_genai(kind: str, a: dict) -> bool:
@@ -307,15 +324,25 @@ def _text(v: Any) -> str | None:
     return orjson.dumps(v).decode()
 
 
-def _count(a: dict, *keys: str) -> int | None:
-    v = _first(a, *keys)
-    if isinstance(v, bool) or not isinstance(v, int | float | str):
+def _count(a: dict, notes: list[str], *keys: str) -> int | None:
+    """A token count: a whole number (as ``records`` reads one: 12, 12.0, or its text)
+    from 0 to 2**63 - 1; any other value is not counted, and noted."""
+    key = _first_key(a, *keys)
+    if key is None:
         return None
-    try:
-        n = int(v)
-    except ValueError:
-        return None
-    return n if n >= 0 else None
+    v = a[key]
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    elif isinstance(v, str):
+        try:
+            v = int(v)
+        except ValueError:
+            pass
+    if type(v) is int and 0 <= v <= _MAX_COUNT:
+        return v
+    notes.append(f"{key} = {v!r:.40} is not counted in the step's tokens (not a whole "
+                 f"number from 0 to {_MAX_COUNT}); the attribute is kept")
+    return None
 
 
 def _time(ns: int) -> datetime:

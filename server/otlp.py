@@ -25,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as otl
 
 from ingest.otlp import Mapped, spans_of
 from lake import Lake
+from lake.lake import Reject
 
 from .auth import identity
 
@@ -44,31 +45,34 @@ class TraceServicer(otlp_grpc.TraceServiceServicer):
     def __init__(self, lake: Lake):
         self.lake = lake
         self.traces = Traces(lake)
-        self.log_held = Throttled(logging.INFO)
-        self.log_rejected = Throttled(logging.WARNING)  # exporters do not read the reply's
+        # exporters do not show the reply's partial_success: the log is where it shows
+        self.log_rejected, self.log_unused, self.log_held = (
+            Throttled(logging.WARNING), Throttled(logging.WARNING), Throttled(logging.INFO))
 
     def Export(self, request: otlp.ExportTraceServiceRequest,
                context: Any) -> otlp.ExportTraceServiceResponse:
         who = identity()
-        tenant = who.tenant
-        mapped = spans_of(request, agent=who.agent)  # as StartTrajectory: unless a span names one
-        spans, held = self.traces.admit(tenant, mapped)
+        mapped = spans_of(request, agent=who.agent)  # as StartTrajectory: unless spans name one
+        spans, held = self.traces.admit(who.tenant, mapped)
         result = self.lake.ingest_spans([(tid, step) for _, tid, step in spans],
-                                        tenant=tenant, where=[loc for loc, _, _ in spans])
-        bad = mapped.bad + [(r.location, f"{r.field}: {r.reason}") for r in result.rejected]
+                                        tenant=who.tenant, where=[loc for loc, _, _ in spans])
+        bad = mapped.bad + [(r.location, _reason(r)) for r in result.rejected]
         total = len(mapped.spans) + len(mapped.bad)
         notes = []
         if bad:
             self.log_rejected("OTLP export (tenant %r): %d of %d spans rejected, the others "
-                              "stored; the first: %s: %s", tenant, len(bad), total, *bad[0])
-            shown = "; ".join(f"{loc}: {why}" for loc, why in bad[:REASONS_SHOWN])
-            more = f" (and {len(bad) - REASONS_SHOWN} more)" if len(bad) > REASONS_SHOWN \
-                else ""
+                              "stored; the first: %s: %s", who.tenant, len(bad), total, *bad[0])
             notes.append(f"{len(bad)} of {total} spans rejected, the others stored: "
-                         f"{shown}{more}")
+                         f"{_listed(bad)}")
+        if mapped.notes:
+            self.log_unused("OTLP export (tenant %r): %d span attribute values not used, the "
+                            "spans stored; the first: %s: %s", who.tenant, len(mapped.notes),
+                            *mapped.notes[0])
+            notes.append(f"{len(mapped.notes)} span attribute values not used, the spans "
+                         f"stored: {_listed(mapped.notes)}")
         if held[0]:
             self.log_held("OTLP export (tenant %r): %d spans of %d traces with no GenAI span "
-                          "not stored (held %g s in memory for one)", tenant, *held,
+                          "not stored (held %g s in memory for one)", who.tenant, *held,
                           HOLD_SECONDS)
             notes.append(f"{held[0]} spans of {held[1]} traces with no GenAI span (gen_ai.* "
                          "attributes, an OpenInference span kind) not stored: a trace becomes "
@@ -78,6 +82,19 @@ class TraceServicer(otlp_grpc.TraceServiceServicer):
             return otlp.ExportTraceServiceResponse()
         return otlp.ExportTraceServiceResponse(partial_success=otlp.ExportTracePartialSuccess(
             rejected_spans=len(bad), error_message="; ".join(notes)))
+
+
+def _reason(r: Reject) -> str:
+    """A lake's reject of a span: its field path after the span's location, then why."""
+    path = (r.field or "").removeprefix(r.location).lstrip(".")
+    return f"{path}: {r.reason}" if path else r.reason
+
+
+def _listed(items: list[tuple[str, str]]) -> str:
+    """``location: reason`` of the first ``REASONS_SHOWN``, then how many more."""
+    shown = "; ".join(f"{loc}: {why}" for loc, why in items[:REASONS_SHOWN])
+    more = len(items) - REASONS_SHOWN
+    return f"{shown} (and {more} more)" if more > 0 else shown
 
 
 class Throttled:

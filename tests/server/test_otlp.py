@@ -183,7 +183,9 @@ def _trace(spans: list) -> str:
 
 
 def _kv(key: str, value: Any) -> KeyValue:
-    v = AnyValue(int_value=value) if isinstance(value, int) else AnyValue(string_value=value)
+    v = AnyValue(int_value=value) if isinstance(value, int) else \
+        AnyValue(double_value=value) if isinstance(value, float) else \
+        AnyValue(string_value=value)
     return KeyValue(key=key, value=v)
 
 
@@ -208,15 +210,47 @@ def test_one_malformed_span_is_rejected_and_the_others_stored(server: Server, tr
     assert reply.partial_success.rejected_spans == 1
     assert "spans[1]" in reply.partial_success.error_message
     assert "trace_id must be 16 bytes" in reply.partial_success.error_message
-    # one the lake refuses (an attribute name it reserves) is counted the same way
+    # an attribute name the lake reserves; an all-zero id (the right length)
     reserved = _span(4, 1, start=10**18 + 9, gen_ai__operation__name="chat",
                      lake__trajectory="x")
-    reply = trace_stub.Export(_request(reserved))
-    assert reply.partial_success.rejected_spans == 1
-    assert "lake.trajectory" in reply.partial_success.error_message
+    reply = trace_stub.Export(_request(reserved, _span(5, trace=bytes(16))))
+    assert reply.partial_success.rejected_spans == 2
+    assert reply.partial_success.error_message == (
+        "2 of 2 spans rejected, the others stored: "
+        "resource_spans[0].scope_spans[0].spans[0] ('chat m'): attribute 'lake.trajectory' is "
+        "reserved for the lake's trajectory hints: rename it in the instrumentation; "
+        "resource_spans[0].scope_spans[0].spans[1] ('chat m'): trace_id is all zero, which "
+        "OpenTelemetry reserves for an invalid id: fix the exporter or instrumentation that "
+        "made it")
     server.lake.flush()
     assert server.lake.sql("select kind from steps order by index").fetchall() == \
         [("agent",), ("llm",)]
+
+
+def test_a_lake_reject_names_the_span_once():
+    from lake.lake import Reject
+    from server.otlp import _reason
+
+    where = "resource_spans[0].scope_spans[0].spans[4] ('chat m')"
+    assert _reason(Reject(where, "must be a string", f"{where}.attributes.x", "")) == \
+        "attributes.x: must be a string"
+
+
+def test_a_token_count_that_is_no_whole_number_is_not_counted_and_said(server: Server,
+                                                                       trace_stub):
+    """As a record's tokens_in must be a whole number: 1.7 is not read as 1."""
+    chat = _span(1, gen_ai__operation__name="chat", gen_ai__usage__input_tokens=1.7,
+                 gen_ai__usage__output_tokens=5.0)
+    reply = trace_stub.Export(_request(chat))
+    assert reply.partial_success.rejected_spans == 0
+    assert reply.partial_success.error_message == (
+        "1 span attribute values not used, the spans stored: resource_spans[0]"
+        ".scope_spans[0].spans[0] ('chat m'): gen_ai.usage.input_tokens = 1.7 is not counted "
+        "in the step's tokens (not a whole number from 0 to 9223372036854775807); the "
+        "attribute is kept")
+    server.lake.flush()
+    assert server.lake.sql("select tokens_in, tokens_out, attributes->>'$.\"gen_ai.usage."
+                           "input_tokens\"' from steps").fetchall() == [(None, 5, "1.7")]
 
 
 def test_older_conventions_and_openinference_map_too(server: Server, trace_stub):
@@ -431,8 +465,7 @@ def test_rejections_are_logged_as_exporters_do_not_show_them(server: Server, tra
         trace_stub.Export(_request(bad, bad))
     first = ("OTLP export (tenant 'default'): {} spans rejected, the others stored; the "
              "first: resource_spans[0].scope_spans[0].spans[{}] ('chat m'): trace_id must be "
-             "16 bytes, not all zero (got 3 bytes): fix the exporter or instrumentation that "
-             "made it")
+             "16 bytes (got 3 bytes): fix the exporter or instrumentation that made it")
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("WARNING", first.format("1 of 2", 1)),
         ("WARNING", first.format("2 of 2", 0) + " (and 2 more such exports since the last "
