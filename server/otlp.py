@@ -47,7 +47,8 @@ class TraceServicer(otlp_grpc.TraceServiceServicer):
         self.traces = Traces(lake)
         # exporters do not show the reply's partial_success: the log is where it shows
         self.log_rejected, self.log_unused, self.log_held = (
-            Throttled(logging.WARNING), Throttled(logging.WARNING), Throttled(logging.INFO))
+            Throttled(logging.WARNING), Throttled(logging.WARNING),
+            Throttled(logging.INFO, first=logging.WARNING))
 
     def Export(self, request: otlp.ExportTraceServiceRequest,
                context: Any) -> otlp.ExportTraceServiceResponse:
@@ -99,10 +100,11 @@ def _listed(items: list[tuple[str, str]]) -> str:
 
 class Throttled:
     """A log line at most every ``LOG_EVERY_S`` seconds; the next one says how many were
-    left out meanwhile (a busy exporter sends many exports a second)."""
+    left out meanwhile (a busy exporter sends many exports a second). ``first``: the first
+    line's level, if louder (what is normal once known still shows once)."""
 
-    def __init__(self, level: int):
-        self.level, self._lock = level, threading.Lock()
+    def __init__(self, level: int, first: int | None = None):
+        self.level, self.first, self._lock = level, first or level, threading.Lock()
         self._last, self._skipped = float("-inf"), 0
 
     def __call__(self, message: str, *args: Any) -> None:
@@ -111,10 +113,13 @@ class Throttled:
             if now - self._last < LOG_EVERY_S:
                 self._skipped += 1
                 return
+            level = self.first if self._last == float("-inf") else self.level
             skipped, self._skipped, self._last = self._skipped, 0, now
         if skipped:
             message += f" (and {skipped} more such exports since the last line)"
-        log.log(self.level, message, *args)
+        elif level != self.level:
+            message += f" (further such lines at {logging.getLevelName(self.level)})"
+        log.log(level, message, *args)
 
 
 class Traces:

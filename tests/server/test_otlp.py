@@ -395,16 +395,22 @@ def _http(span_id: int, parent: int = 0, start: int = 10**18, **kw: Any) -> trac
                  start=start, http__route="/healthz", **kw)
 
 
-def test_a_trace_with_no_genai_span_is_no_trajectory(server: Server, trace_stub, caplog):
+def test_a_trace_with_no_genai_span_is_no_trajectory(server: Server, trace_stub, caplog,
+                                                     monkeypatch):
     with caplog.at_level(logging.INFO, logger="server.otlp"):
         reply = trace_stub.Export(_request(_http(1), _http(2, 1, start=10**18 + 1)))
-    assert reply.partial_success.rejected_spans == 0  # not refused: an exporter would retry
-    assert reply.partial_success.error_message.startswith(
-        "2 spans of 1 traces with no GenAI span (gen_ai.* attributes, an OpenInference span "
-        "kind) not stored")
-    assert [r.getMessage() for r in caplog.records] == [
-        "OTLP export (tenant 'default'): 2 spans of 1 traces with no GenAI span not stored "
-        "(held 120 s in memory for one)"]
+        assert reply.partial_success.rejected_spans == 0  # not refused: exporters would retry
+        assert reply.partial_success.error_message.startswith(
+            "2 spans of 1 traces with no GenAI span (gen_ai.* attributes, an OpenInference "
+            "span kind) not stored")
+        trace_stub.Export(_request(_http(1, trace=b"\x02" * 16)))
+        monkeypatch.setattr("server.otlp.LOG_EVERY_S", 0.0)
+        trace_stub.Export(_request(_http(1, trace=b"\x03" * 16)))
+    line = ("OTLP export (tenant 'default'): {} spans of 1 traces with no GenAI span not stored"
+            " (held 120 s in memory for one)")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", line.format(2) + " (further such lines at INFO)"),  # `lake serve` shows it
+        ("INFO", line.format(1) + " (and 1 more such exports since the last line)")]
     server.lake.flush()
     assert server.lake.count("trajectories") == 0 and server.lake.count("steps") == 0
 
