@@ -25,7 +25,7 @@ QUERY_ERRORS: tuple[type[duckdb.Error], ...] = (
     duckdb.IOException,  # read_parquet('missing.parquet'): the lake's own files are read by
 )                        # Python code, whose failures DuckDB words as below
 # DuckDB's words for a Python exception raised in the lake's code during a query.
-LAKE_FAILED = ("Python exception occurred", "exporting a stream from the object registered")
+LAKE_FAILED = ("Python exception occurred", "exporting a stream from the ")
 
 _HINTS: tuple[tuple[type[duckdb.Error], str], ...] = (
     (duckdb.CatalogException, "{names}"),

@@ -29,6 +29,7 @@ Log tables (contexts, feedback, audit) are small and not pinned: scanned from La
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,30 +63,31 @@ def connect(store: TableStore, catalog: Catalog, version: Version | None,
 
     Versioned tables are read as ``version`` pins them, through ``caches`` (the lake's; None:
     straight from Lance on every query, holding no memory); log tables (contexts, feedback,
-    audit) as they are now (``refresh`` re-points them)."""
+    audit) as they are now (``refresh`` re-points them). A view reads its source through a
+    name only the view holds (DuckDB's ``python_arrow_scan()``): no query can name a source
+    to read past the tenant filter, and ``show tables`` lists the views alone. (The wide
+    columns' ``_fetch_*`` functions still read any row by position: the scope is for
+    reading, not access control.)"""
     con = duckdb.connect()
-    where = f" WHERE tenant = {quote(tenant)}" if tenant is not None else ""
-    for name, schema in {**DATA_TABLES, **LOG_TABLES}.items():
-        con.register(f"_empty_{name}", schema.empty_table())  # the views' column types
+    where = f"tenant = {quote(tenant)}" if tenant is not None else ""
     for name, schema in DATA_TABLES.items():
         pinned = version.tables.get(name) if version else None
         if pinned and caches is not None:
             source: Any = Cached(store.dataset(name, pinned), caches.columns, caches.blocks)
             have = set(source.columns)
-            fetch = _wide_udfs(con, name, source)
+            fetch = _wide_udfs(con, name, schema, source)
         elif pinned:
             source, fetch = _scanned(store.dataset(name, pinned)), {}
             have = set(source.schema.names)
         else:
             source, have, fetch = schema.empty_table(), set(schema.names), {}
-        con.register(f"_lance_{name}", source)
-        _view(con, name, schema, have, fetch, where, typed=isinstance(source, Cached))
+        _view(con, name, source, schema, have, fetch, where, typed=isinstance(source, Cached))
+    logs = _LOGS[con] = {name: Latest(schema) for name, schema in LOG_TABLES.items()}
     refresh(con, store)
     for name, schema in LOG_TABLES.items():
-        _view(con, name, schema, set(schema.names), {}, where, typed=False)
-    con.register("_versions_arrow", _versions_table(catalog))
-    con.execute("CREATE VIEW versions AS SELECT * REPLACE (CAST(detail AS JSON) AS detail) "
-                "FROM _versions_arrow")
+        _view(con, name, logs[name], schema, set(schema.names), {}, where, typed=False)
+    _create(con, "versions", _versions_table(catalog),
+            "version, created_at, operation, tags, CAST(detail AS JSON) AS detail")
     install(con, all_tenants=tenant is None)  # views and macros of `lake compare` / `cost`
     return con
 
@@ -98,26 +100,52 @@ def names() -> dict[str, tuple[str, ...]]:
 
 def refresh(con: duckdb.DuckDBPyConnection, store: TableStore) -> None:
     """Point the log tables' views at their latest rows (they are not pinned by versions)."""
-    for name, schema in LOG_TABLES.items():
-        con.register(f"_lance_{name}", _scanned(store.dataset(name)) if store.exists(name)
-                     else schema.empty_table())
+    for name, latest in _LOGS[con].items():
+        latest.source = _scanned(store.dataset(name)) if store.exists(name) else \
+            pds.dataset(latest.empty)
 
 
-def _view(con: duckdb.DuckDBPyConnection, name: str, schema: pa.Schema, have: set[str],
-          fetch: dict[str, str], where: str, *, typed: bool) -> None:
-    cols = ", ".join(_column(c, fetch, typed) if c in have else _null(con, name, c)
+class Latest(pds.Dataset):
+    """A log table's source: the dataset ``refresh`` last pointed it at, scanned as it is."""
+
+    def __init__(self, schema: pa.Schema):  # noqa: D107
+        self.empty = schema.empty_table()
+        self.source: pds.Dataset = pds.dataset(self.empty)
+
+    @property
+    def schema(self) -> pa.Schema:  # type: ignore[override]
+        return self.source.schema
+
+    def scanner(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return self.source.scanner(*args, **kwargs)
+
+
+# each connection's log-table sources, for ``refresh``
+_LOGS: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, dict[str, Latest]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _create(con: duckdb.DuckDBPyConnection, name: str, source: Any, cols: str,
+            where: str = "") -> None:
+    """The view ``name``: ``cols`` (a select list) of ``source``'s rows matching ``where``.
+    Only the view can name ``source``."""
+    rel = con.from_arrow(source)
+    (rel.filter(where) if where else rel).project(cols).create_view(name)
+
+
+def _view(con: duckdb.DuckDBPyConnection, name: str, source: Any, schema: pa.Schema,
+          have: set[str], fetch: dict[str, str], where: str, *, typed: bool) -> None:
+    types = _types(con, schema) if not have.issuperset(schema.names) else {}
+    cols = ", ".join(_column(c, fetch, typed) if c in have else
+                     f'CAST(NULL AS {types[c]}) AS "{c}"'  # a column added since: NULL
                      for c in public_columns(schema))
-    con.execute(f'CREATE VIEW "{name}" AS SELECT {cols} FROM _lance_{name}{where}')
+    _create(con, name, source, cols, where)
 
 
-def _null(con: duckdb.DuckDBPyConnection, table: str, col: str) -> str:
-    """A column the schema gained after this version was written reads as typed NULL."""
-    return f'CAST(NULL AS {_types(con, table)[col]}) AS "{col}"'
-
-
-def _types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
-    return dict(con.execute(f"select column_name, column_type from "
-                            f"(describe _empty_{table})").fetchall())
+def _types(con: duckdb.DuckDBPyConnection, schema: pa.Schema) -> dict[str, str]:
+    """Each column's DuckDB type."""
+    rel = con.from_arrow(schema.empty_table())
+    return dict(zip(rel.columns, (str(t) for t in rel.types), strict=True))
 
 
 def _column(col: str, fetch: dict[str, str], typed: bool) -> str:
@@ -129,9 +157,10 @@ def _column(col: str, fetch: dict[str, str], typed: bool) -> str:
     return f'{value} AS "{col}"'
 
 
-def _wide_udfs(con: duckdb.DuckDBPyConnection, table: str, source: Cached) -> dict[str, str]:
+def _wide_udfs(con: duckdb.DuckDBPyConnection, table: str, schema: pa.Schema,
+               source: Cached) -> dict[str, str]:
     """Register, per wide column, the function that fetches it at given row positions."""
-    types = _types(con, table) if source.wide else {}
+    types = _types(con, schema) if source.wide else {}
     names = {}
     for col in source.wide:
         names[col] = f"_fetch_{table}_{col}"

@@ -68,8 +68,8 @@ def test_a_lake_that_cannot_be_read_is_not_the_querys_fault(lake_dir, runs):
 def test_the_listing_of_names_is_what_a_connection_has(runs):
     """lake.sql.names() feeds `lake sql --help` and the hint for an unknown name."""
     con = runs.connect()
-    views = {v for (v,) in con.sql("select view_name from duckdb_views() where not internal "
-                                   "and view_name not like '\\_%' escape '\\'").fetchall()}
+    views = {v for (v,) in con.sql("select view_name from duckdb_views() where not internal"
+                                   ).fetchall()}
     macros = {m for (m,) in con.sql("select function_name from duckdb_functions() where not "
                                     "internal and function_type like '%macro'").fetchall()}
     n = names()
@@ -92,3 +92,23 @@ def test_a_tenant_and_all_tenants_together_are_refused(runs):
     with pytest.raises(InvalidArgument, match="tenant: all_tenants shows every tenant and "
                                               "tenant='acme' only one"):
         runs.sql("select 1", tenant="acme", all_tenants=True)
+
+
+def test_a_tenants_connection_names_no_source_of_other_tenants_rows(lake):
+    """The views read their sources through names no query can write: `show tables` lists
+    the views alone, and every one of them holds the tenant's rows only."""
+    lake.ingest([{"trajectory_id": "t", "task": "x", "steps": [{"kind": "tool"}]}])
+    lake.ingest([{"trajectory_id": "t", "task": "y", "steps": [{"kind": "tool"}]}],
+                tenant="acme")
+    con = lake.connect()
+    shown = {t for (t,) in con.sql("show tables").fetchall()}
+    n = names()
+    assert shown == {*n["tables"], *n["views"]}
+    for name in sorted(shown):
+        if "tenant" in con.sql(f'from "{name}" limit 0').columns:
+            assert con.sql(f"select count(*) from \"{name}\" where tenant <> 'default'"
+                           ).fetchall() == [(0,)], name
+    for source in ("_lance_trajectories", "_empty_steps", "_versions_arrow"):
+        with pytest.raises(InvalidArgument, match="does not exist"):
+            lake.sql(f"select * from {source}")
+    assert lake.sql("select count(*) from trajectories", all_tenants=True).fetchall() == [(2,)]
