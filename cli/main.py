@@ -122,7 +122,9 @@ def _sql_help() -> str:
 @cli.command(help=_sql_help())
 @_common
 @click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              help="NULL is NULL in a table, an empty field in CSV (an empty string: \"\"), "
+                   "null in JSON; lists and maps are JSON.")
 @click.option("--as-of", default=None, metavar="VERSION|TAG", help="Read the lake as of then.")
 @click.option("--all-tenants", is_flag=True, help="Show every tenant's rows (admin).")
 def sql(settings: Settings, query: str, fmt: str, as_of: str | None, all_tenants: bool) -> None:

@@ -1,13 +1,18 @@
-"""Render query results as a table, CSV or JSON (one object per row, in a list)."""
+"""Render query results as a table, CSV or JSON (one object per row, in a list).
+
+NULL and the empty string stay apart: a table shows NULL as ``NULL``; CSV leaves a NULL
+field empty and quotes an empty string (``""``). Lists, structs and maps are JSON text in a
+table or CSV, as they are JSON values in JSON.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from typing import Any
 
 import duckdb
+
+NULL = "NULL"
 
 
 def render(rel: duckdb.DuckDBPyRelation, fmt: str) -> str:
@@ -16,12 +21,7 @@ def render(rel: duckdb.DuckDBPyRelation, fmt: str) -> str:
     if fmt == "json":
         return json.dumps([dict(zip(cols, r, strict=True)) for r in rows], default=_plain)
     if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(cols)
-        w.writerows([[_plain(v) if not isinstance(v, (int, float, str)) else v for v in r]
-                      for r in rows])
-        return buf.getvalue().rstrip("\n")
+        return "\n".join(",".join(_csv(v) for v in r) for r in [cols, *rows])
     return _table(cols, rows)
 
 
@@ -33,10 +33,29 @@ def _plain(v: Any) -> Any:
     return str(v) if not isinstance(v, (list, dict)) else v
 
 
+def _text(v: Any) -> str:
+    """A non-NULL value as one cell's text."""
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, default=_plain, ensure_ascii=False)
+    return str(v)
+
+
+def _csv(v: Any) -> str:
+    """A CSV field (RFC 4180): empty for NULL, quoted when empty or holding , " or a line
+    break."""
+    if v is None:
+        return ""
+    text = _plain(v) if hasattr(v, "isoformat") else _text(v)
+    if text == "" or any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
 def _table(cols: list[str], rows: list[tuple]) -> str:
-    if len(cols) == 1 and len(rows) == 1:
-        return str(rows[0][0])  # a scalar prints bare: `lake sql "select count(*) ..."` -> 240
-    cells = [[("" if v is None else str(v)) for v in r] for r in rows]
+    if len(cols) == 1 and len(rows) == 1:  # a scalar prints bare: `lake sql "select count(*)
+        v = rows[0][0]                     # from trajectories"` -> 240
+        return NULL if v is None else _text(v)
+    cells = [[(NULL if v is None else _text(v)) for v in r] for r in rows]
     widths = [min(60, max([len(c)] + [len(r[i]) for r in cells])) for i, c in enumerate(cols)]
     def line(vals: list[str]) -> str:
         return "  ".join(v[:60].ljust(w) for v, w in zip(vals, widths, strict=True)).rstrip()

@@ -125,3 +125,19 @@ def test_sql_refuses_all_tenants_with_a_tenant(two_tenants):
     assert p.returncode == 64 and "--all-tenants shows every tenant and --tenant acme" in p.stderr
     assert lake("sql", "select count(*) from trajectories", "--all-tenants",
                 data=two_tenants).stdout.strip() == "6"
+
+
+def test_output_keeps_null_apart_from_empty_and_lists_are_json():
+    import duckdb
+
+    from cli.output import render
+
+    rel = duckdb.connect().sql("select '' as e, null as n, ['a', 'b,c'] as l, "
+                               "{'k': 1} as s, 'q\"t' as q")
+    assert render(rel, "csv").splitlines() == [
+        "e,n,l,s,q", '"",,"[""a"", ""b,c""]","{""k"": 1}","q""t"']
+    assert render(rel, "table").splitlines()[2].split() == ["NULL", '["a",', '"b,c"]',
+                                                            '{"k":', "1}", 'q"t']
+    assert json.loads(render(rel, "json")) == [{"e": "", "n": None, "l": ["a", "b,c"],
+                                                "s": {"k": 1}, "q": 'q"t'}]
+    assert render(duckdb.connect().sql("select null"), "table") == "NULL"
