@@ -7,7 +7,7 @@ exports. The trajectory's fields come from the spans as prioritised hints
 (``lake.trajectory``: lower wins): an ``invoke_agent`` / ``invoke_workflow`` span first,
 then the trace's root span (or a span whose parent the exporter flags remote: this
 service's root), then the others (the first chat's user message gives the task when the
-agent span has none; the first start and last end give the times until an anchor comes).
+agent span has none; until an anchor comes, the lake times the trace by its spans).
 Read: the GenAI semantic conventions (current and the older names still emitted), and
 OpenInference (``openinference.span.kind``, ``llm.*``, ``tool.*``). Every raw attribute is
 kept in the step's ``attributes`` but those that became its input or output (a prompt is
@@ -45,9 +45,9 @@ PASS = {"pass", "passed", "success", "succeeded", "true", "correct", "yes", "goo
 FAIL = {"fail", "failed", "failure", "false", "incorrect", "no", "bad"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_COUNT = (1 << 63) - 1  # what the lake's token columns hold
-_LAST_US = 1 << 62  # after any span's end in microseconds (a uint64 of nanoseconds)
 _SPAN_KINDS = {v: k for k, v in Span.SpanKind.items()}
 _STATUS_CODES = {v: k for k, v in Status.StatusCode.items()}
+_REMOTE_PARENT = SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK  # the flags bit (read once)
 
 
 @dataclass(slots=True)
@@ -66,7 +66,7 @@ class Mapped:
 
 def spans_of(request: ExportTraceServiceRequest, agent: str | None = None) -> Mapped:
     """``agent``: the trajectory's agent when no span names one (the caller's token's)."""
-    out = Mapped()
+    out, named = Mapped(), set()
     for i, rs in enumerate(request.resource_spans):
         resource = attributes(rs.resource.attributes)
         for j, ss in enumerate(rs.scope_spans):
@@ -80,8 +80,9 @@ def spans_of(request: ExportTraceServiceRequest, agent: str | None = None) -> Ma
                     out.bad.append((where, str(e)))
                     continue
                 out.notes += [(where, n) for n in notes]
-                if agent and "agent" not in step.get(HINTS, {}):
-                    step.setdefault(HINTS, {})["agent"] = [FALLBACK, agent]
+                if agent and tid not in named:  # one span of each trace in a request is
+                    named.add(tid)  # enough: the first to be stored carries it
+                    step.setdefault(HINTS, {}).setdefault("agent", [FALLBACK, agent])
                 out.spans.append((where, tid, step))
                 if genai:
                     out.genai.add(tid)
@@ -102,7 +103,7 @@ def span_step(span: Span, resource: dict[str, Any], scope: str | None,
     op = _operation(span.name, a)
     kind = _kind(op, a)
     anchor = AGENT if kind in ("agent", "workflow") else ROOT if not span.parent_span_id \
-        or span.flags & SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK else None
+        or span.flags & _REMOTE_PARENT else None
     inputs = outputs = None  # the messages (llm, agent...: any but tool spans)
     if kind == "tool":
         used = [(None, _first_key(a, "gen_ai.tool.call.arguments", "tool.parameters",
@@ -118,7 +119,8 @@ def span_step(span: Span, resource: dict[str, Any], scope: str | None,
         used += [(None, k) for k, found in (("input.value", inputs), ("output.value", outputs))
                  if found is None and k in a]
     error = _error(span, a, events)
-    kept, kept_events = _unused(a, events, used)
+    genai = is_genai(kind, a)
+    hints = _hints(span, a, events, kind, anchor, inputs, resource, scope, error)
     step: dict[str, Any] = {
         "step_id": span.span_id.hex(),
         "parent_step_id": span.parent_span_id.hex() or None,
@@ -131,18 +133,6 @@ def span_step(span: Span, resource: dict[str, Any], scope: str | None,
         "started_at": _time(span.start_time_unix_nano),
         "duration_ms": ((span.end_time_unix_nano - span.start_time_unix_nano) / 1e6
                         if span.end_time_unix_nano else None),
-        "attributes": {**kept, "otel.span_name": span.name,
-                       "otel.span_kind": _SPAN_KINDS.get(span.kind, str(span.kind)),
-                       "otel.status_code": _STATUS_CODES.get(span.status.code,
-                                                             str(span.status.code)),
-                       **({"otel.status_message": span.status.message}
-                          if span.status.message else {}),
-                       **({"otel.events": kept_events} if kept_events else {}),
-                       **({"otel.links": [{"trace_id": x.trace_id.hex(),
-                                           "span_id": x.span_id.hex(),
-                                           "attributes": attributes(x.attributes)}
-                                          for x in span.links]} if span.links else {}),
-                       **({"otel.scope": scope} if scope else {})},
     }
     if kind == "llm":  # usage on agent spans sums its children: kept as attributes only
         notes = [] if notes is None else notes
@@ -151,13 +141,27 @@ def span_step(span: Span, resource: dict[str, Any], scope: str | None,
         step["tokens_out"] = _count(a, notes, "gen_ai.usage.output_tokens",
                                     "gen_ai.usage.completion_tokens",
                                     "llm.token_count.completion")
-    hints = _hints(span, a, events, kind, anchor, inputs, resource, scope, error)
+    events = _unused(a, events, used)  # ``a`` too, in place: read above, not below
+    step["attributes"] = {
+        **a, "otel.span_name": span.name,
+        "otel.span_kind": _SPAN_KINDS.get(span.kind, str(span.kind)),
+        "otel.status_code": _STATUS_CODES.get(span.status.code, str(span.status.code)),
+        **({"otel.status_message": span.status.message} if span.status.message else {}),
+        **({"otel.events": events} if events else {}),
+        **({"otel.links": [{"trace_id": x.trace_id.hex(), "span_id": x.span_id.hex(),
+                            "attributes": attributes(x.attributes)} for x in span.links]}
+           if span.links else {}),
+        **({"otel.scope": scope} if scope else {})}
     if hints:
         step[HINTS] = hints
-    return span.trace_id.hex(), step, is_genai(kind, a)
+    return span.trace_id.hex(), step, genai
 
 
 def _check(span: Span) -> None:
+    if len(span.trace_id) == 16 and len(span.span_id) == 8 and len(span.parent_span_id) in (
+            0, 8) and any(span.trace_id) and any(span.span_id) and span.start_time_unix_nano \
+            and span.end_time_unix_nano >= span.start_time_unix_nano:
+        return  # the common case, at once
     fix = "fix the exporter or instrumentation that made it"
     for name, size in (("trace_id", 16), ("span_id", 8)):
         value = getattr(span, name)
@@ -218,11 +222,6 @@ def _hints(span: Span, a: dict, events: list[dict], kind: str, anchor: int | Non
                          **({"resource": resource} if resource else {}),
                          **({"scope": scope} if scope else {})}}
         put("meta", anchor, meta)
-    else:  # until an anchor comes: from the first span's start to the last one's end
-        put("started_at", OTHER, _time(span.start_time_unix_nano))
-        if span.end_time_unix_nano:
-            put("ended_at", _latest_first(span.end_time_unix_nano),
-                _time(span.end_time_unix_nano))
     if events:
         _evaluations(events, put)
     return h
@@ -236,12 +235,6 @@ def _bounded(task: str | None) -> str | None:
         return task
     digest = hashlib.sha256(task.encode()).hexdigest()[:16]
     return f"{task[:TASK_CHARS]} …[cut at {TASK_CHARS} of {len(task)} characters, sha256 {digest}]"
-
-
-def _latest_first(end_ns: int) -> int:
-    """A priority that puts a later end first (lower wins): above ``FALLBACK``, so an
-    anchor's end wins over every span's."""
-    return FALLBACK + 1 + (_LAST_US - end_ns // 1000)
 
 
 def _evaluations(events: list[dict], put: Any) -> None:
@@ -310,8 +303,11 @@ def _first_key(a: dict, *keys: str) -> str | None:
 
 
 def _first(a: dict, *keys: str) -> Any:
-    k = _first_key(a, *keys)
-    return None if k is None else a[k]
+    for k in keys:
+        v = a.get(k)
+        if v is not None:
+            return v
+    return None
 
 
 def _str(v: Any) -> str | None:
@@ -432,17 +428,20 @@ def _indexed(a: dict, prefix: str, strip: str = "") -> tuple[list[dict], Used]:
     return [rows[n] for n in sorted(rows)], used
 
 
-def _unused(a: dict, events: list[dict], used: Used) -> tuple[dict, list[dict]]:
-    """The attributes and events without what became the step's input or output."""
-    keys = {k for i, k in used if i is None and k is not None}
-    if keys:
-        a = {k: v for k, v in a.items() if k not in keys}
-    if any(i is not None for i, _ in used):
-        gone = {(i, k) for i, k in used if i is not None}
+def _unused(a: dict, events: list[dict], used: Used) -> list[dict]:
+    """Takes out of the attributes (in place) and the events (returned) what became the
+    step's input or output."""
+    gone = set()
+    for i, k in used:
+        if i is None:
+            a.pop(k, None)
+        else:
+            gone.add((i, k))
+    if gone:
         events = [{**e, "attributes": {k: v for k, v in e["attributes"].items()
                                        if (i, k) not in gone}}
                   for i, e in enumerate(events) if (i, None) not in gone]
-    return a, events
+    return events
 
 
 def _user_text(messages: Any) -> str | None:

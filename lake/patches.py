@@ -14,8 +14,9 @@ start-time order and numbered at commit. A step may carry ``"lake.trajectory": {
 step with the lowest priority that gives it (then the earliest, then the lowest step id),
 so the result depends on the set of spans, never on their arrival order. A trajectory
 without a ``status`` from its steps is ``running``; without a ``task``,
-``SPANS_PLACEHOLDER_TASK`` stands in until a span gives one. A span's attribute value
-over ``payload_limit`` goes to ``payloads`` like a large input, a preview left in its place.
+``SPANS_PLACEHOLDER_TASK`` stands in until a span gives one; without times, its steps' first
+start and last end stand in. A span's attribute value over ``payload_limit`` goes to
+``payloads`` like a large input, a preview left in its place.
 
 Idempotent by construction: a step whose index is already stored is skipped (a retry
 re-sends the same indexes), a second start only fills fields still empty, a finish sets the
@@ -385,12 +386,25 @@ def _materialize_spans(stored_steps: list[dict[str, Any]], items: list[Patch]) -
     last = items[-1].record.trajectory
     ctx = Context(last["tenant"], last["ingested_at"])
     traj = _trajectory(last["trajectory_id"], {k: v for k, (_, v) in best.items()}, ctx)
+    _span_times(traj, ordered)
     traj["n_steps"] = len(ordered)
     for col, cast in TOTALS:
         vals = [s[col] for s in ordered if s[col] is not None]
         traj[col] = _total(traj, col, cast(sum(vals))) if vals else None
     traj["_record_hash"] = _row_hash(traj, _steps_digest(ordered))
     return Record(traj, ordered, payloads)
+
+
+def _span_times(traj: dict[str, Any], steps: list[dict[str, Any]]) -> None:
+    """Times no span hinted (no anchor span yet: the trace's root is elsewhere) from the
+    steps: the first start, the last end (if not before the start)."""
+    if traj["started_at"] is None and steps and steps[0]["started_at"] is not None:
+        traj["started_at"] = steps[0]["started_at"]  # in start-time order
+    if traj["ended_at"] is None:
+        ends = [s["started_at"] + round(s["duration_ms"] * 1000) for s in steps
+                if s["started_at"] is not None and s["duration_ms"] is not None]
+        if ends and (traj["started_at"] is None or max(ends) >= traj["started_at"]):
+            traj["ended_at"] = max(ends)
 
 
 _MOD = 1 << 128
