@@ -194,8 +194,16 @@ class ContextService:
         self.cache.remember([hashes[i] for i in recent], out[recent])
         return have
 
-    def _committed(self, version: Any, written: dict[str, list[dict]]) -> None:
-        """Writer thread: queue the rows; the indexer thread embeds them."""
+    def _committed(self, version: Any, written: dict[str, list[dict]] | None) -> None:
+        """Writer thread: queue the rows; the indexer thread embeds them. A restore (None):
+        every tenant's index and stats are dropped now, to load again from the lake."""
+        if written is None:
+            with self._lock:
+                self._indexes.clear()
+                self._fused.clear()
+                self._sources.clear()
+                self._changes += 1
+            return
         with self._pending_cv:
             self._pending.append((version.wal_lsn, written))
             self._pending_cv.notify_all()

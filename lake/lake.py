@@ -112,12 +112,15 @@ class Lake:
         return cls(settings, store, catalog, writer)
 
     # -- writing ------------------------------------------------------------------------------
-    def subscribe(self, listener: Callable[[Version, dict[str, list[dict]]], None]) -> None:
+    def subscribe(self, listener: Callable[[Version, dict[str, list[dict]] | None], None]
+                  ) -> None:
         """Call ``listener(version, {tenant: trajectory rows})`` after each commit that wrote
-        trajectories. It runs on the writer's thread: hand work off, do not block."""
+        trajectories. It runs on the writer's thread: hand work off, do not block. After a
+        restore, ``listener(version, None)`` (on the restoring thread, before ``restore``
+        returns): any row may have changed."""
         self._listeners.append(listener)
 
-    def _committed(self, version: Version, written: dict[str, list[dict]]) -> None:
+    def _committed(self, version: Version, written: dict[str, list[dict]] | None) -> None:
         for listener in self._listeners:
             try:
                 listener(version, written)
@@ -353,11 +356,13 @@ class Lake:
             for name in DATA_TABLES:
                 self.store.restore(name, target.tables.get(name))
             kept = self._retract_again(retracted)
-            return self.catalog.commit(
+            version = self.catalog.commit(
                 "restore", writer.wal.writer_id, writer.lag["applied_lsn"],
                 {"restored": target.version, "tags": [t for t, v in self.catalog.tags().items()
                                                       if v == target.version],
                  "retractions_kept": kept})
+        self._committed(version, None)
+        return version
 
     def retractions(self, tenant: str | None = None) -> dict[tuple[str, str], tuple[int, str]]:
         """Every retraction in force, (tenant, trajectory_id) -> (retracted_at, reason):

@@ -87,3 +87,21 @@ def test_the_server_stays_up_after_bad_context_requests(server, client):
     assert client.get_context("refund", min_lsn=lsn)["neighbors"]
     with pytest.raises(grpc.RpcError):
         client.context.GetContext(pb.GetContextRequest(text=""), timeout=30)
+
+
+def test_after_a_restore_the_cache_serves_only_what_the_lake_holds(server, client):
+    """A restore may remove, bring back or change any run: GetContext answers from the
+    restored lake at once, never citing a run it no longer holds."""
+    lsn = client.ingest_arrow(_runs()[:2]).lsn
+    assert client.get_context("Refund order #W1 to the original card",
+                              min_lsn=lsn)["verdict"] == "exact"
+    client.tag("two")
+    lsn = client.ingest_arrow(_runs()[2:]).lsn
+    paris = client.get_context("Cancel my hotel booking in Paris", min_lsn=lsn)
+    assert (paris["verdict"], paris["neighbors"][0]["trajectory_id"]) == ("exact", "t2")
+    client.restore("two")
+    paris = client.get_context("Cancel my hotel booking in Paris")
+    assert paris["verdict"] != "exact"
+    assert {n["trajectory_id"] for n in paris["neighbors"]} <= {"t0", "t1"}
+    assert set(paris["fused"]["sources"]) <= {"t0", "t1"}
+    assert set(paris["provenance"]["sources"]) <= {"t0", "t1"}
