@@ -14,9 +14,11 @@ start-time order and numbered at commit. A step may carry ``"lake.trajectory": {
 step with the lowest priority that gives it (then the earliest, then the lowest step id),
 so the result depends on the set of spans, never on their arrival order. A trajectory
 without a ``status`` from its steps is ``running``; without a ``task``,
-``SPANS_PLACEHOLDER_TASK`` stands in until a span gives one; without times, its steps' first
-start and last end stand in. A span's attribute value over ``payload_limit`` goes to
-``payloads`` like a large input, a preview left in its place.
+``SPANS_PLACEHOLDER_TASK`` stands in until a span gives one. The times are one pair: the
+``ended_at`` of the step that gives ``started_at`` (a step's own pair is checked when logged),
+never another step's end, which may be earlier; without a start, the steps' first start
+stands in, without an end their last end if not before the start. A span's attribute value
+over ``payload_limit`` goes to ``payloads`` like a large input, a preview left in its place.
 
 Idempotent by construction: a step whose index is already stored is skipped (a retry
 re-sends the same indexes), a second start only fills fields still empty, a finish sets the
@@ -196,6 +198,12 @@ def _check_hints(hints: Any, path: str) -> None:
             raise InvalidArgument("must be [priority (a whole number), value]",
                                   field=f"{path}.{k}")
         check({k: v[1]}, k, f"{path}.{k}[1]")
+    start, end = (_ts({k: hints[k][1]}, k, path) if k in hints else None
+                  for k in ("started_at", "ended_at"))  # each valid: checked above
+    if start is not None and end is not None and end < start:
+        raise InvalidArgument(f"ended_at {hints['ended_at'][1]!r:.40} is before started_at "
+                              f"{hints['started_at'][1]!r:.40}: a span ends after it starts",
+                              field=f"{path}.ended_at[1]")
 
 
 def _status(obj: dict, key: str, path: str) -> None:
@@ -227,12 +235,18 @@ def _trajectory(tid: str, fields: dict[str, Any], ctx: Context) -> dict[str, Any
     while True:
         try:
             return normalize(obj, b"", ctx).trajectory
-        except InvalidArgument as e:  # only a changed validator gets here: the writer must
-            # not stop on it; the field is dropped (it stays in its span's attributes)
-            log.error("trajectory %r: span field %s no longer validates (%s): dropped", tid,
-                      e.field, e.message)
+        except InvalidArgument as e:  # each hint was checked when logged, and the times
+            # are one span's pair: only spans logged by an older lake, or a rule changed
+            # since, get here. The writer must not stop on acknowledged spans: the field
+            # is dropped (it stays in its span's attributes), the rest is stored.
             if e.field not in obj or e.field in ("task", "trajectory_id"):
                 raise
+            log.error("trajectory %r (tenant %r): its spans give %s = %.80r, which the "
+                      "lake's rule for trajectories refuses at commit (%s): the trajectory "
+                      "and all its spans are stored, %s left empty (the value stays in the "
+                      "span's %r attribute). Spans are checked when logged, so please "
+                      "report this with the trajectory id", tid, ctx.tenant, e.field,
+                      obj[e.field], e.message, e.field, HINTS)
             del obj[e.field]
 
 
@@ -371,7 +385,8 @@ def _materialize_spans(stored_steps: list[dict[str, Any]], items: list[Patch]) -
                                                     s["started_at"] or 0, s["step_id"]))
     ordered = [s if s["index"] == i else {**s, "index": i} for i, s in enumerate(ordered)]
     best: dict[str, tuple] = {}
-    for s in ordered:
+    end = None  # the times are one span's pair: the end of the span giving started_at (an
+    for s in ordered:  # end from another span may be before that start)
         hints = given.get(s["step_id"])
         if hints is None:  # a span stored by an earlier commit: its hints are in its JSON
             if s["attributes"] is None or HINTS not in s["attributes"]:
@@ -381,8 +396,12 @@ def _materialize_spans(stored_steps: list[dict[str, Any]], items: list[Patch]) -
                 continue  # validated when logged; a stored step from elsewhere is no hint
         for k, (prio, value) in hints.items():
             rank = (prio, s["index"])
-            if value is not None and (k not in best or rank < best[k][0]):
+            if value is not None and k != "ended_at" and (k not in best or rank < best[k][0]):
                 best[k] = (rank, value)
+                if k == "started_at":
+                    end = hints.get("ended_at", (None, None))[1]
+    if end is not None:
+        best["ended_at"] = (best["started_at"][0], end)
     last = items[-1].record.trajectory
     ctx = Context(last["tenant"], last["ingested_at"])
     traj = _trajectory(last["trajectory_id"], {k: v for k, (_, v) in best.items()}, ctx)
@@ -396,8 +415,9 @@ def _materialize_spans(stored_steps: list[dict[str, Any]], items: list[Patch]) -
 
 
 def _span_times(traj: dict[str, Any], steps: list[dict[str, Any]]) -> None:
-    """Times no span hinted (no anchor span yet: the trace's root is elsewhere) from the
-    steps: the first start, the last end (if not before the start)."""
+    """Times no span hinted, from the steps: without an anchor span (the trace's root is
+    elsewhere) the first start; without an end (the anchor's was 0, unknown: not ended when
+    exported) the last end of the steps, if not before the start (else none)."""
     if traj["started_at"] is None and steps and steps[0]["started_at"] is not None:
         traj["started_at"] = steps[0]["started_at"]  # in start-time order
     if traj["ended_at"] is None:

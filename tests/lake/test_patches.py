@@ -232,3 +232,42 @@ def test_a_columnar_record_and_live_patches_in_one_commit(tmp_path):
         lake.append_steps("live", [_step(3)])  # the writer is still alive
         lake.flush()
         assert lake.count("steps") == 4
+
+
+def _span(sid: str, start: str, end: str | None) -> dict:
+    times = {"started_at": [1, start], **({"ended_at": [1, end]} if end else {})}
+    return {"step_id": sid, "kind": "agent", "name": "a", "started_at": start,
+            "lake.trajectory": {"status": [1, "succeeded"], **times}}
+
+
+def test_span_times_that_end_before_they_start_are_refused_when_logged(lake: Lake):
+    """Refused at once (the caller hears why), not acknowledged and then failed at commit."""
+    good = _span("b", "2025-01-01T00:00:01Z", "2025-01-01T00:00:02Z")
+    result = lake.ingest_spans([("t", _span("a", "2025-01-01T00:00:01Z",
+                                            "2025-01-01T00:00:00Z")), ("t", good)])
+    assert [(r.location, r.field, r.reason) for r in result.rejected] == [
+        ("spans[0]", "spans[0].lake.trajectory.ended_at[1]",
+         "ended_at '2025-01-01T00:00:00Z' is before started_at '2025-01-01T00:00:01Z': a "
+         "span ends after it starts")]
+    lake.flush()
+    assert lake.sql("select n_steps, epoch(ended_at) - epoch(started_at) from trajectories"
+                    ).fetchall() == [(1, 1.0)]
+
+
+def test_a_span_field_the_commit_refuses_is_left_empty_and_said(lake: Lake, monkeypatch,
+                                                                caplog):
+    """Spans logged by a lake that did not check their times yet: the writer keeps going,
+    stores the trajectory without the field, and says what, where and why."""
+    monkeypatch.setattr("lake.patches._check_hints", lambda hints, path: None)
+    lake.ingest_spans([("t", _span("a", "2025-01-01T00:00:01Z", "2025-01-01T00:00:00Z"))])
+    lake.flush()
+    assert lake.sql("select status, ended_at, n_steps from trajectories").fetchall() == [
+        ("succeeded", None, 1)]
+    assert [r.getMessage() for r in caplog.records if r.name == "lake.patches"] == [
+        "trajectory 't' (tenant 'default'): its spans give ended_at = "
+        "'2025-01-01T00:00:00Z', which the lake's rule for trajectories refuses at commit "
+        "('2025-01-01T00:00:00Z' is before started_at '2025-01-01T00:00:01Z': a run ends "
+        "after it starts (check the two fields and their time zones)): the trajectory and "
+        "all its spans are stored, ended_at left empty (the value stays in the span's "
+        "'lake.trajectory' attribute). Spans are checked when logged, so please report this "
+        "with the trajectory id"]

@@ -533,3 +533,34 @@ def test_the_token_s_agent_stands_in_when_no_span_names_one(secure: Server):
     assert secure.lake.sql("select trajectory_id, agent from trajectories order by 1",
                            tenant="acme").fetchall() == [
         ("01" * 16, "support-bot"), ("02" * 16, "nightly-bot")]
+
+
+def test_span_times_never_end_a_trajectory_before_it_starts(server: Server, trace_stub,
+                                                             caplog):
+    """The anchor span's times are one pair: an agent span still open when exported (end
+    time 0: unknown) takes no end from another span that ended before it started (a child
+    on another host's clock, a web request that returned before the agent ran); the trace's
+    last span end stands in only if it is not before the start."""
+    t = 10**18
+    open_agent = _span(1, name="invoke_agent a", start=t + 10**9,
+                       gen_ai__operation__name="invoke_agent")
+    open_agent.end_time_unix_nano = 0
+    skewed = _span(2, 1, start=t, gen_ai__operation__name="chat")  # ends at t + 1 ms
+    skewed.flags = 0x300  # its parent came from another process: a root of its own
+    web = _span(1, name="GET /run", start=t, trace=b"\x02" * 16, http__route="/run")
+    late_agent = _span(2, 1, name="invoke_agent a", start=t + 10**9, trace=b"\x02" * 16,
+                       gen_ai__operation__name="invoke_agent")
+    late_agent.end_time_unix_nano = 0
+    ended = _span(1, name="invoke_agent a", start=t, trace=b"\x03" * 16,
+                  gen_ai__operation__name="invoke_agent")
+    ended.end_time_unix_nano = 0
+    child = _span(2, 1, start=t + 10**6, trace=b"\x03" * 16)  # ends at t + 2 ms
+    with caplog.at_level(logging.WARNING):
+        for spans in ((open_agent, skewed), (web, late_agent), (ended, child)):
+            assert not trace_stub.Export(_request(*spans)).HasField("partial_success")
+        server.lake.flush()
+    assert [r.getMessage() for r in caplog.records] == []
+    assert server.lake.sql("select trajectory_id[:2], status, epoch_us(started_at), "
+                           "epoch_us(ended_at) from trajectories order by 1").fetchall() == [
+        ("01", "succeeded", 10**15 + 10**6, None), ("02", "succeeded", 10**15 + 10**6, None),
+        ("03", "succeeded", 10**15, 10**15 + 2000)]
