@@ -93,6 +93,7 @@ class ContextService:
                                          daemon=True)
         self._indexer.start()
         lake.subscribe(self._committed)
+        lake.on_retract(self._retracted)
         self._lock = threading.RLock()  # the tenants' indexes (held while one loads)
         self._changes = 0
 
@@ -505,13 +506,15 @@ class ContextService:
                 "hit_threshold": self.threshold(tenant, ctx["cluster_id"])}
 
     def retract(self, tenant: str, ids: list[str], reason: str) -> dict[str, Any]:
-        n = self.lake.retract(ids, reason, tenant=tenant)
+        return {"retracted": self.lake.retract(ids, reason, tenant=tenant)}
+
+    def _retracted(self, tenant: str, ids: list[str]) -> None:
+        """``lake.retract`` (whoever called it) retracted these: never serve them again."""
         with self._lock:
             idx = self._indexes.get(tenant)
         if idx is not None:
             idx.retract(ids)
             self._changes += 1
-        return {"retracted": n}
 
     def stats(self) -> dict[str, Any]:
         return {"tenants": {t: {"rows": i.size, "clusters": i.model.k if i.model else 0}

@@ -71,7 +71,8 @@ class Lake:
         self.settings, self.store, self.catalog, self.writer = settings, store, catalog, writer
         self._connections: dict[tuple[int, str | None], duckdb.DuckDBPyConnection] = {}
         self._connections_lock = threading.Lock()
-        self._listeners: list[Callable[[Version, dict[str, list[dict]]], None]] = []
+        self._listeners: list[Callable[[Version, dict[str, list[dict]] | None], None]] = []
+        self._retract_listeners: list[Callable[[str, list[str]], None]] = []
         # live trajectories patched here (oldest first), and the outcomes of those finished
         # (see _check_open); the oldest are forgotten past LIVE_KEPT: the table answers then
         self._started: dict[tuple[str, str], None] = {}
@@ -119,6 +120,11 @@ class Lake:
         restore, ``listener(version, None)`` (on the restoring thread, before ``restore``
         returns): any row may have changed."""
         self._listeners.append(listener)
+
+    def on_retract(self, listener: Callable[[str, list[str]], None]) -> None:
+        """Call ``listener(tenant, trajectory_ids)`` once they are retracted (on the
+        retracting thread, before ``retract`` returns: stop serving them now)."""
+        self._retract_listeners.append(listener)
 
     def _committed(self, version: Version, written: dict[str, list[dict]] | None) -> None:
         for listener in self._listeners:
@@ -433,6 +439,8 @@ class Lake:
                               pa.Table.from_pylist(rows, schema=TRAJECTORIES))
             self.catalog.commit("retract", writer.wal.writer_id, writer.lag["applied_lsn"],
                                 {"trajectories": len(rows), "reason": reason})
+        for listener in self._retract_listeners:
+            listener(tenant, [r["trajectory_id"] for r in rows])
         return len(rows)
 
     # -- reading ------------------------------------------------------------------------------
