@@ -12,7 +12,8 @@ Read: the GenAI semantic conventions (current and the older names still emitted)
 OpenInference (``openinference.span.kind``, ``llm.*``, ``tool.*``). Every raw attribute is
 kept in the step's ``attributes`` but those that became its input or output (a prompt is
 stored once: as the input, a payload when large); a task taken from a message is cut at
-``TASK_CHARS``.
+``TASK_CHARS``. A span id twice in one request: an equal copy (a retry) is left out, one
+with other content rejected (``_again``).
 """
 
 from __future__ import annotations
@@ -62,23 +63,36 @@ class Mapped:
     bad: list[tuple[str, str]] = field(default_factory=list)
     genai: set[str] = field(default_factory=set)
     notes: list[tuple[str, str]] = field(default_factory=list)
+    copies: int = 0  # spans left out as retries: equal to one earlier in the request
+
+    @property
+    def total(self) -> int:
+        """The request's spans."""
+        return len(self.spans) + len(self.bad) + self.copies
 
 
 def spans_of(request: ExportTraceServiceRequest, agent: str | None = None) -> Mapped:
-    """``agent``: the trajectory's agent when no span names one (the caller's token's)."""
+    """``agent``: the trajectory's agent when no span names one (the caller's token's).
+    A span id that comes again in the request is ``_again``: a copy, or a rejection."""
     out, named = Mapped(), set()
+    seen: dict[tuple[bytes, bytes], tuple[str, Span, Any, Any]] = {}  # the stored spans
     for i, rs in enumerate(request.resource_spans):
         resource = attributes(rs.resource.attributes)
         for j, ss in enumerate(rs.scope_spans):
             scope = ss.scope.name or None
             for k, span in enumerate(ss.spans):
                 where = f"resource_spans[{i}].scope_spans[{j}].spans[{k}]{_named(span)}"
+                key = (span.trace_id, span.span_id)
+                if key in seen:
+                    _again(out, where, (span, rs.resource, ss.scope), *seen[key])
+                    continue
                 notes: list[str] = []
                 try:
                     tid, step, genai = span_step(span, resource, scope, notes)
                 except ValueError as e:
                     out.bad.append((where, str(e)))
                     continue
+                seen.setdefault(key, (where, span, rs.resource, ss.scope))
                 out.notes += [(where, n) for n in notes]
                 if agent and tid not in named:  # one span of each trace in a request is
                     named.add(tid)  # enough: the first to be stored carries it
@@ -87,6 +101,21 @@ def spans_of(request: ExportTraceServiceRequest, agent: str | None = None) -> Ma
                 if genai:
                     out.genai.add(tid)
     return out
+
+
+def _again(out: Mapped, where: str, this: tuple, first_where: str, *first: Any) -> None:
+    """A span whose trace and span id are those of one taken earlier from the request:
+    equal to it (span, resource and scope: a retry, as an exporter may send) it is left
+    out; else it is rejected (the first is taken)."""
+    if this == first:
+        out.copies += 1
+        return
+    span = this[0]
+    out.bad.append((where, f"span_id {span.span_id.hex()} of trace {span.trace_id.hex()} "
+                           f"is also at {first_where}, with other content: the first is "
+                           "taken. A span id names one span of its trace: fix the "
+                           "instrumentation that reuses it (an identical copy is taken as a "
+                           "retry and left out)"))
 
 
 def span_step(span: Span, resource: dict[str, Any], scope: str | None,

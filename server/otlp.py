@@ -58,7 +58,7 @@ class TraceServicer(otlp_grpc.TraceServiceServicer):
         result = self.lake.ingest_spans([(tid, step) for _, tid, step in spans],
                                         tenant=who.tenant, where=[loc for loc, _, _ in spans])
         bad = mapped.bad + [(r.location, _reason(r)) for r in result.rejected]
-        total = len(mapped.spans) + len(mapped.bad)
+        total = mapped.total
         notes = []
         if bad:
             self.log_rejected("OTLP export (tenant %r): %d of %d spans rejected, the others "

@@ -564,3 +564,22 @@ def test_span_times_never_end_a_trajectory_before_it_starts(server: Server, trac
                            "epoch_us(ended_at) from trajectories order by 1").fetchall() == [
         ("01", "succeeded", 10**15 + 10**6, None), ("02", "succeeded", 10**15 + 10**6, None),
         ("03", "succeeded", 10**15, 10**15 + 2000)]
+
+
+def test_a_span_id_twice_in_one_export_is_a_retry_or_a_rejection(server: Server, trace_stub):
+    """The same span again (equal in every field, same resource and scope) is a retry: left
+    out silently. Another span with the same id is refused, naming where the first is."""
+    first = _span(2, 1, gen_ai__operation__name="chat", gen_ai__request__model="a")
+    other = _span(2, 1, gen_ai__operation__name="chat", gen_ai__request__model="b")
+    copy = trace_pb2.Span()
+    copy.CopyFrom(first)
+    reply = trace_stub.Export(_request(first, other, copy, _span(3, 1, start=10**18 + 1)))
+    assert reply.partial_success.rejected_spans == 1
+    assert reply.partial_success.error_message == (
+        "1 of 4 spans rejected, the others stored: resource_spans[0].scope_spans[0].spans[1] "
+        "('chat m'): span_id 0000000000000002 of trace 01010101010101010101010101010101 is "
+        "also at resource_spans[0].scope_spans[0].spans[0] ('chat m'), with other content: the "
+        "first is taken. A span id names one span of its trace: fix the instrumentation that "
+        "reuses it (an identical copy is taken as a retry and left out)")
+    server.lake.flush()
+    assert [s[1] for s in _steps(server, "01" * 16)] == ["a", "chat m"]
