@@ -142,9 +142,10 @@ def sql(settings: Settings, query: str, fmt: str, as_of: str | None, all_tenants
 
 @cli.command()
 @_common
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="A JSON list, one object per version; its detail is an object too.")
 def versions(settings: Settings, as_json: bool) -> None:
-    """List the lake's versions (every commit) with their tags.
+    """List the lake's versions (every commit): tags, and what each did (detail).
 
     \b
     Example:
@@ -155,7 +156,7 @@ def versions(settings: Settings, as_json: bool) -> None:
     lake = Lake.open(settings=settings, readonly=True)
     rel = lake.sql("select version, created_at, operation, tags, detail from versions "
                    "order by version")
-    click.echo(render(rel, "json" if as_json else "table"))
+    click.echo(render(rel, "json" if as_json else "table", json_values=True))
 
 
 @cli.command()

@@ -15,10 +15,16 @@ import duckdb
 NULL = "NULL"
 
 
-def render(rel: duckdb.DuckDBPyRelation, fmt: str) -> str:
+def render(rel: duckdb.DuckDBPyRelation, fmt: str, json_values: bool = False) -> str:
+    """``json_values``: in JSON, a column of SQL type JSON (``versions.detail``) is its
+    value (an object), not its text."""
     cols = list(rel.columns)
     rows = rel.fetchall()
     if fmt == "json":
+        parsed = [i for i, t in enumerate(rel.types) if json_values and str(t) == "JSON"]
+        if parsed:
+            rows = [tuple(json.loads(v) if i in parsed and v is not None else v
+                          for i, v in enumerate(r)) for r in rows]
         return json.dumps([dict(zip(cols, r, strict=True)) for r in rows], default=_plain)
     if fmt == "csv":
         return "\n".join(",".join(_csv(v) for v in r) for r in [cols, *rows])

@@ -108,6 +108,8 @@ def test_tag_restore_versions(tmp_path):
     versions = json.loads(lake("versions", "--json", data=d).stdout)
     assert [v["operation"] for v in versions] == ["create", "ingest", "ingest", "restore"]
     assert versions[1]["tags"] == ["before"]
+    assert isinstance(versions[1]["detail"], dict)  # a JSON object, not its text
+    assert versions[-1]["detail"]["restored"] == versions[1]["version"]
     p = lake("restore", "before", "--tenant", "acme", data=d, check=False)
     assert p.returncode == 64 and "every tenant" in p.stderr and "lake retract" in p.stderr
     tid = lake("sql", "select min(trajectory_id) from trajectories", data=d).stdout.strip()
