@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -75,7 +76,7 @@ class Lake:
         self._retract_listeners: list[Callable[[str, list[str]], None]] = []
         # live trajectories patched here (oldest first), and the outcomes of those finished
         # (see _check_open); the oldest are forgotten past LIVE_KEPT: the table answers then
-        self._started: dict[tuple[str, str], None] = {}
+        self._started: dict[tuple[str, str], int | None] = {}  # -> started_at (us)
         self._finished: dict[tuple[str, str], dict[str, Any]] = {}
         # SQL's column caches: keys name immutable Lance files, so entries never go stale
         self.sql_caches = sqlmod.Caches.sized(settings.sql_cache_mb << 20)
@@ -288,9 +289,12 @@ class Lake:
                 done = self._stored_outcome(ctx.tenant, patch.trajectory_id)
             if done is not None:
                 self._check_open(patch, done, ctx.tenant)
+        if patch.kind == "finish" and "ended_at" in patch.fields:
+            self._check_ends_after_start(patch, key)
         lsn = self._writer().submit([patch], [line], ctx)
-        if key not in self._started:
-            self._started[key] = None
+        if patch.kind == "start" or key not in self._started:
+            self._started[key] = patch.record.trajectory.get("started_at") \
+                if patch.kind == "start" else self._started.get(key)
             if len(self._started) > LIVE_KEPT:
                 oldest = next(iter(self._started))
                 del self._started[oldest]
@@ -298,6 +302,23 @@ class Lake:
         if patch.kind == "finish" and key not in self._finished:
             self._finished[key] = {f: patch.record.trajectory.get(f) for f in _OUTCOME}
         return lsn
+
+    def _check_ends_after_start(self, patch: Patch, key: tuple[str, str]) -> None:
+        ended = patch.record.trajectory.get("ended_at")
+        started = self._started.get(key)
+        if ended is None:
+            return
+        if started is None:  # not started here (or without a time): as stored
+            self.flush()
+            rows = self.store.lookup("trajectories", key[0], "trajectory_id", [key[1]],
+                                     ["started_at"])["started_at"].cast(pa.int64()).to_pylist()
+            started = rows[0] if rows else None
+        if started is not None and ended < started:
+            iso = [str(datetime.fromtimestamp(t / 1e6, UTC)) for t in (ended, started)]
+            raise InvalidArgument(
+                f"ended_at {iso[0]} is before the trajectory's started_at {iso[1]}: a run "
+                "ends after it starts; send the time it ended (default: now)",
+                field="ended_at")
 
     def _stored_outcome(self, tenant: str, trajectory_id: str) -> dict[str, Any] | None:
         """The stored trajectory's outcome if it is finished, None if it is running."""

@@ -306,3 +306,23 @@ def test_a_retraction_holds_across_restore_and_time_travel(lake: Lake, tmp_path)
     assert lake.sql("select trajectory_id, retract_reason from trajectories order by 1"
                     ).fetchall() == [("a", "leaked a card number"), ("b", None)]
     assert lake.retract(["a"], "again") == 0  # still retracted: a retry is a no-op
+
+
+def test_a_finish_that_ends_before_the_start_is_refused(lake: Lake, lake_dir):
+    """The rule ended_at >= started_at holds on the live path too: against the start logged
+    here, or the stored one after a restart."""
+    lake.start_trajectory({"trajectory_id": "a", "task": "t",
+                           "started_at": "2026-01-02T00:00:00Z"})
+    with pytest.raises(InvalidArgument, match="is before the trajectory's started_at") as e:
+        lake.finish_trajectory("a", ended_at="2026-01-01T23:59:59Z", status="succeeded")
+    assert e.value.field == "ended_at"
+    lake.start_trajectory({"trajectory_id": "b", "task": "t",
+                           "started_at": "2026-01-02T00:00:00Z"})
+    lake.close()
+    with Lake.open(str(lake_dir)) as again:
+        with pytest.raises(InvalidArgument, match="2026-01-01 23:59:59"):
+            again.finish_trajectory("b", ended_at="2026-01-01T23:59:59Z", status="failed")
+        again.finish_trajectory("b", ended_at="2026-01-02T00:00:01Z", status="failed")
+        again.flush()
+        assert again.sql("select trajectory_id, status from trajectories order by 1"
+                         ).fetchall() == [("a", "running"), ("b", "failed")]
