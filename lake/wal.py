@@ -11,6 +11,7 @@ The log must live on a local disk (``fsync``); the lake itself may be remote.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -21,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import Conflict, LakeError
+from .errors import Conflict, LakeError, ResourceExhausted, Unavailable
 
 MAGIC = b"CLW1"
 _HEADER = struct.Struct("<4sQII")  # magic, lsn, length, crc32
@@ -50,7 +51,8 @@ class WriteAheadLog:
         self._mutex = threading.Lock()
         self._segments = sorted(self.path.glob("*.wal"), key=lambda p: int(p.stem))
         self.last_lsn = self._recover_tail()
-        self._out: BinaryIO | None = None
+        self._out: BinaryIO | None = None  # unbuffered: a failed write leaves no bytes behind
+        self._broken: str | None = None
 
     # -- identity and recovery --------------------------------------------------------------
     def _writer_id(self) -> str:
@@ -84,16 +86,38 @@ class WriteAheadLog:
 
     # -- writing ------------------------------------------------------------------------------
     def append(self, payload: bytes) -> int:
-        """Append one entry, fsync it, and return its LSN. Thread-safe."""
+        """Append one entry, fsync it, and return its LSN. Thread-safe.
+
+        A write that fails (a full disk) leaves nothing behind: the segment is cut back to
+        where the entry began, so entries appended later are not lost behind a torn one
+        (``_recover_tail`` stops at the first damage). If even that fails, the log refuses
+        every append until it is reopened."""
         with self._mutex:
-            out = self._segment_for(len(payload))
+            if self._broken is not None:
+                raise Unavailable(f"the write-ahead log {self.path} could not be repaired "
+                                  f"after a failed write ({self._broken}); restart the "
+                                  "server (or process): it recovers the log on open")
             lsn = self.last_lsn + 1
-            out.write(_HEADER.pack(MAGIC, lsn, len(payload), zlib.crc32(payload)))
-            out.write(payload)
-            out.flush()
-            os.fsync(out.fileno())
+            out, start = None, None
+            try:
+                out = self._segment_for(len(payload))
+                start = out.tell()
+                _write_all(out, _HEADER.pack(MAGIC, lsn, len(payload), zlib.crc32(payload)))
+                _write_all(out, payload)
+                os.fsync(out.fileno())
+            except OSError as e:
+                if out is not None and start is not None:
+                    self._cut_back(out, start, e)
+                raise _write_error(self.path, e) from e
             self.last_lsn = lsn
             return lsn
+
+    def _cut_back(self, out: BinaryIO, start: int, cause: OSError) -> None:
+        try:
+            os.ftruncate(out.fileno(), start)
+            os.fsync(out.fileno())
+        except OSError as e:
+            self._broken = f"{cause}; then cutting it back: {e}"
 
     def _segment_for(self, size: int) -> BinaryIO:
         if self._out is not None and self._out.tell() + size <= self.segment_bytes:
@@ -101,12 +125,12 @@ class WriteAheadLog:
         if self._out is None and self._segments:
             seg = self._segments[-1]
             if seg.stat().st_size + size <= self.segment_bytes:
-                self._out = open(seg, "ab")
+                self._out = open(seg, "ab", buffering=0)
                 return self._out
         if self._out is not None:
             self._out.close()
         seg = self.path / f"{self.last_lsn + 1:020d}.wal"
-        self._out = open(seg, "ab")
+        self._out = open(seg, "ab", buffering=0)
         _fsync_dir(self.path)
         self._segments.append(seg)
         return self._out
@@ -157,6 +181,23 @@ def _scan(seg: Path) -> Iterator[tuple[int, bytes, int]]:
             return
         pos = start + length
         yield lsn, payload, pos
+
+
+def _write_all(out: BinaryIO, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[out.write(view):]
+
+
+def _write_error(path: Path, e: OSError) -> LakeError:
+    """A failed log write as the error a caller can act on; nothing of it was logged."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted(f"the disk of the write-ahead log {path} is full ({e.strerror})"
+                                 ": nothing of this write was logged. Free space there (or "
+                                 "move LAKE_WAL_DIR), then retry", retry_after_s=5.0)
+    return Unavailable(f"the write-ahead log {path} could not be written ({e.strerror}): "
+                       "nothing of this write was logged. Check that its disk is writable, "
+                       "then retry")
 
 
 def _fsync_file(path: Path) -> None:

@@ -117,3 +117,45 @@ def test_bad_settings_are_named(tmp_path, value, monkeypatch):
     monkeypatch.setenv("LAKE_FLUSH_ROWS", value)
     with pytest.raises(InvalidArgument, match="flush_rows"):
         Settings.load()
+
+
+def test_a_failed_append_loses_none_acknowledged_after_it(tmp_path, monkeypatch):
+    """A full disk mid-append (half the entry written): the append is refused with what to
+    do, the segment is cut back, and the entries acknowledged once space is back survive a
+    reopen (they used to sit behind the torn entry, cut off as a torn tail)."""
+    import errno
+
+    from lake import wal as walmod
+    from lake.errors import ResourceExhausted, Unavailable
+
+    log = WriteAheadLog(tmp_path / "wal")
+    acked = [log.append(b"first" * 100)]
+    real = walmod._write_all
+
+    def half_then_full(out, data):
+        if len(data) > 10_000:
+            real(out, bytes(data[: len(data) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(out, data)
+
+    monkeypatch.setattr(walmod, "_write_all", half_then_full)
+    with pytest.raises(ResourceExhausted, match="is full .*Free space") as e:
+        log.append(b"x" * 50_000)
+    assert e.value.retry_after_s > 0
+    acked += [log.append(f"after {i}".encode()) for i in range(3)]
+    assert acked == [1, 2, 3, 4]  # the refused entry took no LSN
+    log.close()
+    again = WriteAheadLog(tmp_path / "wal")
+    assert [lsn for lsn, _ in again.replay(0)] == acked
+    assert again.last_lsn == 4
+
+    def no_truncate(fd, size):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(walmod.os, "ftruncate", no_truncate)
+    with pytest.raises(ResourceExhausted):
+        again.append(b"y" * 50_000)
+    monkeypatch.setattr(walmod, "_write_all", real)
+    with pytest.raises(Unavailable, match="could not be repaired.*restart"):
+        again.append(b"small")  # the torn entry is still there: nothing more goes after it
+    again.close()
