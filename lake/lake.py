@@ -97,7 +97,8 @@ class Lake:
         catalog = Catalog(store)
         writer = None
         if not readonly:  # a reader never writes: it reads what the versions pin
-            wal = WriteAheadLog(settings.wal_path, settings.wal_segment_bytes)
+            wal = WriteAheadLog(settings.wal_path, settings.wal_segment_bytes,
+                                root=settings.local_root if settings.is_local else None)
             try:
                 roll_back(store, catalog)  # first: an interrupted commit's writes go
                 changed = [name for name in ALL_TABLES if store.ensure(name)]

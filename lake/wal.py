@@ -33,26 +33,49 @@ class WalCorrupt(LakeError):
 
 
 class WriteAheadLog:
-    def __init__(self, path: Path, segment_bytes: int = 64 << 20):
+    def __init__(self, path: Path, segment_bytes: int = 64 << 20, *,
+                 root: Path | None = None):
+        """``root``: the lake's local root, locked too, so that two processes never write
+        one lake, even with different logs (LAKE_WAL_DIR). (An object-store root has no
+        lock: run one writer for it.)"""
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
-        self._lock_file = open(self.path / "LOCK", "a+")
+        self._locks: list[BinaryIO] = []
         try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.close()
-            raise Conflict(
-                f"the lake's write-ahead log {self.path} is in use by another process "
-                "(a running `lake serve` or `lake ingest`?). While a server runs, go through "
-                "it (server.client.LakeClient: ingest_arrow, get_context, tag...; `lake sql` "
-                "and `lake token` work beside it), or stop it and retry") from None
+            self._lock(self.path / "LOCK", f"the lake's write-ahead log {self.path}")
+            if root is not None:
+                root.mkdir(parents=True, exist_ok=True)
+                self._lock(root / "_writer.lock", f"the lake at {root}")
+        except BaseException:
+            self._unlock()
+            raise
         self.writer_id = self._writer_id()
         self._mutex = threading.Lock()
         self._segments = sorted(self.path.glob("*.wal"), key=lambda p: int(p.stem))
         self.last_lsn = self._recover_tail()
         self._out: BinaryIO | None = None  # unbuffered: a failed write leaves no bytes behind
         self._broken: str | None = None
+
+    def _lock(self, path: Path, what: str) -> None:
+        f = open(path, "a+b")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise Conflict(
+                f"{what} is in use by another process (a running `lake serve` or `lake "
+                "ingest`?); a lake has one writer. While a server runs, go through it "
+                "(server.client.LakeClient: ingest_arrow, get_context, tag...; `lake sql` and "
+                "`lake token` work beside it), or stop it and retry") from None
+        self._locks.append(f)
+
+    def _unlock(self) -> None:
+        for f in self._locks:
+            if not f.closed:
+                fcntl.flock(f, fcntl.LOCK_UN)
+                f.close()
+        self._locks = []
 
     # -- identity and recovery --------------------------------------------------------------
     def _writer_id(self) -> str:
@@ -163,9 +186,7 @@ class WriteAheadLog:
             if self._out is not None:
                 self._out.close()
                 self._out = None
-        if not self._lock_file.closed:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
+        self._unlock()
 
 
 def _scan(seg: Path) -> Iterator[tuple[int, bytes, int]]:

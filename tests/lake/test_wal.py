@@ -159,3 +159,20 @@ def test_a_failed_append_loses_none_acknowledged_after_it(tmp_path, monkeypatch)
     with pytest.raises(Unavailable, match="could not be repaired.*restart"):
         again.append(b"small")  # the torn entry is still there: nothing more goes after it
     again.close()
+
+
+def test_one_writer_per_lake_even_with_another_write_ahead_log(tmp_path):
+    """Two logs (LAKE_WAL_DIR) on one lake would both commit versions and lose each other's
+    acknowledged writes: the second writer is refused at the lake's root."""
+    from lake.errors import Conflict
+
+    root = tmp_path / "lake"
+    with Lake.open(str(root), wal_dir=str(tmp_path / "wal-a")) as first:
+        first.ingest([{"trajectory_id": "a", "task": "t"}])
+        for other in (str(tmp_path / "wal-b"), ""):  # another log, or the default one
+            with pytest.raises(Conflict, match=f"the lake at {root} is in use"):
+                Lake.open(str(root), wal_dir=other)
+        with Lake.open(str(root), readonly=True) as reader:  # readers need no lock
+            assert reader.count("trajectories") == 1
+    with Lake.open(str(root), wal_dir=str(tmp_path / "wal-b")) as second:  # released
+        assert second.count("trajectories") == 1
