@@ -89,9 +89,13 @@ class Catalog:
         if not _TAG_RE.match(name) or name.isdigit():
             raise InvalidArgument(f"tag name {name!r} is not valid: use letters, digits, '_', "
                                   "'.', '-', starting with a letter", field="name")
-        if name in self.tags() and not force:
-            raise AlreadyExists(f"tag {name!r} already exists; pick another name or move it "
-                                "(force: `lake tag --force`, force=true in Tag)")
+        existing = self.tags().get(name)
+        if existing == version:  # a retry of a tag that landed: nothing to do
+            return
+        if existing is not None and not force:
+            raise AlreadyExists(f"tag {name!r} already exists (version {existing}); pick "
+                                "another name or move it (force: `lake tag --force`, "
+                                "force=true in Tag)")
         row = {"name": name, "version": version, "created_at": now_us()}
         self.store.upsert("_tags", ["name"], pa.Table.from_pylist([row], schema=TAGS))
 
