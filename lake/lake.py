@@ -285,24 +285,28 @@ class Lake:
         """Log a validated patch (``line``: its JSON, what a replay parses again)."""
         key = (ctx.tenant, patch.trajectory_id)
         if patch.kind in ("steps", "finish"):
+            if key not in self._started:
+                self._recall(key)  # its state as stored (not started here, or forgotten)
             done = self._finished.get(key)
-            if done is None and key not in self._started:
-                done = self._stored_outcome(ctx.tenant, patch.trajectory_id)
             if done is not None:
                 self._check_open(patch, done, ctx.tenant)
         if patch.kind == "finish" and "ended_at" in patch.fields:
             self._check_ends_after_start(patch, key)
         lsn = self._writer().submit([patch], [line], ctx)
-        if patch.kind == "start" or key not in self._started:
-            self._started[key] = patch.record.trajectory.get("started_at") \
-                if patch.kind == "start" else self._started.get(key)
-            if len(self._started) > LIVE_KEPT:
-                oldest = next(iter(self._started))
-                del self._started[oldest]
-                self._finished.pop(oldest, None)
+        if patch.kind == "start":
+            self._remember(key, patch.record.trajectory.get("started_at"))
+        elif key not in self._started:  # created by its spans
+            self._remember(key, None)
         if patch.kind == "finish" and key not in self._finished:
             self._finished[key] = {f: patch.record.trajectory.get(f) for f in _OUTCOME}
         return lsn
+
+    def _remember(self, key: tuple[str, str], started_at: int | None) -> None:
+        self._started[key] = started_at
+        if len(self._started) > LIVE_KEPT:
+            oldest = next(iter(self._started))
+            del self._started[oldest]
+            self._finished.pop(oldest, None)
 
     def _check_ends_after_start(self, patch: Patch, key: tuple[str, str]) -> None:
         ended = patch.record.trajectory.get("ended_at")
@@ -321,18 +325,21 @@ class Lake:
                 "ends after it starts; send the time it ended (default: now)",
                 field="ended_at")
 
-    def _stored_outcome(self, tenant: str, trajectory_id: str) -> dict[str, Any] | None:
-        """The stored trajectory's outcome if it is finished, None if it is running."""
+    def _recall(self, key: tuple[str, str]) -> None:
+        """Remember the stored trajectory's start time and, if it is finished, its outcome
+        (every later patch is checked against it, see ``_check_open``)."""
+        tenant, trajectory_id = key
         rows = self.store.lookup("trajectories", tenant, "trajectory_id", [trajectory_id],
-                                 ["trajectory_id", *_OUTCOME]).to_pylist()
-        if not rows:
+                                 ["trajectory_id", "started_at", *_OUTCOME])
+        if not rows.num_rows:
             raise NotFound(f"trajectory {trajectory_id!r:.200} was not started: call "
                            "StartTrajectory (start_trajectory) first", field="trajectory_id")
-        row = rows[0]
-        if row["status"] == "running":
-            return None
-        row["scores"] = dict(row["scores"]) if row["scores"] else None  # a map: pairs
-        return {f: row[f] for f in _OUTCOME}
+        started = rows["started_at"].cast(pa.int64())[0].as_py()
+        row = rows.to_pylist()[0]
+        self._remember(key, started)
+        if row["status"] != "running":
+            row["scores"] = dict(row["scores"]) if row["scores"] else None  # a map: pairs
+            self._finished[key] = {f: row[f] for f in _OUTCOME}
 
     def _check_open(self, patch: Patch, done: dict[str, Any], tenant: str) -> None:
         """A finished trajectory is final: a finish again must say the same (a retry), and

@@ -328,3 +328,20 @@ def test_a_finish_that_ends_before_the_start_is_refused(lake: Lake, lake_dir):
         again.flush()
         assert again.sql("select trajectory_id, status from trajectories order by 1"
                          ).fetchall() == [("a", "running"), ("b", "failed")]
+
+
+def test_after_a_restart_a_retried_append_does_not_reopen_a_finished_run(lake: Lake, lake_dir):
+    """The lake reads a finished run's outcome from the table after a restart; a retried
+    append (its steps stored) passes, and a new step after it is still refused."""
+    from lake.errors import Conflict
+
+    lake.start_trajectory({"trajectory_id": "a", "task": "t"})
+    lake.append_steps("a", [{"index": 0, "kind": "tool", "name": "x"}])
+    lake.finish_trajectory("a", status="succeeded")
+    lake.close()
+    with Lake.open(str(lake_dir)) as again:
+        again.append_steps("a", [{"index": 0, "kind": "tool", "name": "x"}])  # a retry
+        with pytest.raises(Conflict, match="steps cannot be added after FinishTrajectory"):
+            again.append_steps("a", [{"index": 5, "kind": "tool", "name": "y"}])
+        with pytest.raises(Conflict, match="changes status"):
+            again.finish_trajectory("a", status="failed")
