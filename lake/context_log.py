@@ -3,7 +3,7 @@
 
 A Lance append costs ~13 ms for 1,000 rows and ~23 ms for 5,000, so served contexts are
 buffered and appended ``CONTEXT_LOG_ROWS`` at a time, or after ``CONTEXT_LOG_SECONDS``
-(SQL sees a served context by then, however quiet the server), and at close, on threads of
+(SQL sees a served context by then, however quiet the server), and at close, by a thread of
 their own: ``remember`` may run on the server's event loop and never waits for storage. Recent
 contexts (``RECENT``) stay in memory so a report finds its context without a read.
 """
@@ -30,7 +30,6 @@ class ContextLog:
         self._recent: dict[str, dict[str, Any]] = {}  # context_id -> what was served
         self._rows = RowBuffer(store, "contexts", CONTEXTS)
         self._rows.start(CONTEXT_LOG_SECONDS)
-        self._flushing = False  # a thread is appending the buffer
         self._lock = threading.Lock()  # recent (held for a few instructions)
 
     def remember(self, row: dict[str, Any]) -> None:
@@ -39,11 +38,8 @@ class ContextLog:
             self._recent[row["context_id"]] = row
             if len(self._recent) > RECENT:
                 self._recent.pop(next(iter(self._recent)))
-            full = buffered >= CONTEXT_LOG_ROWS and not self._flushing
-            self._flushing = self._flushing or full
-        if full:
-            threading.Thread(target=self._flush_logged, name="lake-context-log",
-                             daemon=True).start()
+        if buffered >= CONTEXT_LOG_ROWS:
+            self._rows.wake()
 
     def get(self, context_id: str) -> dict[str, Any] | None:
         """A served context: from memory, else from the table."""
@@ -65,11 +61,3 @@ class ContextLog:
 
     def close(self) -> None:
         self._rows.stop()
-
-    def _flush_logged(self) -> None:
-        try:
-            self.flush()
-        except Exception:  # noqa: BLE001 - the rows stay buffered for the next flush
-            log.exception("appending to the contexts table failed; will retry")
-        finally:
-            self._flushing = False

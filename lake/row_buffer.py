@@ -32,7 +32,8 @@ class RowBuffer:
         self._lock = threading.Lock()  # guards the rows
         self._write_lock = threading.Lock()  # one flush at a time
         self._flushes = 0
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # flush now (``wake``), or stop
+        self._stopping = False
         self._thread: threading.Thread | None = None
 
     def add(self, row: dict[str, Any]) -> int:
@@ -69,6 +70,7 @@ class RowBuffer:
     def start(self, interval_s: float) -> None:
         """Flush every ``interval_s`` on a thread of its own, until ``stop``."""
         self._wake.clear()
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True,
                                         name=f"lake-{self.table}-log")
         self._thread.start()
@@ -77,16 +79,25 @@ class RowBuffer:
     def started(self) -> bool:
         return self._thread is not None
 
+    def wake(self) -> None:
+        """Flush now on the started thread (which keeps to one flush at a time)."""
+        self._wake.set()
+
     def stop(self) -> None:
         """Stop the thread (if started) and flush what is left."""
         if self._thread is not None:
+            self._stopping = True
             self._wake.set()
             self._thread.join()
             self._thread = None
         self.flush()
 
     def _run(self, interval_s: float) -> None:
-        while not self._wake.wait(interval_s):
+        while True:
+            self._wake.wait(interval_s)
+            self._wake.clear()
+            if self._stopping:
+                return
             try:
                 self.flush()
             except Exception:  # noqa: BLE001 - the rows stay buffered; try again next tick
