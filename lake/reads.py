@@ -141,7 +141,7 @@ def trajectory(lake: Lake, tenant: str, trajectory_id: str, *, as_of: int | str 
                        f"{version.version}. Just written? Reads see committed versions, a "
                        "moment behind the log: pass the lsn the write returned as min_lsn. "
                        "Else list them with ListTrajectories or `lake sql`")
-    _retracted_since(lake, tenant, version, rows)
+    _show_retractions(rows, _retracted_since(lake, tenant, version))
     steps = sorted(_scan(_table(lake, version, "steps"), public_columns(STEPS), where),
                    key=lambda s: s["index"])
     if full_payloads:
@@ -180,27 +180,29 @@ def trajectories(lake: Lake, tenant: str, flt: TrajectoryFilter, *,
     where = flt.where(tenant, set(ds.schema.names))
     if after is not None:
         where += f" AND trajectory_id > {quote(after)}"
-    since = _retracted_since(lake, tenant, version, [])
+    since = _retracted_since(lake, tenant, version)
     if since and not flt.include_retracted:
         where += f" AND trajectory_id NOT IN ({', '.join(quote(t) for t in sorted(since))})"
     rows = _scan(ds, public_columns(TRAJECTORIES), where, order_by=["trajectory_id"],
                  limit=size + 1)
-    _retracted_since(lake, tenant, version, rows)
+    _show_retractions(rows, since)
     return version, rows[:size], len(rows) > size
 
 
-def _retracted_since(lake: Lake, tenant: str, version: Version,
-                     rows: list[dict[str, Any]]) -> dict[str, tuple[int, str]]:
-    """The tenant's trajectories retracted after ``version`` (an older version read: a
-    retraction holds whichever version is read); ``rows`` of that version show it."""
+def _retracted_since(lake: Lake, tenant: str, version: Version) -> dict[str, tuple[int, str]]:
+    """The tenant's retractions in force when ``version`` is an older one (a retraction
+    holds whichever version is read): trajectory_id -> (retracted_at, reason)."""
     if version.version == _resolve(lake, None).version:
         return {}
-    since = {tid: v for (_, tid), v in lake.retractions(tenant).items()}
+    return {tid: v for (_, tid), v in lake.retractions(tenant).items()}
+
+
+def _show_retractions(rows: list[dict[str, Any]], since: dict[str, tuple[int, str]]) -> None:
+    """Rows of an older version as the retractions made since leave them: retracted."""
     for r in rows:
         if r.get("retracted_at") is None and r["trajectory_id"] in since:
             at, r["retract_reason"] = since[r["trajectory_id"]]
             r["retracted_at"] = _EPOCH + timedelta(microseconds=at)
-    return since
 
 
 def stats(lake: Lake, tenant: str) -> dict[str, Any]:
