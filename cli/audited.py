@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,12 +23,15 @@ def actor() -> str:
 def audited(store: Any, tenant: str, action: str, resource: str | None,
             **detail: Any) -> Iterator[dict[str, Any]]:
     """Record ``action`` on ``resource`` once the block ends: ``ok`` (the block may add to
-    the yielded detail) or the error's kind (``not_found``, ...) and message."""
+    the yielded detail) or the error's status as the RPCs' rows have it (``not_found``,
+    ``aborted``, ...) and its message."""
     outcome = "ok"
     try:
         yield detail
     except LakeError as e:
-        outcome = re.sub(r"(?<!^)(?=[A-Z])", "_", type(e).__name__).lower()
+        from server.errors import status_of  # the RPCs' audit rows name refusals so too
+
+        outcome = status_of(e)[0].name.lower()
         detail["error"] = str(e)[:1000]
         raise
     finally:
