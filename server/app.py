@@ -328,7 +328,7 @@ def _gauges(lake: Lake, cache: ContextService, limiter: Limiter,
         "lake_pending_steps": ("steps logged, not yet committed", lag.get("pending_steps", 0)),
         "lake_index_lag_trajectories": ("committed trajectories not yet embedded and indexed",
                                         index["trajectories"]),
-        "lake_version": ("the lake's latest version", lake.version().version),
+        "lake_version": ("the lake's latest version", lake.catalog.current().version),
         "lake_audit_pending": ("audit events buffered, not yet written", audit.pending),
     }
 
