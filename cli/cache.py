@@ -16,6 +16,7 @@ from lake.answer_text import describe
 
 from .audited import audited
 from .main import _common, _echo_json, cli
+from .progress import rows_bar
 
 
 @contextlib.contextmanager
@@ -113,8 +114,10 @@ def recluster(settings: Settings, as_json: bool) -> None:
       lake recluster --tenant acme
     """
     with _service(settings) as cs, audited(cs.lake.store, settings.tenant, "recluster",
-                                           f"tenant {settings.tenant}") as d:
-        res = cs.recluster(settings.tenant)
+                                           f"tenant {settings.tenant}") as d, \
+            rows_bar(True) as tick:
+        res = cs.recluster(settings.tenant,  # a first load embeds the tasks not embedded yet
+                           progress=lambda done, total: tick("embedding tasks", done, total))
         d.update(clusters=res["clusters"], version=res["version"])
     if as_json:
         _echo_json(res)

@@ -2,37 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import sys
-from collections.abc import Callable, Iterator
-from typing import Any
-
 import click
 
 from lake import Lake, Settings
 
 from .main import _common, _echo_json, cli
-
-
-@contextlib.contextmanager
-def _rows_bar(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar counting rows, one line per table / step (stderr, terminals only)."""
-    if not enabled or not sys.stderr.isatty():
-        yield lambda label, done, total: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    tasks: dict[str, Any] = {}
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as p:
-
-        def tick(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = p.add_task(label, total=total)
-            p.update(tasks[label], completed=done, total=total)
-
-        yield tick
+from .progress import rows_bar
 
 
 @cli.command()
@@ -96,7 +71,7 @@ def export_dataset_cmd(settings: Settings, kind: str, out_dir: str, where: str |
     from lake.datasets import export_dataset
 
     lake = Lake.open(settings=settings, readonly=True)
-    with _rows_bar(progress) as tick:
+    with rows_bar(progress) as tick:
         res = export_dataset(lake, kind, out_dir, where=where, as_of=as_of,
                              on_progress=lambda done, total: tick(kind, done, total))
     if as_json:
@@ -134,7 +109,7 @@ def export_cmd(settings: Settings, out_dir: str, fmt: str, as_of: str | None,
     from lake.export import export_lake
 
     lake = Lake.open(settings=settings, readonly=True)
-    with _rows_bar(progress) as tick:
+    with rows_bar(progress) as tick:
         res = export_lake(lake, out_dir, fmt=fmt, as_of=as_of, all_tenants=all_tenants,
                           on_progress=tick)
     if as_json:

@@ -27,6 +27,7 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,8 @@ K_MAX = 100
 # exact scan of 20,000 takes ~3 ms, which on an event loop stalls every other call as long.
 LOOP_SCAN_ROWS = 4096
 FUSED_TTL_S = 5.0  # fused stats are recomputed at most this often while the tenant changes
+EMBED_CHUNK = 2_048  # task texts embedded, then persisted, at a time by a tenant's load
+Progress = Callable[[int, int], None]  # (done, total)
 BULK_VECTORS = 10_000  # at least this many task vectors at once: one scan of _embeddings
 
 
@@ -102,14 +105,16 @@ class ContextService:
         with self._lock:
             idx = self._indexes.get(tenant)
             if idx is None:
-                idx = self._indexes[tenant] = self._load(tenant)
+                idx = self._indexes[tenant] = self._load(tenant)[0]
             return idx
 
-    def _load(self, tenant: str) -> TenantIndex:
+    def _load(self, tenant: str, *, refit: bool = False,
+              progress: Progress | None = None) -> tuple[TenantIndex, int | None]:
         """The tenant's index: its rows and vectors, and the persisted fit if it still
         matches them (``_stored_fit``); rows committed after that fit join their nearest
-        centroid, as on arrival. Fits (and persists) only when there is no usable fit or it
-        is stale by ``TenantIndex.needs_refit``."""
+        centroid, as on arrival. Fits (and persists, as one version, returned) when asked
+        to, or when there is no usable fit or it is stale by ``TenantIndex.needs_refit``.
+        ``progress(done, total)`` follows the embedding of texts not embedded before."""
         con = self.lake.connect(tenant=tenant)
         t = con.sql("select trajectory_id, task, task_hash, success, reward, agent, agent_version,"
                     " tags, epoch_us(started_at) s, epoch_us(expires_at) e, retracted_at is null a"
@@ -120,7 +125,8 @@ class ContextService:
         idx = TenantIndex(tenant, self.embedder.dim)
         rows = [Row(tid, task, h, ok, rw, ag, av, tuple(tg or ()), s, e, _collapse(tools.get(tid)),
                     bool(a)) for tid, task, h, ok, rw, ag, av, tg, s, e, a in t]
-        vecs = self.embed_tasks([r.task_hash for r in rows], [r.task for r in rows])
+        vecs = self.embed_tasks([r.task_hash for r in rows], [r.task for r in rows],
+                                progress)
         stored = self._stored_fit(tenant, rows, vecs)
         if stored is not None:
             idx.add([rows[i] for i in stored.rows], vecs[stored.rows])
@@ -130,11 +136,10 @@ class ContextService:
                 idx.add([rows[i] for i in later], vecs[later])
         elif rows:
             idx.add(rows, vecs)
-        if stored is None or idx.needs_refit():
-            idx.fit()
-            self._persist_clusters(idx)
+        if refit or stored is None or idx.needs_refit():
+            return idx, self._fit(idx)
         self.feedback.load(tenant, idx.cluster_of)
-        return idx
+        return idx, None
 
     def _stored_fit(self, tenant: str, rows: list[Row], vecs: np.ndarray) -> StoredFit | None:
         """The tenant's persisted fit if it still matches ``rows`` (``index.match_fit``)."""
@@ -159,18 +164,28 @@ class ContextService:
         vecs = self.embed_tasks([r.task_hash for r in rows], [r.task for r in rows])
         idx.add(rows, vecs)
 
-    def embed_tasks(self, hashes: list[str], tasks: list[str]) -> np.ndarray:
-        """Vectors for task texts, embedding (and persisting) only the unseen ones."""
+    def embed_tasks(self, hashes: list[str], tasks: list[str],
+                    progress: Progress | None = None) -> np.ndarray:
+        """Vectors for task texts, embedding only the unseen ones, ``EMBED_CHUNK`` at a time,
+        each chunk persisted as it is done (a load killed midway resumes where it was)."""
         out = np.empty((len(hashes), self.embedder.dim), np.float32)
         have = self._stored_vectors(hashes, out)
         todo = {h: normalize_task(t) for h, t, ok in zip(hashes, tasks, have, strict=True)
                 if not ok}
-        if todo:
-            vecs = self.embedding.embed_hashed(list(todo), list(todo.values()), persisted=False)
-            self.cache.persist(list(todo), vecs)
-            new = dict(zip(todo, range(len(todo)), strict=True))
-            for i in np.flatnonzero(~have):
-                out[i] = vecs[new[hashes[i]]]
+        keys, texts, got = list(todo), list(todo.values()), {}
+        for at in range(0, len(keys), EMBED_CHUNK):
+            chunk = keys[at:at + EMBED_CHUNK]
+            vecs = self.embedding.embed_hashed(chunk, texts[at:at + EMBED_CHUNK],
+                                               persisted=False)
+            self.cache.persist(chunk, vecs)
+            got.update(zip(chunk, vecs, strict=True))
+            done = at + len(chunk)
+            if progress is not None:
+                progress(done, len(keys))
+            elif len(keys) > EMBED_CHUNK:
+                log.info("embedded %d of %d task texts", done, len(keys))
+        for i in np.flatnonzero(~have):
+            out[i] = got[hashes[i]]
         return out
 
     def _stored_vectors(self, hashes: list[str], out: np.ndarray) -> np.ndarray:
@@ -452,18 +467,31 @@ class ContextService:
         c = idx.model.centroids[cid]
         return idx.rows[rows[int(np.argmax(vecs[rows] @ c))]].task[:200]
 
-    def recluster(self, tenant: str) -> dict[str, Any]:
-        idx = self.index(tenant)
+    def recluster(self, tenant: str, progress: Progress | None = None) -> dict[str, Any]:
+        """Re-fit the tenant's clusters now, as one new version. An index not loaded yet is
+        loaded with this fit (not fitted twice); ``seconds`` counts the load too."""
         t0 = time.perf_counter()
-        idx.fit()
+        with self._lock:
+            idx = self._indexes.get(tenant)
+            loaded = idx is None
+            if loaded:
+                idx, version = self._load(tenant, refit=True, progress=progress)
+                self._indexes[tenant] = idx
+        if not loaded:
+            version = self._fit(idx)
         self._changes += 1
         self._fused.pop(tenant, None)
-        self.contexts.flush()  # the reports' contexts, to find their clusters in the new fit
-        self.feedback.load(tenant, idx.cluster_of)
-        version = self._persist_clusters(idx)
         return {"tenant": tenant, "clusters": idx.model.k if idx.model else 0,
                 "rows": idx.size, "seconds": round(time.perf_counter() - t0, 3),
                 "version": version}
+
+    def _fit(self, idx: TenantIndex) -> int | None:
+        """Fit the index's clusters, reload its tenant's reports into them, and persist the
+        fit with the thresholds those reports give (one version, returned)."""
+        idx.fit()
+        self.contexts.flush()  # the reports' contexts, to find their clusters in the new fit
+        self.feedback.load(idx.tenant, idx.cluster_of)
+        return self._persist_clusters(idx)
 
     def _persist_clusters(self, idx: TenantIndex) -> int | None:
         """Write the fit to ``clusters`` / ``cluster_members``, as one version (with what a

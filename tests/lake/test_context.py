@@ -226,6 +226,46 @@ def test_recluster_is_a_version_and_clusters_are_sql_tables(dev_cache):
     assert lake.sql("select count(*) from contexts").fetchall()[0][0] >= 1
 
 
+def test_a_first_recluster_embeds_in_chunks_and_fits_once(tmp_path, dev_records, minilm,
+                                                          monkeypatch):
+    """`lake recluster` on a lake never served: the load embeds the tasks in chunks, each
+    persisted when done (a load killed midway resumes after it), shows progress, and fits
+    once: one version, not the load's fit and then the recluster's."""
+    import lake.context as ctxmod
+    from lake.records import task_hash
+
+    monkeypatch.setattr(ctxmod, "EMBED_CHUNK", 16)
+    recs = dev_records[:60]
+    distinct = len({task_hash(r["task"]) for r in recs})
+    assert distinct > 32
+    with Lake.open(str(tmp_path / "lake")) as lake:
+        lake.ingest(recs)
+        cs = ContextService(lake, embedder=minilm)
+        real, calls = cs.embedding.embed_hashed, []
+
+        def dies_on_the_second_chunk(*a, **kw):
+            calls.append(1)
+            if len(calls) == 2:
+                raise RuntimeError("killed")
+            return real(*a, **kw)
+
+        with monkeypatch.context() as m:
+            m.setattr(cs.embedding, "embed_hashed", dies_on_the_second_chunk)
+            with pytest.raises(RuntimeError):
+                cs.recluster("default")
+        assert lake.store.dataset("_embeddings").count_rows() == 16  # the first chunk kept
+        versions, seen = len(lake.versions()), []
+        res = cs.recluster("default", progress=lambda done, total: seen.append((done, total)))
+        left = distinct - 16
+        assert seen[-1] == (left, left) and len(seen) == -(-left // 16)
+        assert len(lake.versions()) == versions + 1
+        assert (lake.versions()[-1].operation, lake.versions()[-1].version) == \
+            ("recluster", res["version"])
+        assert res["rows"] == len(recs) and res["seconds"] > 0
+        assert lake.store.dataset("_embeddings").count_rows() == distinct
+        cs.close()
+
+
 def _same_answers(a: dict, b: dict) -> None:
     assert (a["verdict"], a["reason"], a["cluster"]) == (b["verdict"], b["reason"], b["cluster"])
     assert [(n["trajectory_id"], n["cluster"]) for n in a["neighbors"]] == \

@@ -343,7 +343,7 @@ def test_a_trace_without_a_task_yet_is_not_indexed_until_it_has_one(server: Serv
     assert not trace_stub.Export(_request(other)).HasField("partial_success")
     server.lake.flush()
     server.cache.wait_indexed(_logged(server))
-    fresh = server.cache._load(server.lake.settings.tenant)
+    fresh, _ = server.cache._load(server.lake.settings.tenant)
     assert list(fresh.pos) == [tid]
 
 
