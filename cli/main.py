@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from lake import Lake, LakeError, Settings
+from lake.errors import disk_error
 
 from .audited import actor, audited
 
@@ -81,11 +82,23 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
     from .progress import bar
 
     q = Quarantine(path=quarantine) if quarantine else None
-    with Lake.open(settings=settings) as lake, bar(progress == "bar", "ingest") as tick:
-        on_ack = (lambda ev: click.echo(json.dumps({"event": "acked", **ev}))) \
-            if progress == "json" else None
-        summary = ingest_paths(lake, list(paths), quarantine=q, on_progress=tick, on_ack=on_ack,
-                               wal=wal)
+    landed: dict[str, Any] = {"trajectories": 0}
+
+    def on_ack(ev: dict[str, Any]) -> None:
+        landed.update(trajectories=landed["trajectories"] + ev["trajectories"],
+                      through=ev["through"])
+        if progress == "json":
+            click.echo(json.dumps({"event": "acked", **ev}))
+
+    try:
+        with Lake.open(settings=settings) as lake, bar(progress == "bar", "ingest") as tick:
+            summary = ingest_paths(lake, list(paths), quarantine=q, on_progress=tick,
+                                   on_ack=on_ack, wal=wal)
+    except LakeError:
+        if landed["trajectories"]:  # what the failure did not undo, for the rerun
+            click.echo(f"{landed['trajectories']} trajectories had landed, through "
+                       f"{landed['through']}; the same command run again skips them", err=True)
+        raise
     if as_json:
         _echo_json(summary.as_dict())
     else:
@@ -411,9 +424,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug, not bad input: say so, keep the traceback for LAKE_DEBUG
         if os.environ.get("LAKE_DEBUG"):
             raise
-        click.echo(f"internal error: {type(e).__name__}: {e}\nrerun with LAKE_DEBUG=1 for the "
-                   "traceback and report it; acknowledged data is safe in the write-ahead log",
-                   err=True)
+        disk = disk_error(e, getattr(e, "filename", None) or "a file of the lake", "rerun")
+        click.echo(f"error: {disk}" if disk else
+                   f"internal error: {type(e).__name__}: {e}\nrerun with LAKE_DEBUG=1 for the "
+                   "traceback and report it; nothing acknowledged is lost", err=True)
         sys.exit(EXIT_ERROR)
 
 

@@ -17,6 +17,10 @@ classes to exit codes in ``cli/``.
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+
 
 class LakeError(Exception):
     """Base class. ``str(err)`` is the full, actionable message."""
@@ -78,3 +82,27 @@ ALL_ERRORS: tuple[type[LakeError], ...] = (
     ResourceExhausted,
     Unavailable,
 )
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Lance (Rust) names the errno
+
+
+def os_errno(exc: BaseException) -> int | None:
+    """The errno of an OS failure, from Python's ``OSError`` or Lance's text."""
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    m = _OS_ERROR.search(str(exc))
+    return int(m.group(1)) if m else None
+
+
+def disk_error(exc: BaseException, where: str, then: str = "retry") -> LakeError | None:
+    """A write to ``where`` that failed for a reason the user fixes (a full disk, a
+    read-only one, no permission), as the error that says so; None for any other failure."""
+    n = os_errno(exc)
+    if n in (errno.ENOSPC, errno.EDQUOT):
+        return ResourceExhausted(f"the disk holding {where} is full ({os.strerror(n)}): free "
+                                 f"space there, then {then}", retry_after_s=5.0)
+    if n in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return Unavailable(f"{where} cannot be written ({os.strerror(n)}): make it writable "
+                           f"or use another directory, then {then}")
+    return None
+

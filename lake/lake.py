@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from . import sql as sqlmod
 from .arrow_values import with_numbers
-from .errors import Conflict, InvalidArgument, LakeError, NotFound
+from .errors import Conflict, InvalidArgument, LakeError, NotFound, disk_error
 from .patches import Patch, parse, steps_patch
 from .query import run
 from .records import Context, Record, normalize, normalize_line, now_us
@@ -97,8 +97,11 @@ class Lake:
         catalog = Catalog(store)
         writer = None
         if not readonly:  # a reader never writes: it reads what the versions pin
-            wal = WriteAheadLog(settings.wal_path, settings.wal_segment_bytes,
-                                root=settings.local_root if settings.is_local else None)
+            try:
+                wal = WriteAheadLog(settings.wal_path, settings.wal_segment_bytes,
+                                    root=settings.local_root if settings.is_local else None)
+            except OSError as e:
+                raise _unwritable(e, settings) from e
             try:
                 roll_back(store, catalog)  # first: an interrupted commit's writes go
                 changed = [name for name in ALL_TABLES if store.ensure(name)]
@@ -109,8 +112,10 @@ class Lake:
                 elif changed:  # tables created or columns added by a newer schema
                     catalog.commit("migrate", wal.writer_id, writer.lag["applied_lsn"],
                                    {"tables": changed})
-            except BaseException:
+            except BaseException as e:
                 wal.close()
+                if isinstance(e, OSError):
+                    raise _unwritable(e, settings) from e
                 raise
         return cls(settings, store, catalog, writer)
 
@@ -521,3 +526,11 @@ class Lake:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _unwritable(e: OSError, settings: Settings) -> BaseException:
+    """Opening a lake to write failed on its disk: say which and what to do."""
+    return disk_error(e, f"the lake {settings.data}",
+                      "open it again; reading needs no writing: `lake sql`, `lake versions`, "
+                      "`lake export` work on a read-only lake") or e
+

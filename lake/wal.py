@@ -11,7 +11,6 @@ The log must live on a local disk (``fsync``); the lake itself may be remote.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import struct
@@ -22,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import Conflict, LakeError, ResourceExhausted, Unavailable
+from .errors import Conflict, LakeError, Unavailable, disk_error
 
 MAGIC = b"CLW1"
 _HEADER = struct.Struct("<4sQII")  # magic, lsn, length, crc32
@@ -212,13 +211,10 @@ def _write_all(out: BinaryIO, data: bytes) -> None:
 
 def _write_error(path: Path, e: OSError) -> LakeError:
     """A failed log write as the error a caller can act on; nothing of it was logged."""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return ResourceExhausted(f"the disk of the write-ahead log {path} is full ({e.strerror})"
-                                 ": nothing of this write was logged. Free space there (or "
-                                 "move LAKE_WAL_DIR), then retry", retry_after_s=5.0)
-    return Unavailable(f"the write-ahead log {path} could not be written ({e.strerror}): "
-                       "nothing of this write was logged. Check that its disk is writable, "
-                       "then retry")
+    return disk_error(e, f"the write-ahead log {path} (LAKE_WAL_DIR)",
+                      "retry: nothing of this write was logged") or \
+        Unavailable(f"the write-ahead log {path} could not be written ({e.strerror}): "
+                    "nothing of this write was logged. Check its disk, then retry")
 
 
 def _fsync_file(path: Path) -> None:

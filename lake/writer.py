@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import patches
-from .errors import LakeError
+from .errors import LakeError, disk_error
 from .patches import Patch
 from .records import Context, Record, normalize_line, progress
 from .row_log import read_wal_entry, rows_table, steps_of
@@ -231,7 +231,11 @@ class Writer:
             try:
                 self.apply([r for p in group for r in p.records], group[-1].lsn)
             except BaseException as e:  # noqa: BLE001 - surfaced to every waiter
-                log.exception("lake commit failed; acknowledged data is safe in the WAL")
+                disk = disk_error(e, f"the lake {self.settings.data}", "reopen the lake")
+                if disk is not None:  # the cause is the message: no traceback
+                    log.error("lake commit failed, the writer stopped: %s", disk.message)
+                else:
+                    log.exception("lake commit failed; nothing acknowledged is lost")
                 with self._cv:
                     self._error = e
                     self._cv.notify_all()
@@ -380,9 +384,17 @@ class Writer:
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
-            raise LakeError(f"the lake's writer stopped: {self._error}. Acknowledged data is "
-                            "safe in the write-ahead log; fix the cause and reopen the lake "
-                            "to replay it") from self._error
+            raise self._stopped(self._error) from self._error
+
+    def _stopped(self, e: BaseException) -> LakeError:
+        """The error every write gets once a commit failed: the writer takes no more until
+        the lake is reopened (then a roll-back undoes the failed commit's partial writes)."""
+        then = ("reopen the lake (restart the server, or rerun the command). Nothing "
+                "acknowledged is lost: logged writes replay when the lake reopens, and a "
+                "bulk load run again skips what landed")
+        err = disk_error(e, f"the lake {self.settings.data}", then)
+        return type(err)(f"the lake's writer stopped: {err.message}") if err else \
+            LakeError(f"the lake's writer stopped: {e}. Fix the cause, then {then}")
 
 
 def roll_back(store: TableStore, catalog: Catalog) -> list[str]:

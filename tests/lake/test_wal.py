@@ -139,7 +139,7 @@ def test_a_failed_append_loses_none_acknowledged_after_it(tmp_path, monkeypatch)
         real(out, data)
 
     monkeypatch.setattr(walmod, "_write_all", half_then_full)
-    with pytest.raises(ResourceExhausted, match="is full .*Free space") as e:
+    with pytest.raises(ResourceExhausted, match="is full .*free space") as e:
         log.append(b"x" * 50_000)
     assert e.value.retry_after_s > 0
     acked += [log.append(f"after {i}".encode()) for i in range(3)]
@@ -176,3 +176,61 @@ def test_one_writer_per_lake_even_with_another_write_ahead_log(tmp_path):
             assert reader.count("trajectories") == 1
     with Lake.open(str(root), wal_dir=str(tmp_path / "wal-b")) as second:  # released
         assert second.count("trajectories") == 1
+
+
+def test_a_full_disk_stops_the_writer_with_what_to_do_and_loses_nothing(tmp_path, monkeypatch):
+    """Lance fails a commit with its own text for ENOSPC (no errno on the exception): every
+    write then gets ResourceExhausted naming the lake's disk and what to do, not an internal
+    error; the acknowledged write replays when the lake reopens, once."""
+    from lake import Lake
+    from lake.errors import ResourceExhausted
+    from lake.tables import TableStore
+
+    path = str(tmp_path / "lake")
+    lake = Lake.open(path)
+    lake.ingest([{"trajectory_id": "before", "task": "t", "steps": [{"kind": "llm"}]}])
+    real = TableStore.append
+
+    def full(self, name, rows):
+        if name == "steps":
+            raise OSError("LanceError(IO): No space left on device (os error 28), "
+                          "rust/lance-file/src/writer/structural.rs:190:9")
+        return real(self, name, rows)
+
+    monkeypatch.setattr(TableStore, "append", full)
+    acked = lake.ingest([{"trajectory_id": "acked", "task": "t", "steps": [{"kind": "llm"}]}],
+                        wait=False).lsn
+    assert acked > 0  # logged: acknowledged
+    for attempt in (lambda: lake.flush(), lambda: lake.ingest([{"task": "u"}])):
+        with pytest.raises(ResourceExhausted, match=f"disk holding the lake {path} is full .*"
+                           "free space there, then reopen the lake"):
+            attempt()
+    with pytest.raises(ResourceExhausted):
+        lake.close()
+    monkeypatch.setattr(TableStore, "append", real)
+    with Lake.open(path) as again:
+        assert again.sql("select trajectory_id, n_steps from trajectories order by 1"
+                         ).fetchall() == [("acked", 1), ("before", 1)]
+        assert again.sql("select count(*) from steps").fetchall() == [(2,)]
+
+
+def test_a_read_only_lake_is_named_with_what_to_do(tmp_path, monkeypatch):
+    import errno
+
+    from lake import Lake
+    from lake import lake as lakemod
+    from lake.errors import Unavailable
+
+    path = str(tmp_path / "lake")
+    Lake.open(path).close()
+
+    def read_only(path, *a, **kw):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(lakemod, "WriteAheadLog", read_only)
+    with pytest.raises(Unavailable, match=f"the lake {path} cannot be written \\(Read-only "
+                       "file system\\): make it writable .*`lake sql`"):
+        Lake.open(path)
+    with Lake.open(path, readonly=True) as lake:  # reading needs no writing
+        assert lake.sql("select count(*) from trajectories").fetchall() == [(0,)]
+
