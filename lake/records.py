@@ -438,8 +438,12 @@ def _bool(obj: dict, key: str, path: str) -> bool | None:
 
 
 def _ts(obj: dict, key: str, path: str) -> int | None:
-    """ISO 8601 text (naive means UTC), epoch seconds, or a datetime -> epoch microseconds."""
-    v = obj.get(key)
+    return epoch_us(obj.get(key), path)
+
+
+def epoch_us(v: Any, path: str) -> int | None:
+    """ISO 8601 text (naive means UTC), epoch seconds, or a datetime -> epoch microseconds;
+    what else a time field of the record format holds is an error naming ``path``."""
     if v is None:
         return None
     if isinstance(v, str):

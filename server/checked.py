@@ -26,7 +26,13 @@ import pyarrow as pa
 from google.protobuf.descriptor import FieldDescriptor
 
 from lake.errors import InvalidArgument
-from lake.records import OUTCOME_FIELDS, STEP_ALIASES, STEP_FIELDS, TRAJECTORY_FIELDS
+from lake.records import (
+    OUTCOME_FIELDS,
+    STEP_ALIASES,
+    STEP_FIELDS,
+    TRAJECTORY_FIELDS,
+    epoch_us,
+)
 from proto.contextlake.v1 import lake_pb2 as pb
 
 from . import convert
@@ -92,7 +98,7 @@ def _wants(cls: Any, name: str) -> str:
 def step(row: dict[str, Any], path: str) -> pb.Step:
     """A step row (``Run.tool`` / ``append`` / ``stream``) -> ``Step``. Plain rows, the
     common case, go straight through; the others are reshaped as the format reads them."""
-    if row.keys() <= STEP_FIELDS:
+    if row.keys() <= STEP_FIELDS and type(row.get("started_at")) in _WIRE_TIMES:
         try:
             return pb.Step(**convert.step_fields(row))
         except (TypeError, ValueError, OverflowError):
@@ -144,15 +150,14 @@ def _trajectory_fields(row: dict[str, Any]) -> dict[str, Any]:
             for k, v in row.items() if v is not None and k != "steps"}
 
 
+_WIRE_TIMES = (type(None), datetime)  # what ``convert`` puts on the wire as it is
+
+
 def _times(row: dict[str, Any], keys: tuple[str, ...], path: str,
            to_wire: Any) -> dict[str, Any]:
     for key in keys:
-        value = row.get(key)
-        if value is not None and not isinstance(value, (datetime, int)) \
-                or isinstance(value, bool):
-            raise InvalidArgument(f"must be a datetime or epoch microseconds (int), got "
-                                  f"{type(value).__name__} {value!r:.80}",
-                                  field=f"{path}.{key}" if path else key)
+        if type(row.get(key)) not in _WIRE_TIMES:
+            row[key] = epoch_us(row[key], f"{path}.{key}" if path else key)
     return to_wire(row)
 
 

@@ -10,9 +10,10 @@
         page = lake.list_trajectories(agent="support-bot", status="failed")
 
 Rows come back shaped like the lake's tables (``lake/schema.py``): times are UTC
-``datetime``s, ``meta`` / ``attributes`` JSON text. A failed call raises the lake's error
-class (``InvalidArgument`` with ``.field``, ``NotFound``, ``ResourceExhausted`` with
-``.retry_after_s``, ...): ``server/errors.py``'s table, inverted. ``token`` defaults to
+``datetime``s, ``meta`` / ``attributes`` JSON text. Times sent are read as files' are: a
+``datetime`` (naive means UTC), ISO 8601 text, or epoch seconds. A failed call raises the
+lake's error class (``InvalidArgument`` with ``.field``, ``NotFound``, ``ResourceExhausted``
+with ``.retry_after_s``, ...): ``server/errors.py``'s table, inverted. ``token`` defaults to
 the ``LAKE_TOKEN`` environment variable.
 """
 
@@ -31,6 +32,7 @@ import grpc
 import pyarrow as pa
 
 from lake.errors import Conflict, InvalidArgument, LakeError, ResourceExhausted, Unavailable
+from lake.records import epoch_us
 from proto.contextlake.v1 import lake_pb2 as pb
 from proto.contextlake.v1 import lake_pb2_grpc as pb_grpc
 
@@ -38,6 +40,7 @@ from . import checked, convert
 from .errors import from_rpc_error
 
 DEFAULT_PORT = 50051
+Time = datetime | str | int | float  # a datetime, ISO 8601 text or epoch seconds, as in files
 DEFAULT_MAX_MESSAGE = 64 << 20
 _ENVELOPE = 64 << 10  # room for the rest of a request around its Arrow bytes
 
@@ -143,8 +146,8 @@ class LakeClient:
 
     def list_trajectories(self, *, agent: str = "", agent_version: str = "", model: str = "",
                           session_id: str = "", status: str | list[str] | None = None,
-                          success: bool | None = None, since: datetime | int | None = None,
-                          until: datetime | int | None = None,
+                          success: bool | None = None, since: Time | None = None,
+                          until: Time | None = None,
                           min_reward: float | None = None, tags: list[str] | None = None,
                           page_size: int = 0,
                           page_token: str = "", as_of: int | str | None = None,
@@ -152,8 +155,7 @@ class LakeClient:
         """One page of trajectory rows (without ``steps``), in trajectory_id order."""
         flt = pb.Filter(agent=agent, agent_version=agent_version, model=model,
                         session_id=session_id, status=_statuses(status), success=success,
-                        since_us=None if since is None else convert.to_us(since),
-                        until_us=None if until is None else convert.to_us(until),
+                        since_us=epoch_us(since, "since"), until_us=epoch_us(until, "until"),
                         min_reward=min_reward, tags=tags or [])
         r = self._retry(self.context.ListTrajectories, pb.ListTrajectoriesRequest(
             filter=flt, page_size=page_size, page_token=page_token, as_of=_ref(as_of),
@@ -219,13 +221,14 @@ class LakeClient:
 
     def finish(self, trajectory_id: str, *, success: bool | None = None,
                reward: float | None = None, scores: dict[str, float] | None = None,
-               status: str | None = None, ended_at: datetime | int | None = None) -> int:
+               status: str | None = None, ended_at: Time | None = None) -> int:
         """Close a live trajectory; returns the LSN (pass as min_lsn to read it).
         ``ended_at`` defaults to now."""
         r = self._retry(self.ingest.FinishTrajectory, checked.message(
             pb.FinishTrajectoryRequest, trajectory_id=trajectory_id,
             status=_statuses(status)[0] if status else 0, success=success, reward=reward,
-            scores=scores or {}, ended_at_us=convert.to_us(ended_at or datetime.now(UTC))))
+            scores=scores or {},
+            ended_at_us=epoch_us(datetime.now(UTC) if ended_at is None else ended_at, "ended_at")))
         return r.lsn
 
     def trajectory(self, task: str, **fields: Any) -> Run:

@@ -4,6 +4,8 @@ never stays open because of a bad step, and a finished run takes no more steps."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lake.errors import Conflict, InvalidArgument
@@ -51,6 +53,42 @@ def test_live_runs_get_times_and_keep_unknown_fields(server, client):
     tool, llm, _ = got["steps"]
     assert tool["started_at"] is not None and '"cache":"hit"' in tool["attributes"]
     assert llm["duration_ms"] == 40 and '"temperature":0' in llm["attributes"]
+
+
+def test_times_are_read_as_files_read_them(server, client, tmp_path):
+    """A time the client sends means what it means in a JSONL file: a datetime (naive is
+    UTC), ISO 8601 text, or epoch seconds; an integer is never taken for microseconds."""
+    from datetime import UTC, datetime
+
+    from ingest import ingest_paths
+
+    at = datetime(2025, 8, 1, 16, 16, 37, 500_000, tzinfo=UTC)
+    forms = [at, at.replace(tzinfo=None), "2025-08-01T16:16:37.5Z", at.timestamp()]
+    for i, form in enumerate(forms):
+        tid = client.start("Track parcel #4", trajectory_id=f"tm-{i}", started_at=form)
+        client.append(tid, [{"index": 0, "kind": "tool", "started_at": form}])
+        lsn = client.finish(tid, success=True, ended_at=form)
+        got = client.get_trajectory(tid, min_lsn=lsn)
+        assert (got["started_at"], got["steps"][0]["started_at"], got["ended_at"]) == \
+            (at, at, at), form
+    whole = int(at.timestamp())
+    client.finish(client.start("t", trajectory_id="tm-int", started_at=whole), ended_at=whole,
+                  success=True)
+    f = tmp_path / "runs.jsonl"
+    f.write_text(json.dumps({"trajectory_id": "tm-file", "task": "t", "started_at": whole}))
+    ingest_paths(server.lake, [str(f)])
+    rows = server.lake.sql("select trajectory_id, started_at from trajectories where "
+                           "trajectory_id in ('tm-int', 'tm-file')").fetchall()
+    assert {r[1] for r in rows} == {at.replace(microsecond=0)} and len(rows) == 2
+    assert [r["trajectory_id"] for r in client.list_trajectories(
+        since=whole, until="2025-08-01T16:16:38Z").trajectories] == \
+        ["tm-0", "tm-1", "tm-2", "tm-3", "tm-file", "tm-int"]
+    with pytest.raises(InvalidArgument, match="ISO 8601") as e:
+        client.start("t", started_at="yesterday")
+    assert e.value.field == "started_at"
+    with pytest.raises(InvalidArgument) as e:
+        client.finish("tm-0", ended_at=True)
+    assert e.value.field == "ended_at"
 
 
 def test_outcome_and_report_values_of_the_wrong_type_name_the_field(server, client):

@@ -91,12 +91,12 @@ def test_stream_rejects_name_the_position_in_the_whole_stream(server, client):
     steps = [{"index": i, "kind": "tool"} for i in range(1200)]
     steps[3]["duration_ms"] = steps[900]["duration_ms"] = -4.0  # 900: the second group
     steps[600]["attributes"] = "["  # not JSON: refused by the message's conversion
-    steps[1100]["started_at"] = 2**62  # microseconds out of range: likewise
+    steps[1100]["cost_usd"] = -1.0  # refused by the lake's rules, in the third group
     reply = client.stream(tid, steps)
     assert reply.accepted == 1196
     assert [(r["index"], r["field"]) for r in reply.rejects] == \
         [(3, "steps[3].duration_ms"), (600, "steps[600].attributes"),
-         (900, "steps[900].duration_ms"), (1100, "steps[1100].started_at_us")]
+         (900, "steps[900].duration_ms"), (1100, "steps[1100].cost_usd")]
     got = client.get_trajectory(tid, min_lsn=client.finish(tid, success=True))
     assert got["n_steps"] == 1196
 
@@ -105,12 +105,12 @@ def test_one_unreadable_step_does_not_sink_its_batch(server, client):
     tid = client.start("a task", trajectory_id="p-2")
     reply = client.append(tid, [{"index": 0, "kind": "tool"},
                                 {"index": 1, "kind": "tool", "attributes": "oops"},
-                                {"index": 2, "kind": "tool", "started_at": 2**62},
+                                {"index": 2, "kind": "tool", "cost_usd": -1.0},
                                 {"index": 3, "kind": "tool", "duration_ms": -1.0},
                                 {"index": 4, "kind": "llm"}])
     assert reply.accepted == 2
     assert [(r["index"], r["field"]) for r in reply.rejects] == \
-        [(1, "steps[1].attributes"), (2, "steps[2].started_at_us"), (3, "steps[3].duration_ms")]
+        [(1, "steps[1].attributes"), (2, "steps[2].cost_usd"), (3, "steps[3].duration_ms")]
     assert all(r["reason"] for r in reply.rejects)
     got = client.get_trajectory(tid, min_lsn=reply.lsn)
     assert [s["index"] for s in got["steps"]] == [0, 4]
