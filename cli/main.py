@@ -350,7 +350,8 @@ def _tokens(settings: Settings):  # type: ignore[no-untyped-def]
 @_common
 @click.option("--agent", required=True, help="Agent identity the token stands for.")
 @click.option("--scopes", default="read,ingest", show_default=True,
-              help="Comma-separated: ingest, read, admin.")
+              help="Comma-separated: ingest, read, admin (the tenant's data), operator "
+                   "(Restore and moving tags: every tenant's data).")
 @click.option("--json", "as_json", is_flag=True)
 def token_create(settings: Settings, agent: str, scopes: str, as_json: bool) -> None:
     """Create a token for --tenant (default 'default'); it is printed once: keep it.

@@ -472,7 +472,7 @@ class Lake:
             self.store.upsert("trajectories", ["tenant", "trajectory_id"],
                               pa.Table.from_pylist(rows, schema=TRAJECTORIES))
             self.catalog.commit("retract", writer.wal.writer_id, writer.lag["applied_lsn"],
-                                {"trajectories": len(rows), "reason": reason})
+                                {"tenant": tenant, "trajectories": len(rows), "reason": reason})
         for listener in self._retract_listeners:
             listener(tenant, [r["trajectory_id"] for r in rows])
         return len(rows)

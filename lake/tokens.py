@@ -4,8 +4,9 @@ A token reads ``cl_<id>_<secret>``. The ``id`` (12 hex digits) is public and is 
 token is found; the secret (32 random bytes, URL-safe base64) is shown once, at creation,
 and only its sha256 is stored. With 256 random bits a plain sha256 is the right hash: there
 is nothing to guess, so no salt or slow hash is needed. A token binds a tenant, an agent
-identity and scopes (``ingest``, ``read``, ``admin``); the tenant of every call made with
-it comes from here, never from the request.
+identity and scopes (``ingest``, ``read``, ``admin`` for the tenant's own data, ``operator``
+for what changes every tenant's); the tenant of every call made with it comes from here,
+never from the request.
 
 ``tokens`` is a system table: not pinned by lake versions (a restore never brings a
 revoked token back) and written directly, so ``lake token create|revoke`` works while
@@ -34,7 +35,8 @@ from .schema import TOKENS
 from .settings import Settings
 from .tables import TableStore
 
-SCOPES = ("ingest", "read", "admin")
+OPERATOR = "operator"  # lake-wide changes: Restore, moving a tag; every tenant's versions
+SCOPES = ("ingest", "read", "admin", OPERATOR)
 PREFIX = "cl"
 _TOKEN_RE = re.compile(r"^cl_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _RELOAD_MIN_S = 0.2  # an unknown id reloads the table at most this often (storms of bad ids)
@@ -76,6 +78,13 @@ def parse_scopes(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(s for s in SCOPES if s in names)
 
 
+def _check_name(field: str, value: str) -> None:
+    """A tenant or agent name: 1-128 printable characters, no space at either end."""
+    if not value or len(value) > 128 or not value.isprintable() or value != value.strip():
+        raise InvalidArgument(f"{value!r:.60} is not a usable {field} name: give 1-128 "
+                              "printable characters with no space at either end", field=field)
+
+
 def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -102,9 +111,8 @@ class Tokens:
     def create(self, tenant: str, agent: str, scopes: str | list[str] | tuple[str, ...]
                ) -> tuple[str, TokenInfo]:
         """A new token: returns its text (shown once, never stored) and its record."""
-        if not tenant or not agent:
-            raise InvalidArgument("a token needs a tenant and an agent name",
-                                  field="tenant" if not tenant else "agent")
+        for name, value in (("tenant", tenant), ("agent", agent)):
+            _check_name(name, value)
         token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         row = {"token_id": token_id, "tenant": tenant, "agent": agent,
                "scopes": list(parse_scopes(scopes)), "secret_sha256": _digest(secret),
@@ -121,8 +129,9 @@ class Tokens:
         token_id = m.group(1) if m else token_id
         rows = {r["token_id"]: r for r in self._read()}
         row = rows.get(token_id)
-        if row is None:
-            raise NotFound(f"no token with id {token_id!r}; `lake token list` shows the ids")
+        if row is None:  # a mistyped whole token: never print its secret
+            shown = token_id if len(token_id) <= 16 else f"{token_id[:15]}..."
+            raise NotFound(f"no token with id {shown!r}; `lake token list` shows the ids")
         if row["revoked_at"] is None:
             row = {**row, "revoked_at": now_us()}
             self.store.upsert("tokens", ["token_id"], pa.Table.from_pylist([row], schema=TOKENS))

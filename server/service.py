@@ -7,6 +7,7 @@ caller's identity, and so the tenant, comes from ``auth.identity()``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,10 +20,12 @@ from lake import IngestResult, Lake, reads
 from lake.answer_text import describe
 from lake.columnar import DROP, normalize_batch
 from lake.context import ContextService, Query
-from lake.errors import InvalidArgument
+from lake.errors import InvalidArgument, PermissionDenied
 from lake.index import Filters
 from lake.records import Record, normalize, normalize_line
 from lake.row_log import wal_entry
+from lake.tokens import OPERATOR
+from lake.versions import Version
 from proto.contextlake.v1 import lake_pb2 as pb
 from proto.contextlake.v1 import lake_pb2_grpc as pb_grpc
 
@@ -348,11 +351,15 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return pb.StatsResponse(**reads.stats(self.lake, identity().tenant), auth=self.auth_mode)
 
     def Versions(self, request: pb.VersionsRequest, context: Any) -> pb.VersionsResponse:
-        tags = self._tags()
-        return pb.VersionsResponse(versions=[convert.version_to_pb(v, tags.get(v.version, []))
-                                             for v in self.lake.versions()])
+        tags, who = self._tags(), identity()
+        everyone = OPERATOR in who.scopes
+        return pb.VersionsResponse(versions=[
+            convert.version_to_pb(v if everyone else _own_detail(v, who.tenant),
+                                  tags.get(v.version, [])) for v in self.lake.versions()])
 
     def Tag(self, request: pb.TagRequest, context: Any) -> pb.TagResponse:
+        if request.force:
+            _operator("moving a tag (force)", "a tag names a version of every tenant's data")
         version = self.lake.tag(request.name, convert.ref(request.ref), force=request.force)
         return pb.TagResponse(version=self._version(version))
 
@@ -360,6 +367,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         if not request.ref:
             raise InvalidArgument("ref is empty: name the version number or tag to restore "
                                   "(see Versions)", field="ref")
+        _operator("Restore", "it rolls back every tenant's data")
         version = self.lake.restore(convert.ref(request.ref))
         return pb.RestoreResponse(version=self._version(version),
                                   restored=version.detail.get("restored", 0))
@@ -387,6 +395,24 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
     def _version(self, version: Any) -> pb.Version:
         return convert.version_to_pb(version, self._tags().get(version.version, []))
+
+
+def _operator(what: str, why: str) -> None:
+    """Lake-wide changes need the ``operator`` scope: ``admin`` manages one tenant's data."""
+    who = identity()
+    if OPERATOR not in who.scopes:
+        raise PermissionDenied(f"{what} needs the {OPERATOR!r} scope ({why}); token "
+                               f"{who.token_id} of tenant {who.tenant!r} has "
+                               f"{', '.join(sorted(who.scopes))}: ask the lake's operator, or "
+                               f"use a token created with `lake token create --scopes "
+                               f"{OPERATOR}`")
+
+
+def _own_detail(v: Version, tenant: str) -> Version:
+    """A version as a tenant's admin sees it: another tenant's detail (its counts, a
+    retraction's reason) is left out."""
+    owner = v.detail.get("tenant", tenant if v.operation != "retract" else None)
+    return v if owner == tenant else dataclasses.replace(v, detail={})
 
 
 def add_servicers(register: Callable[[Callable, Any], None], lake: Lake, auth_mode: str,

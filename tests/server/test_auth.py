@@ -65,7 +65,7 @@ def test_admin_actions_need_the_admin_scope_and_are_audited_at_once(secure):
     with LakeClient(secure.target, token(secure, scopes="read,ingest")) as c, \
             pytest.raises(PermissionDenied):
         c.tag("x")
-    with LakeClient(secure.target, token(secure, "ops", "op", scopes="admin")) as c:
+    with LakeClient(secure.target, token(secure, "ops", "op", scopes="admin,operator")) as c:
         c.tag("release-1")
         assert secure.audit.pending == 0  # flushed at once, not in the next batch
         with pytest.raises(NotFound):
@@ -76,6 +76,51 @@ def test_admin_actions_need_the_admin_scope_and_are_audited_at_once(secure):
         ("ops", "AdminService/Tag", "ok"),
         ("ops", "AdminService/Restore", "not_found")]
     assert rows[1]["resource"] == 'name: "release-1"' and rows[1]["actor"] == "op"
+
+
+def test_lake_wide_changes_need_the_operator_scope(secure):
+    """``admin`` manages its tenant's data; what changes every tenant's (Restore, moving a
+    tag) needs ``operator``, and another tenant's version details stay hidden from it."""
+    acme = LakeClient(secure.target, token(secure, "acme", scopes="read,ingest,admin"))
+    bravo = LakeClient(secure.target, token(secure, "bravo", scopes="read,ingest,admin"))
+    ops = LakeClient(secure.target, token(secure, "ops", scopes="admin,operator"))
+    try:
+        bravo.ingest_arrow([run("b-1", task="bravo's card 4111")])
+        lsn = acme.ingest_arrow([run("a-1")]).lsn
+        acme.get_trajectory("a-1", min_lsn=lsn)
+        bravo.tag("bravo-release")
+        bravo.retract(["b-1"], reason="leaked bravo's card number")
+        acme.retract(["a-1"], reason="acme's own reason")
+        for call in (lambda: acme.restore("bravo-release"),
+                     lambda: acme.tag("bravo-release", force=True)):
+            with pytest.raises(PermissionDenied, match="needs the 'operator' scope"):
+                call()
+        seen = {v["operation"]: v["detail"] for v in acme.versions() if
+                v["operation"] == "retract" and v["detail"]}
+        assert seen == {"retract": {"tenant": "acme", "trajectories": 1,
+                                    "reason": "acme's own reason"}}
+        assert "leaked" not in repr(acme.versions())
+        assert "leaked" in repr(ops.versions())  # the operator sees every tenant's
+        assert ops.restore("bravo-release")["operation"] == "restore"
+        assert ops.tag("bravo-release", force=True)
+    finally:
+        for c in (acme, bravo, ops):
+            c.close()
+    refused = [(r["tenant"], r["action"], r["outcome"]) for r in audit_rows(secure)
+               if r["outcome"] != "ok"]
+    assert refused == [("acme", "AdminService/Restore", "permission_denied"),
+                       ("acme", "AdminService/Tag", "permission_denied")]
+
+
+def test_token_names_are_checked_and_a_mistyped_token_is_not_echoed(secure):
+    for tenant in ("", " acme", "acme ", "ac\nme", "x" * 129):
+        with pytest.raises(InvalidArgument) as e:
+            secure.tokens.create(tenant, "bot", "read")
+        assert e.value.field == "tenant"
+    text = token(secure)
+    with pytest.raises(NotFound) as e:
+        secure.tokens.revoke(text[:-3])  # cut short: not read as a token, nor printed
+    assert text[20:] not in str(e.value)
 
 
 def test_a_storm_of_refusals_is_appended_in_batches(secure):
