@@ -32,7 +32,7 @@ def evaluate(records: list[dict], k: int = 5) -> dict[str, dict[str, float]]:
         cs = ContextService(lake)
         by_id = {r["trajectory_id"]: r["meta"] for r in records}
         asked = [r for r in records if r["meta"].get("first_user_message")]  # no-user runs: none
-        cs.embedding.embed([r["meta"]["first_user_message"] for r in asked], persisted=False)
+        cs.embed_queries("default", [r["meta"]["first_user_message"] for r in asked])
         hits: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         t0 = time.perf_counter()
         for r in asked:

@@ -91,7 +91,7 @@ def _batch(cs: Any, tenant: str, path: str, k: int, filters: dict[str, Any]) -> 
         except (orjson.JSONDecodeError, ValueError) as e:
             parsed.append((n, f"{path}:{n}: {e}"))
     texts = [q["text"] for _, q in parsed if isinstance(q, dict) and isinstance(q.get("text"), str)]
-    cs.embedding.embed(texts, persisted=False)  # one batched pass; lookups then hit the cache
+    cs.embed_queries(tenant, texts)  # one batched pass; the lookups then skip the model
     for n, q in parsed:
         if isinstance(q, str):
             out: dict[str, Any] = {"error": q, "line": n}

@@ -306,7 +306,7 @@ class ContextService:
     def _answer(self, tenant: str, idx: TenantIndex, q: Query, *,
                 refresh: bool) -> dict[str, Any]:
         t0 = time.perf_counter()
-        vec, qhash = self._query_vector(q)
+        vec, qhash = self._query_vector(tenant, q)
         t1 = time.perf_counter()
         now = now_us()
         ids, scores = idx.search(vec, q.k, q.filters, now)
@@ -331,7 +331,15 @@ class ContextService:
         self._remember(tenant, ctx_id, q, answer, verdict, neighbors, cluster, version)
         return answer
 
-    def _query_vector(self, q: Query) -> tuple[np.ndarray, str | None]:
+    def embed_queries(self, tenant: str, texts: list[str]) -> np.ndarray:
+        """Query vectors of ``tenant``, in one batched pass (later lookups of these texts by
+        this tenant skip the model). Kept apart per tenant: a query's speed must not tell
+        one tenant that another asked, or stored, the same text."""
+        norm = [normalize_task(t) for t in texts]
+        return self.embedding.embed_hashed([_query_key(tenant, task_hash(t)) for t in texts],
+                                           norm, persisted=False)
+
+    def _query_vector(self, tenant: str, q: Query) -> tuple[np.ndarray, str | None]:
         if (q.text is None) == (q.vector is None):
             raise InvalidArgument("give exactly one of text or vector", field="text")
         if not 1 <= int(q.k) <= K_MAX:
@@ -340,8 +348,8 @@ class ContextService:
             if not isinstance(q.text, str) or not q.text.strip():
                 raise InvalidArgument("text is empty; send the task text", field="text")
             h = task_hash(q.text)
-            return self.embedding.embed_hashed([h], [normalize_task(q.text)],
-                                               persisted=False)[0], h
+            return self.embedding.embed_hashed([_query_key(tenant, h)],
+                                               [normalize_task(q.text)], persisted=False)[0], h
         v = np.asarray(q.vector, dtype=np.float32).reshape(-1)
         if v.shape[0] != self.embedder.dim:
             raise InvalidArgument(f"vector has {v.shape[0]} dimensions; this lake's embedder "
@@ -583,3 +591,9 @@ def _collapse(tools: list[str] | None) -> tuple[str, ...]:
         if not out or out[-1] != t:
             out.append(t)
     return tuple(out)
+
+
+def _query_key(tenant: str, text_hash: str) -> str:
+    """The embedding cache's key of a tenant's query text (task vectors use the bare hash)."""
+    return f"{tenant}\x00{text_hash}"
+

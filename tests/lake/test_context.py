@@ -61,7 +61,7 @@ def test_retrieval_by_another_wording_of_the_task(dev_cache, dev_records):
     """Acceptance: >= 90% of retail runs find their task in the top 5 by first user message."""
     meta = {r["trajectory_id"]: r["meta"] for r in dev_records}
     retail = [r for r in dev_records if r["meta"]["domain"] == "retail"]
-    dev_cache.embedding.embed([r["meta"]["first_user_message"] for r in retail])
+    dev_cache.embed_queries("default", [r["meta"]["first_user_message"] for r in retail])
     found = 0
     for r in retail:
         a = dev_cache.get_context("default", {"text": r["meta"]["first_user_message"]})
@@ -226,6 +226,22 @@ def test_recluster_is_a_version_and_clusters_are_sql_tables(dev_cache):
     assert lake.sql("select count(*) from contexts").fetchall()[0][0] >= 1
 
 
+def test_a_query_is_not_faster_for_a_text_another_tenant_stored_or_asked(cache):
+    """The embedding cache is kept apart per tenant for queries: whether a text skips the
+    model must not tell tenant A that tenant B stored or asked it (a timing oracle)."""
+    cache.lake.ingest(_runs("Refund order #88 to the gift card"), tenant="bravo")
+    cache.get_context("bravo", {"text": "Refund order #88 to the gift card"})
+    cache.get_context("bravo", {"text": "bravo's private question"})
+    cache.lake.ingest(_runs("Book a flight"), tenant="acme")
+    cache.index("acme")  # its own tasks embedded
+    before = cache.embedding.model_texts
+    for text in ("Refund order #88 to the gift card", "bravo's private question"):
+        cache.get_context("acme", {"text": text})
+    assert cache.embedding.model_texts == before + 2  # both ran the model for acme
+    cache.get_context("acme", {"text": "bravo's private question"})
+    assert cache.embedding.model_texts == before + 2  # acme's own repeat skips it
+
+
 def test_a_first_recluster_embeds_in_chunks_and_fits_once(tmp_path, dev_records, minilm,
                                                           monkeypatch):
     """`lake recluster` on a lake never served: the load embeds the tasks in chunks, each
@@ -340,6 +356,7 @@ def test_a_restart_loads_the_persisted_clusters_instead_of_refitting(tmp_path, d
         assert cs.index("default").fitted_at > fitted_at
         cs.close()
 
+
 def test_embedding_is_never_repeated_for_the_same_text(cache):
     cache.lake.ingest(_runs("Refund order #77", "refund   ORDER #77"))  # same normalized text
     cache.index("default")
@@ -347,9 +364,11 @@ def test_embedding_is_never_repeated_for_the_same_text(cache):
     calls = cache.embedding.model_texts
     cache.get_context("default", {"text": "Refund order #77"})
     cache.get_context("default", {"text": "REFUND order #77"})
-    assert cache.embedding.model_texts == calls  # the stored task's vector was reused
+    # once for the tenant's queries (kept apart from task vectors, which every tenant's
+    # share: no timing oracle), then reused for the other wording
+    assert cache.embedding.model_texts == calls + 1
     vecs = cache.embed_tasks(["h1", "h1"], ["some new text", "some new text"])
-    assert np.allclose(vecs[0], vecs[1]) and cache.embedding.model_texts == calls + 1
+    assert np.allclose(vecs[0], vecs[1]) and cache.embedding.model_texts == calls + 2
 
 
 def test_answer_now_answers_from_memory_or_says_it_would_wait(cache, minilm):
