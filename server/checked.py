@@ -179,7 +179,18 @@ def _object(value: Any, path: str) -> dict[str, Any] | None:
 
 
 def _json(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    """A value as JSON text: numpy values as numbers and lists, datetimes as ISO 8601,
+    sets as lists, anything else JSON has no form for as its ``str``."""
+    return orjson.dumps(value, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY
+                        | orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
 
 
 def warn_unknown_records(records: list[dict[str, Any]]) -> None:

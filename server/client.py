@@ -387,10 +387,10 @@ class Run:
                            "with client.trajectory(...)", field="trajectory_id")
 
     def tool(self, name: str, input: Any = None, output: Any = None, **fields: Any) -> None:
-        self.step("tool", name=name, input=_text(input), output=_text(output), **fields)
+        self.step("tool", name=name, input=input, output=output, **fields)
 
     def llm(self, output: Any = None, input: Any = None, **fields: Any) -> None:
-        self.step("llm", input=_text(input), output=_text(output), **fields)
+        self.step("llm", input=input, output=output, **fields)
 
     def flush(self) -> None:
         """Send the buffered steps. Steps the lake refuses raise ``InvalidArgument`` (the
@@ -438,10 +438,6 @@ class Run:
                     success=False if failed else None)
         if refused is not None and exc_type is None:
             raise refused
-
-
-def _text(value: Any) -> str | None:
-    return value if value is None or isinstance(value, str) else json.dumps(value)
 
 
 def _reject(r: Any) -> dict[str, Any]:

@@ -55,6 +55,34 @@ def test_live_runs_get_times_and_keep_unknown_fields(server, client):
     assert llm["duration_ms"] == 40 and '"temperature":0' in llm["attributes"]
 
 
+def test_tool_values_json_has_no_form_for_are_stored_not_fatal(server, client):
+    """An agent's tool returns what it returns: datetimes, numpy values, Decimals, sets,
+    bytes, its own classes. The run goes on; the value is stored as JSON text."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    import numpy as np
+
+    class Parcel:
+        def __str__(self) -> str:
+            return "Parcel(#3)"
+
+    with client.trajectory("Track parcel #3", trajectory_id="ck-json") as t:
+        t.tool("track", {"at": datetime(2025, 8, 1, tzinfo=UTC), "kg": np.float32(1.5),
+                         "n": np.int64(2), "price": Decimal("9.90"), "tags": {"b", "a"},
+                         "raw": b"ok", "city": "Zürich"}, Parcel())
+        t.llm(np.array([1, 2]))
+        lsn = t.finish(success=True)
+    got = client.get_trajectory("ck-json", min_lsn=lsn)
+    assert (got["status"], got["n_steps"]) == ("succeeded", 2)
+    tool, llm = got["steps"]
+    assert json.loads(tool["input"]) == {"at": "2025-08-01T00:00:00+00:00", "kg": 1.5, "n": 2,
+                                         "price": "9.90", "tags": ["a", "b"], "raw": "ok",
+                                         "city": "Zürich"}
+    assert "Zürich" in tool["input"] and tool["output"] == '"Parcel(#3)"'
+    assert json.loads(llm["output"]) == [1, 2]
+
+
 def test_times_are_read_as_files_read_them(server, client, tmp_path):
     """A time the client sends means what it means in a JSONL file: a datetime (naive is
     UTC), ISO 8601 text, or epoch seconds; an integer is never taken for microseconds."""

@@ -28,7 +28,7 @@ def test_trajectory_context_manager(server, client):
     assert (got["status"], got["success"], got["n_steps"], got["agent"]) == \
         ("succeeded", True, 41, "bot")
     assert [s["index"] for s in got["steps"]] == list(range(41))
-    assert got["steps"][1]["input"] == '{"id": 0}'
+    assert got["steps"][1]["input"] == '{"id":0}'  # as files store it
     with pytest.raises(RuntimeError):
         with client.trajectory("crashes", trajectory_id="ctx-2") as t:
             t.tool("x")
