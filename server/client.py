@@ -64,10 +64,12 @@ class LakeClient:
     """``target``: ``host:port`` (the port defaults to 50051; ``http://`` is dropped)."""
 
     def __init__(self, target: str, token: str | None = None, *, timeout: float = 60.0,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE):
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE, retry_s: float = 30.0):
         token = token if token is not None else os.environ.get("LAKE_TOKEN")
         self.target = _target(target)
         self.timeout, self.max_message_bytes = timeout, max_message_bytes
+        self.retry_s = retry_s  # how long idempotent calls ride out a restart or overload
+        self._answered = False  # a server answered once: a failure to connect is a restart
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.channel = grpc.insecure_channel(self.target, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
@@ -82,7 +84,9 @@ class LakeClient:
     def call(self, method: Callable[..., Any], request: Any) -> Any:
         """One RPC with the token and timeout; a failure raises the lake's error class."""
         try:
-            return method(request, metadata=self._metadata, timeout=self.timeout)
+            reply = method(request, metadata=self._metadata, timeout=self.timeout)
+            self._answered = True
+            return reply
         except grpc.RpcError as e:
             err = from_rpc_error(e)
             if isinstance(err, Unavailable) and "failed to connect" in err.message.lower():
@@ -235,16 +239,21 @@ class LakeClient:
         """``with client.trajectory(task, agent=...) as t: t.tool(...); t.finish(success=True)``"""
         return Run(self, task, fields)
 
-    def _retry(self, method: Callable[..., Any], request: Any, attempts: int = 5) -> Any:
-        """Idempotent calls (client ids, step indexes) are retried on transient failures."""
-        for attempt in range(attempts):
+    def _retry(self, method: Callable[..., Any], request: Any) -> Any:
+        """Idempotent calls (client ids, step indexes) are retried on transient failures for
+        up to ``retry_s`` (a server restarting, overload); a server this client never
+        reached fails within ~2 s (a wrong address should not hang)."""
+        budget = self.retry_s if self._answered else min(self.retry_s, 2.0)
+        deadline, delay = time.monotonic() + budget, 0.1
+        while True:
             try:
                 return self.call(method, request)
             except (Unavailable, ResourceExhausted) as e:
-                if attempt == attempts - 1:
+                wait = min(2.0, max(delay, getattr(e, "retry_after_s", 0.0)))
+                if time.monotonic() + wait > deadline:
                     raise
-                time.sleep(min(2.0, getattr(e, "retry_after_s", 0.1) * (2 ** attempt)))
-        raise AssertionError("unreachable")
+                time.sleep(wait)
+                delay *= 2
 
     # -- the semantic cache ---------------------------------------------------------------------
     def get_context(self, text: str | None = None, *, vector: Any = None, k: int = 5,
@@ -272,7 +281,7 @@ class LakeClient:
     def report(self, context_id: str, *, used: bool | None = None, success: bool | None = None,
                reward: float | None = None, trajectory_id: str = "") -> None:
         """Say whether a context helped: it moves the cluster's threshold and plan stats."""
-        self.call(self.context.ReportOutcome, checked.message(
+        self._retry(self.context.ReportOutcome, checked.message(  # a retry counts once
             pb.ReportOutcomeRequest, context_id=context_id, used=used, success=success,
             reward=reward, trajectory_id=trajectory_id))
 

@@ -142,6 +142,34 @@ def _start_server(data: Path, port: int) -> subprocess.Popen:
     raise AssertionError("server did not start")
 
 
+def test_a_run_rides_out_a_server_restart(lake_dir):
+    """A server restarting (seconds) under a live run: the client's calls wait for it
+    (``retry_s``) instead of failing the run and dropping its buffered steps."""
+    from server.app import serve
+
+    from .conftest import make_settings
+
+    port, started = _free_port(), []
+    srv = serve(make_settings(lake_dir), "127.0.0.1", port)
+    restart = threading.Timer(2.5, lambda: started.append(
+        serve(make_settings(lake_dir), "127.0.0.1", port)))
+    try:
+        with LakeClient(f"127.0.0.1:{port}") as c:
+            with c.trajectory("Refund order #5", trajectory_id="rs-1") as t:
+                t.tool("get_order", {"id": 5}, "delivered")
+                t.flush()
+                srv.stop(grace=1)
+                restart.start()
+                t.tool("refund", {"id": 5}, "ok")
+                lsn = t.finish(success=True)  # waits for the new server
+            got = c.get_trajectory("rs-1", min_lsn=lsn)
+            assert (got["status"], got["n_steps"]) == ("succeeded", 2)
+    finally:
+        restart.join()
+        for s in started:
+            s.stop(grace=1)
+
+
 @pytest.mark.slow
 def test_sigkill_during_stream_loses_no_acknowledged_step(tmp_path):
     data, port = tmp_path / "lake", _free_port()
