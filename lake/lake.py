@@ -409,6 +409,8 @@ class Lake:
         from the latest version whichever version is read, since a retracted trajectory is
         never served again (not by time travel, not after a restore)."""
         if not self.store.exists("trajectories"):
+            self._started.clear()  # live runs' state is the restored rows' now: recalled
+            self._finished.clear()  # from them (a run started since is NotFound, not lost)
             return {}
         cond = "retracted_at IS NOT NULL"
         t = self.store.dataset("trajectories").to_table(

@@ -275,6 +275,25 @@ def test_a_finished_run_stays_final_after_the_lake_forgets_it(lake: Lake, monkey
     lake.finish_trajectory("r0", status="succeeded", outcome={"reward": 1.0})  # a retry
 
 
+def test_after_a_restore_live_runs_follow_the_restored_rows(lake: Lake):
+    """A run started after the restored version is gone with it: steps for it are refused
+    (NotFound), not acknowledged and dropped; a run the restore kept takes steps again."""
+    lake.start_trajectory({"trajectory_id": "kept", "task": "t"})
+    lake.flush()
+    before = lake.version().version
+    lake.start_trajectory({"trajectory_id": "later", "task": "t"})
+    lake.append_steps("later", [{"index": 0, "kind": "tool"}])
+    lake.flush()
+    lake.restore(before)
+    with pytest.raises(NotFound, match="was not started"):
+        lake.append_steps("later", [{"index": 1, "kind": "tool"}])
+    lake.append_steps("kept", [{"index": 0, "kind": "tool"}])
+    lake.finish_trajectory("kept", status="succeeded")
+    lake.flush()
+    assert lake.sql("select trajectory_id, status, n_steps from trajectories").fetchall() == \
+        [("kept", "succeeded", 1)]
+
+
 def test_a_retraction_holds_across_restore_and_time_travel(lake: Lake, tmp_path):
     """Never served again: not after restoring a version from before the retraction, not
     by reading that version (listings, exports, tapes), while SQL time travel still shows
