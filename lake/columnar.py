@@ -52,10 +52,10 @@ from .records import (
     TRAJECTORY_FIELDS,
     Context,
     Record,
-    _keep,
     _meta,
     _scores,
     _tags,
+    keep_field,
     task_hash,
 )
 from .schema import STATUSES, STEPS, TRAJECTORIES, TS
@@ -223,7 +223,7 @@ class _Rows:
 
     def _meta_texts(self) -> pa.Array | None:
         """``meta`` JSON text of every row, made column by column when ``meta`` is an object
-        with fixed fields (a struct) and no unknown field takes a name it has (``_keep``
+        with fixed fields (a struct) and no unknown field takes a name it has (``keep_field``
         would move it under ``_fields``). None: made row by row (``records._meta``)."""
         meta = self.cols.get("meta")
         fields: list[tuple[str, pa.Array, np.ndarray]] = []
@@ -490,7 +490,7 @@ class _Steps:
 
     def _merge(self, given: pa.Array, attrs: pa.Array, extra: list) -> pa.Array:
         """Steps with an ``attributes`` object: merged with their unknown fields in Python
-        (``_keep`` keeps a name the object already has under ``_fields``)."""
+        (``keep_field`` keeps a name the object already has under ``_fields``)."""
         where = np.flatnonzero(av.valid(given) & ~self.wrong)
         if not len(where):
             return attrs
@@ -511,7 +511,7 @@ class _Steps:
             bag = dict(obj)
             for name, vals, here in more:
                 if here[j]:
-                    _keep(bag, name, vals[j])
+                    keep_field(bag, name, vals[j])
             texts.append(orjson.dumps(bag).decode() if bag else None)
         return pc.replace_with_mask(attrs, av.at(self.m, where), pa.array(texts, pa.string()))
 

@@ -280,7 +280,7 @@ def _step(step: dict, pos: int, index: int, tid: str, ctx: Context, payloads: li
             vals[canon] = val
             src[canon] = key
         elif key in attrs:
-            _keep(attrs, key, val)
+            keep_field(attrs, key, val)
         else:
             attrs[key] = val
     output = get("output")
@@ -526,7 +526,7 @@ def _total(obj: dict, key: str, step_values: Callable[[str], list], read: Any) -
     return total
 
 
-def _keep(bag: dict, key: str, val: Any) -> None:
+def keep_field(bag: dict, key: str, val: Any) -> None:
     """Keep an unmodelled field; a key the bag already has is kept under '_fields' (a
     '_fields' that is not an object is first moved under '_fields._fields')."""
     if key not in bag:
@@ -548,8 +548,8 @@ def _meta(obj: dict, outcome: dict) -> dict:
         meta = dict(meta)
     for key, val in obj.items():
         if key not in TRAJECTORY_FIELDS:
-            _keep(meta, key, val)
+            keep_field(meta, key, val)
     for key, val in outcome.items():
         if key not in OUTCOME_FIELDS:
-            _keep(meta, f"outcome.{key}", val)
+            keep_field(meta, f"outcome.{key}", val)
     return meta

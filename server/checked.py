@@ -32,6 +32,7 @@ from lake.records import (
     STEP_FIELDS,
     TRAJECTORY_FIELDS,
     epoch_us,
+    keep_field,
 )
 from proto.contextlake.v1 import lake_pb2 as pb
 
@@ -73,6 +74,11 @@ def message(cls: Any, path: str = "", names: dict[str, str] | None = None,
             **fields: Any) -> Any:
     """``cls(**fields)``; a value of the wrong type raises ``InvalidArgument`` at
     ``path + name`` (``names``: the caller's name of a wire field, e.g. ``started_at``)."""
+    for name, value in fields.items():  # protobuf takes text for a list, char by char
+        if isinstance(value, str) and cls.DESCRIPTOR.fields_by_name[name].is_repeated:
+            shown = (names or {}).get(name, name)
+            raise InvalidArgument(f"must be a list of text, got the text {value!r:.80}: did "
+                                  f"you mean [{value!r:.80}]?", field=f"{path}{shown}")
     try:
         return cls(**fields)
     except (TypeError, ValueError, OverflowError) as e:
@@ -109,7 +115,7 @@ def step(row: dict[str, Any], path: str) -> pb.Step:
     warn_unknown(extra, _STEP_NAMES, f"{path}.", "its attributes")
     attributes = _object(row.get("attributes"), f"{path}.attributes")
     if extra or attributes is not None:
-        row["attributes"] = _json({**(attributes or {}), **extra})
+        row["attributes"] = _json(_kept(attributes, extra))
     for key in _JSON_TEXT:
         if row.get(key) is not None and not isinstance(row[key], str):
             row[key] = _json(row[key])
@@ -131,7 +137,7 @@ def trajectory(row: dict[str, Any], path: str = "") -> pb.Trajectory:
                  path, "meta")
     meta = _object(row.get("meta"), f"{path}meta")
     if extra or meta is not None:
-        row["meta"] = _json({**(meta or {}), **extra})
+        row["meta"] = _json(_kept(meta, extra))
     status = row.pop("status", None)
     fields = _times(row, tuple(_TIMES), path.rstrip("."), _trajectory_fields)
     if status is not None:
@@ -166,6 +172,15 @@ def _status(name: Any, path: str) -> int:
         raise InvalidArgument(f"{name!r:.80} is not one of {', '.join(convert.STATUS_TO_PB)}",
                               field=path)
     return convert.STATUS_TO_PB[name]
+
+
+def _kept(bag: dict[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
+    """Unknown fields added to ``meta`` / ``attributes`` as files add them: a name the bag
+    already has goes under ``_fields`` (``records.keep_field``), losing neither value."""
+    out = dict(bag or {})
+    for key, value in extra.items():
+        keep_field(out, key, value)
+    return out
 
 
 def _object(value: Any, path: str) -> dict[str, Any] | None:

@@ -157,8 +157,9 @@ class LakeClient:
                           page_token: str = "", as_of: int | str | None = None,
                           min_lsn: int = 0, include_retracted: bool = False) -> Page:
         """One page of trajectory rows (without ``steps``), in trajectory_id order."""
-        flt = pb.Filter(agent=agent, agent_version=agent_version, model=model,
-                        session_id=session_id, status=_statuses(status), success=success,
+        flt = checked.message(pb.Filter, "filter.", agent=agent, agent_version=agent_version,
+                        model=model, session_id=session_id, status=_statuses(status),
+                        success=success,
                         since_us=epoch_us(since, "since"), until_us=epoch_us(until, "until"),
                         min_reward=min_reward, tags=tags or [])
         r = self._retry(self.context.ListTrajectories, pb.ListTrajectoriesRequest(

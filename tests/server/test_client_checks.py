@@ -83,6 +83,25 @@ def test_tool_values_json_has_no_form_for_are_stored_not_fatal(server, client):
     assert json.loads(llm["output"]) == [1, 2]
 
 
+def test_names_that_clash_keep_both_values_and_text_is_no_list(server, client):
+    """An unknown field named like a key of ``meta`` / ``attributes`` keeps both values, as
+    files keep them (``_fields``); a text where a list is wanted is refused, not split."""
+    with client.trajectory("Track parcel #5", trajectory_id="ck-clash", meta={"source": "a"},
+                           source="b") as t:
+        t.step("tool", attributes={"cache": "warm"}, cache="cold")
+        lsn = t.finish(success=True)
+    got = client.get_trajectory("ck-clash", min_lsn=lsn)
+    assert json.loads(got["meta"]) == {"source": "a", "_fields": {"source": "b"}}
+    assert json.loads(got["steps"][0]["attributes"]) == {"cache": "warm",
+                                                         "_fields": {"cache": "cold"}}
+    for call in (lambda: client.start("t", tags="qa"),
+                 lambda: client.list_trajectories(tags="qa"),
+                 lambda: client.get_context("t", tags="qa")):
+        with pytest.raises(InvalidArgument, match=r"did you mean \['qa'\]") as e:
+            call()
+        assert e.value.field.endswith("tags")
+
+
 def test_times_are_read_as_files_read_them(server, client, tmp_path):
     """A time the client sends means what it means in a JSONL file: a datetime (naive is
     UTC), ISO 8601 text, or epoch seconds; an integer is never taken for microseconds."""
