@@ -30,6 +30,8 @@ from lake.schema import STATUSES, STEPS, TRAJECTORIES
 from lake.versions import Version
 from proto.contextlake.v1 import lake_pb2 as pb
 
+from . import ipc_bounds
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 STATUS_TO_PB: dict[str, int] = {s: pb.Status.Value(f"STATUS_{s.upper()}") for s in STATUSES}
@@ -385,10 +387,12 @@ def ipc_records(data: bytes) -> list[tuple[bytes | None, Any, InvalidArgument | 
 
 def ipc_table(data: bytes) -> pa.Table:
     """Arrow IPC bytes (a stream or a file) -> the table, checked in full: a damaged
-    message is refused whole."""
+    message, or one that decodes to more than its size bounds (``ipc_bounds``), is refused
+    whole."""
     if not data:
         raise InvalidArgument("arrow_ipc is empty; send an Arrow IPC stream of trajectories",
                               field="arrow_ipc")
+    ipc_bounds.refuse_compression(data)
     table = None
     try:
         buf = pa.py_buffer(data)
@@ -407,6 +411,7 @@ def ipc_table(data: bytes) -> pa.Table:
         raise InvalidArgument(f"not a readable Arrow IPC stream or file ({e}); write it with "
                               "pyarrow.ipc.new_stream", field="arrow_ipc") from e
     refuse_repeated_column(table.schema.names, field="arrow_ipc")
+    ipc_bounds.refuse_expansion(table, len(data))
     return table
 
 

@@ -58,15 +58,20 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
         so a stream cut short is retried whole (its step indexes make that a no-op).
 
         Messages are read on the event loop; each full group is logged on the thread pool
-        while the next is read, one group at a time, in the stream's order."""
+        while the next is read, one group at a time, in the stream's order. What a stream
+        holds is bounded: past ``STREAM_HELD_STEPS`` steps (of many trajectories) or
+        ``STREAM_HELD_BYTES`` (big steps), every group held is logged as it is."""
         buffered: dict[str, list[Any]] = {}
         totals = _StreamTotals()
         in_flight: asyncio.Future | None = None
-        messages = offset = 0
+        messages = offset = held = held_bytes = 0  # held: steps in buffered, and their bytes
 
         async def drain(tid: str) -> None:
-            nonlocal in_flight, offset
+            nonlocal in_flight, offset, held, held_bytes
             steps = buffered.pop(tid)
+            held -= len(steps)
+            if not buffered:  # bytes are not counted by trajectory: all, until none is held
+                held_bytes = 0
             if in_flight is not None:
                 await in_flight  # its error, if any, ends the stream here
             in_flight = asyncio.ensure_future(asyncio.to_thread(
@@ -81,8 +86,13 @@ class IngestServicer(pb_grpc.IngestServiceServicer):
                 if group is None:
                     group = buffered[tid] = []
                 group += msg.steps
+                held += len(msg.steps)
+                held_bytes += msg.ByteSize()
                 if len(group) >= STREAM_GROUP:
                     await drain(tid)
+                elif held >= STREAM_HELD_STEPS or held_bytes >= STREAM_HELD_BYTES:
+                    for t in list(buffered):
+                        await drain(t)
             for tid in list(buffered):
                 await drain(tid)
             if in_flight is not None:
@@ -251,6 +261,8 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
 
 
 STREAM_GROUP = 512  # steps of one trajectory logged together within a stream
+STREAM_HELD_STEPS = 4 * STREAM_GROUP  # the most steps a stream holds unlogged, and their
+STREAM_HELD_BYTES = 32 << 20  # bytes (as sent): a stream of many trajectories, or big steps
 
 
 def _query(request: pb.GetContextRequest, agent: str) -> Query:
