@@ -289,17 +289,20 @@ class Lake:
     def _submit_patch(self, patch: Patch, line: bytes, ctx: Context) -> int:
         """Log a validated patch (``line``: its JSON, what a replay parses again)."""
         key = (ctx.tenant, patch.trajectory_id)
-        if patch.kind in ("steps", "finish"):
-            if key not in self._started:
-                self._recall(key)  # its state as stored (not started here, or forgotten)
+        # a start changes a finished run only by its steps (``patches._apply``): checked then
+        if patch.kind in ("steps", "finish") or patch.kind == "start" and patch.record.steps:
+            if key not in self._started:  # its state as stored (not started here, or
+                self._recall(key, patch.kind != "start")  # forgotten); a start may be new
             done = self._finished.get(key)
             if done is not None:
                 self._check_open(patch, done, ctx.tenant)
         if patch.kind == "finish" and "ended_at" in patch.fields:
             self._check_ends_after_start(patch, key)
         lsn = self._writer().submit([patch], [line], ctx)
-        if patch.kind == "start":
-            self._remember(key, patch.record.trajectory.get("started_at"))
+        if patch.kind == "start":  # a second start fills only what is empty: not started_at
+            known = self._started.get(key)
+            self._remember(key, patch.record.trajectory.get("started_at") if known is None
+                           else known)
         elif key not in self._started:  # created by its spans
             self._remember(key, None)
         if patch.kind == "finish" and key not in self._finished:
@@ -330,12 +333,15 @@ class Lake:
                 "ends after it starts; send the time it ended (default: now)",
                 field="ended_at")
 
-    def _recall(self, key: tuple[str, str]) -> None:
+    def _recall(self, key: tuple[str, str], stored: bool = True) -> None:
         """Remember the stored trajectory's start time and, if it is finished, its outcome
-        (every later patch is checked against it, see ``_check_open``)."""
+        (every later patch is checked against it, see ``_check_open``). ``stored``: it must
+        be (else ``NotFound``)."""
         tenant, trajectory_id = key
         rows = self.store.lookup("trajectories", tenant, "trajectory_id", [trajectory_id],
                                  ["trajectory_id", "started_at", *_OUTCOME])
+        if not rows.num_rows and not stored:
+            return
         if not rows.num_rows:
             raise NotFound(f"trajectory {trajectory_id!r:.200} was not started: call "
                            "StartTrajectory (start_trajectory) first", field="trajectory_id")
@@ -348,7 +354,7 @@ class Lake:
 
     def _check_open(self, patch: Patch, done: dict[str, Any], tenant: str) -> None:
         """A finished trajectory is final: a finish again must say the same (a retry), and
-        steps may only be ones already stored (a retried append)."""
+        steps, appended or with a start, may only be ones already stored (a retry)."""
         tid, what = patch.trajectory_id, ", ".join(
             f"{f} {v}" for f, v in done.items() if v is not None)
         if patch.kind == "finish":
@@ -363,7 +369,14 @@ class Lake:
         self.flush()  # a retried append's steps may still be on their way to the tables
         stored = set(self.store.lookup("steps", tenant, "trajectory_id", [tid],
                                        ["index"])["index"].to_pylist())
-        if any(s["index"] not in stored for s in patch.record.steps):
+        new = sorted(s["index"] for s in patch.record.steps if s["index"] not in stored)
+        if new and patch.kind == "start":
+            raise Conflict(f"trajectory {tid!r:.200} is already finished ({what}): a start "
+                           f"again may only repeat the first (a retry), and this one brings "
+                           f"steps it does not have (index {', '.join(map(str, new[:5]))}). "
+                           "Record a new attempt as a new trajectory (parent_id links it)",
+                           field="trajectory_id")
+        if new:
             raise Conflict(f"trajectory {tid!r:.200} is finished ({what}): steps cannot be "
                            "added after FinishTrajectory. Log every step before finishing, or "
                            "record a new attempt as a new trajectory (parent_id links it)",
@@ -396,6 +409,8 @@ class Lake:
             for name in DATA_TABLES:
                 self.store.restore(name, target.tables.get(name))
             kept = self._retract_again(retracted)
+            self._started.clear()  # live runs' state is the restored rows' now: recalled
+            self._finished.clear()  # from them (a run started since is NotFound, not lost)
             version = self.catalog.commit(
                 "restore", writer.wal.writer_id, writer.lag["applied_lsn"],
                 {"restored": target.version, "tags": [t for t, v in self.catalog.tags().items()
@@ -409,8 +424,6 @@ class Lake:
         from the latest version whichever version is read, since a retracted trajectory is
         never served again (not by time travel, not after a restore)."""
         if not self.store.exists("trajectories"):
-            self._started.clear()  # live runs' state is the restored rows' now: recalled
-            self._finished.clear()  # from them (a run started since is NotFound, not lost)
             return {}
         cond = "retracted_at IS NOT NULL"
         t = self.store.dataset("trajectories").to_table(
