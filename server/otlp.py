@@ -34,7 +34,8 @@ SERVICE_NAME = otlp.DESCRIPTOR.services_by_name["TraceService"].full_name
 EXPORT = f"/{SERVICE_NAME}/Export"
 REASONS_SHOWN = 5  # partial_success.error_message: the first few reasons, then a count
 HOLD_SECONDS = 120.0  # how long spans of a trace with no GenAI span yet wait for one
-HOLD_BYTES = 32 << 20  # the most they take in memory (as JSON); the oldest go first
+HOLD_BYTES = 32 << 20  # the most they take in memory (as JSON), all tenants together;
+# past it, the tenant holding the most loses its oldest first
 KNOWN_KEPT = 100_000  # traces remembered as trajectories (then the lake is asked)
 LOG_EVERY_S = 10.0  # a log line about exports' spans at most this often (of each kind)
 
@@ -128,15 +129,18 @@ class Traces:
     A trace is one once an export brought one of its GenAI spans (remembered for the last
     ``KNOWN_KEPT`` traces) or the lake has it (asked once per export, for the others). The
     spans of a trace that is none (yet) are held in memory, for ``HOLD_SECONDS`` and
-    ``HOLD_BYTES`` at most, and stored with its first GenAI span if that comes meanwhile."""
+    ``HOLD_BYTES`` at most, and stored with its first GenAI span if that comes meanwhile.
+    The bytes are shared fairly: past ``HOLD_BYTES``, the tenant holding the most loses its
+    oldest trace first, so one tenant's flood of such spans evicts its own."""
 
     def __init__(self, lake: Lake):
         self.lake = lake
         self._lock = threading.Lock()
         self._known: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._held: OrderedDict[tuple[str, str], tuple[float, int, list[Span]]] = \
-            OrderedDict()  # (tenant, trace) -> (held since, bytes, spans)
-        self._held_bytes = 0
+        self._held: dict[str, OrderedDict[str, tuple[float, int, list[Span]]]] = {}
+        # tenant -> trace -> (held since, bytes, spans), oldest first; and each tenant's bytes
+        self._held_bytes: dict[str, int] = {}
+        self._total = 0
 
     def admit(self, tenant: str, mapped: Mapped) -> tuple[list[Span], tuple[int, int]]:
         """The spans to store now (held ones joining their trace's GenAI spans), and
@@ -158,7 +162,7 @@ class Traces:
                 if tid in stored or (tenant, tid) in self._known:
                     store += self._admit((tenant, tid), traces[tid])
                 else:
-                    self._hold((tenant, tid), traces[tid])
+                    self._hold(tenant, tid, traces[tid])
                     held[0] += len(traces[tid])
                     held[1] += 1
         return store, (held[0], held[1])
@@ -168,33 +172,46 @@ class Traces:
         self._known.move_to_end(key)
         if len(self._known) > KNOWN_KEPT:
             self._known.popitem(last=False)
-        _, size, held = self._held.pop(key, (0.0, 0, []))
-        self._held_bytes -= size
         return [(f"{loc} (held from an earlier export)", tid, step)
-                for loc, tid, step in held] + spans
+                for loc, tid, step in self._release(*key)] + spans
 
     def _stored(self, tenant: str, tids: list[str]) -> set[str]:
         """Which of ``tids`` the lake has as trajectories (not asked for traces held: none
         was when they were)."""
         with self._lock:
-            ask = [t for t in tids if (tenant, t) not in self._held]
+            ask = [t for t in tids if t not in self._held.get(tenant, ())]
         if not ask:
             return set()
         rows = self.lake.store.lookup("trajectories", tenant, "trajectory_id", ask,
                                       ["trajectory_id"])
         return set(rows["trajectory_id"].to_pylist())
 
-    def _hold(self, key: tuple[str, str], spans: list[Span]) -> None:
+    def _hold(self, tenant: str, trace: str, spans: list[Span]) -> None:
         size = sum(len(orjson.dumps(step)) for _, _, step in spans)
-        since, was, held = self._held.get(key, (time.monotonic(), 0, []))
-        self._held[key] = (since, was + size, held + spans)  # in its place: by ``since``
-        self._held_bytes += size
-        while self._held_bytes > HOLD_BYTES and self._held:
-            self._held_bytes -= self._held.popitem(last=False)[1][1]
+        held = self._held.setdefault(tenant, OrderedDict())
+        since, was, before = held.get(trace, (time.monotonic(), 0, []))
+        held[trace] = (since, was + size, before + spans)  # in its place: by ``since``
+        self._held_bytes[tenant] = self._held_bytes.get(tenant, 0) + size
+        self._total += size
+        while self._total > HOLD_BYTES:
+            self._release(max(self._held_bytes, key=self._held_bytes.__getitem__))
+
+    def _release(self, tenant: str, trace: str | None = None) -> list[Span]:
+        """Take a held trace's spans out (``trace`` None: the tenant's oldest)."""
+        held = self._held.get(tenant)
+        if not held or (trace is not None and trace not in held):
+            return []
+        _, size, spans = held.pop(trace) if trace is not None else held.popitem(last=False)[1]
+        self._held_bytes[tenant] -= size
+        self._total -= size
+        if not held:
+            del self._held[tenant], self._held_bytes[tenant]
+        return spans
 
     def _expire(self, now: float) -> None:
-        while self._held and now - next(iter(self._held.values()))[0] > HOLD_SECONDS:
-            self._held_bytes -= self._held.popitem(last=False)[1][1]
+        for tenant, held in list(self._held.items()):
+            while held and now - next(iter(held.values()))[0] > HOLD_SECONDS:
+                self._release(tenant)
 
 
 def add_servicer(register: Callable[[Callable, Any], None], lake: Lake) -> None:

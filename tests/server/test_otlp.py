@@ -583,3 +583,27 @@ def test_a_span_id_twice_in_one_export_is_a_retry_or_a_rejection(server: Server,
         "reuses it (an identical copy is taken as a retry and left out)")
     server.lake.flush()
     assert [s[1] for s in _steps(server, "01" * 16)] == ["a", "chat m"]
+
+
+def test_one_tenant_s_held_spans_do_not_evict_another_s(secure: Server, monkeypatch):
+    """The hold's bytes are shared: past them, the tenant holding the most loses its oldest
+    first. acme's flood of non-GenAI spans evicts its own, not globex's one held span."""
+    monkeypatch.setattr("server.otlp.HOLD_BYTES", 20_000)
+    acme, globex = ([("authorization", f"Bearer {token(secure, tenant)}")]
+                    for tenant in ("acme", "globex"))
+    with grpc.insecure_channel(secure.target) as ch:
+        stub = otlp_grpc.TraceServiceStub(ch)
+        stub.Export(_request(_http(1, trace=b"\x0a" * 16)), metadata=globex)
+        for i in range(30):  # ~2 KB each: 60 KB of acme's, held or evicted
+            stub.Export(_request(_http(1, trace=bytes([0xb0 + i]) * 16, junk="j" * 2000)),
+                        metadata=acme)
+        for trace, who in ((b"\x0a", globex), (b"\xb0", acme), (bytes([0xb0 + 29]), acme)):
+            stub.Export(_request(_span(2, 1, start=10**18 + 1, trace=trace * 16)),
+                        metadata=who)
+    secure.lake.flush()
+    names = {tid[:2]: steps for tid, steps in secure.lake.sql(
+        "select trajectory_id, list(name order by index) from steps group by 1",
+        all_tenants=True).fetchall()}
+    assert names == {"0a": ["GET /healthz", "chat m"],  # globex's held span joined its trace
+                     "b0": ["chat m"],  # acme's oldest was evicted
+                     "cd": ["GET /healthz", "chat m"]}  # acme's newest was still held
