@@ -66,6 +66,11 @@ class LakeClient:
     def __init__(self, target: str, token: str | None = None, *, timeout: float = 60.0,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE, retry_s: float = 30.0):
         token = token if token is not None else os.environ.get("LAKE_TOKEN")
+        if token is not None:
+            token = token.strip()  # as read from a file or an env var: its newline
+            if not token.isprintable() or " " in token:
+                raise InvalidArgument("the token has spaces or control characters: pass the "
+                                      "cl_... text `lake token create` printed", field="token")
         self.target = _target(target)
         self.timeout, self.max_message_bytes = timeout, max_message_bytes
         self.retry_s = retry_s  # how long idempotent calls ride out a restart or overload
@@ -93,6 +98,13 @@ class LakeClient:
                 err = Unavailable(f"no lake server answers at {self.target} ({e.details()}): "
                                   "start one with `lake serve` (`make run` in a checkout), or "
                                   "check the address and port")
+            elif "sent message larger than max" in err.message.lower():  # nothing was sent:
+                err = InvalidArgument(  # no retry makes it fit
+                    f"the request is larger than this client's max_message_bytes "
+                    f"({self.max_message_bytes:,}) ({e.details()}): send less per call "
+                    "(fewer steps; big inputs / outputs are better stored elsewhere and "
+                    "referenced), or raise max_message_bytes here and the server's "
+                    "--max-message-bytes", field="request")
             raise err from e
 
     # -- ingest -------------------------------------------------------------------------------
@@ -444,6 +456,12 @@ class Run:
         except LakeError as e:
             refused, self._buffer = e, []
         failed = exc_type is not None or refused is not None
+        if exc_type is not None and refused is None:  # what ended it: a step, for pitfalls
+            try:
+                self.step("error", name=exc_type.__name__, error=str(exc)[:4000] or None)
+                self.flush()
+            except LakeError:
+                self._buffer = []
         self.finish(status="failed" if failed else "abandoned",
                     success=False if failed else None)
         if refused is not None and exc_type is None:

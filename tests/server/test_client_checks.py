@@ -22,7 +22,8 @@ def test_a_wrong_type_in_a_step_names_it_and_the_run_still_finishes(server, clie
             t.tool("refund", {"id": 1}, "ok", duration_ms="fast")
     assert e.value.field == "steps[1].duration_ms" and "number" in e.value.message
     got = client.get_trajectory("ck-1", min_lsn=client.stats()["submitted_lsn"])
-    assert (got["status"], got["n_steps"]) == ("failed", 1)  # not left running
+    assert (got["status"], got["n_steps"]) == ("failed", 2)  # not left running
+    assert (got["steps"][1]["kind"], got["steps"][1]["name"]) == ("error", "InvalidArgument")
 
 
 def test_steps_after_finish_and_a_second_finish_are_refused(server, client):
@@ -100,6 +101,27 @@ def test_names_that_clash_keep_both_values_and_text_is_no_list(server, client):
         with pytest.raises(InvalidArgument, match=r"did you mean \['qa'\]") as e:
             call()
         assert e.value.field.endswith("tags")
+
+
+def test_what_ended_a_run_is_its_last_step_and_oversize_or_bad_tokens_are_named(server,
+                                                                                client):
+    with pytest.raises(ValueError):
+        with client.trajectory("Refund order #6", trajectory_id="ck-exc") as t:
+            t.tool("get_order", {"id": 6}, "delivered")
+            raise ValueError("card expired")
+    got = client.get_trajectory("ck-exc", min_lsn=client.stats()["submitted_lsn"])
+    assert got["status"] == "failed"
+    assert [(s["kind"], s["name"], s["error"]) for s in got["steps"]][-1] == \
+        ("error", "ValueError", "card expired")
+    with LakeClient(server.target, max_message_bytes=64 << 10) as small, \
+            pytest.raises(InvalidArgument, match="larger than this client's max_message_bytes"):
+        small.append(small.start("t", trajectory_id="ck-big"),
+                     [{"index": 0, "kind": "tool", "output": "x" * (100 << 10)}])
+    with LakeClient(server.target, token="cl_abc\n") as c:
+        assert c._metadata == (("authorization", "Bearer cl_abc"),)
+    with pytest.raises(InvalidArgument) as e:
+        LakeClient(server.target, token="cl_a b")
+    assert e.value.field == "token"
 
 
 def test_times_are_read_as_files_read_them(server, client, tmp_path):

@@ -34,7 +34,7 @@ def test_trajectory_context_manager(server, client):
             t.tool("x")
             raise RuntimeError("agent bug")
     got = client.get_trajectory("ctx-2", min_lsn=client.finish("ctx-2", status="failed"))
-    assert got["status"] == "failed" and got["n_steps"] == 1
+    assert got["status"] == "failed" and got["n_steps"] == 2  # and the error: a step
 
 
 def test_append_lands_good_steps_and_rejects_bad_ones(server, client):
