@@ -19,7 +19,8 @@ from .errors import InvalidArgument
 
 _MINIMUMS = {"payload_limit": 1024, "preview_chars": 0, "flush_rows": 1, "flush_interval_ms": 0,
              "compact_fragments": 1, "wal_segment_bytes": 4096, "port": 0, "otlp_port": -1,
-             "metrics_port": -1, "max_message_bytes": 65536, "max_inflight": 1}
+             "metrics_port": -1, "max_message_bytes": 65536, "max_inflight": 1,
+             "inflight_reserve": 0, "stream_idle_ms": 10, "max_open_streams": 1}
 AUTH_MODES = ("auto", "on", "off")
 
 
@@ -52,6 +53,13 @@ class Settings:
     max_message_bytes: int = _s(64 << 20, "largest gRPC message the server accepts or sends")
     max_inflight: int = _s(32, "gRPC calls served at once; more get RESOURCE_EXHAUSTED "
                           "with a retry-after-ms hint")
+    inflight_reserve: int = _s(4, "of max_inflight, calls kept for the other tenants: one "
+                               "tenant holds at most max_inflight minus this (and at least "
+                               "half); 0: no per-tenant limit")
+    stream_idle_ms: int = _s(60_000, "a client stream (StreamSteps) that sends no message for "
+                             "this long is ended (UNAVAILABLE: reopen it and send again)")
+    max_open_streams: int = _s(16, "health Watch and reflection streams open at once (they "
+                               "need no token); more get RESOURCE_EXHAUSTED")
 
     @classmethod
     def load(cls, config: str | os.PathLike[str] | None = None,

@@ -11,8 +11,12 @@ StreamSteps loop that reads messages (its groups of steps are logged on the pool
 call that blocks on Lance, fsync or the model runs on the server's thread pool: the other
 RPCs (plain functions) and a GetContext that must embed text, wait for a log position or load
 an index. Every method of the lake's services is wrapped once, at registration, in layers,
-outermost first: errors (the status table) -> auth (identity, scope, audit) -> limits (calls
-in flight). The standard health service and server reflection are registered, open to all.
+outermost first: errors (the status table) -> auth (identity, scope, audit) -> streams (a
+client stream's idle timeout and token re-checks) -> limits (calls in flight, a tenant's
+share). The standard health service and server reflection are registered, open to all; their
+streams are capped apart (``streams.OpenStreams``). gRPC's own ``maximum_concurrent_rpcs`` is
+only a backstop against floods, ``BACKSTOP`` times the thread pool above what the open
+streams may hold: lake calls meet the limits layer (retry hint, audit row) first.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from lake import Lake, Settings
 from lake.audit import AuditLog
@@ -44,10 +48,12 @@ from .metrics import Metrics, MetricsLayer
 from .otlp import SERVICE_NAME as OTLP_SERVICE
 from .otlp import add_servicer as add_otlp
 from .service import SERVICE_NAMES, add_servicers
+from .streams import OpenStreams, StreamLayer
 
 log = logging.getLogger(__name__)
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-SPARE_WORKERS = 4  # threads beyond max_inflight, so excess calls are refused, not queued
+SPARE_WORKERS = 4  # threads beyond max_inflight, so excess calls are refused, not left waiting
+BACKSTOP = 4  # gRPC refuses calls past this many times the threads, plus the open streams
 
 
 class LoopServer:
@@ -56,7 +62,8 @@ class LoopServer:
     and returns its result; ``close()`` ends the loop. Plain-function handlers run on
     ``pool``, which is also the loop's default executor (``asyncio.to_thread``)."""
 
-    def __init__(self, *, workers: int, options: Sequence[tuple[str, Any]] = ()):
+    def __init__(self, *, workers: int, options: Sequence[tuple[str, Any]] = (),
+                 max_rpcs: int | None = None):
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lake-rpc")
         self.loop = asyncio.new_event_loop()
         self.loop.set_default_executor(self.pool)
@@ -66,7 +73,7 @@ class LoopServer:
 
         async def make() -> grpc.aio.Server:
             return grpc.aio.server(migration_thread_pool=self.pool, options=list(options),
-                                   maximum_concurrent_rpcs=workers)
+                                   maximum_concurrent_rpcs=max_rpcs or workers)
         self.server = self.run(make())
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float | None = None) -> Any:
@@ -76,7 +83,12 @@ class LoopServer:
                  layers: Sequence[Layer] = ()) -> None:
         """``add(servicer, server)`` (a generated ``add_XServicer_to_server``), each method
         wrapped in ``layers``."""
-        add(servicer, _Layered(self.server, layers))
+        self.register_wrapped(add, servicer, lambda method, h: layered(method, h, layers))
+
+    def register_wrapped(self, add: Callable[[Any, Any], None], servicer: Any,
+                         wrap: Callable[[str, Any], Any]) -> None:
+        """The same, each method handler passed through ``wrap(method, handler)``."""
+        add(servicer, _Layered(self.server, wrap))
 
     def close(self) -> None:
         """End the loop (after the server stopped), then the pool (its calls finish)."""
@@ -89,25 +101,25 @@ class LoopServer:
 
 class _Layered:
     """What a generated ``add_XServicer_to_server`` registers its handlers with: forwards
-    them to the server, each method wrapped in the layers (``errors.layered``) once."""
+    them to the server, each method wrapped once (e.g. in the layers: ``errors.layered``)."""
 
-    def __init__(self, server: grpc.aio.Server, layers: Sequence[Layer]):
-        self.server, self.layers = server, layers
+    def __init__(self, server: grpc.aio.Server, wrap: Callable[[str, Any], Any]):
+        self.server, self.wrap = server, wrap
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         self.server.add_generic_rpc_handlers(
-            tuple(_LayeredGeneric(h, self.layers) for h in handlers))
+            tuple(_LayeredGeneric(h, self.wrap) for h in handlers))
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
         self.server.add_registered_method_handlers(service, {
-            name: layered(f"/{service}/{name}", h, self.layers) for name, h in handlers.items()})
+            name: self.wrap(f"/{service}/{name}", h) for name, h in handlers.items()})
 
 
 class _LayeredGeneric(grpc.GenericRpcHandler):
-    """A generic handler's methods, each wrapped in the layers when first served."""
+    """A generic handler's methods, each wrapped when first served."""
 
-    def __init__(self, inner: grpc.GenericRpcHandler, layers: Sequence[Layer]):
-        self.inner, self.layers = inner, layers
+    def __init__(self, inner: grpc.GenericRpcHandler, wrap: Callable[[str, Any], Any]):
+        self.inner, self.wrap = inner, wrap
         self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     def service(self, details: grpc.HandlerCallDetails) -> Any:
@@ -117,7 +129,7 @@ class _LayeredGeneric(grpc.GenericRpcHandler):
         method = details.method
         got = self._wrapped.get(method)
         if got is None or got[0] is not handler:  # (two threads may both wrap: either is fine)
-            got = self._wrapped[method] = (handler, layered(method, handler, self.layers))
+            got = self._wrapped[method] = (handler, self.wrap(method, handler))
         return got[1]
 
 
@@ -255,7 +267,7 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
 def _start(settings: Settings, lake: Lake, host: str, port: int, required: bool,
            audit: AuditLog, owns: bool) -> Server:
     tokens = Tokens(lake.store)
-    limiter = Limiter(settings.max_inflight)
+    limiter = Limiter(settings.max_inflight, reserve=settings.inflight_reserve)
     rpc = loop_server(settings)
     metrics = Metrics() if settings.metrics_port >= 0 else None
     cache = None
@@ -268,9 +280,12 @@ def _start(settings: Settings, lake: Lake, host: str, port: int, required: bool,
         add_servicers(register, lake, "on" if required else "off", cache)
         add_otlp(register, lake)
         health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, rpc.server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, OTLP_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), rpc.server)
+        open_streams = OpenStreams(settings.max_open_streams)
+        rpc.register_wrapped(health_pb2_grpc.add_HealthServicer_to_server, health_servicer,
+                             open_streams.wrap)
+        listed = (*SERVICE_NAMES, OTLP_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME)
+        rpc.register_wrapped(reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+                             reflection.aio.ReflectionServicer(listed), open_streams.wrap)
         bound = _listen(rpc.server, host, port, "--port")
         otlp = _listen(rpc.server, host, settings.otlp_port, "--otlp-port") \
             if settings.otlp_port >= 0 else None
@@ -298,9 +313,11 @@ def _start(settings: Settings, lake: Lake, host: str, port: int, required: bool,
 
 
 def loop_server(settings: Settings) -> LoopServer:
-    """The server's ``LoopServer``: its thread pool and message size limits."""
+    """The server's ``LoopServer``: its thread pool, message size limits and gRPC's own
+    limit of calls at once (a backstop the open streams cannot reach)."""
     size = settings.max_message_bytes
-    return LoopServer(workers=settings.max_inflight + SPARE_WORKERS,
+    workers = settings.max_inflight + SPARE_WORKERS
+    return LoopServer(workers=workers, max_rpcs=BACKSTOP * workers + settings.max_open_streams,
                       options=[("grpc.max_receive_message_length", size),
                                ("grpc.max_send_message_length", size),
                                ("grpc.so_reuseport", 0)])  # a port in use is an error
@@ -309,9 +326,9 @@ def loop_server(settings: Settings) -> LoopServer:
 def server_layers(settings: Settings, tokens: Tokens, audit: AuditLog, limiter: Limiter,
                   required: bool, metrics: Metrics | None = None) -> list[Layer]:
     """The layers every method of the lake's services is wrapped in, outermost first."""
+    auth = Authenticator(tokens, required=required, open_tenant=settings.tenant)
     return [ErrorLayer(), *([MetricsLayer(metrics)] if metrics is not None else []),
-            AuthLayer(Authenticator(tokens, required=required, open_tenant=settings.tenant),
-                      audit),
+            AuthLayer(auth, audit), StreamLayer(auth, settings.stream_idle_ms / 1000),
             LimitLayer(limiter)]
 
 

@@ -9,6 +9,8 @@ Every call of the lake's services passes ``AuthLayer``:
 2. authorize: the RPC's scope (``methods.SCOPES``, the one table) must be among the token's.
 3. run the RPC with the identity attached (``identity()`` in the servicer); the tenant of
    everything it does comes from here, never from the request.
+4. a client stream's token is verified again while it is open (``streams.StreamLayer``):
+   a revoked token ends the stream, refused and audited here like any other call.
 
 Refused calls (unauthenticated, permission denied, overloaded) and every admin-scoped
 call are appended to the ``audit`` table; admin actions are flushed at once.
@@ -44,6 +46,12 @@ def identity() -> Identity:
     return _IDENTITY.get()
 
 
+def current_tenant() -> str | None:
+    """The tenant of the RPC being served; None outside one."""
+    who = _IDENTITY.get(None)
+    return None if who is None else who.tenant
+
+
 class Authenticator:
     def __init__(self, tokens: Tokens, *, required: bool, open_tenant: str):
         self.tokens, self.required = tokens, required
@@ -68,6 +76,13 @@ class Authenticator:
             raise Unauthenticated(f"{e.message}. This server runs without auth: send no token "
                                   f"to act as tenant {self.open_identity.tenant!r}; a valid "
                                   "token acts as its own tenant") from None
+
+    async def identify_async(self, metadata: Sequence[tuple[str, Any]] | None) -> Identity:
+        """``identify`` for the event loop, which must not wait on storage: from memory when
+        it can, else on the thread pool (the token store is read)."""
+        if self.cached(metadata):
+            return self.identify(metadata)
+        return await asyncio.to_thread(self.identify, metadata)
 
     def cached(self, metadata: Sequence[tuple[str, Any]] | None) -> bool:
         """True when ``identify`` can answer from memory (no read of the token store)."""
