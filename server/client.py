@@ -68,9 +68,9 @@ class LakeClient:
         token = token if token is not None else os.environ.get("LAKE_TOKEN")
         if token is not None:
             token = token.strip()  # as read from a file or an env var: its newline
-            if not token.isprintable() or " " in token:
-                raise InvalidArgument("the token has spaces or control characters: pass the "
-                                      "cl_... text `lake token create` printed", field="token")
+            if not token.isprintable():
+                raise InvalidArgument("the token has control characters: pass the cl_... "
+                                      "text `lake token create` printed", field="token")
         self.target = _target(target)
         self.timeout, self.max_message_bytes = timeout, max_message_bytes
         self.retry_s = retry_s  # how long idempotent calls ride out a restart or overload

@@ -120,7 +120,7 @@ def test_what_ended_a_run_is_its_last_step_and_oversize_or_bad_tokens_are_named(
     with LakeClient(server.target, token="cl_abc\n") as c:
         assert c._metadata == (("authorization", "Bearer cl_abc"),)
     with pytest.raises(InvalidArgument) as e:
-        LakeClient(server.target, token="cl_a b")
+        LakeClient(server.target, token="cl_a\tb")
     assert e.value.field == "token"
 
 
