@@ -596,4 +596,3 @@ def _collapse(tools: list[str] | None) -> tuple[str, ...]:
 def _query_key(tenant: str, text_hash: str) -> str:
     """The embedding cache's key of a tenant's query text (task vectors use the bare hash)."""
     return f"{tenant}\x00{text_hash}"
-

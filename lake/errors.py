@@ -105,4 +105,3 @@ def disk_error(exc: BaseException, where: str, then: str = "retry") -> LakeError
         return Unavailable(f"{where} cannot be written ({os.strerror(n)}): make it writable "
                            f"or use another directory, then {then}")
     return None
-

@@ -548,4 +548,3 @@ def _unwritable(e: OSError, settings: Settings) -> BaseException:
     return disk_error(e, f"the lake {settings.data}",
                       "open it again; reading needs no writing: `lake sql`, `lake versions`, "
                       "`lake export` work on a read-only lake") or e
-

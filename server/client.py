@@ -170,10 +170,10 @@ class LakeClient:
                           min_lsn: int = 0, include_retracted: bool = False) -> Page:
         """One page of trajectory rows (without ``steps``), in trajectory_id order."""
         flt = checked.message(pb.Filter, "filter.", agent=agent, agent_version=agent_version,
-                        model=model, session_id=session_id, status=_statuses(status),
-                        success=success,
-                        since_us=epoch_us(since, "since"), until_us=epoch_us(until, "until"),
-                        min_reward=min_reward, tags=tags or [])
+                              model=model, session_id=session_id, status=_statuses(status),
+                              success=success, since_us=epoch_us(since, "since"),
+                              until_us=epoch_us(until, "until"), min_reward=min_reward,
+                              tags=tags or [])
         r = self._retry(self.context.ListTrajectories, pb.ListTrajectoriesRequest(
             filter=flt, page_size=page_size, page_token=page_token, as_of=_ref(as_of),
             min_lsn=min_lsn, include_retracted=include_retracted))
