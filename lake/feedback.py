@@ -1,6 +1,10 @@
 """Reports on served contexts: stored in the ``feedback`` table, each counted once (a retry,
 even one that reaches a restarted or another server, stores nothing), and turned into each
-cluster's hit threshold (``verdict.calibrate``)."""
+cluster's hit threshold (``verdict.calibrate``).
+
+A context's latest report is the one that counts: every report stays in the table (SQL sees
+the history), but calibration takes one observation per context, from its latest report,
+which replaces the one before (a report of ``used=False`` withdraws it)."""
 
 from __future__ import annotations
 
@@ -19,25 +23,48 @@ REPORTS_KEPT = 100_000  # the last report of this many contexts, to know a retri
 Observation = tuple[float, bool, bool]  # (top similarity, slots equal, success)
 
 
+class _Observed:
+    """A tenant's observations: one per context (its latest report), by cluster."""
+
+    def __init__(self) -> None:
+        self.clusters: dict[int, dict[str, Observation]] = {}  # cluster -> context_id -> ...
+        self.cluster_of: dict[str, int] = {}  # context_id -> the cluster it counts in
+
+    def put(self, context_id: str, cluster: int, obs: Observation | None) -> int | None:
+        """Replace the context's observation (None: it has none now); returns the cluster
+        the one replaced counted in, if another."""
+        was = self.cluster_of.pop(context_id, None)
+        if was is not None:
+            self.clusters[was].pop(context_id, None)
+        if obs is not None:
+            self.clusters.setdefault(cluster, {})[context_id] = obs
+            self.cluster_of[context_id] = cluster
+        return was if was != cluster else None
+
+    def of(self, cluster: int | None) -> list[Observation]:
+        return list(self.clusters.get(cluster, {}).values()) if cluster is not None else []
+
+
 class Feedback:
     def __init__(self, lake: Any):
         self.lake = lake
-        self._obs: dict[str, dict[int, list[Observation]]] = {}  # tenant -> cluster -> ...
+        self._obs: dict[str, _Observed] = {}  # tenant -> its observations
         self._thresholds: dict[tuple[str, int | None], float] = {}
         self._reported: dict[str, tuple] = {}  # context_id -> its last report
 
     def load(self, tenant: str, cluster_of: Callable[[str], int | None]) -> None:
-        """The tenant's stored reports that calibrate thresholds, each in the cluster that
-        ``cluster_of`` gives its context's best neighbour now (a refit renumbers clusters:
-        the number stored with the report may now be another kind of task)."""
+        """The tenant's stored reports that calibrate thresholds, the latest of each context,
+        each in the cluster that ``cluster_of`` gives its context's best neighbour now (a
+        refit renumbers clusters: the number stored with the report may now be another kind
+        of task)."""
         store = self.lake.store  # Lance, not DuckDB: this may run on the indexer thread
         rows: list[dict[str, Any]] = []
-        if store.exists("feedback"):
-            rows = store.dataset("feedback").to_table(
-                columns=["context_id", "cluster_id", "top_similarity", "success"],
-                filter=f"tenant = {quote(tenant)} and used and success is not null and "
-                       "top_similarity is not null and verdict in ('hit', 'similar')",
-            ).to_pylist()
+        if store.exists("feedback"):  # served hit/similar: the same for all of a context's
+            rows = _latest(store.dataset("feedback").to_table(  # reports; then the latest
+                columns=["context_id", "reported_at", "cluster_id", "top_similarity", "used",
+                         "success"],
+                filter=f"tenant = {quote(tenant)} and top_similarity is not null and "
+                       "verdict in ('hit', 'similar')").to_pylist())
         served: dict[str, tuple[str | None, bool]] = {}  # context_id -> (best neighbour, ...)
         if rows and store.exists("contexts"):
             got = store.lookup("contexts", tenant, "context_id",
@@ -45,12 +72,12 @@ class Feedback:
                                ["context_id", "neighbors", "slots_equal"]).to_pylist()
             served = {c["context_id"]: ((c["neighbors"] or [None])[0], bool(c["slots_equal"]))
                       for c in got}
-        out: dict[int, list[Observation]] = {}
+        out = _Observed()
         for r in rows:
             top, eq = served.get(r["context_id"], (None, False))
             cid = cluster_of(top) if top is not None else r["cluster_id"]
             if cid is not None:
-                out.setdefault(cid, []).append((r["top_similarity"], eq, bool(r["success"])))
+                out.put(r["context_id"], cid, _observation(r, eq))
         self._obs[tenant] = out
         for key in [k for k in self._thresholds if k[0] == tenant]:
             del self._thresholds[key]
@@ -59,12 +86,12 @@ class Feedback:
         key = (tenant, cluster)
         t = self._thresholds.get(key)
         if t is None:
-            obs = self._obs.get(tenant, {}).get(cluster, []) if cluster is not None else []
+            obs = self._obs[tenant].of(cluster) if tenant in self._obs else []
             t = self._thresholds[key] = verdicts.calibrate(obs)
         return t
 
     def stats(self, tenant: str, cluster: int) -> dict[str, Any]:
-        obs = self._obs.get(tenant, {}).get(cluster, [])
+        obs = self._obs[tenant].of(cluster) if tenant in self._obs else []
         return {"reports_used": len(obs),
                 "success_rate_when_used": (sum(o[2] for o in obs) / len(obs)) if obs else None}
 
@@ -102,9 +129,33 @@ class Feedback:
         return (r["used"], r["success"], r["reward"], r["trajectory_id"])
 
     def _observe(self, row: dict[str, Any], slots_equal: bool | None) -> None:
-        # only hit/similar contexts say anything about the threshold (exact is by text hash)
-        if (row["used"] and row["success"] is not None and row["top_similarity"] is not None
-                and row["verdict"] in ("hit", "similar")):
-            obs = self._obs.setdefault(row["tenant"], {}).setdefault(row["cluster_id"], [])
-            obs.append((row["top_similarity"], bool(slots_equal), bool(row["success"])))
-            self._thresholds.pop((row["tenant"], row["cluster_id"]), None)
+        """The context's new latest report replaces its observation (hit/similar contexts
+        only: an exact one is matched by text hash, it says nothing about the threshold)."""
+        if row["top_similarity"] is None or row["verdict"] not in ("hit", "similar") \
+                or row["cluster_id"] is None:
+            return
+        tenant, context_id = row["tenant"], row["context_id"]
+        observed = self._obs.setdefault(tenant, _Observed())
+        cluster = observed.cluster_of.get(context_id, row["cluster_id"])  # as loaded: a
+        was = observed.put(context_id, cluster,  # refit may have renumbered clusters
+                           _observation(row, bool(slots_equal)))
+        for c in (cluster, was):
+            self._thresholds.pop((tenant, c), None)
+
+
+def _observation(report: dict[str, Any], slots_equal: bool) -> Observation | None:
+    """What a report says about the threshold: nothing unless the context was used and the
+    outcome is known."""
+    if not report["used"] or report["success"] is None:
+        return None
+    return (report["top_similarity"], slots_equal, bool(report["success"]))
+
+
+def _latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each context's latest report (rows in the order stored: a tie goes to the later)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        had = out.get(r["context_id"])
+        if had is None or r["reported_at"] >= had["reported_at"]:
+            out[r["context_id"]] = r
+    return list(out.values())

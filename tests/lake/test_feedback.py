@@ -1,0 +1,63 @@
+"""Reports on served contexts: every one is kept in ``feedback``, but a context's latest
+report is the one that counts in its cluster's hit threshold, live and when reloaded."""
+
+from __future__ import annotations
+
+import pytest
+
+from lake import Lake
+from lake.context import ContextService
+
+FLIGHT = "Book a flight from NYC to SF on May 3"
+
+
+@pytest.fixture
+def cache(tmp_path, minilm):
+    lake = Lake.open(str(tmp_path / "lake"))
+    cs = ContextService(lake, embedder=minilm)
+    yield cs
+    cs.close()
+    lake.close()
+
+
+def _served_hit(cache: ContextService) -> dict:
+    cache.lake.ingest([{"trajectory_id": "r0", "task": FLIGHT,
+                        "steps": [{"kind": "tool", "name": "book"}],
+                        "outcome": {"success": True}}])
+    served = cache.get_context("default", {"text": "book a flight from NYC to SF on May 3, please"})
+    assert served["verdict"] == "hit"
+    return served
+
+
+def _counted(cache: ContextService, cluster: int, *, reload: bool = False) -> tuple:
+    if reload:  # as at a restart or a refit: from the table
+        cache.flush_log()
+        cache.feedback.load("default", {"r0": cluster}.get)
+    return (cache.threshold("default", cluster),
+            cache.feedback.stats("default", cluster)["reports_used"])
+
+
+def test_the_latest_report_on_a_context_is_the_one_that_counts(cache):
+    served = _served_hit(cache)
+    cid, cluster = served["context_id"], served["cluster"]["id"]
+    default = served["cluster"]["hit_threshold"]
+    for success in (True, False, True):  # changed its mind twice: it worked after all
+        assert cache.report("default", cid, used=True, success=success)["stored"]
+    assert _counted(cache, cluster) == (default, 1)  # the false hit no longer counts
+    assert _counted(cache, cluster, reload=True) == (default, 1)
+    assert cache.report("default", cid, used=True, success=False)["stored"]
+    raised = _counted(cache, cluster)
+    assert raised[0] > default and raised[1] == 1
+    assert _counted(cache, cluster, reload=True) == raised
+    assert cache.lake.sql("select success from feedback order by reported_at").fetchall() == \
+        [(True,), (False,), (True,), (False,)]  # SQL keeps the history
+
+
+def test_a_latest_report_of_not_used_withdraws_the_context(cache):
+    served = _served_hit(cache)
+    cid, cluster = served["context_id"], served["cluster"]["id"]
+    cache.report("default", cid, used=True, success=False)
+    assert _counted(cache, cluster)[0] > served["cluster"]["hit_threshold"]
+    cache.report("default", cid, used=False)  # it was not used after all
+    assert _counted(cache, cluster) == (served["cluster"]["hit_threshold"], 0)
+    assert _counted(cache, cluster, reload=True) == (served["cluster"]["hit_threshold"], 0)
