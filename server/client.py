@@ -54,6 +54,15 @@ class IngestReply:
 
 
 @dataclass
+class ReportReply:
+    """``stored``: False when the report repeated the context's latest one (a retry: nothing
+    new); ``hit_threshold``: its cluster's threshold with this report counted."""
+    stored: bool
+    hit_threshold: float
+    lsn: int = 0
+
+
+@dataclass
 class Page:
     trajectories: list[dict[str, Any]]
     next_page_token: str
@@ -292,11 +301,17 @@ class LakeClient:
         return json.loads(self._retry(self.context.GetContext, req).answer_json)
 
     def report(self, context_id: str, *, used: bool | None = None, success: bool | None = None,
-               reward: float | None = None, trajectory_id: str = "") -> None:
-        """Say whether a context helped: it moves the cluster's threshold and plan stats."""
-        self._retry(self.context.ReportOutcome, checked.message(  # a retry counts once
+               reward: float | None = None, trajectory_id: str = "") -> ReportReply:
+        """Say whether a context helped: it moves the cluster's threshold and plan stats.
+
+        A context's latest report is the one that counts (report again to correct one; every
+        report stays in SQL's ``feedback``); the same report again is a retry, stored once.
+        ``trajectory_id`` is kept as given, not checked: a report may come before its run
+        is started or committed (join ``feedback`` to ``trajectories`` to find strays)."""
+        r = self._retry(self.context.ReportOutcome, checked.message(
             pb.ReportOutcomeRequest, context_id=context_id, used=used, success=success,
             reward=reward, trajectory_id=trajectory_id))
+        return ReportReply(r.stored, r.hit_threshold, r.lsn)
 
     def recluster(self) -> dict[str, Any]:
         r = self.call(self.admin.Recluster, pb.ReclusterRequest())

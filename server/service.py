@@ -228,13 +228,15 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
         if not request.context_id:
             raise InvalidArgument("context_id is empty: pass the one GetContext returned",
                                   field="context_id")
-        self.cache.report(identity().tenant, request.context_id,
-                          used=request.used if request.HasField("used") else None,
-                          success=request.success if request.HasField("success") else None,
-                          reward=request.reward if request.HasField("reward") else None,
-                          trajectory_id=request.trajectory_id or None)
+        has = request.HasField  # trajectory_id is not checked: a report may come before its
+        got = self.cache.report(identity().tenant, request.context_id,  # run is committed
+                                used=request.used if has("used") else None,
+                                success=request.success if has("success") else None,
+                                reward=request.reward if has("reward") else None,
+                                trajectory_id=request.trajectory_id or None)
         return pb.ReportOutcomeResponse(lsn=self.lake.writer.lag["applied_lsn"]
-                                        if self.lake.writer else 0)
+                                        if self.lake.writer else 0, stored=got["stored"],
+                                        hit_threshold=got["hit_threshold"])
 
     def GetTrajectory(self, request: pb.GetTrajectoryRequest,
                       context: Any) -> pb.GetTrajectoryResponse:

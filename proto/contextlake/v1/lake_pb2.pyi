@@ -333,10 +333,14 @@ class ReportOutcomeRequest(_message.Message):
     def __init__(self, context_id: _Optional[str] = ..., used: _Optional[bool] = ..., success: _Optional[bool] = ..., reward: _Optional[float] = ..., trajectory_id: _Optional[str] = ...) -> None: ...
 
 class ReportOutcomeResponse(_message.Message):
-    __slots__ = ("lsn",)
+    __slots__ = ("lsn", "stored", "hit_threshold")
     LSN_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    HIT_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     lsn: int
-    def __init__(self, lsn: _Optional[int] = ...) -> None: ...
+    stored: bool
+    hit_threshold: float
+    def __init__(self, lsn: _Optional[int] = ..., stored: _Optional[bool] = ..., hit_threshold: _Optional[float] = ...) -> None: ...
 
 class GetTrajectoryRequest(_message.Message):
     __slots__ = ("trajectory_id", "as_of", "full_payloads", "min_lsn")
