@@ -32,17 +32,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import embedder as embedders
-from . import fused as fusedmod
 from . import reads, slots
 from . import verdict as verdicts
 from .context_log import ContextLog
 from .errors import InvalidArgument, NotFound, ResourceExhausted
 from .feedback import Feedback
-from .index import NEVER, Filters, Row, StoredFit, TenantIndex, fit_tables, match_fit
+from .fused_cache import FusedCache
+from .index import Filters, Row, StoredFit, TenantIndex, fit_tables, match_fit
 from .patches import SPANS_PLACEHOLDER_TASK
 from .records import normalize_task, now_us, task_hash
 from .tables import quote
@@ -54,7 +53,6 @@ K_MAX = 100
 # 4,096 vectors of 384 floats take ~0.1 ms in a loop here (2-3x that inside the server); an
 # exact scan of 20,000 takes ~3 ms, which on an event loop stalls every other call as long.
 LOOP_SCAN_ROWS = 4096
-FUSED_TTL_S = 5.0  # fused stats are recomputed at most this often while the tenant changes
 EMBED_CHUNK = 2_048  # task texts embedded, then persisted, at a time by a tenant's load
 Progress = Callable[[int, int], None]  # (done, total)
 BULK_VECTORS = 10_000  # at least this many task vectors at once: one scan of _embeddings
@@ -83,8 +81,7 @@ class ContextService:
         self.cache = VectorCache(lake.store, self.embedder.model_id, self.embedder.dim)
         self.embedding = EmbeddingService(self.embedder, self.cache)
         self._indexes: dict[str, TenantIndex] = {}
-        self._fused: dict[str, tuple[float, int, dict[int, dict]]] = {}
-        self._sources: dict[tuple[str, int], tuple] = {}  # see _servable_sources
+        self.fused = FusedCache(lake)  # each tenant's fused stats, computed by SQL
         self.contexts = ContextLog(lake.store)  # what was served, for reports and SQL
         self.feedback = Feedback(lake)  # reports on served contexts; hit thresholds
         self._slot_cache: dict[str, slots.Slots] = {}
@@ -98,7 +95,6 @@ class ContextService:
         lake.subscribe(self._committed)
         lake.on_retract(self._retracted)
         self._lock = threading.RLock()  # the tenants' indexes (held while one loads)
-        self._changes = 0
 
     # -- the index ----------------------------------------------------------------------------
     def index(self, tenant: str) -> TenantIndex:
@@ -216,9 +212,7 @@ class ContextService:
         if written is None:
             with self._lock:
                 self._indexes.clear()
-                self._fused.clear()
-                self._sources.clear()
-                self._changes += 1
+                self.fused.clear()
             return
         with self._pending_cv:
             self._pending.append((version.wal_lsn, written))
@@ -278,7 +272,7 @@ class ContextService:
                     t["expires_at"], _collapse(tools.get(t["trajectory_id"])),
                     t.get("retracted_at") is None) for t in trajectories]
         self._add(idx, rows)
-        self._changes += 1
+        self.fused.changed()
         if idx.needs_refit():
             self.recluster(tenant)
 
@@ -293,7 +287,7 @@ class ContextService:
         changed, its fused stats fresh. Else None (the caller asks ``get_context`` where it
         may block). For an event loop."""
         idx = self._indexes.get(tenant)
-        if idx is None or query.text is not None or self._fused_stale(tenant) \
+        if idx is None or query.text is not None or self.fused.stale(tenant) \
                 or idx.scan_rows(query.filters) > LOOP_SCAN_ROWS:
             return None
         if not idx.lock.acquire(blocking=False):  # a re-fit or an arrival holds it
@@ -371,24 +365,7 @@ class ContextService:
     def _verdict(self, q: Query, qhash: str | None, neighbors: list[dict],
                  threshold: float) -> dict[str, Any]:
         hashes = [n.pop("_hash") for n in neighbors]
-        if not neighbors:
-            return {"verdict": "miss", "reason": "no trajectories match", "slots_equal": None}
-        if qhash is not None and qhash in hashes:
-            i = hashes.index(qhash)
-            neighbors.insert(0, neighbors.pop(i))
-            return {"verdict": "exact", "reason": "same normalized task text",
-                    "slots_equal": True}
-        top = neighbors[0]
-        if q.text is None:
-            v = "similar" if top["similarity"] >= verdicts.SIMILAR_MIN else "miss"
-            return {"verdict": v, "reason": "a vector query has no text to compare slots: "
-                    "at most `similar`", "slots_equal": None}
-        d = verdicts.decide(q.text, top["task"], top["similarity"], threshold,
-                            candidate_slots=self._slots(top["task"]))
-        kind, reason = d.verdict, d.reason
-        if kind == "hit" and top["success"] is False:
-            kind, reason = "similar", "the near-duplicate failed: adapt it, do not replay it"
-        return {"verdict": kind, "reason": reason, "slots_equal": d.slots_equal}
+        return verdicts.of_neighbors(q.text, qhash, neighbors, hashes, threshold, self._slots)
 
     def _slots(self, text: str) -> slots.Slots:
         """Slots of a stored task text, extracted once (stored texts repeat across queries)."""
@@ -407,73 +384,19 @@ class ContextService:
                       threshold: float) -> dict[str, Any] | None:
         if cluster is None:
             return None
-        stats = self._fused.get(tenant, (0, 0, {}))[2].get(cluster, {})
+        stats = self.fused.cluster(tenant, cluster)
         return {"id": cluster, "size": stats.get("runs", 0),
                 "success_rate": stats.get("success_rate"), "hit_threshold": threshold,
                 "label": stats.get("label")}
-
-    def _fused_stale(self, tenant: str) -> bool:
-        """The tenant's fused stats are to be computed again (SQL over its runs and steps)."""
-        at, changes, stats = self._fused.get(tenant, (0.0, -1, {}))
-        return changes != self._changes and (not stats or time.time() - at > FUSED_TTL_S)
 
     def _fused_for(self, tenant: str, idx: TenantIndex, cluster: int | None,
                    now: int, refresh: bool = True) -> dict[str, Any]:
         """``refresh=False``: stale stats as they are (none: {}), not computed here."""
         if cluster is None:
             return {}
-        stats = self._fused.get(tenant, (0.0, -1, {}))[2]
-        if refresh and self._fused_stale(tenant):
-            stats = self._compute_fused(tenant, idx)
-        out = dict(stats.get(cluster, {}))
-        out["sources"] = self._servable_sources(tenant, idx, stats, cluster, now)
+        out = self.fused.for_cluster(tenant, idx, cluster, now, refresh)
         out["feedback"] = self.feedback.stats(tenant, cluster)
         return out
-
-    def _servable_sources(self, tenant: str, idx: TenantIndex, stats: dict[int, dict],
-                          cluster: int, now: int) -> list[str]:
-        """The cluster's fused sources that can be served ``now``: worked out once, then
-        reused until the stats or the index's rows change or one of them expires."""
-        got = self._sources.get((tenant, cluster))
-        if got is not None:
-            was_idx, was_stats, generation, since, until, kept = got
-            if was_idx is idx and was_stats is stats and generation == idx.generation \
-                    and since <= now < until:
-                return list(kept)
-        generation, kept, until = idx.generation, [], NEVER  # generation first: a change
-        for s in stats.get(cluster, {}).get("sources", []):  # meanwhile misses next time
-            row = idx.pos.get(s)
-            if row is not None and idx._servable(row, now):
-                kept.append(s)
-                expires = idx.rows[row].expires_at_us
-                if expires is not None:
-                    until = min(until, expires)
-        self._sources[(tenant, cluster)] = (idx, stats, generation, now, until, kept)
-        return list(kept)
-
-    def _compute_fused(self, tenant: str, idx: TenantIndex) -> dict[int, dict]:
-        members = idx.members()
-        tids = [idx.rows[r].trajectory_id for rows in members.values() for r in rows]
-        cids = [c for c, rows in members.items() for _ in rows]
-        m = pa.table({"trajectory_id": pa.array(tids, pa.string()),
-                      "cluster_id": pa.array(cids, pa.int32())})
-        con = self.lake.connect(tenant=tenant)
-        runs = con.sql("select trajectory_id, success, n_steps, cost_usd, tokens_in, tokens_out "
-                       "from trajectories").to_arrow_table()
-        steps = con.sql("select trajectory_id, index, kind, name, error, duration_ms, cost_usd "
-                        "from steps").to_arrow_table()
-        stats = fusedmod.compute(m, runs, steps)
-        vecs = idx.model.vectors_by_row()  # once: a copy of every vector
-        for cid, rows in members.items():
-            if cid in stats:
-                stats[cid]["label"] = self._label(idx, vecs, cid, rows)
-        self._fused[tenant] = (time.time(), self._changes, stats)
-        return stats
-
-    @staticmethod
-    def _label(idx: TenantIndex, vecs: np.ndarray, cid: int, rows: list[int]) -> str:
-        c = idx.model.centroids[cid]
-        return idx.rows[rows[int(np.argmax(vecs[rows] @ c))]].task[:200]
 
     def recluster(self, tenant: str, progress: Progress | None = None) -> dict[str, Any]:
         """Re-fit the tenant's clusters now, as one new version. An index not loaded yet is
@@ -487,8 +410,7 @@ class ContextService:
                 self._indexes[tenant] = idx
         if not loaded:
             version = self._fit(idx)
-        self._changes += 1
-        self._fused.pop(tenant, None)
+        self.fused.drop(tenant)
         return {"tenant": tenant, "clusters": idx.model.k if idx.model else 0,
                 "rows": idx.size, "seconds": round(time.perf_counter() - t0, 3),
                 "version": version}
@@ -550,7 +472,7 @@ class ContextService:
             idx = self._indexes.get(tenant)
         if idx is not None:
             idx.retract(ids)
-            self._changes += 1
+            self.fused.changed()
 
     def stats(self) -> dict[str, Any]:
         return {"tenants": {t: {"rows": i.size, "clusters": i.model.k if i.model else 0}

@@ -54,14 +54,14 @@ import difflib
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .records import normalize_task
 from .slots import COMMON_WORDS, Slots, compare, extract
 
-__all__ = ["Verdict", "decide", "wording_differences", "EXACT", "HIT", "SIMILAR", "MISS",
-           "DEFAULT_THRESHOLD", "MIN_THRESHOLD", "MAX_THRESHOLD", "SIMILAR_MIN",
+__all__ = ["Verdict", "decide", "of_neighbors", "wording_differences", "EXACT", "HIT",
+           "SIMILAR", "MISS", "DEFAULT_THRESHOLD", "MIN_THRESHOLD", "MAX_THRESHOLD", "SIMILAR_MIN",
            "Observation", "Calibration", "calibrate", "calibration", "false_hit_upper_bound"]
 
 EXACT, HIT, SIMILAR, MISS = "exact", "hit", "similar", "miss"
@@ -119,6 +119,31 @@ def decide(query_text: str, candidate_text: str, cosine: float,
     else:
         reason = diffs[0]
     return Verdict(SIMILAR, reason, c, t, equal, tuple(diffs))
+
+
+def of_neighbors(query_text: str | None, query_hash: str | None, neighbors: list[dict],
+                 hashes: list[str], threshold: float,
+                 slots_of: Callable[[str], Slots] = extract) -> dict:
+    """The semantic cache's verdict on a query's neighbours (best first, as searched;
+    ``hashes``: their task hashes), as ``{"verdict", "reason", "slots_equal"}``. Reorders
+    ``neighbors`` in place: the neighbour the verdict is about comes first.
+    ``query_text`` None: a vector query; ``slots_of``: a stored text's slots (cached)."""
+    if not neighbors:
+        return {"verdict": MISS, "reason": "no trajectories match", "slots_equal": None}
+    if query_hash is not None and query_hash in hashes:
+        neighbors.insert(0, neighbors.pop(hashes.index(query_hash)))
+        return {"verdict": EXACT, "reason": "same normalized task text", "slots_equal": True}
+    top = neighbors[0]
+    if query_text is None:
+        v = SIMILAR if top["similarity"] >= SIMILAR_MIN else MISS
+        return {"verdict": v, "reason": "a vector query has no text to compare slots: "
+                "at most `similar`", "slots_equal": None}
+    d = decide(query_text, top["task"], top["similarity"], threshold,
+               candidate_slots=slots_of(top["task"]))
+    kind, reason = d.verdict, d.reason
+    if kind == HIT and top["success"] is False:
+        kind, reason = SIMILAR, "the near-duplicate failed: adapt it, do not replay it"
+    return {"verdict": kind, "reason": reason, "slots_equal": d.slots_equal}
 
 
 # -- template edits -----------------------------------------------------------------------

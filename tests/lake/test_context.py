@@ -403,8 +403,7 @@ def test_answer_now_answers_from_memory_or_says_it_would_wait(cache, minilm):
     finally:
         release.set()
         t.join()
-    cache._changes += 1  # the tenant changed: fused stats are due (at once: none cached)
-    cache._fused["default"] = (0.0, -1, {})
+    cache.fused.drop("default")  # the tenant changed: fused stats are due (at once)
     assert cache.answer_now("default", Query(vector=v)) is None
     assert cache.get_context("default", {"vector": v.tolist()})["neighbors"]
     assert cache.answer_now("default", Query(vector=v)) is not None
