@@ -12,7 +12,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -21,7 +20,8 @@ import pyarrow as pa
 
 from . import sql as sqlmod
 from .arrow_values import with_numbers
-from .errors import Conflict, InvalidArgument, LakeError, NotFound, disk_error
+from .errors import InvalidArgument, LakeError, NotFound, disk_error
+from .live import LiveRuns
 from .patches import Patch, parse, steps_patch
 from .query import run
 from .records import Context, Record, normalize, normalize_line, now_us
@@ -54,8 +54,6 @@ def _item_reject(e: Exception, location: str, item: Any) -> Reject:
     return Reject(location, getattr(e, "message", str(e)), fld, repr(item)[:1000])
 
 
-_OUTCOME = ("status", "success", "reward", "scores")  # what a finish sets, for good
-LIVE_KEPT = 1_000_000  # live trajectories whose state the lake remembers (~200 B each)
 
 
 @dataclass
@@ -74,10 +72,8 @@ class Lake:
         self._connections_lock = threading.Lock()
         self._listeners: list[Callable[[Version, dict[str, list[dict]] | None], None]] = []
         self._retract_listeners: list[Callable[[str, list[str]], None]] = []
-        # live trajectories patched here (oldest first), and the outcomes of those finished
-        # (see _check_open); the oldest are forgotten past LIVE_KEPT: the table answers then
-        self._started: dict[tuple[str, str], int | None] = {}  # -> started_at (us)
-        self._finished: dict[tuple[str, str], dict[str, Any]] = {}
+        self.live = LiveRuns(store, self.flush)  # what live runs' patches are checked against
+        self._listeners.append(lambda _, written: self.live.ids.committed(written))
         # SQL's column caches: keys name immutable Lance files, so entries never go stale
         self.sql_caches = sqlmod.Caches.sized(settings.sql_cache_mb << 20)
         if writer is not None:
@@ -196,39 +192,65 @@ class Lake:
                      tenant: str | None = None) -> IngestResult:
         """Add steps (each with its ``index``) to a started trajectory; a retry is a no-op.
 
-        Good steps land; each bad one comes back in ``rejected`` (location ``steps[i]``)."""
+        Good steps land; each bad one comes back in ``rejected`` (location ``steps[i]``), as
+        does one at an index the run has with other content (``live``)."""
         ctx = self.context(tenant)
-        body = {"op": "steps", "trajectory_id": trajectory_id, "steps": steps}
         result = IngestResult()
         try:  # all good, the common case: validated once, as one patch
-            patch, good = parse(body, b"", ctx), steps
+            rec = parse({"op": "steps", "trajectory_id": trajectory_id, "steps": steps}, b"",
+                        ctx).record
+            at, rows, payloads = list(range(len(steps))), rec.steps, rec.payloads
         except (InvalidArgument, TypeError):  # find each bad step, keep the good ones
-            rows: list[dict[str, Any]] = []
-            payloads: list[dict[str, Any]] = []
-            good, seen = [], set()
-            for i, step in enumerate(steps):
-                one = {"op": "steps", "trajectory_id": trajectory_id, "steps": [step]}
-                try:
-                    rec = parse(one, b"", ctx).record
-                    if step["index"] in seen:
-                        raise InvalidArgument(f"index {step['index']} appears twice in this "
-                                              "batch", field="steps[0].index")
-                except (InvalidArgument, TypeError) as e:
-                    result.rejected.append(_item_reject(e, f"steps[{i}]", step))
-                    continue
-                seen.add(step["index"])
-                good.append(step)
-                rows += rec.steps
-                payloads += rec.payloads
+            at, rows, payloads = self._good_steps(trajectory_id, steps, ctx, result)
+        key = (ctx.tenant, trajectory_id)
+        with self.live.lock(key):
             patch = steps_patch(trajectory_id, rows, payloads, ctx)
-        if good:
-            try:
-                line = orjson.dumps({**body, "steps": good})
-            except TypeError as e:  # validated: only a non-JSON value it tolerated gets here
-                raise InvalidArgument(f"not JSON-serializable: {e}") from e
-            result.lsn = self._submit_patch(patch, line, ctx)
-        result.steps = len(good)
+            self.live.check(patch, ctx.tenant)  # not started: NotFound; finished: Conflict
+            clashes = self.live.clashes(key, rows)
+            if clashes:
+                for i, e in clashes:
+                    result.rejected.append(_item_reject(e, f"steps[{at[i]}]", steps[at[i]]))
+                drop = {i for i, _ in clashes}
+                at = [j for i, j in enumerate(at) if i not in drop]
+                rows = [r for i, r in enumerate(rows) if i not in drop]
+                refs = {r[c] for r in rows for c in ("input_ref", "output_ref") if r[c]}
+                patch = steps_patch(trajectory_id, rows, [p for p in payloads
+                                                          if p["sha256"] in refs], ctx)
+            if at:
+                try:
+                    line = orjson.dumps({"op": "steps", "trajectory_id": trajectory_id,
+                                         "steps": [steps[j] for j in at]})
+                except TypeError as e:  # validated: only a non-JSON value it tolerated
+                    raise InvalidArgument(f"not JSON-serializable: {e}") from e
+                result.lsn = self._writer().submit([patch], [line], ctx)
+                self.live.logged(patch, ctx.tenant)
+        result.steps = len(at)
         return result
+
+    @staticmethod
+    def _good_steps(trajectory_id: str, steps: list[dict[str, Any]], ctx: Context,
+                    result: IngestResult) -> tuple[list[int], list[dict], list[dict]]:
+        """The steps that pass validation alone (positions, rows, payloads); a reject in
+        ``result`` for each other."""
+        at: list[int] = []
+        rows: list[dict[str, Any]] = []
+        payloads: list[dict[str, Any]] = []
+        seen: set[Any] = set()
+        for i, step in enumerate(steps):
+            one = {"op": "steps", "trajectory_id": trajectory_id, "steps": [step]}
+            try:
+                rec = parse(one, b"", ctx).record
+                if step["index"] in seen:
+                    raise InvalidArgument(f"index {step['index']} appears twice in this "
+                                          "batch", field="steps[0].index")
+            except (InvalidArgument, TypeError) as e:
+                result.rejected.append(_item_reject(e, f"steps[{i}]", step))
+                continue
+            seen.add(step["index"])
+            at.append(i)
+            rows += rec.steps
+            payloads += rec.payloads
+        return at, rows, payloads
 
     def finish_trajectory(self, trajectory_id: str, *, tenant: str | None = None,
                           **fields: Any) -> int:
@@ -287,100 +309,14 @@ class Lake:
         return self._submit_patch(parse(obj, line, ctx), line, ctx)
 
     def _submit_patch(self, patch: Patch, line: bytes, ctx: Context) -> int:
-        """Log a validated patch (``line``: its JSON, what a replay parses again)."""
+        """Log a validated patch (``line``: its JSON, what a replay parses again), unless
+        it would change what the lake must keep (``live``: raises first)."""
         key = (ctx.tenant, patch.trajectory_id)
-        # a start changes a finished run only by its steps (``patches._apply``): checked then
-        if patch.kind in ("steps", "finish") or patch.kind == "start" and patch.record.steps:
-            if key not in self._started:  # its state as stored (not started here, or
-                self._recall(key, patch.kind != "start")  # forgotten); a start may be new
-            done = self._finished.get(key)
-            if done is not None:
-                self._check_open(patch, done, ctx.tenant)
-        if patch.kind == "finish" and "ended_at" in patch.fields:
-            self._check_ends_after_start(patch, key)
-        lsn = self._writer().submit([patch], [line], ctx)
-        if patch.kind == "start":  # a second start fills only what is empty: not started_at
-            known = self._started.get(key)
-            self._remember(key, patch.record.trajectory.get("started_at") if known is None
-                           else known)
-        elif key not in self._started:  # created by its spans
-            self._remember(key, None)
-        if patch.kind == "finish" and key not in self._finished:
-            self._finished[key] = {f: patch.record.trajectory.get(f) for f in _OUTCOME}
+        with self.live.lock(key):
+            self.live.check(patch, ctx.tenant)
+            lsn = self._writer().submit([patch], [line], ctx)
+            self.live.logged(patch, ctx.tenant)
         return lsn
-
-    def _remember(self, key: tuple[str, str], started_at: int | None) -> None:
-        self._started[key] = started_at
-        if len(self._started) > LIVE_KEPT:
-            oldest = next(iter(self._started))
-            del self._started[oldest]
-            self._finished.pop(oldest, None)
-
-    def _check_ends_after_start(self, patch: Patch, key: tuple[str, str]) -> None:
-        ended = patch.record.trajectory.get("ended_at")
-        started = self._started.get(key)
-        if ended is None:
-            return
-        if started is None:  # not started here (or without a time): as stored
-            self.flush()
-            rows = self.store.lookup("trajectories", key[0], "trajectory_id", [key[1]],
-                                     ["started_at"])["started_at"].cast(pa.int64()).to_pylist()
-            started = rows[0] if rows else None
-        if started is not None and ended < started:
-            iso = [str(datetime.fromtimestamp(t / 1e6, UTC)) for t in (ended, started)]
-            raise InvalidArgument(
-                f"ended_at {iso[0]} is before the trajectory's started_at {iso[1]}: a run "
-                "ends after it starts; send the time it ended (default: now)",
-                field="ended_at")
-
-    def _recall(self, key: tuple[str, str], stored: bool = True) -> None:
-        """Remember the stored trajectory's start time and, if it is finished, its outcome
-        (every later patch is checked against it, see ``_check_open``). ``stored``: it must
-        be (else ``NotFound``)."""
-        tenant, trajectory_id = key
-        rows = self.store.lookup("trajectories", tenant, "trajectory_id", [trajectory_id],
-                                 ["trajectory_id", "started_at", *_OUTCOME])
-        if not rows.num_rows and not stored:
-            return
-        if not rows.num_rows:
-            raise NotFound(f"trajectory {trajectory_id!r:.200} was not started: call "
-                           "StartTrajectory (start_trajectory) first", field="trajectory_id")
-        started = rows["started_at"].cast(pa.int64())[0].as_py()
-        row = rows.to_pylist()[0]
-        self._remember(key, started)
-        if row["status"] != "running":
-            row["scores"] = dict(row["scores"]) if row["scores"] else None  # a map: pairs
-            self._finished[key] = {f: row[f] for f in _OUTCOME}
-
-    def _check_open(self, patch: Patch, done: dict[str, Any], tenant: str) -> None:
-        """A finished trajectory is final: a finish again must say the same (a retry), and
-        steps, appended or with a start, may only be ones already stored (a retry)."""
-        tid, what = patch.trajectory_id, ", ".join(
-            f"{f} {v}" for f, v in done.items() if v is not None)
-        if patch.kind == "finish":
-            new = patch.record.trajectory
-            changed = [f for f in _OUTCOME if f in patch.fields and new.get(f) != done[f]]
-            if changed:
-                raise Conflict(f"trajectory {tid!r:.200} is already finished ({what}): a finish "
-                               f"is final, and this one changes {', '.join(changed)}. Report "
-                               "later judgements with ReportOutcome, or record a new attempt "
-                               "as a new trajectory (parent_id links it)", field=changed[0])
-            return
-        self.flush()  # a retried append's steps may still be on their way to the tables
-        stored = set(self.store.lookup("steps", tenant, "trajectory_id", [tid],
-                                       ["index"])["index"].to_pylist())
-        new = sorted(s["index"] for s in patch.record.steps if s["index"] not in stored)
-        if new and patch.kind == "start":
-            raise Conflict(f"trajectory {tid!r:.200} is already finished ({what}): a start "
-                           f"again may only repeat the first (a retry), and this one brings "
-                           f"steps it does not have (index {', '.join(map(str, new[:5]))}). "
-                           "Record a new attempt as a new trajectory (parent_id links it)",
-                           field="trajectory_id")
-        if new:
-            raise Conflict(f"trajectory {tid!r:.200} is finished ({what}): steps cannot be "
-                           "added after FinishTrajectory. Log every step before finishing, or "
-                           "record a new attempt as a new trajectory (parent_id links it)",
-                           field="trajectory_id")
 
     def flush(self, timeout: float | None = None) -> None:
         if self.writer is not None:
@@ -409,8 +345,8 @@ class Lake:
             for name in DATA_TABLES:
                 self.store.restore(name, target.tables.get(name))
             kept = self._retract_again(retracted)
-            self._started.clear()  # live runs' state is the restored rows' now: recalled
-            self._finished.clear()  # from them (a run started since is NotFound, not lost)
+            self.live.clear()  # live runs' state is the restored rows' now: recalled from
+            # them (a run started since is NotFound, not lost)
             version = self.catalog.commit(
                 "restore", writer.wal.writer_id, writer.lag["applied_lsn"],
                 {"restored": target.version, "tags": [t for t, v in self.catalog.tags().items()

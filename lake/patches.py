@@ -23,10 +23,10 @@ over ``payload_limit`` goes to ``payloads`` like a large input, a preview left i
 Idempotent by construction: a step whose index is already stored is skipped (a retry
 re-sends the same indexes), a second start only fills fields still empty, a finish sets the
 same values again; the row hash is computed from the resulting content, so replaying a
-patch that is already applied changes nothing. A finished trajectory is final: the lake
-refuses, before logging, a finish that changes its outcome and steps it does not have yet,
-appended or brought by a start (``Lake._check_open``); retries pass, and a start fills
-none of its fields.
+patch that is already applied changes nothing. What would be dropped that way is refused
+before logging (``live.LiveRuns``): a start of another run on the id, another step at a
+used index, and on a finished trajectory (final) a finish that changes its outcome and
+steps it does not have yet; retries pass, and a start fills none of a finished run's fields.
 
 A commit that only adds steps to a stored live trajectory appends just the new steps
 (``extend``), without reading the stored ones: only their indexes and token and cost
@@ -349,7 +349,7 @@ def _apply(traj: dict[str, Any] | None, item: Patch) -> dict[str, Any] | None:
         if traj is None:
             return dict(rec.trajectory)
         if traj.get("status") != "running":  # finished: final (its steps were checked when
-            return traj  # logged, ``Lake._check_open``)
+            return traj  # logged, ``live.LiveRuns``)
         for k, v in rec.trajectory.items():  # a retried or late start fills only what is
             if traj.get(k) is None and v is not None:  # still empty
                 traj[k] = v

@@ -38,10 +38,13 @@ def test_a_start_with_new_steps_on_a_finished_run_is_a_conflict(lake: Lake):
     """The QA's case: StartTrajectory on a run that succeeded with one step, with two."""
     before = _finished(lake, "r")
     with pytest.raises(Conflict) as e:
-        lake.start_trajectory(_start("r", 2, task="restart hijack"))
+        lake.start_trajectory(_start("r", 2))
     assert e.value.field == "trajectory_id"
     assert "'r' is already finished (status succeeded" in e.value.message
     assert "index 1" in e.value.message and "new trajectory (parent_id" in e.value.message
+    with pytest.raises(Conflict, match="'r' is taken by another run .task 't', finished: "
+                                       "status succeeded"):  # another task: another run
+        lake.start_trajectory(_start("r", 2, task="restart hijack"))
     assert _row(lake, "r") == before
 
 
@@ -57,7 +60,7 @@ def test_a_start_that_would_fill_fields_of_a_finished_run_changes_nothing(lake: 
     none (``model`` was empty)."""
     before = _finished(lake, "r")
     assert before["model"] is None
-    lake.start_trajectory(_start("r", model="m", task="another task",
+    lake.start_trajectory(_start("r", model="m",
                                  started_at="2026-01-03T00:00:00Z"))
     assert _row(lake, "r") == before
     # the start time remembered is still the first: a retried finish ending before the
@@ -75,7 +78,7 @@ def test_a_running_run_still_takes_a_start_s_steps_and_fields(lake: Lake):
 @pytest.mark.parametrize("how", ["restart", "forgotten", "written whole"])
 def test_the_state_comes_from_the_table_when_the_lake_does_not_remember(
         lake: Lake, lake_dir: Path, monkeypatch, how: str):
-    import lake.lake as lakemod
+    import lake.live as lakemod
 
     if how == "written whole":
         lake.ingest([{"trajectory_id": "r", "task": "t", "steps": [STEP],
@@ -87,7 +90,7 @@ def test_the_state_comes_from_the_table_when_the_lake_does_not_remember(
         monkeypatch.setattr(lakemod, "LIVE_KEPT", 2)
         for i in (1, 2):
             lake.start_trajectory(_start(f"other{i}"))
-        assert ("default", "r") not in lake._started
+        assert ("default", "r") not in lake.live
     if how == "restart":
         lake.close()
         lake = Lake.open(str(lake_dir))

@@ -260,7 +260,7 @@ def test_key_columns_get_an_index_and_lookups_still_see_rows_outside_it(lake: La
 
 
 def test_a_finished_run_stays_final_after_the_lake_forgets_it(lake: Lake, monkeypatch):
-    import lake.lake as lakemod
+    import lake.live as lakemod
     from lake.errors import Conflict
 
     monkeypatch.setattr(lakemod, "LIVE_KEPT", 2)
@@ -269,7 +269,7 @@ def test_a_finished_run_stays_final_after_the_lake_forgets_it(lake: Lake, monkey
     lake.flush()
     for i in (1, 2):  # r0 is forgotten: its state comes from the table
         lake.start_trajectory({"trajectory_id": f"r{i}", "task": "t"})
-    assert ("default", "r0") not in lake._started and len(lake._started) == 2
+    assert ("default", "r0") not in lake.live and len(lake.live) == 2
     with pytest.raises(Conflict, match="changes reward"):
         lake.finish_trajectory("r0", status="succeeded", outcome={"reward": 0.5})
     lake.finish_trajectory("r0", status="succeeded", outcome={"reward": 1.0})  # a retry

@@ -75,6 +75,27 @@ def test_a_finished_trajectory_is_final_but_retries_pass(server, client):
         client.finish("f-2", status="succeeded")
 
 
+def test_one_trajectory_id_is_one_run(server, client):
+    """The QA's race: two agents start one id with their own tasks. The second start is
+    refused at the call; a step re-sent at an index with other content is rejected, not
+    acknowledged and dropped; an identical re-send is a retry."""
+    client.start("Task A: refund #W1", trajectory_id="race", agent="A")
+    with pytest.raises(Conflict, match="'race' is taken by another run") as e:
+        client.start("Task B: cancel #W2", trajectory_id="race", agent="B")
+    assert e.value.field == "trajectory_id"
+    client.start("Task A: refund #W1", trajectory_id="race", agent="A")  # a retry
+    client.append("race", [{"index": 0, "kind": "tool", "name": "A0"}])
+    reply = client.append("race", [{"index": 0, "kind": "tool", "name": "B0"},
+                                   {"index": 1, "kind": "tool", "name": "A1"}])
+    assert reply.accepted == 1 and len(reply.rejects) == 1
+    assert reply.rejects[0]["index"] == 0 and reply.rejects[0]["field"] == "steps[0].index"
+    assert "already has a step at index 0 with other content" in reply.rejects[0]["reason"]
+    lsn = client.finish("race", success=True)
+    got = client.get_trajectory("race", min_lsn=lsn)
+    assert (got["task"], got["agent"], [s["name"] for s in got["steps"]]) == \
+        ("Task A: refund #W1", "A", ["A0", "A1"])
+
+
 def test_stream_of_one_step_per_message(server, client):
     tid = client.start("streamed", trajectory_id="s-1")
     steps = [{"index": i, "kind": "tool", "name": f"t{i % 7}"} for i in range(2000)]
