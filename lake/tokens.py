@@ -158,10 +158,11 @@ class Tokens:
         token_id, secret = m.groups()
         row = self._lookup(token_id)
         if row is None or not hmac.compare_digest(row["secret_sha256"], _digest(secret)):
-            raise Unauthenticated(f"token {token_id} is not known (or its secret is wrong); "
-                                  "create one with `lake token create`")
+            raise _refused(f"token {token_id} is not known (or its secret is wrong); create "
+                           "one with `lake token create`", row, token_id, proven=False)
         if row["revoked_at"] is not None:
-            raise Unauthenticated(f"token {token_id} was revoked; ask for a new one")
+            raise _refused(f"token {token_id} was revoked; ask for a new one", row, token_id,
+                           proven=True)
         return Identity(row["tenant"], row["agent"], frozenset(row["scopes"]), token_id)
 
     def cached(self, token: str) -> bool:
@@ -198,3 +199,13 @@ class Tokens:
 def _info(row: dict[str, Any]) -> TokenInfo:
     return TokenInfo(row["token_id"], row["tenant"], row["agent"], tuple(row["scopes"]),
                      row["created_at"], row["revoked_at"])
+
+
+def _refused(message: str, row: dict[str, Any] | None, token_id: str, *,
+             proven: bool) -> Unauthenticated:
+    """A refusal that says, for the audit, whose token was tried (``claimed``: no scopes;
+    its agent only when the caller ``proven`` to hold the secret, of a revoked token)."""
+    e = Unauthenticated(message)
+    e.claimed = None if row is None else Identity(  # type: ignore[attr-defined]
+        row["tenant"], row["agent"] if proven else "anonymous", frozenset(), token_id)
+    return e

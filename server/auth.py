@@ -73,9 +73,11 @@ class Authenticator:
         except Unauthenticated as e:
             if self.required:
                 raise
-            raise Unauthenticated(f"{e.message}. This server runs without auth: send no token "
+            err = Unauthenticated(f"{e.message}. This server runs without auth: send no token "
                                   f"to act as tenant {self.open_identity.tenant!r}; a valid "
-                                  "token acts as its own tenant") from None
+                                  "token acts as its own tenant")
+            err.claimed = getattr(e, "claimed", None)  # type: ignore[attr-defined]
+            raise err from None
 
     async def identify_async(self, metadata: Sequence[tuple[str, Any]] | None) -> Identity:
         """``identify`` for the event loop, which must not wait on storage: from memory when
@@ -166,11 +168,13 @@ class AuthLayer(Layer):
         detail: dict[str, Any] = {"peer": context.peer()}
         if exc is not None:
             detail["error"] = str(exc)[:1000]
+        if who is None:  # refused before it was known: the token tried, if one was known
+            who = getattr(exc, "claimed", None)
         self.audit.record(
             tenant=who.tenant if who else "", actor=who.agent if who else ANONYMOUS,
             token_id=who.token_id if who else None, action=method.removeprefix(V1),
-            resource=_resource(request) if admin else None, outcome=outcome, detail=detail,
-            flush=flush)
+            resource=_resource(request) if admin else _ids(request), outcome=outcome,
+            detail=detail, flush=flush)
 
 
 def _header(metadata: Sequence[tuple[str, Any]] | None) -> Any:
@@ -181,6 +185,16 @@ def _bearer(header: Any) -> tuple[str, str]:
     """(scheme, token) of an authorization header: ``Bearer cl_...`` -> ("Bearer", "cl_...")."""
     scheme, _, token = str(header).strip().partition(" ")
     return scheme, token.strip()
+
+
+def _ids(request: Any) -> str | None:
+    """What a refused call named, cheaply: its top-level text and number fields (not its
+    bytes or steps: a refusal must cost little, whatever was sent)."""
+    if not isinstance(request, Message):
+        return None
+    parts = [f"{fd.name}: {v!r:.100}" for fd, v in request.ListFields()
+             if isinstance(v, str | int | float) and not isinstance(v, bool)]
+    return " ".join(parts)[:500] or None
 
 
 def _resource(request: Any) -> str | None:

@@ -46,7 +46,12 @@ def test_a_wrong_secret_for_a_real_id_is_refused(secure):
     good = token(secure)
     forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
     with LakeClient(secure.target, forged) as c, pytest.raises(Unauthenticated):
-        c.stats()
+        c.get_trajectory("acme-7")
+    [row] = [r for r in audit_rows(secure) if r["outcome"] == "unauthenticated"]
+    # the tenant's own audit view shows the attempt on its token; the caller is not its agent
+    assert (row["tenant"], row["actor"], row["token_id"]) == \
+        ("acme", "anonymous", good.split("_")[1])
+    assert row["resource"] == "trajectory_id: 'acme-7'"  # what the refused call named
 
 
 def test_a_read_token_cannot_ingest_and_the_refusal_is_audited(secure):
@@ -163,6 +168,9 @@ def test_a_revoked_token_is_refused_within_seconds(secure):
             pytest.fail("a revoked token still works after 5 s")
     assert any(r["action"] == "token.revoke" and r["actor"] == "cli:test"
                for r in audit_rows(secure))
+    refused = [r for r in audit_rows(secure) if r["outcome"] == "unauthenticated"]
+    assert refused and all((r["tenant"], r["actor"], r["token_id"]) == (
+        "acme", "bot", text.split("_")[1]) for r in refused)  # its holder, attributed
 
 
 def test_tokens_are_stored_hashed_with_a_public_id(secure):
