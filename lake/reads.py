@@ -128,8 +128,11 @@ def _scan(ds: lance.LanceDataset | None, columns: list[str], where: str,
 
 
 def trajectory(lake: Lake, tenant: str, trajectory_id: str, *, as_of: int | str | None = None,
-               full_payloads: bool = False) -> tuple[Version, dict[str, Any]]:
-    """One trajectory row with ``steps`` (a list of step rows in index order)."""
+               full_payloads: bool = False, include_retracted: bool = False
+               ) -> tuple[Version, dict[str, Any]]:
+    """One trajectory row with ``steps`` (a list of step rows in index order). A retracted
+    one (now, whatever the version read) is ``NotFound`` unless ``include_retracted`` (an
+    audit by the lake's operator: never served to agents)."""
     if not trajectory_id:
         raise InvalidArgument("trajectory_id is empty; name the trajectory",
                               field="trajectory_id")
@@ -142,6 +145,12 @@ def trajectory(lake: Lake, tenant: str, trajectory_id: str, *, as_of: int | str 
                        "moment behind the log: pass the lsn the write returned as min_lsn. "
                        "Else list them with ListTrajectories or `lake sql`")
     _show_retractions(rows, _retracted_since(lake, tenant, version))
+    if rows[0]["retracted_at"] is not None and not include_retracted:
+        raise NotFound(f"trajectory {trajectory_id!r:.200} was retracted at "
+                       f"{rows[0]['retracted_at']:%Y-%m-%d %H:%M:%S} UTC and is never served "
+                       "again (its reason is in Versions; the lake's operator reads it with "
+                       "`lake sql`)",
+                       field="trajectory_id")
     steps = sorted(_scan(_table(lake, version, "steps"), public_columns(STEPS), where),
                    key=lambda s: s["index"])
     if full_payloads:

@@ -125,10 +125,6 @@ class Tape:
 
         tenant = tenant or lake.settings.tenant
         version, row = trajectory(lake, tenant, trajectory_id, as_of=as_of, full_payloads=True)
-        if row.get("retracted_at") is not None:
-            raise NotFound(f"trajectory {trajectory_id!r} was retracted "
-                           f"({row.get('retract_reason')!r}) and is never served again; "
-                           "read it with `lake sql` for audit")
         return cls.from_steps(row["steps"], trajectory_id=trajectory_id, tenant=tenant,
                               task=row["task"], lake_version=version.version,
                               success=row["success"], reward=row["reward"])

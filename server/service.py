@@ -249,6 +249,12 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
 
     def ListTrajectories(self, request: pb.ListTrajectoriesRequest,
                          context: Any) -> pb.ListTrajectoriesResponse:
+        if request.include_retracted and "admin" not in identity().scopes:
+            who = identity()
+            raise PermissionDenied("include_retracted needs the 'admin' scope (retracted "
+                                   f"runs are never served to agents); token {who.token_id} "
+                                   f"of tenant {who.tenant!r} has "
+                                   f"{', '.join(sorted(who.scopes))}", field="include_retracted")
         reads.wait_visible(self.lake, request.min_lsn)
         as_of, after = convert.ref(request.as_of), None
         if request.page_token:

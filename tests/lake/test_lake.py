@@ -313,8 +313,10 @@ def test_a_retraction_holds_across_restore_and_time_travel(lake: Lake, tmp_path)
         include_retracted=True), as_of="before")
     assert [(r["trajectory_id"], r["retract_reason"]) for r in rows] == [
         ("a", "leaked a card number"), ("b", None)]
-    _, row = reads.trajectory(lake, "default", "a", as_of="before")
-    assert row["retracted_at"] is not None
+    with pytest.raises(NotFound, match="'a' was retracted at .* never served again"):
+        reads.trajectory(lake, "default", "a", as_of="before")
+    _, row = reads.trajectory(lake, "default", "a", as_of="before", include_retracted=True)
+    assert row["retracted_at"] is not None and len(row["steps"]) == 2  # the operator's audit
     with pytest.raises(NotFound, match="retracted"):
         Tape.from_lake(lake, "a", as_of="before")
     out = export_dataset(lake, "sft", tmp_path / "sft", as_of="before")

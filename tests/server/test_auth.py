@@ -258,3 +258,14 @@ def test_a_tenant_sees_nothing_of_another(lake_dir):
         for tenant, mine in written.items():
             rows = lake.sql("select trajectory_id from trajectories", tenant=tenant).fetchall()
             assert sorted(r[0] for r in rows) == sorted(mine)
+
+
+def test_retracted_runs_are_listed_only_to_admins(secure):
+    """A read token gets no retracted run, not even its header (its task may be what was
+    retracted); an admin token of the tenant lists them, for audit."""
+    with LakeClient(secure.target, token(secure, scopes="read,ingest")) as c:
+        with pytest.raises(PermissionDenied, match="include_retracted needs the 'admin'") as e:
+            c.list_trajectories(include_retracted=True)
+        assert e.value.field == "include_retracted"
+    with LakeClient(secure.target, token(secure, scopes="read,admin")) as c:
+        assert c.list_trajectories(include_retracted=True).trajectories == []

@@ -74,6 +74,10 @@ def test_retract_and_recluster_over_rpc(server, client):
                            "'t1'").fetchall() == [("wrong route",)]
     a = client.get_context("Book a flight from NYC to SF on May 3", k=4)
     assert "t1" not in {n["trajectory_id"] for n in a["neighbors"]}
+    older = max(v["version"] for v in client.versions() if v["operation"] == "ingest")
+    for as_of in (None, older):  # never served again, at no version
+        with pytest.raises(NotFound, match="'t1' was retracted at .*never served again"):
+            client.get_trajectory("t1", as_of=as_of)
     res = client.recluster()
     assert res["clusters"] >= 1 and res["trajectories"] == 4
 
