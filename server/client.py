@@ -97,10 +97,12 @@ class LakeClient:
             f"/{pb.DESCRIPTOR.services_by_name['IngestService'].full_name}/StreamSteps",
             request_serializer=None, response_deserializer=pb.StreamStepsResponse.FromString)
 
-    def call(self, method: Callable[..., Any], request: Any) -> Any:
-        """One RPC with the token and timeout; a failure raises the lake's error class."""
+    def call(self, method: Callable[..., Any], request: Any, *, deadline: bool = True) -> Any:
+        """One RPC with the token and ``timeout`` (none without ``deadline``: a live stream
+        lasts as long as its run); a failure raises the lake's error class."""
         try:
-            reply = method(request, metadata=self._metadata, timeout=self.timeout)
+            reply = method(request, metadata=self._metadata,
+                           timeout=self.timeout if deadline else None)
             self._answered = True
             return reply
         except grpc.RpcError as e:
@@ -236,7 +238,9 @@ class LakeClient:
         failures are retried (``retry_s``) by sending the stream again from its start:
         indexes make that harmless. To do so it keeps the messages sent, serialized, up to
         ``STREAM_RESEND_BYTES`` (64 MiB); a longer stream is not retried past that (the error
-        says so). Any other error: nothing is known durable; stream the same steps again."""
+        says so). Any other error: nothing is known durable; stream the same steps again.
+        No ``timeout``: the stream lasts as long as ``steps`` (the server ends one idle past
+        its ``stream_idle_ms``, 60 s, and the retry sends it again)."""
         if isinstance(per_message, bool) or not isinstance(per_message, int) or per_message < 1:
             raise InvalidArgument(f"must be a whole number from 1, got {per_message!r:.40}",
                                   field="per_message")
@@ -246,7 +250,8 @@ class LakeClient:
                                   field="steps")
         sent = _Stream(trajectory_id, steps, per_message)
         try:
-            r = self._retry(self._stream_steps, sent.attempt(), again=sent.attempt)
+            r = self._retry(self._stream_steps, sent.attempt(), again=sent.attempt,
+                            deadline=False)
         except LakeError as e:
             if sent.kept is None and isinstance(e, (Unavailable, ResourceExhausted)):
                 raise _not_resent(e, sent) from e
@@ -275,7 +280,7 @@ class LakeClient:
         return Run(self, task, fields)
 
     def _retry(self, method: Callable[..., Any], request: Any,
-               again: Callable[[], Any] | None = None) -> Any:
+               again: Callable[[], Any] | None = None, deadline: bool = True) -> Any:
         """Idempotent calls (client ids, step indexes) are retried on transient failures for
         up to ``retry_s`` from the first (a server restarting, overload); a server this
         client never reached fails within ~2 s (a wrong address should not hang).
@@ -284,7 +289,7 @@ class LakeClient:
         deadline, delay = 0.0, 0.1
         while True:
             try:
-                return self.call(method, request)
+                return self.call(method, request, deadline=deadline)
             except (Unavailable, ResourceExhausted) as e:
                 deadline = deadline or time.monotonic() + budget  # a stream may have run long
                 wait = min(2.0, max(delay, getattr(e, "retry_after_s", 0.0)))

@@ -116,3 +116,19 @@ def test_a_stream_past_what_is_kept_is_not_sent_again(lake_dir, monkeypatch):
     finally:
         for s in started:
             s.stop(grace=1)
+
+
+def test_a_live_stream_outlasts_the_clients_timeout(server):
+    """A live agent streams its steps as they happen: the stream has no deadline (the
+    client's ``timeout`` bounds unary calls), only the server's idle limit."""
+    import time
+
+    def live() -> Iterator[dict]:
+        for i in range(4):
+            time.sleep(0.5)  # the agent works between steps
+            yield {"index": i, "kind": "tool", "name": "step"}
+
+    with LakeClient(server.target, timeout=1.0) as c:
+        tid = c.start("a run longer than the timeout", trajectory_id="slow-1")
+        assert c.stream(tid, live()).accepted == 4
+        assert _landed(c, tid) == [0, 1, 2, 3]
