@@ -3,11 +3,13 @@
 A query (text, or a client-computed vector) gets the closest past trajectories of its
 tenant, a verdict, and the fused context of its cluster (see ``fused``):
 
-- ``exact``: a neighbour has the same normalized task text;
+- ``exact``: a neighbour has the same normalized task text, and a run of that text
+  succeeded or none is known to have failed (a successful one comes first);
 - ``hit``: the best neighbour is a near-duplicate safe to reuse as is: cosine at or above
   its cluster's calibrated threshold AND equal slots (numbers, ids, names, negations, the
   roles of from/to ...: ``slots``) AND it did not fail;
 - ``similar``: related: adapt it, do not replay it (cosine at or above ``SIMILAR_MIN``);
+  also the same text when none of its runs succeeded and one failed;
 - ``miss``: nothing close.
 
 A vector query has no text, so it can be ``similar`` at best. Every answer carries a
@@ -28,7 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -308,6 +310,8 @@ class ContextService:
                                                                              strict=True)]
         cluster = idx.cluster_of_vector(vec)[0] if idx.model is not None else None
         threshold = self.threshold(tenant, cluster)
+        if qhash is not None:
+            self._keep_a_success(idx, vec, qhash, q, neighbors, now)
         verdict = self._verdict(q, qhash, neighbors, threshold)
         fused = self._fused_for(tenant, idx, cluster, now, refresh)
         ctx_id = "ctx_" + uuid.uuid4().hex
@@ -361,6 +365,17 @@ class ContextService:
                 "agent_version": r.agent_version, "tools": list(r.tools),
                 "cluster": int(idx.labels[row]) if row < len(idx.labels) else None,
                 "_hash": r.task_hash}
+
+    def _keep_a_success(self, idx: TenantIndex, vec: np.ndarray, qhash: str, q: Query,
+                        neighbors: list[dict], now: int) -> None:
+        """All k neighbours are runs of the query's own text and none succeeded: runs of it
+        tie, so one that succeeded may lie beyond k. The best of those (if any) replaces the
+        last neighbour, for the verdict to see it."""
+        if len(neighbors) < q.k or any(n["_hash"] != qhash or n["success"] for n in neighbors):
+            return
+        ids, scores = idx.search(vec, 1, replace(q.filters, success_only=True), now)
+        if len(ids) and idx.rows[int(ids[0])].task_hash == qhash:
+            neighbors[-1] = self._neighbor(idx, int(ids[0]), float(scores[0]))
 
     def _verdict(self, q: Query, qhash: str | None, neighbors: list[dict],
                  threshold: float) -> dict[str, Any]:

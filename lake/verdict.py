@@ -13,6 +13,14 @@
              reason names the first slot that differs, or the cosine shortfall.
 ``miss``     ``cosine < SIMILAR_MIN``.
 
+Over a query's neighbours (``of_neighbors``, what the cache answers), the verdict is about
+the best one, with two outcome rules: runs of the query's own text come first, a successful
+one first, and the answer is ``exact`` unless none of them succeeded and one failed: then
+``similar`` ("the same task failed every time it was run (5 run(s)): adapt it, do not replay
+it"); runs whose outcome is unknown are not held against it (all unknown: ``exact``). A
+``hit`` whose neighbour failed is ``similar`` too. A vector query (no text) is ``similar``
+at best.
+
 Both conditions are needed: all-MiniLM-L6-v2 puts "book a flight NYC to SF" and "... SF to
 NYC" at ~0.99, so no cosine threshold separates them; and slot-free texts ("tell me a joke",
 "what's the weather") have equal (empty) slots, so slots alone cannot decide either.
@@ -131,8 +139,7 @@ def of_neighbors(query_text: str | None, query_hash: str | None, neighbors: list
     if not neighbors:
         return {"verdict": MISS, "reason": "no trajectories match", "slots_equal": None}
     if query_hash is not None and query_hash in hashes:
-        neighbors.insert(0, neighbors.pop(hashes.index(query_hash)))
-        return {"verdict": EXACT, "reason": "same normalized task text", "slots_equal": True}
+        return _exact(neighbors, hashes, query_hash)
     top = neighbors[0]
     if query_text is None:
         v = SIMILAR if top["similarity"] >= SIMILAR_MIN else MISS
@@ -144,6 +151,35 @@ def of_neighbors(query_text: str | None, query_hash: str | None, neighbors: list
     if kind == HIT and top["success"] is False:
         kind, reason = SIMILAR, "the near-duplicate failed: adapt it, do not replay it"
     return {"verdict": kind, "reason": reason, "slots_equal": d.slots_equal}
+
+
+_OUTCOME_RANK = {True: 0, None: 1, False: 2}  # runs of the same text: which to replay first
+
+
+def _exact(neighbors: list[dict], hashes: list[str], query_hash: str) -> dict:
+    """Runs of the query's own text (``query_hash``) are among the neighbours: they come
+    first, those that succeeded first, then those of unknown outcome, then the failed ones
+    (otherwise in search order). ``exact`` (replay it) unless none succeeded and one failed:
+    then ``similar`` (adapt it), slots still equal (the text is the same)."""
+    runs = [n for n, h in zip(neighbors, hashes, strict=True) if h == query_hash]
+    runs.sort(key=lambda n: _OUTCOME_RANK[n["success"]])
+    neighbors[:] = runs + [n for n, h in zip(neighbors, hashes, strict=True) if h != query_hash]
+    ok = sum(n["success"] is True for n in runs)
+    failed = sum(n["success"] is False for n in runs)
+    unknown = len(runs) - ok - failed
+    if ok:
+        return {"verdict": EXACT, "reason": f"same normalized task text; {ok} of "
+                f"{len(runs)} run(s) of it succeeded", "slots_equal": True}
+    if not failed:
+        return {"verdict": EXACT, "reason": "same normalized task text; no outcome reported "
+                f"for its {unknown} run(s)", "slots_equal": True}
+    if unknown:
+        why = (f"the same task never succeeded ({failed} run(s) failed, {unknown} without "
+               "an outcome)")
+    else:
+        why = f"the same task failed every time it was run ({failed} run(s))"
+    return {"verdict": SIMILAR, "reason": why + ": adapt it, do not replay it",
+            "slots_equal": True}
 
 
 # -- template edits -----------------------------------------------------------------------

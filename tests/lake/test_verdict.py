@@ -228,3 +228,40 @@ def test_upper_bound():
     assert V.false_hit_upper_bound(0, 0) == 1.0
     assert V.false_hit_upper_bound(0, 190) > 0.01 >= V.false_hit_upper_bound(0, 191)
     assert V.false_hit_upper_bound(1, 389) > 0.01 >= V.false_hit_upper_bound(1, 390)
+
+
+def _runs_of(*outcomes: bool | None, text: str = "Change the shipping address of #W1") -> list:
+    return [{"trajectory_id": f"r{i}", "task": text, "similarity": 1.0, "success": ok}
+            for i, ok in enumerate(outcomes)]
+
+
+@pytest.mark.parametrize("outcomes, verdict, first, words", [
+    ((False,) * 5, "similar", "r0", "failed every time it was run (5 run(s)): adapt it"),
+    ((False, False, True, False), "exact", "r2", "1 of 4 run(s) of it succeeded"),
+    ((False, None, False), "similar", "r1", "never succeeded (2 run(s) failed, 1 without"),
+    ((None, None), "exact", "r0", "no outcome reported for its 2 run(s)"),
+    ((None, True, False), "exact", "r1", "1 of 3"),
+])
+def test_same_text_is_exact_only_if_a_run_of_it_did_not_fail(outcomes, verdict, first, words):
+    """M1: the runs of the query's own text come first, a successful one first, then those of
+    unknown outcome; ``exact`` (replay it) only if one succeeded or none is known to have
+    failed. Slots stay equal: the text is the same."""
+    other = {"trajectory_id": "x", "task": "Cancel order #W2", "similarity": 0.8,
+             "success": True}
+    ns = [other, *_runs_of(*outcomes)]
+    hashes = ["h-other"] + ["h"] * len(outcomes)
+    got = V.of_neighbors("change the shipping address of #W1", "h", ns, hashes, 0.95)
+    assert got["verdict"] == verdict and words in got["reason"], got
+    assert got["slots_equal"] is True
+    assert ns[0]["trajectory_id"] == first and ns[-1] is other
+    ranks = [{True: 0, None: 1, False: 2}[n["success"]] for n in ns[:-1]]
+    assert ranks == sorted(ranks)
+
+
+def test_a_failed_near_duplicate_is_no_hit_and_a_vector_at_most_similar():
+    ns = [{"trajectory_id": "r0", "task": "Book a flight from NYC to SF on May 3",
+           "similarity": 0.99, "success": False}]
+    got = V.of_neighbors("book a flight from NYC to SF on May 3 please", "q", ns, ["h"], 0.95)
+    assert got["verdict"] == "similar" and "failed" in got["reason"]
+    assert V.of_neighbors(None, None, ns, ["h"], 0.95)["verdict"] == "similar"
+    assert V.of_neighbors("x", "q", [], [], 0.95)["verdict"] == "miss"
