@@ -430,7 +430,9 @@ def _moved(store: TableStore, version: Version | None) -> list[str]:
 
 
 def _size(item: Record | Patch) -> int:
-    return len(item.record.steps) if isinstance(item, Patch) else item.trajectory["n_steps"]
+    """What an item weighs in the queue's bounds: its steps and its trajectory's row (runs
+    without steps must meet the backpressure too: each holds a few KB until committed)."""
+    return 1 + (len(item.record.steps) if isinstance(item, Patch) else item.trajectory["n_steps"])
 
 
 def _by_key(table: pa.Table | None, keys: list[str]) -> Iterable[tuple[str, pa.Table]]:

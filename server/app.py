@@ -342,7 +342,7 @@ def _gauges(lake: Lake, cache: ContextService, limiter: Limiter,
                                    lag.get("submitted_lsn", 0)),
         "lake_log_applied_lsn": ("last log position committed to the tables (the gap to "
                                  "submitted is the commit lag)", lag.get("applied_lsn", 0)),
-        "lake_pending_steps": ("steps logged, not yet committed", lag.get("pending_steps", 0)),
+        "lake_pending_steps": ("steps (and trajectory rows) logged, not yet committed", lag.get("pending_steps", 0)),
         "lake_index_lag_trajectories": ("committed trajectories not yet embedded and indexed",
                                         index["trajectories"]),
         "lake_version": ("the lake's latest version", lake.catalog.current().version),

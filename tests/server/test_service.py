@@ -52,6 +52,22 @@ def test_bad_rows_are_rejected_one_by_one_and_the_rest_land(client):
     assert ids == ["ok1", "ok2"]
 
 
+def test_a_message_is_taken_a_slice_at_a_time(server, client, monkeypatch):
+    """Slices of ARROW_SLICE_ROWS rows are validated and logged one after the other: rejects
+    keep their index in the message, and a later duplicate still wins across slices."""
+    from server import service
+
+    monkeypatch.setattr(service, "ARROW_SLICE_ROWS", 3)
+    rows = [run(f"r{i}", 1) for i in range(7)] + [{"trajectory_id": "no-task"},
+                                                  run("r1", 1, task="the later r1")]
+    reply = client.ingest_arrow(rows)  # r1 again, as far along: the later one wins
+    assert (reply.accepted, reply.steps) == (8, 8)
+    assert [(r["index"], r["field"]) for r in reply.rejects] == [(7, "task")]
+    got = client.get_trajectory("r1", min_lsn=reply.lsn)
+    assert (got["task"], got["n_steps"]) == ("the later r1", 1)
+    assert client.stats()["trajectories"] == 7
+
+
 def test_a_pyarrow_table_with_structs_and_an_ipc_file(client):
     table = pa.table({"trajectory_id": ["s1"], "task": ["t"],
                       "meta": [{"team": "x", "n": 1}],
