@@ -53,6 +53,7 @@ from .wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 COMPACT_EVERY = 8  # commits between fragment-count checks
+RESUME_S = 5.0  # seconds between retries of a commit that failed on a full or read-only disk
 
 
 @dataclass
@@ -228,22 +229,48 @@ class Writer:
                     p = self._queue.popleft()
                     group.append(p)
                     steps += p.n_steps
+            records = [r for p in group for r in p.records]
             try:
-                self.apply([r for p in group for r in p.records], group[-1].lsn)
+                self.apply(records, group[-1].lsn)
             except BaseException as e:  # noqa: BLE001 - surfaced to every waiter
-                disk = disk_error(e, f"the lake {self.settings.data}", "reopen the lake")
-                if disk is not None:  # the cause is the message: no traceback
-                    log.error("lake commit failed, the writer stopped: %s", disk.message)
-                else:
-                    log.exception("lake commit failed; nothing acknowledged is lost")
-                with self._cv:
-                    self._error = e
-                    self._cv.notify_all()
-                return
+                if not self._resume(records, group[-1].lsn, e):
+                    return
             with self._cv:
                 self._pending_steps -= steps
                 self._applied_lsn = group[-1].lsn
                 self._cv.notify_all()
+
+    def _resume(self, records: list[Record | Patch], lsn: int, e: BaseException) -> bool:
+        """After a failed commit: True once it succeeded again. A disk the user fixes (full,
+        read-only) is retried in place every ``RESUME_S``, its partial writes rolled back
+        first, writes refused meanwhile with the cause; any other failure stops the writer
+        until the lake is reopened (False)."""
+        while True:
+            disk = disk_error(e, f"the lake {self.settings.data}", "retry")
+            with self._cv:
+                self._error = e
+                self._cv.notify_all()
+            if disk is None:
+                log.exception("lake commit failed, the writer stopped; nothing acknowledged "
+                              "is lost", exc_info=e)
+                return False
+            log.error("lake commit failed: %s (the writer retries every %g s)", disk.message,
+                      RESUME_S)
+            with self._cv:
+                self._cv.wait_for(lambda: self._stop, RESUME_S)
+                if self._stop:
+                    return False
+            try:
+                with self._apply_lock:
+                    roll_back(self.store, self.catalog)
+                self.apply(records, lsn)
+            except BaseException as again:  # noqa: BLE001 - the same handling
+                e = again
+                continue
+            log.warning("lake commit succeeded again: the writer takes writes")
+            with self._cv:
+                self._error = None
+            return True
 
     def apply(self, records: list[Record | Patch], lsn: int,
               operation: str = "ingest") -> Version | None:
@@ -387,14 +414,21 @@ class Writer:
             raise self._stopped(self._error) from self._error
 
     def _stopped(self, e: BaseException) -> LakeError:
-        """The error every write gets once a commit failed: the writer takes no more until
-        the lake is reopened (then a roll-back undoes the failed commit's partial writes)."""
-        then = ("reopen the lake (restart the server, or rerun the command). Nothing "
-                "acknowledged is lost: logged writes replay when the lake reopens, and a "
-                "bulk load run again skips what landed")
-        err = disk_error(e, f"the lake {self.settings.data}", then)
-        return type(err)(f"the lake's writer stopped: {err.message}") if err else \
-            LakeError(f"the lake's writer stopped: {e}. Fix the cause, then {then}")
+        """The error every write gets while a commit fails: of a disk the user fixes, until
+        the writer's retry succeeds (``_resume``); of anything else, until the lake is
+        reopened (then a roll-back undoes the failed commit's partial writes)."""
+        err = disk_error(e, f"the lake {self.settings.data}",
+                         f"retry this call (the writer retries its commit every {RESUME_S:g} "
+                         "s and takes writes again once it succeeds; nothing acknowledged "
+                         "is lost)")
+        if err is not None:
+            err.message = f"the lake's writer is waiting: {err.message}"
+            err.args = (err._render(),)
+            return err
+        return LakeError(f"the lake's writer stopped: {e}. Fix the cause, then reopen the lake "
+                         "(restart the server, or rerun the command). Nothing acknowledged is "
+                         "lost: logged writes replay when the lake reopens, and a bulk load "
+                         "run again skips what landed")
 
 
 def roll_back(store: TableStore, catalog: Catalog) -> list[str]:

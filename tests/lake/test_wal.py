@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 
@@ -202,8 +204,8 @@ def test_a_full_disk_stops_the_writer_with_what_to_do_and_loses_nothing(tmp_path
                         wait=False).lsn
     assert acked > 0  # logged: acknowledged
     for attempt in (lambda: lake.flush(), lambda: lake.ingest([{"task": "u"}])):
-        with pytest.raises(ResourceExhausted, match=f"disk holding the lake {path} is full .*"
-                           "free space there, then reopen the lake"):
+        with pytest.raises(ResourceExhausted, match=f"writer is waiting: the disk holding the "
+                           f"lake {path} is full .*free space there, then retry this call"):
             attempt()
     with pytest.raises(ResourceExhausted):
         lake.close()
@@ -212,6 +214,42 @@ def test_a_full_disk_stops_the_writer_with_what_to_do_and_loses_nothing(tmp_path
         assert again.sql("select trajectory_id, n_steps from trajectories order by 1"
                          ).fetchall() == [("acked", 1), ("before", 1)]
         assert again.sql("select count(*) from steps").fetchall() == [(2,)]
+
+
+def test_the_writer_resumes_once_space_is_freed(tmp_path, monkeypatch):
+    """A commit failing on a full disk is retried in place (its partial writes rolled back
+    first): once space is freed, writes resume without reopening the lake, each row once."""
+    from lake import Lake
+    from lake import writer as writer_mod
+    from lake.errors import ResourceExhausted
+    from lake.tables import TableStore
+
+    monkeypatch.setattr(writer_mod, "RESUME_S", 0.1)
+    lake = Lake.open(str(tmp_path / "lake"))
+    real, calls = TableStore.append, []
+
+    def full(self, name, rows):
+        if name == "trajectories" and len(calls) < 3:  # the steps were written: rolled back
+            calls.append(name)
+            raise OSError("LanceError(IO): No space left on device (os error 28)")
+        return real(self, name, rows)
+
+    monkeypatch.setattr(TableStore, "append", full)
+    acked = lake.ingest([{"trajectory_id": "a", "task": "t", "steps": [{"kind": "llm"}]}],
+                        wait=False).lsn
+    with pytest.raises(ResourceExhausted, match="writer is waiting") as e:
+        lake.flush()
+    assert e.value.retry_after_s == 5.0
+    deadline = time.monotonic() + 10
+    while len(calls) < 3 or lake.writer._error is not None:  # space freed on the 3rd retry
+        assert time.monotonic() < deadline, "the writer did not resume"
+        time.sleep(0.05)
+    lake.writer.wait_applied(acked, 10)
+    lake.ingest([{"trajectory_id": "b", "task": "t", "steps": [{"kind": "tool"}]}])
+    assert lake.sql("select trajectory_id, n_steps from trajectories order by 1").fetchall() \
+        == [("a", 1), ("b", 1)]
+    assert lake.sql("select count(*) from steps").fetchall() == [(2,)]
+    lake.close()
 
 
 def test_a_read_only_lake_is_named_with_what_to_do(tmp_path, monkeypatch):
