@@ -35,7 +35,8 @@ class TableStore:
         self.root = root.rstrip("/")
         self._local = "://" not in self.root or self.root.startswith("file://")
         if self._local:
-            os.makedirs(self.root.removeprefix("file://"), exist_ok=True)
+            # new: readable by its owner only (trajectories, hashed tokens, the audit log)
+            os.makedirs(self.root.removeprefix("file://"), mode=0o700, exist_ok=True)
         self._ready: set[str] = set()
 
     def uri(self, name: str) -> str:

@@ -38,13 +38,13 @@ class WriteAheadLog:
         one lake, even with different logs (LAKE_WAL_DIR). (An object-store root has no
         lock: run one writer for it.)"""
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)  # new: its owner's only
         self.segment_bytes = segment_bytes
         self._locks: list[BinaryIO] = []
         try:
             self._lock(self.path / "LOCK", f"the lake's write-ahead log {self.path}")
             if root is not None:
-                root.mkdir(parents=True, exist_ok=True)
+                root.mkdir(mode=0o700, parents=True, exist_ok=True)
                 self._lock(root / "_writer.lock", f"the lake at {root}")
         except BaseException:
             self._unlock()

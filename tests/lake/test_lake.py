@@ -366,3 +366,14 @@ def test_after_a_restart_a_retried_append_does_not_reopen_a_finished_run(lake: L
             again.append_steps("a", [{"index": 5, "kind": "tool", "name": "y"}])
         with pytest.raises(Conflict, match="changes status"):
             again.finish_trajectory("a", status="failed")
+
+
+def test_a_new_lake_is_readable_by_its_owner_only(tmp_path):
+    """Its directory holds trajectories, hashed tokens and the audit log: created 0700 (an
+    existing directory keeps its mode: the operator's choice)."""
+    import stat
+
+    with Lake.open(str(tmp_path / "new"), wal_dir=str(tmp_path / "wal")):
+        pass
+    for d in (tmp_path / "new", tmp_path / "wal"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
