@@ -137,7 +137,8 @@ def _sql_help() -> str:
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               help="NULL is NULL in a table, an empty field in CSV (an empty string: \"\"), "
-                   "null in JSON; lists and maps are JSON.")
+                   "null in JSON; lists and maps are JSON, and in JSON a column of type JSON "
+                   "(meta, attributes, detail) is its value, not its text.")
 @click.option("--as-of", default=None, metavar="VERSION|TAG", help="Read the lake as of then.")
 @click.option("--all-tenants", is_flag=True, help="Show every tenant's rows (admin).")
 def sql(settings: Settings, query: str, fmt: str, as_of: str | None, all_tenants: bool) -> None:
@@ -150,7 +151,7 @@ def sql(settings: Settings, query: str, fmt: str, as_of: str | None, all_tenants
 
     lake = Lake.open(settings=settings, readonly=True)
     rel = lake.sql(query, as_of=as_of, all_tenants=all_tenants)
-    click.echo(render(rel, fmt))
+    click.echo(render(rel, fmt, json_values=True))
 
 
 @cli.command()

@@ -115,9 +115,10 @@ def test_tag_restore_versions(tmp_path):
     tid = lake("sql", "select min(trajectory_id) from trajectories", data=d).stdout.strip()
     lake("retract", tid, "--reason", "leaked a card", data=d)
     assert lake("restore", "nope", data=d, check=False).returncode == 1
-    audit = json.loads(lake("sql", "select actor, action, resource, outcome, "
+    audit = json.loads(lake("sql", "select actor, action, resource, outcome, detail, "
                             "detail->>'reason' as why from audit order by time",
                             "--format", "json", data=d).stdout)
+    assert isinstance(audit[0]["detail"], dict)  # a JSON column: its value, not its text
     assert [(a["action"], a["resource"], a["outcome"]) for a in audit] == [
         ("tag", "tag before", "ok"), ("restore", "version before", "ok"),
         ("retract", f"trajectories {tid}", "ok"), ("restore", "version nope", "not_found")]
