@@ -118,7 +118,7 @@ def step(row: dict[str, Any], path: str) -> pb.Step:
         row["attributes"] = _json(_kept(attributes, extra))
     for key in _JSON_TEXT:
         if row.get(key) is not None and not isinstance(row[key], str):
-            row[key] = _json(row[key])
+            row[key] = _text(row[key])
     return message(pb.Step, f"{path}.", {"started_at_us": "started_at"},
                    **_times(row, ("started_at",), path, convert.step_fields))
 
@@ -191,6 +191,16 @@ def _object(value: Any, path: str) -> dict[str, Any] | None:
         return convert._json_object(value, path)
     raise InvalidArgument(f"must be an object (a dict, or JSON object text), got "
                           f"{type(value).__name__} {value!r:.80}", field=path)
+
+
+def _text(value: Any) -> str:
+    """An input, output or error as text: an exception as ``Type: message``; a structure or
+    number as JSON (``_json``); a value whose JSON form is a string (bytes, a datetime, an
+    object of the agent's own) as that string, without JSON's quotes."""
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    text = _json(value)
+    return orjson.loads(text) if text.startswith('"') else text
 
 
 def _json(value: Any) -> str:

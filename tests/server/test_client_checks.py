@@ -58,7 +58,8 @@ def test_live_runs_get_times_and_keep_unknown_fields(server, client):
 
 def test_tool_values_json_has_no_form_for_are_stored_not_fatal(server, client):
     """An agent's tool returns what it returns: datetimes, numpy values, Decimals, sets,
-    bytes, its own classes. The run goes on; the value is stored as JSON text."""
+    bytes, its own classes, exceptions. The run goes on; a structure is stored as JSON
+    text, a value JSON has as a string as that string, an exception as ``Type: message``."""
     from datetime import UTC, datetime
     from decimal import Decimal
 
@@ -73,15 +74,19 @@ def test_tool_values_json_has_no_form_for_are_stored_not_fatal(server, client):
                          "n": np.int64(2), "price": Decimal("9.90"), "tags": {"b", "a"},
                          "raw": b"ok", "city": "Zürich"}, Parcel())
         t.llm(np.array([1, 2]))
+        t.tool("charge", {"card": "4242"}, None, error=ValueError("card declined"))
+        t.tool("label", b"\x89PNG", datetime(2025, 8, 1, tzinfo=UTC))
         lsn = t.finish(success=True)
     got = client.get_trajectory("ck-json", min_lsn=lsn)
-    assert (got["status"], got["n_steps"]) == ("succeeded", 2)
-    tool, llm = got["steps"]
+    assert (got["status"], got["n_steps"]) == ("succeeded", 4)
+    tool, llm, charge, label = got["steps"]
     assert json.loads(tool["input"]) == {"at": "2025-08-01T00:00:00+00:00", "kg": 1.5, "n": 2,
                                          "price": "9.90", "tags": ["a", "b"], "raw": "ok",
                                          "city": "Zürich"}
-    assert "Zürich" in tool["input"] and tool["output"] == '"Parcel(#3)"'
+    assert "Zürich" in tool["input"] and tool["output"] == "Parcel(#3)"
     assert json.loads(llm["output"]) == [1, 2]
+    assert charge["error"] == "ValueError: card declined"
+    assert (label["input"], label["output"]) == ("\ufffdPNG", "2025-08-01T00:00:00+00:00")
 
 
 def test_names_that_clash_keep_both_values_and_text_is_no_list(server, client):
