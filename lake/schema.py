@@ -202,13 +202,16 @@ TOKENS = pa.schema(
 
 AUDIT = pa.schema(
     [
-        _f("tenant", pa.string(), "the caller's tenant; empty when the caller is unknown", False),
+        _f("tenant", pa.string(), "the caller's tenant (of a revoked or wrongly-signed token: "
+           "the token's); empty when the caller is unknown", False),
         _f("time", TS, "when it happened", False),
-        _f("actor", pa.string(), "agent of the token, `anonymous`, or `cli:<user>`", False),
-        _f("token_id", pa.string(), "id of the token used, when there was one"),
+        _f("actor", pa.string(), "agent of the token, `anonymous` (also a token's id with a "
+           "wrong secret), or `cli:<user>`", False),
+        _f("token_id", pa.string(), "id of the token used or tried, when there was one"),
         _f("action", pa.string(),
            "RPC (`AdminService/Restore`) or command (`restore`, `token.create`)", False),
-        _f("resource", pa.string(), "what it acted on: `version 3`, `tag before`, `token ab12`"),
+        _f("resource", pa.string(), "what it acted on: `version 3`, `tag before`, `token ab12`; "
+           "of a refused call, its top-level text and number fields (`trajectory_id: 'r1'`)"),
         _f("outcome", pa.string(), "ok, or the refusal: unauthenticated, permission_denied, ...",
            False),
         _f("detail", JSON, "JSON object: the error message, the caller's address, ..."),
