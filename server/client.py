@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -38,13 +37,13 @@ from proto.contextlake.v1 import lake_pb2 as pb
 from proto.contextlake.v1 import lake_pb2_grpc as pb_grpc
 
 from . import checked, convert
+from .client_stream import Stream, not_resent, raise_after, step_message
 from .errors import from_rpc_error
 
 DEFAULT_PORT = 50051
 Time = datetime | str | int | float  # a datetime, ISO 8601 text or epoch seconds, as in files
 DEFAULT_MAX_MESSAGE = 64 << 20
 _ENVELOPE = 64 << 10  # room for the rest of a request around its Arrow bytes
-STREAM_RESEND_BYTES = 64 << 20  # what stream() keeps to send again after a transient failure
 
 
 @dataclass
@@ -111,6 +110,12 @@ class LakeClient:
                 err = Unavailable(f"no lake server answers at {self.target} ({e.details()}): "
                                   "start one with `lake serve` (`make run` in a checkout), or "
                                   "check the address and port")
+            elif "received message larger than max" in err.message.lower():  # the server's
+                err = InvalidArgument(  # limit is below this client's: no retry makes it fit
+                    f"the server refused the request as larger than its max_message_bytes "
+                    f"({e.details()}): send less per call, or create this client with the "
+                    "server's max_message_bytes (ingest_arrow splits tables to fit it)",
+                    field="request")
             elif "sent message larger than max" in err.message.lower():  # nothing was sent:
                 err = InvalidArgument(  # no retry makes it fit
                     f"the request is larger than this client's max_message_bytes "
@@ -218,7 +223,7 @@ class LakeClient:
         """Add steps (each with its ``index``); durable when it returns; safe to retry.
         A value of the wrong type raises ``InvalidArgument`` (``steps[i].<field>``) before
         anything is sent; the lake's rules reject bad steps one by one (``rejects``)."""
-        return self._append([_step(s, f"steps[{i}]") for i, s in enumerate(steps)],
+        return self._append([step_message(s, f"steps[{i}]") for i, s in enumerate(steps)],
                             trajectory_id)
 
     def _append(self, steps: list[pb.Step], trajectory_id: str) -> IngestReply:
@@ -248,19 +253,19 @@ class LakeClient:
             raise InvalidArgument(f"takes an iterable of steps (dicts), got "
                                   f"{type(steps).__name__}: wrap one step in a list",
                                   field="steps")
-        sent = _Stream(trajectory_id, steps, per_message)
+        sent = Stream(trajectory_id, steps, per_message)
         try:
             r = self._retry(self._stream_steps, sent.attempt(), again=sent.attempt,
                             deadline=False)
         except LakeError as e:
             if sent.kept is None and isinstance(e, (Unavailable, ResourceExhausted)):
-                raise _not_resent(e, sent) from e
+                raise not_resent(e, sent) from e
             if sent.error is not None:
                 e.add_note(f"the steps had also raised, after {sent.steps}: {sent.error!r}")
             raise
         reply = IngestReply(r.accepted, r.accepted, [_reject(x) for x in r.rejects], r.lsn)
         if sent.error is not None:
-            _raise_after(sent, reply)
+            raise_after(sent, reply)
         return reply
 
     def finish(self, trajectory_id: str, *, success: bool | None = None,
@@ -507,92 +512,3 @@ class Run:
 
 def _reject(r: Any) -> dict[str, Any]:
     return {"index": r.index, "field": r.field, "reason": r.reason}
-
-
-def _step(row: Any, path: str) -> pb.Step:
-    if not isinstance(row, dict):
-        raise InvalidArgument(f"a step is a dict of its fields ({{'index': 0, 'kind': 'tool', "
-                              f"...}}), got {type(row).__name__}", field=path)
-    return checked.step(row, path)
-
-
-class _Stream:
-    """One ``stream()``'s messages, built from the caller's steps as gRPC asks for them and
-    kept (serialized, counting ~64 bytes each of overhead) while they fit
-    ``STREAM_RESEND_BYTES``, to be sent again by a retry. The first bad step, or exception
-    of the caller's steps, ends the stream after the steps before it: kept in ``error``."""
-
-    def __init__(self, trajectory_id: str, steps: Iterable[dict[str, Any]], per_message: int):
-        self._head, self._per, self._steps = convert.stream_head(trajectory_id), per_message, \
-            iter(steps)
-        self._lock = threading.Lock()
-        self.kept: list[bytes] | None = []  # None: past the bound, it cannot be sent again
-        self._kept_bytes = self.built = self.steps = self._pass = 0
-        self._done = self.bad_step = False
-        self.error: BaseException | None = None
-
-    def attempt(self) -> Iterator[bytes] | None:
-        """A pass over the stream from its first message (the pass before stops taking
-        steps); None when it cannot be sent again."""
-        with self._lock:  # waits for a step the pass before is taking: it is kept
-            self._pass += 1
-            return None if self.kept is None else self._messages(self._pass)
-
-    def _messages(self, this: int) -> Iterator[bytes]:
-        at = 0
-        while True:
-            with self._lock:
-                if this != self._pass:
-                    return
-                if at < self.built:  # a later pass: what was built, first (all kept)
-                    msg = self.kept[at]  # type: ignore[index]
-                elif self._done or (msg := self._build()) is None:
-                    return
-            at += 1
-            yield msg
-
-    def _build(self) -> bytes | None:
-        batch: list[pb.Step] = []
-        while len(batch) < self._per and not self._done:
-            try:
-                row = next(self._steps)
-                self.bad_step = True
-                batch.append(_step(row, f"steps[{self.steps}]"))
-                self.bad_step = False
-                self.steps += 1
-            except StopIteration:
-                self._done = True
-            except BaseException as e:  # noqa: BLE001 - the caller's: raised after the ack
-                self.error, self._done = e, True
-        if not batch:
-            return None
-        msg = convert.stream_request(self._head, batch, lambda step: step)
-        self.built += 1
-        if self.kept is not None:
-            self.kept.append(msg)
-            self._kept_bytes += len(msg) + 64
-            if self._kept_bytes > STREAM_RESEND_BYTES:
-                self.kept = None
-        return msg
-
-
-def _raise_after(sent: _Stream, reply: IngestReply) -> None:
-    """Raise what ended a stream, saying what of it was acknowledged."""
-    done = (f"the {sent.steps} step(s) before it were acknowledged ({reply.accepted} stored, "
-            f"{len(reply.rejects)} refused by the lake's rules; lsn {reply.lsn})")
-    e = sent.error
-    if sent.bad_step and isinstance(e, InvalidArgument):
-        raise InvalidArgument(f"{e.message}; {done}: fix it and stream the rest from "
-                              f"steps[{sent.steps}] (sending the others again is harmless)",
-                              field=e.field) from None
-    assert e is not None
-    e.add_note(f"LakeClient.stream: {done}")
-    raise e
-
-
-def _not_resent(e: Unavailable | ResourceExhausted, sent: _Stream) -> LakeError:
-    msg = (f"{e.message}; the stream was not sent again: its {sent.steps} steps took more "
-           f"than {STREAM_RESEND_BYTES:,} bytes, more than the client keeps to resend. Some "
-           "may have landed: stream them again (indexes make that harmless), in smaller streams")
-    return ResourceExhausted(msg, retry_after_s=e.retry_after_s) \
-        if isinstance(e, ResourceExhausted) else Unavailable(msg)

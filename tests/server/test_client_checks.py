@@ -203,3 +203,24 @@ def test_targets_as_people_write_them():
     assert _target("unix:/tmp/s.sock") == "unix:/tmp/s.sock"
     with pytest.raises(InvalidArgument):
         LakeClient("https://example.com")
+
+
+def test_a_request_over_the_servers_limit_is_named_not_retried(lake_dir):
+    """The server's max_message_bytes below the client's: its RESOURCE_EXHAUSTED can never
+    succeed on a retry, so the client says what to change at once."""
+    import time
+
+    from server.app import serve
+
+    from .conftest import make_settings
+
+    srv = serve(make_settings(lake_dir).replace(max_message_bytes=1 << 20), "127.0.0.1", 0)
+    try:
+        with LakeClient(srv.target, retry_s=10) as c:
+            t0 = time.monotonic()
+            with pytest.raises(InvalidArgument, match="larger than its max_message_bytes") as e:
+                c.ingest_arrow([{"trajectory_id": "big", "task": "t",
+                                 "steps": [{"kind": "tool", "output": "x" * (2 << 20)}]}])
+            assert e.value.field == "request" and time.monotonic() - t0 < 5
+    finally:
+        srv.stop(0)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from lake import InvalidArgument, Unavailable
-from server import client as client_module
+from server import client_stream
 from server.app import serve
 from server.client import LakeClient
 
@@ -103,7 +103,7 @@ def test_a_stream_cut_by_a_restart_is_sent_again(lake_dir):
 
 
 def test_a_stream_past_what_is_kept_is_not_sent_again(lake_dir, monkeypatch):
-    monkeypatch.setattr(client_module, "STREAM_RESEND_BYTES", 4096)
+    monkeypatch.setattr(client_stream, "STREAM_RESEND_BYTES", 4096)
     port = _free_port()
     started = [serve(make_settings(lake_dir), "127.0.0.1", port)]
     try:
