@@ -288,6 +288,11 @@ class StoredIds:
         i = int(np.searchsorted(arr, h))
         return i < len(arr) and int(arr[i]) == h
 
+    def warm(self) -> None:
+        """Read the stored ids now (1M in ~2 s), not in the first start that asks."""
+        if self._sorted is None:
+            self._read()
+
     def committed(self, written: dict[str, list[dict[str, Any]]] | None) -> None:
         """A commit wrote these trajectory rows (None: any row may have changed)."""
         if written is None:

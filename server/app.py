@@ -176,10 +176,12 @@ class Server:
     def warm(self, tenant: str | None = None,
              on_ready: Callable[[str], None] | None = None) -> threading.Thread:
         """Load the embedding model and a tenant's index in the background, so the first
-        GetContext does not pay for them; ``on_ready`` gets a line saying they are loaded."""
+        GetContext does not pay for them (nor the first StartTrajectory for reading the
+        stored ids); ``on_ready`` gets a line saying they are loaded."""
         def run() -> None:
             t0 = time.monotonic()
             try:
+                self.lake.live.ids.warm()
                 idx = self.cache.index(tenant or self.lake.settings.tenant)
                 self.cache.embedding.embed(["warm up"], persisted=False)
             except Exception:  # noqa: BLE001 - warming is best effort; queries still work
