@@ -1,7 +1,8 @@
 """The semantic cache: ``get_context``, ``report``, ``recluster``, ``retract``.
 
 A query (text, or a client-computed vector) gets the closest past trajectories of its
-tenant, a verdict, and the fused context of its cluster (see ``fused``):
+tenant, a verdict, and the fused context of its cluster, its plans ranked for the query's
+neighbours (``fused``, cached by ``fused_cache``):
 
 - ``exact``: a neighbour has the same normalized task text, and a run of that text
   succeeded or none is known to have failed (a successful one comes first);
@@ -313,7 +314,7 @@ class ContextService:
         if qhash is not None:
             self._keep_a_success(idx, vec, qhash, q, neighbors, now)
         verdict = self._verdict(q, qhash, neighbors, threshold)
-        fused = self._fused_for(tenant, idx, cluster, now, refresh)
+        fused = self._fused_for(tenant, idx, cluster, now, neighbors, refresh)
         ctx_id = "ctx_" + uuid.uuid4().hex
         version = self.lake.catalog.current().version
         answer = {
@@ -404,12 +405,13 @@ class ContextService:
                 "success_rate": stats.get("success_rate"), "hit_threshold": threshold,
                 "label": stats.get("label")}
 
-    def _fused_for(self, tenant: str, idx: TenantIndex, cluster: int | None,
-                   now: int, refresh: bool = True) -> dict[str, Any]:
-        """``refresh=False``: stale stats as they are (none: {}), not computed here."""
+    def _fused_for(self, tenant: str, idx: TenantIndex, cluster: int | None, now: int,
+                   neighbors: list[dict], refresh: bool = True) -> dict[str, Any]:
+        """The cluster's fused context, its plans ranked for ``neighbors``. ``refresh=False``:
+        stale stats as they are (none: {}), not computed here."""
         if cluster is None:
             return {}
-        out = self.fused.for_cluster(tenant, idx, cluster, now, refresh)
+        out = self.fused.for_cluster(tenant, idx, cluster, now, neighbors, refresh)
         out["feedback"] = self.feedback.stats(tenant, cluster)
         return out
 

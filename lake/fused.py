@@ -2,13 +2,19 @@
 
 For each cluster of a tenant (one DuckDB pass over the steps of every member):
 
-- ``plans``: the most successful ordered tool sequences (consecutive repeats of a tool are
-  collapsed), each with ``support`` (runs that followed it), ``success_rate`` and a Wilson
-  lower bound that ranks them (a plan seen once is not trusted over one seen ten times);
+- ``plans``: ordered tool sequences (consecutive repeats of a tool are collapsed), each with
+  ``support`` (runs that followed it), ``success_rate``, a Wilson lower bound that ranks
+  them in the cluster (a plan seen once is not trusted over one seen ten times), and
+  ``sources``: up to ``MAX_CITED`` runs that followed it, successful first (then unknown
+  outcome, then failed), most recent first within each. ``PLAN_POOL`` are kept; a query is
+  served ``TOP_PLANS`` of them by ``for_query``: first the plans that worked for its own
+  neighbours, so a cluster that mixes refunds and cancels answers a refund with the refund
+  plan;
 - ``tools``: per tool: calls, runs using it, the success rate of those runs, error rate,
   median latency and median cost;
 - ``pitfalls``: tools and tool errors frequent in failed runs and rare in successful ones
-  (``fail_share - success_share`` ≥ ``PITFALL_MIN_LIFT``), with their counts;
+  (``fail_share - success_share`` ≥ ``PITFALL_MIN_LIFT``), with their counts and
+  ``sources``: up to ``MAX_CITED`` of the failed runs that show it, most recent first;
 - ``expected``: median steps, tool calls, cost and tokens of the successful runs (of all
   runs when none succeeded);
 - ``runs`` / ``success_rate`` / ``sources``: how many runs back the numbers, and which.
@@ -24,7 +30,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-TOP_PLANS = 3
+TOP_PLANS = 3  # plans served per query
+PLAN_POOL = 32  # plans kept per cluster, for the per-query ranking
+MAX_CITED = 5  # trajectory ids cited per plan and per pitfall
 TOP_PITFALLS = 5
 PITFALL_MIN_LIFT = 0.2
 MAX_SOURCES = 20  # trajectory ids cited per cluster (the count is always given)
@@ -46,7 +54,7 @@ def compute(members: pa.Table, runs: pa.Table, steps: pa.Table) -> dict[int, dic
     """Fused stats per cluster.
 
     members: (trajectory_id, cluster_id); runs: trajectories (trajectory_id, success, n_steps,
-    cost_usd, tokens_in, tokens_out); steps: (trajectory_id, index, kind, name, error,
+    cost_usd, tokens_in, tokens_out, started_at); steps: (trajectory_id, index, kind, name, error,
     duration_ms, cost_usd) of those trajectories.
     """
     con = duckdb.connect()
@@ -67,8 +75,12 @@ def compute(members: pa.Table, runs: pa.Table, steps: pa.Table) -> dict[int, dic
     return out
 
 
+# a plan's runs, cited in this order: successful, unknown outcome, failed
+_OUTCOME_FIRST = "case when r.success then 0 when r.success is null then 1 else 2 end"
+
+
 def _plans(con: duckdb.DuckDBPyConnection, out: dict[int, dict]) -> None:
-    rows = con.execute("""
+    rows = con.execute(f"""
         with seq as (
           select trajectory_id, name, index,
                  lag(name) over (partition by trajectory_id order by index) as prev
@@ -77,22 +89,73 @@ def _plans(con: duckdb.DuckDBPyConnection, out: dict[int, dict]) -> None:
           select trajectory_id, list(name order by index) as plan
           from seq where prev is distinct from name group by 1)
         select m.cluster_id, p.plan, count(*) as support,
-               count(r.success) as known, sum(r.success::int) as wins
+               count(r.success) as known, sum(r.success::int) as wins,
+               (list(trajectory_id order by {_OUTCOME_FIRST}, r.started_at desc nulls last,
+                     trajectory_id))[1:{MAX_CITED}] as sources
         from plans p join m using (trajectory_id) join r using (trajectory_id)
         group by 1, 2""").fetchall()
     by: dict[int, list[dict]] = {}
-    for cid, plan, support, known, wins in rows:
+    for cid, plan, support, known, wins, sources in rows:
         wins = wins or 0
         by.setdefault(cid, []).append({
             "tools": plan, "support": support,
             "success_rate": (wins / known) if known else None,
-            "score": wilson_low(wins, known)})
+            "score": wilson_low(wins, known), "sources": sources})
     for cid, plans in by.items():
         # the tools last: equal plans by score come out the same on every run (DuckDB's
-        # group-by order is not stable), so the top-plans cut is deterministic
+        # group-by order is not stable), so the pool's cut is deterministic
         plans.sort(key=lambda p: (-p["score"], -p["support"], len(p["tools"]), p["tools"]))
         if cid in out:
-            out[cid]["plans"] = [{**p, "score": round(p["score"], 4)} for p in plans[:TOP_PLANS]]
+            out[cid]["plans"] = [{**p, "score": round(p["score"], 4)} for p in plans[:PLAN_POOL]]
+
+
+def for_query(plans: list[dict], index: dict[tuple[str, ...], int], neighbors: list[dict],
+              top: int = TOP_PLANS) -> list[dict]:
+    """The ``top`` plans of a cluster's pool (``plans``, in the cluster's ranking; ``index``:
+    a plan's position by its tools) for one query, whose ``neighbors`` are best first.
+
+    A neighbour *followed* a plan when its tool sequence is the plan's. First the plans that
+    worked for a neighbour, the nearest such neighbour first; then those neighbours followed
+    without success, the nearest first; then the cluster's best. Each plan gets
+    ``neighbors_followed`` / ``neighbors_succeeded`` (how many of the neighbours returned
+    followed it / succeeded with it), and its ``sources`` start with the neighbours that
+    succeeded with it, nearest first. A few microseconds: it runs on every answer."""
+    followed: dict[int, int] = {}  # plan -> neighbours that followed it
+    nearest: dict[int, int] = {}  # plan -> position of the nearest of them
+    worked: dict[int, list[tuple[int, str]]] = {}  # plan -> (position, id) of those it worked for
+    for pos, n in enumerate(neighbors):
+        at = index.get(tuple(n["tools"]))
+        if at is not None:
+            followed[at] = followed.get(at, 0) + 1
+            nearest.setdefault(at, pos)
+            if n["success"] is True:
+                worked.setdefault(at, []).append((pos, n["trajectory_id"]))
+    never = len(neighbors)
+    order = sorted(followed, key=lambda i: (worked[i][0][0] if i in worked else never,
+                                            nearest[i], i))[:top]
+    i = 0
+    while len(order) < top and i < len(plans):
+        if i not in followed:
+            order.append(i)
+        i += 1
+    out = []
+    for i in order:
+        p = plans[i]
+        ok = [tid for _, tid in worked.get(i, ())]
+        out.append({**p, "sources": _cite(ok, p["sources"]) if ok else p["sources"],
+                    "neighbors_followed": followed.get(i, 0), "neighbors_succeeded": len(ok)})
+    return out
+
+
+def _cite(first: list[str], then: list[str]) -> list[str]:
+    """``first``, then ``then`` less those already cited, up to ``MAX_CITED``."""
+    out = first[:MAX_CITED]
+    for s in then:
+        if len(out) >= MAX_CITED:
+            break
+        if s not in out:
+            out.append(s)
+    return out
 
 
 def _tools(con: duckdb.DuckDBPyConnection, out: dict[int, dict]) -> None:
@@ -119,19 +182,21 @@ def _pitfalls(con: duckdb.DuckDBPyConnection, out: dict[int, dict]) -> None:
                  case when s.error is not null then left(s.error, {ERROR_PREFIX}) end as error
           from s where s.kind in ('tool', 'error')),
         runs as (
-          select m.cluster_id, r.trajectory_id, r.success from m join r using (trajectory_id)
-          where r.success is not null),
+          select m.cluster_id, r.trajectory_id, r.success, r.started_at
+          from m join r using (trajectory_id) where r.success is not null),
         totals as (
           select cluster_id, sum((not success)::int) as failed, sum(success::int) as ok
           from runs group by 1)
         select u.cluster_id, k.tool, k.error,
                count(distinct case when not u.success then u.trajectory_id end) as in_failed,
                count(distinct case when u.success then u.trajectory_id end) as in_ok,
-               t.failed, t.ok
+               t.failed, t.ok,
+               (list(u.trajectory_id order by u.started_at desc nulls last, u.trajectory_id)
+                filter (where not u.success))[1:{MAX_CITED}] as sources
         from marks k join runs u using (trajectory_id) join totals t using (cluster_id)
         group by u.cluster_id, k.tool, k.error, t.failed, t.ok""").fetchall()
     by: dict[int, list[dict]] = {}
-    for cid, tool, error, in_failed, in_ok, failed, ok in rows:
+    for cid, tool, error, in_failed, in_ok, failed, ok, sources in rows:
         fail_share = in_failed / failed if failed else 0.0
         ok_share = in_ok / ok if ok else 0.0
         lift = fail_share - ok_share
@@ -139,7 +204,8 @@ def _pitfalls(con: duckdb.DuckDBPyConnection, out: dict[int, dict]) -> None:
             by.setdefault(cid, []).append({
                 "tool": tool, "error": error, "failed_runs": in_failed,
                 "successful_runs": in_ok, "fail_share": round(fail_share, 4),
-                "success_share": round(ok_share, 4), "lift": round(lift, 4)})
+                "success_share": round(ok_share, 4), "lift": round(lift, 4),
+                "sources": sources})
     for cid, items in by.items():
         items.sort(key=lambda p: (-(p["error"] is not None), -p["lift"], -p["failed_runs"],
                                   p["tool"] or "", p["error"] or ""))

@@ -4,12 +4,15 @@ Computing them is one DuckDB pass over every run and step of a tenant: it is don
 query needs them and they are stale, that is when the tenant changed (``changed``: arrivals,
 retractions, a refit) and they are older than ``FUSED_TTL_S`` (or there are none). What is
 served of a cluster's stats follows the index as it is at the query: trajectories retracted
-or expired since the stats were computed are not cited (``_servable_sources``).
+or expired since the stats were computed are not cited (``_servable``), and its plans are
+ranked for the query's neighbours (``fused.for_query``: a cheap pass over the neighbours'
+tool sequences, no SQL).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,11 +24,28 @@ from .index import NEVER, TenantIndex
 FUSED_TTL_S = 5.0  # fused stats are recomputed at most this often while the tenant changes
 
 
+@dataclass(slots=True)
+class _Served:
+    """What of a cluster's stats may be served from ``since`` until ``until`` (the first
+    expiry of a cited run), while the index's rows and the stats stay the ones it was made
+    from: the ids cited, less those retracted or expired."""
+
+    idx: TenantIndex
+    stats: dict[int, dict]
+    generation: int
+    since: int
+    until: int
+    sources: list[str]
+    plans: list[dict]  # the cluster's pool, each plan's sources servable
+    index: dict[tuple[str, ...], int]  # a plan's position in ``plans`` by its tools
+    pitfalls: list[dict]
+
+
 class FusedCache:
     def __init__(self, lake: Any):
         self.lake = lake
         self._stats: dict[str, tuple[float, int, dict[int, dict]]] = {}  # (at, changes, ...)
-        self._sources: dict[tuple[str, int], tuple] = {}  # see _servable_sources
+        self._served: dict[tuple[str, int], _Served] = {}  # see _servable
         self._changes = 0
 
     def changed(self) -> None:
@@ -40,7 +60,7 @@ class FusedCache:
     def clear(self) -> None:
         """Every tenant's stats are due now (a restore)."""
         self._stats.clear()
-        self._sources.clear()
+        self._served.clear()
         self._changes += 1
 
     def stale(self, tenant: str) -> bool:
@@ -53,36 +73,50 @@ class FusedCache:
         return self._stats.get(tenant, (0.0, -1, {}))[2].get(cluster, {})
 
     def for_cluster(self, tenant: str, idx: TenantIndex, cluster: int, now: int,
-                    refresh: bool = True) -> dict[str, Any]:
-        """The cluster's fused context to serve ``now``. ``refresh=False``: stale stats as
-        they are (none: {}), not computed here."""
+                    neighbors: list[dict], refresh: bool = True) -> dict[str, Any]:
+        """The cluster's fused context to serve ``now``, its plans ranked for the query's
+        ``neighbors``. ``refresh=False``: stale stats as they are (none: {}), not computed
+        here."""
         stats = self._stats.get(tenant, (0.0, -1, {}))[2]
         if refresh and self.stale(tenant):
             stats = self._compute(tenant, idx)
+        served = self._servable(tenant, idx, stats, cluster, now)
         out = dict(stats.get(cluster, {}))
-        out["sources"] = self._servable_sources(tenant, idx, stats, cluster, now)
+        out["sources"] = list(served.sources)
+        out["plans"] = fusedmod.for_query(served.plans, served.index, neighbors)
+        out["pitfalls"] = list(served.pitfalls)
         return out
 
-    def _servable_sources(self, tenant: str, idx: TenantIndex, stats: dict[int, dict],
-                          cluster: int, now: int) -> list[str]:
-        """The cluster's fused sources that can be served ``now``: worked out once, then
-        reused until the stats or the index's rows change or one of them expires."""
-        got = self._sources.get((tenant, cluster))
-        if got is not None:
-            was_idx, was_stats, generation, since, until, kept = got
-            if was_idx is idx and was_stats is stats and generation == idx.generation \
-                    and since <= now < until:
-                return list(kept)
-        generation, kept, until = idx.generation, [], NEVER  # generation first: a change
-        for s in stats.get(cluster, {}).get("sources", []):  # meanwhile misses next time
-            row = idx.pos.get(s)
-            if row is not None and idx._servable(row, now):
-                kept.append(s)
-                expires = idx.rows[row].expires_at_us
-                if expires is not None:
-                    until = min(until, expires)
-        self._sources[(tenant, cluster)] = (idx, stats, generation, now, until, kept)
-        return list(kept)
+    def _servable(self, tenant: str, idx: TenantIndex, stats: dict[int, dict], cluster: int,
+                  now: int) -> _Served:
+        """What of the cluster's stats can be served ``now``: worked out once, then reused
+        until the stats or the index's rows change or a cited run expires."""
+        got = self._served.get((tenant, cluster))
+        if got is not None and got.idx is idx and got.stats is stats \
+                and got.generation == idx.generation and got.since <= now < got.until:
+            return got
+        generation, until = idx.generation, NEVER  # generation first: a change meanwhile
+        ok: dict[str, bool] = {}  # misses next time
+
+        def keep(ids: list[str] | None) -> list[str]:
+            nonlocal until
+            for s in ids or ():
+                if s not in ok:
+                    row = idx.pos.get(s)
+                    ok[s] = row is not None and idx._servable(row, now)
+                    expires = idx.rows[row].expires_at_us if ok[s] else None
+                    if expires is not None:
+                        until = min(until, expires)
+            return [s for s in ids or () if ok[s]]
+
+        c = stats.get(cluster, {})
+        sources = keep(c.get("sources"))
+        plans = [{**p, "sources": keep(p["sources"])} for p in c.get("plans", [])]
+        pitfalls = [{**p, "sources": keep(p["sources"])} for p in c.get("pitfalls", [])]
+        got = self._served[(tenant, cluster)] = _Served(
+            idx, stats, generation, now, until, sources, plans,
+            {tuple(p["tools"]): i for i, p in enumerate(plans)}, pitfalls)
+        return got
 
     def _compute(self, tenant: str, idx: TenantIndex) -> dict[int, dict]:
         members = idx.members()
@@ -91,8 +125,8 @@ class FusedCache:
         m = pa.table({"trajectory_id": pa.array(tids, pa.string()),
                       "cluster_id": pa.array(cids, pa.int32())})
         con = self.lake.connect(tenant=tenant)
-        runs = con.sql("select trajectory_id, success, n_steps, cost_usd, tokens_in, tokens_out "
-                       "from trajectories").to_arrow_table()
+        runs = con.sql("select trajectory_id, success, n_steps, cost_usd, tokens_in, tokens_out,"
+                       " started_at from trajectories").to_arrow_table()
         steps = con.sql("select trajectory_id, index, kind, name, error, duration_ms, cost_usd "
                         "from steps").to_arrow_table()
         stats = fusedmod.compute(m, runs, steps)

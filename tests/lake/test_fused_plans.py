@@ -1,0 +1,121 @@
+"""Fused plans and pitfalls on a real lake with the real model: ranked for the query's own
+neighbours (not only for its cluster), each citing the runs it comes from."""
+
+from __future__ import annotations
+
+import pytest
+
+from lake import Lake
+from lake.context import ContextService
+
+NAMES = ["Yusuf Rossi", "Mei Davis", "Omar Khan", "Sofia Garcia", "Ethan Lee"]
+CANCEL = ["get_order_details", "cancel_pending_order"]
+REFUND = ["find_user_id_by_email", "get_order_details", "return_delivered_order_items"]
+# other kinds of task, so that k-means (k = round(sqrt(n))) spends its clusters on them
+# and keeps the retail orders in one cluster: refunds and cancels share their fused stats
+OTHER = ["My phone shows no signal since this morning, can you fix my mobile data?",
+         "Book a flight from Boston to Denver on May 3 in economy",
+         "What is the weather going to be like in Paris tomorrow?",
+         "Write a haiku about autumn leaves falling on a quiet pond",
+         "Explain how to compute the determinant of a 3x3 matrix",
+         "Recommend a vegetarian lasagna recipe for six people",
+         "My internet roaming does not work in Italy, please enable it",
+         "Reserve a table for two at an Italian restaurant on Friday at 8pm",
+         "Translate 'good morning, how are you' into Japanese",
+         "Summarize the plot of Pride and Prejudice in three sentences",
+         "How many calories does a 30 minute run burn?",
+         "Set up a weekly meeting with the design team every Tuesday at 10"]
+REFUND_QUERY = "Refund order #W3000001 to the original card"
+
+
+def _run(tid: str, task: str, tools: list[str], ok: bool, minute: int,
+         error: str | None = None) -> dict:
+    steps = [{"kind": "tool", "name": t} for t in tools]
+    if error:
+        steps[-1]["error"] = error
+    return {"trajectory_id": tid, "task": task, "steps": steps, "outcome": {"success": ok},
+            "started_at": f"2026-11-20T10:{minute:02d}:00Z"}
+
+
+def _runs() -> list[dict]:
+    """Five cancels (all worked) and three refunds (one failed, its return refused): the
+    cancel plan is the cluster's best, the refund plan is what refunds do."""
+    out = [_run(f"cancel{i}", f"Cancel my pending order #W10000{i} because I ordered it by "
+                f"mistake. I am {NAMES[i]}.", CANCEL, True, i) for i in range(5)]
+    out += [_run(f"refund{i}", f"Refund order #W20000{i} to the original card: return the "
+                 f"delivered items. I am {NAMES[i]}.", REFUND, i != 1, 10 + i,
+                 "Error: order #W200001 is not delivered yet" if i == 1 else None)
+            for i in range(3)]
+    out += [_run(f"other{i}", t, ["search"], True, 20 + i) for i, t in enumerate(OTHER)]
+    return out
+
+
+@pytest.fixture
+def cache(tmp_path, minilm):
+    lake = Lake.open(str(tmp_path / "lake"))
+    lake.ingest(_runs())
+    cs = ContextService(lake, embedder=minilm)
+    yield cs
+    cs.close()
+    lake.close()
+
+
+def _tools_of(cache: ContextService) -> dict[str, list[str]]:
+    """Each run's tool sequence, consecutive repeats collapsed (what a plan is)."""
+    out: dict[str, list[str]] = {}
+    for tid, name in cache.lake.sql("select trajectory_id, name from steps where kind = 'tool' "
+                                    "order by trajectory_id, index").fetchall():
+        seq = out.setdefault(tid, [])
+        if not seq or seq[-1] != name:
+            seq.append(name)
+    return out
+
+
+def test_a_refund_gets_the_refund_plan_although_cancels_rank_higher_in_its_cluster(cache):
+    a = cache.get_context("default", {"text": REFUND_QUERY, "k": 5})
+    idx = cache.index("default")
+    kinds = {idx.cluster_of(f"{k}{i}") for k in ("cancel", "refund") for i in range(3)}
+    assert kinds == {a["cluster"]["id"]}  # one cluster for both kinds: the case under test
+    pool = cache.fused.cluster("default", a["cluster"]["id"])["plans"]
+    assert pool[0]["tools"] == CANCEL  # the cluster's best, what plans[0] used to be
+    plan = a["fused"]["plans"][0]
+    assert plan["tools"] == REFUND
+    assert plan["neighbors_followed"] == 3 and plan["neighbors_succeeded"] == 2
+    nearest_ok = next(n["trajectory_id"] for n in a["neighbors"]
+                      if n["tools"] == REFUND and n["success"])
+    assert plan["sources"][0] == nearest_ok
+    cancel = cache.get_context("default", {"text": "Cancel order #W1000009, I ordered it by "
+                                                   "mistake", "k": 5})
+    assert cancel["fused"]["plans"][0]["tools"] == CANCEL
+    assert [p["tools"] for p in a["fused"]["plans"]][:2] == [REFUND, CANCEL]
+
+
+def test_every_plan_and_pitfall_cites_runs_that_show_it(cache):
+    tools = _tools_of(cache)
+    outcome = dict(cache.lake.sql("select trajectory_id, success from trajectories").fetchall())
+    errors = set(cache.lake.sql("select trajectory_id, name, error from steps "
+                                "where error is not null").fetchall())
+    for q in (REFUND_QUERY, "Cancel order #W1000009", "Please cancel and refund #W2000002"):
+        fused = cache.get_context("default", {"text": q, "k": 3})["fused"]
+        assert fused["plans"] and fused["pitfalls"]
+        for p in fused["plans"]:
+            assert 1 <= len(p["sources"]) <= min(5, p["support"])
+            assert all(tools[s] == p["tools"] for s in p["sources"]), p
+            oks = [outcome[s] for s in p["sources"]]
+            assert oks == sorted(oks, reverse=True)  # the successful ones first
+        for p in fused["pitfalls"]:
+            assert 1 <= len(p["sources"]) <= p["failed_runs"]
+            for s in p["sources"]:
+                assert outcome[s] is False and p["tool"] in tools[s]
+                assert p["error"] is None or (s, p["tool"], p["error"]) in errors
+    refused = [p for p in fused["pitfalls"] if p["error"]]
+    assert refused and refused[0]["sources"] == ["refund1"]
+
+
+def test_cited_runs_follow_retractions(cache):
+    cache.get_context("default", {"text": REFUND_QUERY})
+    cache.retract("default", ["refund0", "refund1"], "bad data")
+    fused = cache.get_context("default", {"text": REFUND_QUERY})["fused"]
+    cited = {s for p in fused["plans"] + fused["pitfalls"] for s in p["sources"]}
+    assert cited and not cited & {"refund0", "refund1"}
+    assert fused["plans"][0]["tools"] == REFUND and fused["plans"][0]["sources"] == ["refund2"]
