@@ -85,7 +85,8 @@ class ContextService:
         self.embedding = EmbeddingService(self.embedder, self.cache)
         self._indexes: dict[str, TenantIndex] = {}
         self.fused = FusedCache(lake)  # each tenant's fused stats, computed by SQL
-        self.contexts = ContextLog(lake.store)  # what was served, for reports and SQL
+        self.contexts = ContextLog(  # what was served, for reports and SQL; journaled by
+            lake.store, lake.settings.wal_path if lake.writer is not None else None)  # a writer
         self.feedback = Feedback(lake)  # reports on served contexts; hit thresholds
         self._slot_cache: dict[str, slots.Slots] = {}
         self._pending: list[tuple[int, dict[str, list[dict]]]] = []  # (lsn, rows by tenant)

@@ -5,16 +5,20 @@ A Lance append costs ~13 ms for 1,000 rows and ~23 ms for 5,000, so served conte
 buffered and appended ``CONTEXT_LOG_ROWS`` at a time, or after ``CONTEXT_LOG_SECONDS``
 (SQL sees a served context by then, however quiet the server), and at close, by a thread of
 their own: ``remember`` may run on the server's event loop and never waits for storage. Recent
-contexts (``RECENT``) stay in memory so a report finds its context without a read.
+contexts (``RECENT``) stay in memory so a report finds its context without a read. With a
+journal directory (the writer's log directory), each served context is also written to a
+local file as it is served (``row_buffer.Journal``), so a killed server loses none: the
+next one appends those not in the table yet, and a report on them still finds them.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 from typing import Any
 
-from .row_buffer import RowBuffer
+from .row_buffer import Journal, RowBuffer
 from .schema import CONTEXTS
 from .tables import quote
 
@@ -25,12 +29,38 @@ RECENT = 100_000
 
 
 class ContextLog:
-    def __init__(self, store: Any):
+    def __init__(self, store: Any, journal_dir: Path | None = None):
         self.store = store
         self._recent: dict[str, dict[str, Any]] = {}  # context_id -> what was served
-        self._rows = RowBuffer(store, "contexts", CONTEXTS)
-        self._rows.start(CONTEXT_LOG_SECONDS)
+        journal = None
+        if journal_dir is not None:
+            try:
+                journal = Journal(journal_dir, "contexts")
+            except BlockingIOError:  # another context log of this lake journals: only it
+                log.info("another context log journals in %s; this one appends only",
+                         journal_dir)
+        self._rows = RowBuffer(store, "contexts", CONTEXTS, journal=journal)
         self._lock = threading.Lock()  # recent (held for a few instructions)
+        if journal is not None:
+            self._recover(journal.left())
+        self._rows.start(CONTEXT_LOG_SECONDS)
+
+    def _recover(self, rows: list[dict[str, Any]]) -> None:
+        """Contexts a killed server served and had not appended yet: appended now."""
+        by_tenant: dict[str, list[str]] = {}
+        for r in rows:
+            by_tenant.setdefault(r["tenant"], []).append(r["context_id"])
+        stored: set[str] = set()
+        if self.store.exists("contexts"):
+            for tenant, ids in by_tenant.items():
+                stored.update(self.store.lookup("contexts", tenant, "context_id", ids,
+                                                ["context_id"])["context_id"].to_pylist())
+        lost = {r["context_id"]: r for r in rows if r["context_id"] not in stored}
+        for row in lost.values():
+            self.remember(row)
+        if lost:
+            log.warning("%d served context(s) of a server that stopped before appending "
+                        "them: appended now", len(lost))
 
     def remember(self, row: dict[str, Any]) -> None:
         buffered = self._rows.add(row)
