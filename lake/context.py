@@ -461,7 +461,8 @@ class ContextService:
                "agent": q.agent, "verdict": verdict["verdict"], "cluster_id": cluster,
                "top_similarity": neighbors[0]["similarity"] if neighbors else None,
                "slots_equal": verdict["slots_equal"],
-               "neighbors": [n["trajectory_id"] for n in neighbors], "lake_version": version}
+               "neighbors": [n["trajectory_id"] for n in neighbors], "lake_version": version,
+               "top_success": neighbors[0]["success"] if neighbors else None}
         self.contexts.remember(row)
 
     def flush_log(self) -> None:

@@ -65,19 +65,21 @@ class Feedback:
                          "success"],
                 filter=f"tenant = {quote(tenant)} and top_similarity is not null and "
                        "verdict in ('hit', 'similar')").to_pylist())
-        served: dict[str, tuple[str | None, bool]] = {}  # context_id -> (best neighbour, ...)
+        served: dict[str, dict[str, Any]] = {}  # context_id -> best neighbour, slots, ...
         if rows and store.exists("contexts"):
+            ds = store.dataset("contexts")
+            cols = ["context_id", "neighbors", "slots_equal", "top_success"]
             got = store.lookup("contexts", tenant, "context_id",
                                sorted({r["context_id"] for r in rows}),
-                               ["context_id", "neighbors", "slots_equal"]).to_pylist()
-            served = {c["context_id"]: ((c["neighbors"] or [None])[0], bool(c["slots_equal"]))
-                      for c in got}
+                               [c for c in cols if c in ds.schema.names]).to_pylist()
+            served = {c["context_id"]: c for c in got}
         out = _Observed()
         for r in rows:
-            top, eq = served.get(r["context_id"], (None, False))
+            c = served.get(r["context_id"], {})
+            top = (c.get("neighbors") or [None])[0]
             cid = cluster_of(top) if top is not None else r["cluster_id"]
             if cid is not None:
-                out.put(r["context_id"], cid, _observation(r, eq))
+                out.put(r["context_id"], cid, _observation(r, c))
         self._obs[tenant] = out
         for key in [k for k in self._thresholds if k[0] == tenant]:
             del self._thresholds[key]
@@ -111,7 +113,7 @@ class Feedback:
                "trajectory_id": trajectory_id, "verdict": served["verdict"],
                "cluster_id": served["cluster_id"], "top_similarity": served["top_similarity"]}
         self.lake.store.append("feedback", pa.Table.from_pylist([row], schema=FEEDBACK))
-        self._observe(row, served.get("slots_equal"))
+        self._observe(row, served)
         self._reported[context_id] = said
         if len(self._reported) > REPORTS_KEPT:  # the oldest go: retries come soon after
             del self._reported[next(iter(self._reported))]
@@ -128,7 +130,7 @@ class Feedback:
         r = max(rows, key=lambda r: r["reported_at"])
         return (r["used"], r["success"], r["reward"], r["trajectory_id"])
 
-    def _observe(self, row: dict[str, Any], slots_equal: bool | None) -> None:
+    def _observe(self, row: dict[str, Any], served: dict[str, Any]) -> None:
         """The context's new latest report replaces its observation (hit/similar contexts
         only: an exact one is matched by text hash, it says nothing about the threshold)."""
         if row["top_similarity"] is None or row["verdict"] not in ("hit", "similar") \
@@ -138,17 +140,18 @@ class Feedback:
         observed = self._obs.setdefault(tenant, _Observed())
         cluster = observed.cluster_of.get(context_id, row["cluster_id"])  # as loaded: a
         was = observed.put(context_id, cluster,  # refit may have renumbered clusters
-                           _observation(row, bool(slots_equal)))
+                           _observation(row, served))
         for c in (cluster, was):
             self._thresholds.pop((tenant, c), None)
 
 
-def _observation(report: dict[str, Any], slots_equal: bool) -> Observation | None:
+def _observation(report: dict[str, Any], served: dict[str, Any]) -> Observation | None:
     """What a report says about the threshold: nothing unless the context was used and the
-    outcome is known."""
-    if not report["used"] or report["success"] is None:
+    outcome is known, nor when the best neighbour served had failed (the verdict said not
+    to replay it: a failure after it tells nothing of how similar is similar enough)."""
+    if not report["used"] or report["success"] is None or served.get("top_success") is False:
         return None
-    return (report["top_similarity"], slots_equal, bool(report["success"]))
+    return (report["top_similarity"], bool(served.get("slots_equal")), bool(report["success"]))
 
 
 def _latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

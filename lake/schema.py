@@ -146,6 +146,8 @@ CONTEXTS = pa.schema(
         _f("slots_equal", pa.bool_(), "the best neighbour's slots equal the query's"),
         _f("neighbors", pa.list_(pa.string()), "trajectory ids served, best first"),
         _f("lake_version", pa.int64(), "lake version the context was computed from"),
+        _f("top_success", pa.bool_(), "the best neighbour's outcome when served (null: "
+           "unknown; a failed one says nothing of the hit threshold)"),
     ]
 )
 

@@ -61,3 +61,20 @@ def test_a_latest_report_of_not_used_withdraws_the_context(cache):
     cache.report("default", cid, used=False)  # it was not used after all
     assert _counted(cache, cluster) == (served["cluster"]["hit_threshold"], 0)
     assert _counted(cache, cluster, reload=True) == (served["cluster"]["hit_threshold"], 0)
+
+
+def test_a_context_whose_best_run_had_failed_says_nothing_of_the_threshold(cache):
+    """Its verdict said not to replay it (a failed near-duplicate, or the same text that
+    failed every time): a failure after it is no false hit, live or reloaded."""
+    cache.lake.ingest([{"trajectory_id": "r0", "task": FLIGHT,
+                        "steps": [{"kind": "tool", "name": "book"}],
+                        "outcome": {"success": False}}])
+    for text in ("book a flight from NYC to SF on May 3, please", FLIGHT):
+        served = cache.get_context("default", {"text": text})
+        assert served["verdict"] == "similar"  # downgraded: the run failed
+        cid, cluster = served["context_id"], served["cluster"]["id"]
+        default = served["cluster"]["hit_threshold"]
+        assert cache.report("default", cid, used=True, success=False)["stored"]
+        assert _counted(cache, cluster) == (default, 0)
+        assert _counted(cache, cluster, reload=True) == (default, 0)
+    assert cache.lake.sql("select top_success from contexts").fetchall() == [(False,), (False,)]
