@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install  ## set up, load the sample into ./lake-data on first start, serve gRPC on :50051
-	$(BIN)/lake serve --metrics-port 9464
+	$(BIN)/lake serve --sample --metrics-port 9464
 
 proto: install  ## regenerate the gRPC stubs from proto/**/*.proto (a test checks they match)
 	$(BIN)/python -m proto.generate

@@ -283,8 +283,10 @@ def config_cmd(settings: Settings, as_json: bool) -> None:
               help="Bearer tokens [env LAKE_AUTH; default auto: on unless the host is loopback].")
 @click.option("--max-message-bytes", type=int, default=None,
               help="Largest message [env LAKE_MAX_MESSAGE_BYTES; default 64 MiB].")
-@click.option("--sample/--no-sample", default=True,
-              help="Load the bundled tau2-bench sample into an empty lake.")
+@click.option("--sample/--no-sample", default=False,
+              help="Load the bundled tau2-bench demo sample first if the lake is empty (no "
+                   "trajectories in any tenant); `make run` does. Default: serve the lake as "
+                   "it is.")
 def serve(settings: Settings, host: str | None, port: int | None, otlp_port: int | None,
           metrics_port: int | None, auth: str | None, max_message_bytes: int | None,
           sample: bool) -> None:
@@ -301,7 +303,7 @@ def serve(settings: Settings, host: str | None, port: int | None, otlp_port: int
     import signal
     import threading
 
-    from ingest.sample import load_if_empty
+    from ingest.sample import holds, load_if_empty
     from server.app import serve as start
 
     # the banner and progress go to stdout (below); problems to stderr, with the time
@@ -315,8 +317,7 @@ def serve(settings: Settings, host: str | None, port: int | None, otlp_port: int
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with Lake.open(settings=settings) as lake:
-        if sample:
-            click.echo(load_if_empty(lake))
+        click.echo(load_if_empty(lake) if sample else holds(lake))
         server = start(settings, lake=lake)
         server.warm(on_ready=click.echo)  # model + index load in the background; the port
         # is already open

@@ -29,6 +29,19 @@ def lake(*args: str, data: Path, check: bool = True, env: dict | None = None):
     return p
 
 
+def test_the_sample_goes_only_into_a_lake_empty_in_every_tenant(tmp_path):
+    """A team's data under another tenant is not mixed with demo runs."""
+    from ingest.sample import load_if_empty
+    from lake import Lake
+
+    with Lake.open(str(tmp_path / "lake")) as lk:
+        lk.ingest([{"trajectory_id": "ours", "task": "t"}], tenant="acme")
+        said = load_if_empty(lk)
+        assert "holds 0 trajectories in tenant 'default' (1 in all tenants)" in said
+        assert "only into an empty lake" in said
+        assert lk.store.dataset("trajectories").count_rows() == 1
+
+
 def test_init_loads_sample_once_and_sql_prints_counts(tmp_path):
     d = tmp_path / "lake-data"
     assert "loaded the tau2-bench sample" in lake("init", data=d).stdout

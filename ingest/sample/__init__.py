@@ -8,12 +8,24 @@ STEPS = 9065
 
 
 def load_if_empty(lake) -> str:  # type: ignore[no-untyped-def]
-    """Load the sample into an empty lake (first start); say what the lake holds."""
+    """Load the sample into an empty lake (no trajectories in any tenant: a team's data
+    under another tenant is not mixed with demo runs); say what the lake holds."""
     from ..runner import ingest_paths
 
-    n = lake.count("trajectories")
-    if n == 0:
+    if not _all_tenants(lake):
         s = ingest_paths(lake, [str(PATH)])
         return (f"loaded the tau2-bench sample: {s.trajectories} trajectories, {s.steps} steps "
                 f"into {lake.settings.data}")
-    return f"lake {lake.settings.data} holds {n} trajectories (tenant {lake.settings.tenant!r})"
+    return holds(lake) + "; the sample goes only into an empty lake"
+
+
+def holds(lake) -> str:  # type: ignore[no-untyped-def]
+    n, everyone = lake.count("trajectories"), _all_tenants(lake)
+    return (f"lake {lake.settings.data} holds {n} trajectories in tenant "
+            f"{lake.settings.tenant!r}" + (f" ({everyone} in all tenants)" if everyone != n
+                                           else ""))
+
+
+def _all_tenants(lake) -> int:  # type: ignore[no-untyped-def]
+    store = lake.store
+    return store.dataset("trajectories").count_rows() if store.exists("trajectories") else 0
