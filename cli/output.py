@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 
 NULL = "NULL"
+CELL = 60  # the widest a table cell is printed (the rest is cut, marked …)
 
 
 def render(rel: duckdb.DuckDBPyRelation, fmt: str, json_values: bool = False) -> str:
@@ -62,9 +63,20 @@ def _table(cols: list[str], rows: list[tuple]) -> str:
         v = rows[0][0]                     # from trajectories"` -> 240
         return NULL if v is None else _text(v)
     cells = [[(NULL if v is None else _text(v)) for v in r] for r in rows]
-    widths = [min(60, max([len(c)] + [len(r[i]) for r in cells])) for i, c in enumerate(cols)]
+    widths = [min(CELL, max([len(c)] + [len(r[i]) for r in cells])) for i, c in enumerate(cols)]
+    cut = False
+
+    def fit(v: str) -> str:
+        nonlocal cut
+        if len(v) <= CELL:
+            return v
+        cut = True
+        return v[:CELL - 1] + "…"
+
     def line(vals: list[str]) -> str:
-        return "  ".join(v[:60].ljust(w) for v, w in zip(vals, widths, strict=True)).rstrip()
+        return "  ".join(fit(v).ljust(w) for v, w in zip(vals, widths, strict=True)).rstrip()
     out = [line(cols), line(["-" * w for w in widths])] + [line(r) for r in cells]
-    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''}"
+               + (f"; values over {CELL} characters cut at …: --format csv or json shows them "
+                  "whole)" if cut else ")"))
     return "\n".join(out)
