@@ -469,20 +469,47 @@ class Run:
             if reply.rejects:
                 first = reply.rejects[0]
                 index = steps[first["index"]].index
-                raise InvalidArgument(f"{len(reply.rejects)} step(s) refused, the others "
-                                      f"landed; the first: {first['reason']}",
+                landed = len(steps) - len(reply.rejects)
+                raise InvalidArgument(f"{len(reply.rejects)} of {len(steps)} step(s) refused "
+                                      f"({landed} landed); the first: {first['reason']}",
                                       field=(first["field"] or "steps").replace(
                                           f"steps[{first['index']}]", f"steps[{index}]", 1))
 
-    def finish(self, success: bool | None = None, **fields: Any) -> int:
-        """Send what is buffered, then the outcome; returns the LSN. Steps the lake refused
-        raise ``InvalidArgument`` after the run is finished with this outcome."""
-        self._open("finish it again")
-        refused = None
+    def _send_refused(self) -> InvalidArgument | None:
+        """``flush``, and what the lake refused as one error (None: all landed). A batch too
+        big for a message goes a step at a time: only the steps that cannot be sent are
+        lost. What was refused is then logged as a last ``error`` step (``steps_refused``),
+        so the run's trace shows it."""
         try:
             self.flush()
+            return None
         except InvalidArgument as e:
-            refused = e
+            refused, why = e, [str(e)]
+        if self._buffer:  # not sent at all (too big): one at a time
+            steps, self._buffer, why = self._buffer, [], []
+            for step in steps:
+                self._buffer = [step]
+                try:
+                    self.flush()
+                except InvalidArgument as e:
+                    self._buffer = []
+                    why.append(str(e) if (e.field or "").startswith("steps[")
+                               else f"steps[{step.index}]: {e.message}")
+        self.step("error", name="steps_refused",
+                  error=f"{len(why)} refusal(s) when this run's steps were sent: "
+                        + "; ".join(why)[:4000])
+        try:
+            self.flush()
+        except LakeError:
+            self._buffer = []
+        return refused
+
+    def finish(self, success: bool | None = None, **fields: Any) -> int:
+        """Send what is buffered, then the outcome; returns the LSN. Steps the lake refused
+        (or too big to send) raise ``InvalidArgument`` after the run is finished with this
+        outcome, and are named in its last step (``error``, ``steps_refused``)."""
+        self._open("finish it again")
+        refused = self._send_refused()
         self.lsn = self.client.finish(self.trajectory_id, success=success, **fields)
         self.finished = True
         if refused is not None:
@@ -492,9 +519,9 @@ class Run:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if self.finished:
             return
-        refused = None
+        refused: LakeError | None = None
         try:
-            self.flush()
+            refused = self._send_refused()
         except LakeError as e:
             refused, self._buffer = e, []
         failed = exc_type is not None or refused is not None
