@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -100,7 +101,8 @@ class Catalog:
         self.store.upsert("_tags", ["name"], pa.Table.from_pylist([row], schema=TAGS))
 
     def resolve(self, ref: int | str | None) -> Version:
-        """A version number, a tag name, or None (latest) -> Version."""
+        """A version number, a tag name, a time (ISO 8601: the lake as it was then, the
+        latest version made at or before it), or None (latest) -> Version."""
         versions = {v.version: v for v in self.list()}
         if not versions:
             raise NotFound("the lake has no versions yet; ingest something first")
@@ -108,15 +110,33 @@ class Catalog:
             return versions[max(versions)]
         if isinstance(ref, str) and not ref.lstrip("-").isdigit():
             tags = self.tags()
-            if ref not in tags:
+            if ref in tags:
+                return versions[tags[ref]]
+            at = _time(ref)
+            if at is None:
                 raise NotFound(f"no tag {ref!r}; known tags: {', '.join(sorted(tags)) or 'none'} "
-                               "(see `lake versions`)")
-            return versions[tags[ref]]
+                               "(see `lake versions`), or give a version number or an ISO 8601 "
+                               "time (2026-01-31T12:00:00Z)")
+            before = [v for v in versions.values() if v.created_at <= at]
+            if not before:
+                first = versions[min(versions)]
+                raise NotFound(f"the lake did not exist at {at.isoformat()}: its first version "
+                               f"({first.version}) was made at {first.created_at.isoformat()}")
+            return max(before, key=lambda v: v.version)
         n = int(ref)
         if n not in versions:
             raise NotFound(f"no version {n}; versions run from {min(versions)} to {max(versions)} "
                            "(see `lake versions`)")
         return versions[n]
+
+
+def _time(ref: str) -> datetime | None:
+    """An ISO 8601 time (naive: UTC; a date alone: its midnight), else None."""
+    try:
+        at = datetime.fromisoformat(ref)
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _version(r: dict[str, Any]) -> Version:

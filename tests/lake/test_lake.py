@@ -377,3 +377,25 @@ def test_a_new_lake_is_readable_by_its_owner_only(tmp_path):
         pass
     for d in (tmp_path / "new", tmp_path / "wal"):
         assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+
+
+def test_as_of_a_time_reads_the_lake_as_it_was_then(lake: Lake):
+    """``as_of`` takes an ISO 8601 time too: the latest version made at or before it."""
+    import time
+    from datetime import UTC, datetime
+
+    from lake.errors import NotFound
+
+    lake.ingest([_traj("a", 1)])
+    time.sleep(0.01)
+    then = datetime.now(UTC)
+    time.sleep(0.01)
+    lake.ingest([_traj("b", 1)])
+    count = "select count(*) from trajectories"
+    assert lake.sql(count, as_of=then.isoformat()).fetchall() == [(1,)]
+    assert lake.sql(count, as_of=then.strftime("%Y-%m-%dT%H:%M:%S.%f")).fetchall() == [(1,)]
+    assert lake.sql(count).fetchall() == [(2,)]
+    with pytest.raises(NotFound, match="did not exist at 2000-01-01T00:00:00.00:00: its first"):
+        lake.version("2000-01-01")
+    with pytest.raises(NotFound, match="no tag 'nope'.*or an ISO 8601 time"):
+        lake.version("nope")
