@@ -8,6 +8,7 @@ table or CSV, as they are JSON values in JSON.
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
 import duckdb
@@ -37,6 +38,8 @@ def _plain(v: Any) -> Any:
         return None
     if hasattr(v, "isoformat"):
         return v.isoformat()
+    if isinstance(v, Decimal):  # SQL's DECIMAL (sum of a decimal column): a JSON number
+        return float(v)
     return str(v) if not isinstance(v, (list, dict)) else v
 
 
@@ -52,6 +55,8 @@ def _csv(v: Any) -> str:
     break."""
     if v is None:
         return ""
+    if isinstance(v, bool):  # as SQL and JSON write them, not Python's True
+        return "true" if v else "false"
     text = _plain(v) if hasattr(v, "isoformat") else _text(v)
     if text == "" or any(c in text for c in ',"\r\n'):
         return '"' + text.replace('"', '""') + '"'
