@@ -10,6 +10,7 @@ import click
 
 from lake import Lake, Settings
 from lake.analysis import ADJUSTMENTS, COST_DIMENSIONS, DIMENSIONS, Comparison, compare, cost
+from lake.errors import NotFound
 
 from .main import _common, _echo_json, cli
 
@@ -57,13 +58,27 @@ def compare_cmd(settings: Settings, by: str, a: str | None, b: str | None,
       lake compare --by agent_version --a 1.4.0 --b 2.0.0 --where "agent = 'support-agent'"
       lake compare --by model --json
     """
-    lake = Lake.open(settings=settings, readonly=True)
+    lake = _open(settings)
     res = compare(lake.connect(as_of=as_of), by, a, b, group_by=group_by, where=where,
                   confidence=confidence, adjust=adjust)
     if as_json:
         _echo_json(res.as_dict())
     else:
         _print_comparison(res)
+
+
+def _open(settings: Settings) -> Lake:
+    """The lake, read-only; if the tenant has no runs and others do, say which (a wrong
+    --tenant otherwise reads as an empty lake)."""
+    lake = Lake.open(settings=settings, readonly=True)
+    if lake.count("trajectories") == 0:
+        others = lake.sql("select tenant, count(*) from trajectories group by 1 order by 2 "
+                          "desc", all_tenants=True).fetchall()
+        if others:
+            listing = ", ".join(f"{t!r} ({n})" for t, n in others[:5])
+            raise NotFound(f"tenant {lake.settings.tenant!r} has no trajectories; this lake's "
+                           f"tenants: {listing}: pass --tenant {others[0][0]}")
+    return lake
 
 
 def _pct(x: float | None) -> str:
@@ -132,7 +147,7 @@ def cost_cmd(settings: Settings, by: str, where: str | None, as_of: str | None,
       lake cost
       lake cost --by day --where "agent = 'support-agent'" --json
     """
-    lake = Lake.open(settings=settings, readonly=True)
+    lake = _open(settings)
     res = cost(lake.connect(as_of=as_of), by, where=where)
     if as_json:
         _echo_json(res)

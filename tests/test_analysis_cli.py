@@ -141,3 +141,10 @@ def test_output_keeps_null_apart_from_empty_and_lists_are_json():
     assert json.loads(render(rel, "json")) == [{"e": "", "n": None, "l": ["a", "b,c"],
                                                 "s": {"k": 1}, "q": 'q"t'}]
     assert render(duckdb.connect().sql("select null"), "table") == "NULL"
+
+
+def test_a_tenant_without_runs_names_the_tenants_that_have_some(two_tenants):
+    p = lake("cost", "--tenant", "acmee", data=two_tenants, check=False)
+    assert p.returncode == 1
+    assert "tenant 'acmee' has no trajectories; this lake's tenants: " in p.stderr
+    assert "'acme' (3)" in p.stderr and "'default' (3)" in p.stderr and "pass --tenant" in p.stderr
