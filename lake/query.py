@@ -1,6 +1,7 @@
 """Running a user's SQL (``Lake.sql``, ``lake sql``): one statement (several are refused,
-not run with only the last one's rows shown), run at once, and every complaint DuckDB has
-about it an ``InvalidArgument`` on the field ``query``.
+not run with only the last one's rows shown) that reads (``READS``: the connection and its
+views are shared by later queries), run at once, and every complaint DuckDB has about it an
+``InvalidArgument`` on the field ``query``.
 
 DuckDB finds some mistakes while binding (an unknown column) and others only while running
 (``cast('x' as int)``, ``day > '2025'``); running at the call raises both here, and the
@@ -24,6 +25,10 @@ QUERY_ERRORS: tuple[type[duckdb.Error], ...] = (
     duckdb.IntegrityError,
     duckdb.IOException,  # read_parquet('missing.parquet'): the lake's own files are read by
 )                        # Python code, whose failures DuckDB words as below
+# What a query may be: reading statements, and COPY ... TO a file, SET and PRAGMA. Creating,
+# changing or dropping anything (the connection's views are the tenant's scope), attaching
+# databases and loading extensions are refused.
+READS = frozenset({"SELECT", "EXPLAIN", "PRAGMA", "SET", "CALL", "COPY"})
 # DuckDB's words for a Python exception raised in the lake's code during a query.
 LAKE_FAILED = ("Python exception occurred", "exporting a stream from the ")
 
@@ -50,6 +55,12 @@ def run(con: duckdb.DuckDBPyConnection, query: str) -> duckdb.DuckDBPyRelation:
                 f"the query holds {len(statements)} statements; one is run at a time (its "
                 "rows are the answer): run each on its own, or fold them into one (a WITH "
                 "clause holds what an earlier statement would set up)", field="query")
+        if statements and statements[0].type.name not in READS:
+            raise InvalidArgument(
+                f"SQL here reads the lake: {statements[0].type.name} is not run "
+                "(the connection is shared by later queries). Write with `lake ingest` or the "
+                "client; COPY (SELECT ...) TO 'file.parquet' saves a result; `lake export` "
+                "writes every table", field="query")
         rel = con.sql(query) if statements else None
         if rel is None:
             raise InvalidArgument("the query is empty: give one SQL statement, e.g. "

@@ -112,3 +112,16 @@ def test_a_tenants_connection_names_no_source_of_other_tenants_rows(lake):
         with pytest.raises(InvalidArgument, match="does not exist"):
             lake.sql(f"select * from {source}")
     assert lake.sql("select count(*) from trajectories", all_tenants=True).fetchall() == [(2,)]
+
+
+@pytest.mark.parametrize("query", ["drop view trajectories", "create view trajectories as "
+                                   "select 1 as x", "insert into trajectories (task) values "
+                                   "('x')", "attach ':memory:' as other", "install httpfs"])
+def test_sql_reads_the_lake_and_changes_nothing_later_queries_see(runs, query):
+    """The connection (and its tenant's views) is kept for later queries: a statement that
+    would change it is refused, naming its kind and what to do instead."""
+    before = runs.sql("select count(*) from trajectories").fetchall()
+    kind = query.split()[0].upper().replace("INSTALL", "LOAD")
+    with pytest.raises(InvalidArgument, match=f"SQL here reads the lake: {kind} is not run"):
+        runs.sql(query)
+    assert runs.sql("select count(*) from trajectories").fetchall() == before
