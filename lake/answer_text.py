@@ -20,9 +20,17 @@ def describe(a: dict[str, Any]) -> str:
                    f"{' > '.join(n['tools'][:6])}")
     for p in a["fused"].get("plans", [])[:1]:
         rate = "n/a" if p["success_rate"] is None else f"{p['success_rate']:.0%}"
-        out.append(f"plan ({p['support']} runs, {rate} success): {' > '.join(p['tools'])}")
+        out.append(f"plan ({p['support']} runs, {rate} success): {' > '.join(p['tools'])}"
+                   + _cited(p))
     for p in a["fused"].get("pitfalls", [])[:3]:
         out.append(f"pitfall: {p['tool']}{': ' + p['error'] if p['error'] else ''} "
-                   f"(in {p['failed_runs']} failed, {p['successful_runs']} successful runs)")
+                   f"(in {p['failed_runs']} failed, {p['successful_runs']} successful runs)"
+                   + _cited(p))
     out.append(f"context_id: {a['context_id']}")
     return "\n".join(out)
+
+
+def _cited(item: dict[str, Any]) -> str:
+    """The runs a plan or pitfall comes from (the first two): GetTrajectory reads them."""
+    ids = item.get("sources") or []
+    return f"; e.g. {', '.join(ids[:2])}" if ids else ""

@@ -110,6 +110,17 @@ def test_every_plan_and_pitfall_cites_runs_that_show_it(cache):
                 assert p["error"] is None or (s, p["tool"], p["error"]) in errors
     refused = [p for p in fused["pitfalls"] if p["error"]]
     assert refused and refused[0]["sources"] == ["refund1"]
+    from lake.answer_text import describe  # the text answer names them too
+
+    text = describe(cache.get_context("default", {"text": REFUND_QUERY, "k": 5}))
+    plan_line = next(line for line in text.splitlines() if line.startswith("plan ("))
+    assert plan_line.endswith("; e.g. " + ", ".join(fused_sources(cache)[:2]))
+    assert any(line.startswith("pitfall:") and "; e.g. " in line for line in text.splitlines())
+
+
+def fused_sources(cache: ContextService) -> list[str]:
+    return cache.get_context("default", {"text": REFUND_QUERY, "k": 5})["fused"]["plans"][0][
+        "sources"]
 
 
 def test_cited_runs_follow_retractions(cache):
