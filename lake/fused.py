@@ -147,6 +147,18 @@ def for_query(plans: list[dict], index: dict[tuple[str, ...], int], neighbors: l
     return out
 
 
+def pitfalls_for_query(pitfalls: list[dict], neighbors: list[dict]) -> list[dict]:
+    """A cluster's pitfalls (in its ranking) for one query: first those on a tool the
+    query's ``neighbors`` called (``neighbors_using``: how many did), so a refund's answer
+    leads with refund tools' pitfalls, not the cancels' sharing its cluster."""
+    used: dict[str, int] = {}
+    for n in neighbors:
+        for tool in set(n["tools"]):
+            used[tool] = used.get(tool, 0) + 1
+    out = [{**p, "neighbors_using": used.get(p["tool"], 0)} for p in pitfalls]
+    return sorted(out, key=lambda p: p["neighbors_using"] == 0)  # stable: lift order kept
+
+
 def _cite(first: list[str], then: list[str]) -> list[str]:
     """``first``, then ``then`` less those already cited, up to ``MAX_CITED``."""
     out = first[:MAX_CITED]

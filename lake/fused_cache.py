@@ -6,7 +6,8 @@ retractions, a refit) and they are older than ``FUSED_TTL_S`` (or there are none
 served of a cluster's stats follows the index as it is at the query: trajectories retracted
 or expired since the stats were computed are not cited (``_servable``), and its plans are
 ranked for the query's neighbours (``fused.for_query``: a cheap pass over the neighbours'
-tool sequences, no SQL).
+tool sequences, no SQL), its pitfalls too (``fused.pitfalls_for_query``: those on tools the
+neighbours called first).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class FusedCache:
         out = dict(stats.get(cluster, {}))
         out["sources"] = list(served.sources)
         out["plans"] = fusedmod.for_query(served.plans, served.index, neighbors)
-        out["pitfalls"] = list(served.pitfalls)
+        out["pitfalls"] = fusedmod.pitfalls_for_query(served.pitfalls, neighbors)
         return out
 
     def _servable(self, tenant: str, idx: TenantIndex, stats: dict[int, dict], cluster: int,

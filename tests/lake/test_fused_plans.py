@@ -130,3 +130,17 @@ def test_cited_runs_follow_retractions(cache):
     cited = {s for p in fused["plans"] + fused["pitfalls"] for s in p["sources"]}
     assert cited and not cited & {"refund0", "refund1"}
     assert fused["plans"][0]["tools"] == REFUND and fused["plans"][0]["sources"] == ["refund2"]
+
+
+def test_pitfalls_on_the_neighbours_tools_come_first(cache):
+    from lake.fused import pitfalls_for_query
+
+    pool = [{"tool": "cancel_pending_order", "error": "already shipped", "lift": 0.9},
+            {"tool": "ValueError", "error": "bad id", "lift": 0.5},
+            {"tool": "return_delivered_order_items", "error": "not delivered", "lift": 0.4}]
+    neighbors = [{"tools": REFUND}, {"tools": REFUND + ["get_order_details"]}, {"tools": []}]
+    got = pitfalls_for_query(pool, neighbors)
+    assert [(p["tool"], p["neighbors_using"]) for p in got] == [
+        ("return_delivered_order_items", 2), ("cancel_pending_order", 0), ("ValueError", 0)]
+    served = cache.get_context("default", {"text": REFUND_QUERY, "k": 5})["fused"]["pitfalls"]
+    assert served and served[0]["tool"] in REFUND and served[0]["neighbors_using"] >= 1
