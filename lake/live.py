@@ -47,8 +47,8 @@ Key = tuple[str, str]  # (tenant, trajectory_id)
 @dataclass(slots=True)
 class Run:
     started_at: int | None  # us
-    task: str | None = None  # who started it (None: not known, e.g. a trace's placeholder)
-    agent: str | None = None
+    task: int | None = None  # who started it: a hash of its task (None: not known, e.g. a
+    agent: str | None = None  # trace's placeholder); texts are long, runs many
     outcome: dict[str, Any] | None = None  # once finished
     steps: dict[int, int] | None = None  # index -> digest of the content logged here
 
@@ -96,7 +96,7 @@ class LiveRuns:
         if run is None:
             return
         if patch.kind == "start":
-            self._check_same_run(patch, run)
+            self._check_same_run(patch, run, key)
         if run.outcome is not None:
             self._check_open(patch, run.outcome, tenant)
         if patch.kind == "start" and patch.record.steps:
@@ -191,14 +191,17 @@ class LiveRuns:
         with self._mutex:
             return self._remember(key, run)
 
-    @staticmethod
-    def _check_same_run(patch: Patch, run: Run) -> None:
+    def _check_same_run(self, patch: Patch, run: Run, key: Key) -> None:
         task, agent = _who(patch.record.trajectory)
         if run.task is None or task is None:
             return
         other = task != run.task or (agent and run.agent and agent != run.agent)
         if other:
-            was = f"task {run.task!r:.120}" + (f", agent {run.agent!r:.60}" if run.agent else "")
+            self.flush()  # the run's text, for the message (a rare path)
+            got = self.store.lookup("trajectories", key[0], "trajectory_id", [key[1]],
+                                    ["task"])["task"].to_pylist()
+            was = (f"task {got[0]!r:.120}" if got else "another task") + \
+                (f", agent {run.agent!r:.60}" if run.agent else "")
             if run.outcome is not None:
                 was += ", finished: " + ", ".join(f"{f} {v}" for f, v in run.outcome.items()
                                                   if v is not None)
@@ -258,12 +261,13 @@ class LiveRuns:
                 field="ended_at")
 
 
-def _who(row: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(task, agent) of a start or stored run; no task while a trace's spans stand in."""
+def _who(row: dict[str, Any]) -> tuple[int | None, str | None]:
+    """(hash of the task, agent) of a start or stored run; no task while a trace's spans
+    stand in."""
     task = row.get("task")
-    if task == SPANS_PLACEHOLDER_TASK:
+    if task is None or task == SPANS_PLACEHOLDER_TASK:
         return None, None
-    return task, row.get("agent") or None
+    return hash(task), row.get("agent") or None
 
 
 class StoredIds:
