@@ -2,13 +2,16 @@
 
 Each reader yields ``Item``s: one per record, with its location (``file:line`` or
 ``file:row N``) and either the raw JSON bytes of the record or the reason it could not be
-read. A file that cannot be opened raises ``InvalidArgument`` before yielding anything; one
-damaged part way (a gzip stream or an Arrow file cut short, a corrupt Parquet page) yields
-its records up to the damage, then one item naming where the damage starts and what to do.
+read. A UTF-8 byte order mark (BOM) at the start of a JSON Lines file is skipped: Windows
+tools write one. A file that cannot be opened raises ``InvalidArgument`` before yielding
+anything; one damaged part way (a gzip stream or an Arrow file cut short, a corrupt Parquet
+page) yields its records up to the damage, then one item naming where the damage starts and
+what to do.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import queue
 import threading
@@ -31,6 +34,7 @@ ARROW_KINDS = ("parquet", "arrow")  # one record per row of Arrow record batches
 BATCH_ROWS = 2048  # Parquet rows read (and validated) at a time
 READ_ERRORS = (OSError, pa.ArrowException, EOFError, zlib.error)
 ARROW_FILE_MAGIC = b"ARROW1"  # an Arrow IPC file: this (padded to 8), a stream, a footer
+BOM = codecs.BOM_UTF8  # skipped at the start of a JSON file
 
 
 @dataclass(slots=True)
@@ -184,7 +188,7 @@ class Reader:
             self.position = _tell(getattr(f, "fileobj", None) or f, self.size)
             for n, line in enumerate(f, 1):
                 self.consumed = n
-                line = line.strip()
+                line = (line.removeprefix(BOM) if n == 1 else line).strip()
                 if line:
                     yield Item(f"{self.path}:{n}", line)
         self.position = lambda: self.size
