@@ -68,10 +68,16 @@ def cli() -> None:
                    "the copy until then, so nothing is written twice.")
 def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine: str | None,
            progress: str, wal: bool) -> None:
-    """Load trajectory files (.jsonl, .jsonl.gz, .parquet, .arrow, .arrows) or directories.
+    """Load trajectory files or directories of them.
+
+    JSON Lines (.jsonl .ndjson .json, each also .gz; a .json file may hold one JSON array
+    of records), Parquet (.parquet), Arrow IPC (.arrow .arrows .feather), `lake export`
+    directories. In directories, files of other types are skipped with a warning; hidden
+    ones (named .* or _*) are not read.
 
     Good records land; bad ones go to the quarantine file with file:line and the reason.
-    Exit code 0: all landed; 2: some were quarantined; 1: nothing could be read.
+    Exit code 0: all landed; 2: some were quarantined; 1: nothing could be read, or no
+    input file was found.
 
     \b
     Example:
@@ -99,6 +105,8 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
             click.echo(f"{landed['trajectories']} trajectories had landed, through "
                        f"{landed['through']}; the same command run again skips them", err=True)
         raise
+    for warning in summary.warnings():
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         _echo_json(summary.as_dict())
     else:

@@ -3,9 +3,11 @@
 Imports ``lake``; never ``server``.
 """
 
+from .inputs import find_inputs
 from .quarantine import Quarantine
-from .readers import SUFFIXES, expand
-from .runner import EXIT_NOTHING_READ, EXIT_OK, EXIT_SOME_REJECTED, Summary, ingest_paths
+from .readers import SUFFIXES
+from .runner import ingest_paths
+from .summary import EXIT_NOTHING_READ, EXIT_OK, EXIT_SOME_REJECTED, Summary
 
-__all__ = ["ingest_paths", "Summary", "Quarantine", "expand", "SUFFIXES", "EXIT_OK",
+__all__ = ["ingest_paths", "Summary", "Quarantine", "find_inputs", "SUFFIXES", "EXIT_OK",
            "EXIT_NOTHING_READ", "EXIT_SOME_REJECTED"]

@@ -46,5 +46,5 @@ class Quarantine:
 
 
 def _line(text: str) -> int | None:
-    text = text.removeprefix("row ").strip()
+    text = text.removeprefix("row ").removeprefix("record ").strip()
     return int(text) if text.isdigit() else None

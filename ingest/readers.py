@@ -1,12 +1,12 @@
 """Read trajectory files: JSONL (optionally gzipped), Parquet, Arrow IPC (file or stream).
 
-Each reader yields ``Item``s: one per record, with its location (``file:line`` or
-``file:row N``) and either the raw JSON bytes of the record or the reason it could not be
-read. A UTF-8 byte order mark (BOM) at the start of a JSON Lines file is skipped: Windows
-tools write one. A file that cannot be opened raises ``InvalidArgument`` before yielding
-anything; one damaged part way (a gzip stream or an Arrow file cut short, a corrupt Parquet
-page) yields its records up to the damage, then one item naming where the damage starts and
-what to do.
+Each reader yields ``Item``s: one per record, with its location (``file:line``,
+``file:row N``, or ``file:record N`` in a JSON array) and either the raw JSON bytes of the
+record or the reason it could not be read. A UTF-8 byte order mark (BOM) at the start of
+a JSON file is skipped: Windows tools write one. A file that cannot be opened raises
+``InvalidArgument`` before yielding anything; one damaged part way (a gzip stream or an
+Arrow file cut short, a corrupt Parquet page) yields its records up to the damage, then one
+item naming where the damage starts and what to do.
 """
 
 from __future__ import annotations
@@ -27,14 +27,20 @@ import pyarrow.parquet as pq
 from lake.arrow_values import pylist as _pylist
 from lake.arrow_values import refuse_repeated_column
 from lake.errors import InvalidArgument
-from lake.export import MANIFEST as EXPORT_MANIFEST
 
-SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".parquet", ".arrow", ".arrows", ".feather")
+# name ending -> kind. JSON Lines under every name the tools writing it use (Spark and
+# BigQuery name theirs part-00000.json / .json.gz); a .json file may also hold one JSON
+# array of records (``_json_array``). No ending is the end of another.
+KINDS = {".jsonl": "jsonl", ".jsonl.gz": "jsonl.gz", ".ndjson": "jsonl",
+         ".ndjson.gz": "jsonl.gz", ".json": "jsonl", ".json.gz": "jsonl.gz",
+         ".parquet": "parquet", ".arrow": "arrow", ".arrows": "arrow", ".feather": "arrow"}
+SUFFIXES = tuple(KINDS)
 ARROW_KINDS = ("parquet", "arrow")  # one record per row of Arrow record batches
 BATCH_ROWS = 2048  # Parquet rows read (and validated) at a time
 READ_ERRORS = (OSError, pa.ArrowException, EOFError, zlib.error)
 ARROW_FILE_MAGIC = b"ARROW1"  # an Arrow IPC file: this (padded to 8), a stream, a footer
 BOM = codecs.BOM_UTF8  # skipped at the start of a JSON file
+JSON_ARRAY_MAX_BYTES = 256 << 20  # a .json array is parsed whole: larger ones are refused
 
 
 @dataclass(slots=True)
@@ -47,9 +53,7 @@ class Item:
 
 def kind_of(path: Path) -> str | None:
     name = path.name.lower()
-    for suffix, kind in ((".jsonl.gz", "jsonl.gz"), (".jsonl", "jsonl"), (".ndjson", "jsonl"),
-                         (".parquet", "parquet"), (".arrows", "arrow"), (".arrow", "arrow"),
-                         (".feather", "arrow")):
+    for suffix, kind in KINDS.items():
         if name.endswith(suffix):
             return kind
     return None
@@ -64,25 +68,6 @@ def size_of(path: Path) -> int:
     return path.stat().st_size
 
 
-def expand(paths: list[str]) -> list[Path]:
-    """Files to read: the given files, and supported files under given directories."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():  # a `lake export` directory in it is one source, read by lake_export
-            exports = sorted(m.parent for m in p.rglob(EXPORT_MANIFEST))
-            out.extend(exports)
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and kind_of(f)
-                              and not any(e in f.parents for e in exports)))
-        elif p.exists():
-            if kind_of(p) is None:
-                raise InvalidArgument(f"unsupported file type; use one of {', '.join(SUFFIXES)}",
-                                      location=str(p))
-            out.append(p)
-        else:
-            raise InvalidArgument("no such file or directory", location=str(p))
-    return out
-
-
 class Reader:
     """Iterate the records of one file; ``position()`` is bytes consumed (for progress)."""
 
@@ -92,6 +77,7 @@ class Reader:
         self.size = size_of(path)
         self.position: Callable[[], int] = lambda: 0
         self.consumed = 0  # lines (JSONL) or rows (Parquet, Arrow) read: damage starts after
+        self._array: list | None = None  # the records of a .json file holding one array
         self._open()
 
     def _open(self) -> None:
@@ -108,6 +94,11 @@ class Reader:
             elif self.kind == "jsonl.gz":
                 with gzip.open(self.path, "rb") as f:
                     f.read(1)
+            if self.kind in ("jsonl", "jsonl.gz") and self.path.name.lower().endswith(
+                    (".json", ".json.gz")):
+                self._array = _json_array(self.path, self.kind)
+                if self._array is not None:
+                    self.kind = "json-array"
         except READ_ERRORS as e:
             raise InvalidArgument(f"cannot read {self.kind} file: {e}; check the file is "
                                   "complete and of the type its name says",
@@ -128,6 +119,8 @@ class Reader:
                 yield from self._jsonl()
             elif self.kind == "lake-export":
                 yield from self._export
+            elif self.kind == "json-array":
+                yield from self._array_items()
             else:
                 for first, batch in self.batches():
                     yield from self.items(batch, first)
@@ -192,6 +185,36 @@ class Reader:
                 if line:
                     yield Item(f"{self.path}:{n}", line)
         self.position = lambda: self.size
+
+    def _array_items(self) -> Iterator[Item]:
+        self.position = lambda: self.size  # read whole when opened
+        records, self._array = self._array or [], None
+        for n, obj in enumerate(records, 1):
+            yield Item(f"{self.path}:record {n}", orjson.dumps(obj), obj=obj)
+
+
+def _json_array(path: Path, kind: str) -> list | None:
+    """The records of a .json file that holds one JSON array of them (its first character
+    after any BOM and white space is ``[``); None for any other file (read as JSON Lines).
+    Raises ``InvalidArgument`` when that array cannot be read whole."""
+    with (gzip.open if kind == "jsonl.gz" else open)(path, "rb") as f:
+        head = f.read(4096)
+        if not head.removeprefix(BOM).lstrip().startswith(b"["):
+            return None
+        data = head + f.read(max(0, JSON_ARRAY_MAX_BYTES + 1 - len(head)))
+    if len(data) > JSON_ARRAY_MAX_BYTES:
+        raise InvalidArgument(
+            f"holds a JSON array of more than {JSON_ARRAY_MAX_BYTES:,} bytes, which would be "
+            "read whole into memory: write it as JSON Lines, one record per line (e.g. "
+            f"`jq -c '.[]' {path.name} > records.jsonl`), and ingest that", location=str(path))
+    try:
+        records = orjson.loads(data.removeprefix(BOM))
+    except orjson.JSONDecodeError as e:
+        raise InvalidArgument(
+            f"starts with '[' but is not one JSON array ({e}); a .json file is read as one "
+            "JSON array of records or as JSON Lines (one record per line): fix the array, or "
+            "write it as JSON Lines", location=str(path)) from e
+    return records
 
 
 @dataclass(slots=True)

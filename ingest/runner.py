@@ -28,7 +28,6 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -41,6 +40,7 @@ from lake.records import Context, Record, normalize, normalize_line
 from lake.row_log import hash_records, rows_table, wal_entry
 from lake.schema import STEPS
 
+from .inputs import find_inputs
 from .json_columnar import BLOCK_BYTES as JSON_BLOCK_BYTES
 from .json_columnar import read_block
 from .quarantine import Quarantine
@@ -50,43 +50,15 @@ from .readers import (
     Item,
     Reader,
     _prefetch,
-    expand,
     jsonl_blocks,
     kind_of,
     size_of,
 )
+from .summary import Summary
 
 CHUNK_RECORDS = 1000  # records handed to the lake at a time (smaller: a shorter pipeline tail)
 LOG_DEPTH = 2  # chunks being handed over (hashed, logged) while the next is validated
 UNACKED = 8  # bulk load: chunks handed over and not yet committed before reading waits
-
-# Exit codes of `lake ingest` (documented in the README).
-EXIT_OK, EXIT_NOTHING_READ, EXIT_SOME_REJECTED = 0, 1, 2
-
-
-@dataclass
-class Summary:
-    files: int = 0
-    trajectories: int = 0
-    steps: int = 0
-    rejected: int = 0
-    quarantine: str | None = None
-    unreadable: list[str] = field(default_factory=list)
-    changed: int = 0  # trajectories new to the lake or updated; the others were there already
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"files": self.files, "trajectories": self.trajectories, "steps": self.steps,
-                "changed": self.changed, "rejected": self.rejected,
-                "quarantine": self.quarantine, "unreadable": self.unreadable}
-
-    @property
-    def exit_code(self) -> int:
-        if self.files and len(self.unreadable) == self.files:
-            return EXIT_NOTHING_READ
-        if self.rejected or self.unreadable:
-            return EXIT_SOME_REJECTED
-        return EXIT_OK
-
 
 def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
                  quarantine: Quarantine | None = None,
@@ -104,9 +76,10 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
     the same either way. Batches are validated here, column by column (``columnar=False``:
     every record one by one, as JSON, which lands the same rows, with other record hashes
     and the keys of ``meta`` / ``attributes`` objects in each line's order)."""
-    files = expand(paths)
     quarantine = quarantine or Quarantine(directory=lake.settings.quarantine_path)
-    summary = Summary(files=len(files))
+    found = find_inputs(paths)
+    files = found.files
+    summary = Summary(files=len(files), skipped=[str(p) for p in found.skipped])
     start = getattr(lake.catalog.current(), "version", 0)
     total = sum(size_of(f) for f in files)
     if workers is None:

@@ -104,6 +104,30 @@ def test_ingest_of_a_gzip_cut_short_lands_its_whole_lines_and_exits_2(tmp_path):
         assert lake("sql", "select count(*) from trajectories", data=d).stdout.strip() == "59"
 
 
+def test_ingest_warns_of_skipped_files_and_fails_when_nothing_is_found(tmp_path):
+    d, runs = tmp_path / "lake", tmp_path / "runs"
+    runs.mkdir()
+    lines = gzip_lines(SAMPLE)[:3]
+    (runs / "part-00000.json").write_bytes(b"\n".join(lines) + b"\n")
+    (runs / "README.md").write_text("notes")
+    p = lake("ingest", str(runs), "--progress", "none", data=d)
+    assert p.stdout.startswith("1 file(s): 3 trajectories, ")
+    assert p.stderr.splitlines() == [
+        f"warning: 1 file(s) of another type in the directories given, not read: "
+        f"{runs / 'README.md'} (`lake ingest` reads .jsonl, .jsonl.gz, .ndjson, .ndjson.gz, "
+        ".json, .json.gz, .parquet, .arrow, .arrows, .feather); to read JSON Lines files, "
+        "give them one of those suffixes"]
+    p = lake("ingest", str(runs), "--json", "--progress", "none", data=d)
+    summary = json.loads(p.stdout)
+    assert (summary["trajectories"], summary["changed"]) == (3, 0)
+    assert summary["skipped"] == {"count": 1, "examples": [str(runs / "README.md")]}
+    (runs / "part-00000.json").unlink()
+    p = lake("ingest", str(runs), data=d, check=False)
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.startswith(f"error: {runs}: no input file found: the directories given "
+                               f"hold 1 file(s) of another type ({runs / 'README.md'})")
+
+
 def test_tag_restore_versions(tmp_path):
     d = tmp_path / "lake"
     f = tmp_path / "a.jsonl"
