@@ -73,7 +73,7 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
     JSON Lines (.jsonl .ndjson .json, each also .gz; a .json file may hold one JSON array
     of records), Parquet (.parquet), Arrow IPC (.arrow .arrows .feather), `lake export`
     directories. In directories, files of other types are skipped with a warning; hidden
-    ones (named .* or _*) are not read.
+    ones (named .* or _*) and the lake's own data, quarantine and log are not read.
 
     Good records land; bad ones go to the quarantine file with file:line and the reason.
     Exit code 0: all landed; 2: some were quarantined; 1: nothing could be read, or no

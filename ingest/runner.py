@@ -40,7 +40,7 @@ from lake.records import Context, Record, normalize, normalize_line
 from lake.row_log import hash_records, rows_table, wal_entry
 from lake.schema import STEPS
 
-from .inputs import find_inputs
+from .inputs import find_inputs, lake_paths
 from .json_columnar import BLOCK_BYTES as JSON_BLOCK_BYTES
 from .json_columnar import read_block
 from .quarantine import Quarantine
@@ -77,7 +77,7 @@ def ingest_paths(lake: Lake, paths: list[str], *, tenant: str | None = None,
     every record one by one, as JSON, which lands the same rows, with other record hashes
     and the keys of ``meta`` / ``attributes`` objects in each line's order)."""
     quarantine = quarantine or Quarantine(directory=lake.settings.quarantine_path)
-    found = find_inputs(paths)
+    found = find_inputs(paths, own=lake_paths(lake.settings, quarantine.path))
     files = found.files
     summary = Summary(files=len(files), skipped=[str(p) for p in found.skipped])
     start = getattr(lake.catalog.current(), "version", 0)

@@ -104,6 +104,19 @@ def test_ingest_of_a_gzip_cut_short_lands_its_whole_lines_and_exits_2(tmp_path):
         assert lake("sql", "select count(*) from trajectories", data=d).stdout.strip() == "59"
 
 
+def test_ingest_dot_with_the_lake_under_it_never_reads_the_lakes_files(tmp_path):
+    """QA: `lake ingest .` (default lake ./lake-data) read its own quarantine files back:
+    10, 20, 40 rejects on three runs."""
+    lines = gzip_lines(SAMPLE)[:8] + [b'{"task": 42}', b"not json"]
+    (tmp_path / "part1.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    for _run in range(3):  # the tests run in tmp_path: ./lake-data is under "."
+        p = lake("ingest", ".", "--json", "--progress", "none", data=None, check=False)
+        assert p.returncode == 2, p.stderr
+        summary = json.loads(p.stdout)
+        assert (summary["files"], summary["trajectories"], summary["rejected"]) == (1, 8, 2)
+    assert len(list((tmp_path / "lake-data" / "quarantine").iterdir())) >= 1
+
+
 def test_ingest_warns_of_skipped_files_and_fails_when_nothing_is_found(tmp_path):
     d, runs = tmp_path / "lake", tmp_path / "runs"
     runs.mkdir()

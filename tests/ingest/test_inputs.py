@@ -1,6 +1,6 @@
 """Which files `lake ingest` reads: JSON Lines under every name other tools give it (and a
 .json array), a BOM at a file's start, files of other types reported, nothing found an
-error (QA M2, M3)."""
+error, and never the lake's own files (QA M2, M3, M4)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ingest import EXIT_OK, EXIT_SOME_REJECTED, ingest_paths
-from lake import InvalidArgument, Lake
+from ingest import EXIT_OK, EXIT_SOME_REJECTED, Quarantine, ingest_paths
+from lake import InvalidArgument, Lake, Settings
 
 BOM = b"\xef\xbb\xbf"
 
@@ -156,3 +156,30 @@ def test_hidden_entries_are_not_read(lake, sample, tmp_path):
     hidden.mkdir()
     (hidden / "_x.jsonl").write_bytes(_lines(sample[4:5]))
     assert ingest_paths(lake, [str(hidden / "_x.jsonl")]).trajectories == 1
+
+
+# -- M4: never the lake's own files ----------------------------------------------------------
+
+def test_ingest_of_a_directory_holding_the_lake_never_reads_its_own_files(sample, tmp_path):
+    """`lake ingest .` with the lake in ./lake-data read its quarantine files back in: the
+    rejects doubled on every run. Nor are a quarantine or log directory placed elsewhere
+    under the input read, or this run's quarantine file."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    lines = [orjson.dumps(r) for r in sample[:5]] + [b'{"task": 1}', b"not json"]
+    (runs / "part1.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    settings = Settings.load(data=str(runs / "lake"), quarantine_dir=str(runs / "rejects"),
+                             wal_dir=str(runs / "log"))
+    with Lake.open(settings=settings) as lake:
+        for _ in range(3):
+            s = ingest_paths(lake, [str(runs)])
+            assert (s.files, s.trajectories, s.rejected, s.skipped) == (1, 5, 2, [])
+        assert sum(len(f.read_bytes().splitlines()) for f in (runs / "rejects").iterdir()) == 6
+        mine = runs / "mine.jsonl"  # this run's quarantine file, under the input too
+        for _ in range(2):
+            s = ingest_paths(lake, [str(runs)], quarantine=Quarantine(path=mine))
+            assert (s.files, s.rejected) == (1, 2)
+        assert len(mine.read_bytes().splitlines()) == 4
+        assert any((runs / "log").iterdir()) and any((runs / "lake").iterdir())
+        with pytest.raises(InvalidArgument, match="the lake's own data, quarantine or log"):
+            ingest_paths(lake, [str(runs / "lake")])
