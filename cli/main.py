@@ -76,8 +76,9 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
     ones (named .* or _*) and the lake's own data, quarantine and log are not read.
 
     Good records land; bad ones go to the quarantine file with file:line and the reason.
-    Exit code 0: all landed; 2: some were quarantined; 1: nothing could be read, or no
-    input file was found.
+    The summary counts valid records read and the trajectories they hold (one per id: an
+    id that came twice is named in a warning). Exit code 0: all landed; 2: some were
+    quarantined; 1: nothing could be read, or no input file was found.
 
     \b
     Example:
@@ -110,11 +111,11 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
     if as_json:
         _echo_json(summary.as_dict())
     else:
-        line = (f"{summary.files} file(s): {summary.trajectories} trajectories, "
-                f"{summary.steps} steps landed ({summary.changed} trajectories new or "
-                f"changed; the others were in the lake already, as given or further along: "
-                f"a version with fewer steps never replaces a stored one); "
-                f"{summary.rejected} rejected")
+        line = (f"{summary.files} file(s), {summary.records} valid records: "
+                f"{summary.trajectories} trajectories, {summary.steps} steps landed "
+                f"({summary.changed} trajectories new or changed; the others were in the lake "
+                f"already, as given or further along: a version with fewer steps never "
+                f"replaces a stored one); {summary.rejected} rejected")
         if summary.quarantine:
             line += f" (see {summary.quarantine})"
         for err in summary.unreadable:

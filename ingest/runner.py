@@ -129,26 +129,28 @@ class _Acks:
 
     def __init__(self, lake: Lake, summary: Summary, on_ack: Callable | None, wal: bool):
         self.lake, self.summary, self.on_ack, self.wal = lake, summary, on_ack, wal
-        self.waiting: deque[tuple[int, int, int, dict[str, Any], Callable[[], None]]] = deque()
+        self.waiting: deque[tuple[int, int, int, int, dict[str, Any],
+                                  Callable[[], None]]] = deque()
 
     def add(self, lsn: int, records: list[Record], file: str, through: str,
             tick: Callable[[], None]) -> None:
         ack = {"file": file, "through": through, "trajectories": len(records), "lsn": lsn}
-        steps = sum(r.trajectory["n_steps"] for r in records)
-        self.waiting.append((lsn, len(records), steps, ack, tick))
+        new, steps = self.summary.duplicates.add(records)
+        self.waiting.append((lsn, len(records), new, steps, ack, tick))
         self.release(UNACKED)
 
     def release(self, keep: int) -> None:
         """Report the chunks that are durable; wait while more than ``keep`` are not."""
         writer = self.lake.writer
         while self.waiting:
-            lsn, n, steps, ack, tick = self.waiting[0]
+            lsn, n, new, steps, ack, tick = self.waiting[0]
             if not self.wal and writer is not None and writer.lag["applied_lsn"] < lsn:
                 if len(self.waiting) <= keep:
                     return
                 writer.wait_applied(lsn)
             self.waiting.popleft()
-            self.summary.trajectories += n
+            self.summary.records += n
+            self.summary.trajectories += new
             self.summary.steps += steps
             if self.on_ack:
                 self.on_ack(ack)

@@ -113,27 +113,34 @@ def test_ingest_dot_with_the_lake_under_it_never_reads_the_lakes_files(tmp_path)
         p = lake("ingest", ".", "--json", "--progress", "none", data=None, check=False)
         assert p.returncode == 2, p.stderr
         summary = json.loads(p.stdout)
-        assert (summary["files"], summary["trajectories"], summary["rejected"]) == (1, 8, 2)
+        assert (summary["files"], summary["records"], summary["rejected"]) == (1, 8, 2)
     assert len(list((tmp_path / "lake-data" / "quarantine").iterdir())) >= 1
 
 
-def test_ingest_warns_of_skipped_files_and_fails_when_nothing_is_found(tmp_path):
+def test_ingest_warns_of_skipped_files_and_repeated_ids_and_fails_when_nothing_is_found(
+        tmp_path):
     d, runs = tmp_path / "lake", tmp_path / "runs"
     runs.mkdir()
     lines = gzip_lines(SAMPLE)[:3]
-    (runs / "part-00000.json").write_bytes(b"\n".join(lines) + b"\n")
+    (runs / "part-00000.json").write_bytes(b"\n".join(lines + lines[:1]) + b"\n")
     (runs / "README.md").write_text("notes")
     p = lake("ingest", str(runs), "--progress", "none", data=d)
-    assert p.stdout.startswith("1 file(s): 3 trajectories, ")
+    assert p.stdout.startswith("1 file(s), 4 valid records: 3 trajectories, ")
+    tid = orjson.loads(lines[0])["trajectory_id"]
     assert p.stderr.splitlines() == [
         f"warning: 1 file(s) of another type in the directories given, not read: "
         f"{runs / 'README.md'} (`lake ingest` reads .jsonl, .jsonl.gz, .ndjson, .ndjson.gz, "
         ".json, .json.gz, .parquet, .arrow, .arrows, .feather); to read JSON Lines files, "
-        "give them one of those suffixes"]
+        "give them one of those suffixes",
+        "warning: 1 id(s) appeared more than once in this load (0 with different content; "
+        "the lake keeps one version of each: the one with the most steps, finished over "
+        f"running, else the later), e.g. {tid}"]
     p = lake("ingest", str(runs), "--json", "--progress", "none", data=d)
     summary = json.loads(p.stdout)
-    assert (summary["trajectories"], summary["changed"]) == (3, 0)
+    assert (summary["records"], summary["trajectories"], summary["changed"]) == (4, 3, 0)
     assert summary["skipped"] == {"count": 1, "examples": [str(runs / "README.md")]}
+    assert summary["duplicates"] == {"ids": 1, "differing": 0, "examples": [tid],
+                                     "complete": True}
     (runs / "part-00000.json").unlink()
     p = lake("ingest", str(runs), data=d, check=False)
     assert p.returncode == 1 and p.stdout == ""

@@ -248,7 +248,9 @@ def test_a_bulk_load_lands_what_a_logged_one_does_and_acks_at_commit(kind, sampl
             monkeypatch.setattr(runner, "CHUNK_RECORDS", 7)
             monkeypatch.setattr(runner, "JSON_BLOCK_BYTES", 1 << 15)  # a few lines each
             s = ingest_paths(lake, [str(path)], on_ack=on_ack, wal=wal)
-            assert (s.trajectories, s.rejected, s.exit_code) == (50, 2, EXIT_SOME_REJECTED)
+            assert (s.records, s.trajectories, s.rejected, s.exit_code) == \
+                (50, 25, 2, EXIT_SOME_REJECTED)
+            assert (s.duplicates.repeated, s.duplicates.differing) == (25, 0)
             assert len(acks) >= (4 if kind == "jsonl" else 1)  # Parquet: one batch, one chunk
             assert sum(a["trajectories"] for a in acks) == 50
             logged = sum(f.stat().st_size for f in (tmp_path / f"lake-{wal}" / "_wal").glob("*"))
