@@ -88,8 +88,10 @@ def normalize_batch(batch: pa.RecordBatch, ctx: Context, nulls: str = KEEP) -> B
         try:
             return _normalize(batch, ctx, nulls)
         except (pa.ArrowException, ValueError, TypeError, OverflowError) as e:
-            log.warning("columnar validation of a batch failed (%s: %s); validating its "
-                        "rows one by one", type(e).__name__, e)
+            # text that is not UTF-8 is the input's fault, reported per row: not worth a warning
+            (log.debug if isinstance(e, UnicodeDecodeError) else log.warning)(
+                "columnar validation of a batch failed (%s: %s); validating its rows one by "
+                "one", type(e).__name__, e)
     return Batch([], [], STEPS.empty_table(), list(range(batch.num_rows)))
 
 

@@ -108,8 +108,22 @@ def normalize_line(raw: bytes, ctx: Context) -> Record:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise InvalidArgument(f"not valid JSON ({e}); each line must be one JSON object") from e
+        raise InvalidArgument(_not_json(raw, e)) from e
     return normalize(obj, raw, ctx)
+
+
+def _not_json(raw: bytes, e: Exception) -> str:
+    """Why a line is no JSON, and what to do: a byte that is not UTF-8 and a byte order
+    mark are named as such (they read as JSON mistakes that are not there)."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return ("the line starts with a UTF-8 byte order mark (BOM; files joined with cat?): "
+                "remove it (only a file's first line may carry one)")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as u:
+        return (f"the line is not UTF-8 (byte 0x{raw[u.start]:02x} at column {u.start + 1}): "
+                "re-encode the file as UTF-8, e.g. iconv -f latin1 -t utf-8 FILE > NEW")
+    return f"not valid JSON ({e}); each line must hold one JSON object"
 
 
 def normalize(obj: Any, raw: bytes, ctx: Context) -> Record:

@@ -10,6 +10,7 @@ is left for that validator, so its error is the usual one.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -583,3 +584,21 @@ def test_steps_of_columnar_records_are_slices_of_one_table() -> None:
     joined = steps_of(out.records[1:])
     assert joined.num_rows == 9 and joined.column("trajectory_id")[0].as_py() == "t1"
     assert joined.column(0).num_chunks == 1
+
+
+@pytest.mark.parametrize(("raw", "said"), [
+    (b'{"trajectory_id": "l1", "task": "caf\xe9 order"}',
+     "the line is not UTF-8 (byte 0xe9 at column 37): re-encode the file as UTF-8"),
+    (b'\xef\xbb\xbf{"task": "t"}', "the line starts with a UTF-8 byte order mark"),
+    (b'{"task": "t"} {"task": "u"}', "not valid JSON (unexpected content after document"),
+])
+def test_a_line_that_is_no_json_says_why(raw, said, tmp_path, caplog):
+    """Latin-1 text and a BOM inside a file read as JSON mistakes that are not there: they
+    are named, with what to do; and the batch's fall-back to row by row is no warning."""
+    with pytest.raises(InvalidArgument, match=re.escape(said)):
+        normalize_line(raw, Context("t", 0))
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"trajectory_id": "ok", "task": "fine"}\n' + raw + b"\n")  # mid-file
+    with Lake.open(str(tmp_path / "lake")) as lake, caplog.at_level("WARNING"):
+        summary = ingest_paths(lake, [str(path)])
+    assert summary.rejected == 1 and not [r for r in caplog.records if "columnar" in r.msg]
