@@ -66,8 +66,12 @@ def cli() -> None:
               help="Log each chunk to the write-ahead log and acknowledge it then (before its "
                    "commit). Default: chunks are acknowledged once committed; the files stay "
                    "the copy until then, so nothing is written twice.")
+@click.option("--server", default=None, metavar="HOST:PORT",
+              help="Send the records to this running `lake serve` (its tenant is the "
+                   "token's) instead of opening the lake.")
+@click.option("--token", default=None, help="With --server: bearer token [env LAKE_TOKEN].")
 def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine: str | None,
-           progress: str, wal: bool) -> None:
+           progress: str, wal: bool, server: str | None, token: str | None) -> None:
     """Load trajectory files or directories of them.
 
     JSON Lines (.jsonl .ndjson .json, each also .gz; a .json file may hold one JSON array
@@ -80,15 +84,23 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
     id that came twice is named in a warning). Exit code 0: all landed; 2: some were
     quarantined; 1: nothing could be read, or no input file was found.
 
+    While `lake serve` runs, it is the lake's one writer: give --server, and the records
+    go to it (a few thousand per call; it validates them, and its rejects are quarantined
+    at their file:line here). Each call is durable; a re-run skips what landed.
+
     \b
     Example:
       lake ingest runs/2025-08-01.jsonl.gz exports/ --json
+      LAKE_TOKEN=cl_... lake ingest runs/ --server lake.internal:50051
     """
-    from ingest import Quarantine, ingest_paths
+    from ingest import Quarantine
 
     from .progress import bar
 
     q = Quarantine(path=quarantine) if quarantine else None
+    if server is None and token is not None:
+        raise click.UsageError("--token is for --server HOST:PORT: a local ingest opens the "
+                               "lake itself")
     landed: dict[str, Any] = {"trajectories": 0}
 
     def on_ack(ev: dict[str, Any]) -> None:
@@ -98,9 +110,10 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
             click.echo(json.dumps({"event": "acked", **ev}))
 
     try:
-        with Lake.open(settings=settings) as lake, bar(progress == "bar", "ingest") as tick:
-            summary = ingest_paths(lake, list(paths), quarantine=q, on_progress=tick,
-                                   on_ack=on_ack, wal=wal)
+        with bar(progress == "bar", "ingest") as tick:
+            summary = (_ingest_remote(settings, server, token, paths, q, tick, on_ack, wal)
+                       if server is not None else
+                       _ingest_local(settings, paths, q, tick, on_ack, wal))
     except LakeError:
         if landed["trajectories"]:  # what the failure did not undo, for the rerun
             click.echo(f"{landed['trajectories']} trajectories had landed, through "
@@ -113,7 +126,7 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
     else:
         line = (f"{summary.files} file(s), {summary.records} valid records: "
                 f"{summary.trajectories} trajectories, {summary.steps} steps landed "
-                f"({summary.changed} trajectories new or changed; the others were in the lake "
+                f"({_changed(summary.changed)}; the others were in the lake "
                 f"already, as given or further along: a version with fewer steps never "
                 f"replaces a stored one); {summary.rejected} rejected")
         if summary.quarantine:
@@ -122,6 +135,51 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
             click.echo(f"unreadable: {err}", err=True)
         click.echo(line)
     sys.exit(summary.exit_code)
+
+
+def _ingest_local(settings: Settings, paths: tuple[str, ...], q: Any, tick: Any, on_ack: Any,
+                  wal: bool) -> Any:
+    from ingest import ingest_paths
+    from lake.errors import Conflict
+
+    try:
+        lake = Lake.open(settings=settings)
+    except Conflict as e:
+        if "in use by another process" not in e.message:  # the write-ahead log's lock
+            raise
+        raise Conflict(f"{e.message}. To load files into a running server: `lake ingest "
+                       f"{' '.join(paths)} --server HOST:PORT`", field=e.field,
+                       location=e.location) from None
+    with lake:
+        return ingest_paths(lake, list(paths), quarantine=q, on_progress=tick, on_ack=on_ack,
+                            wal=wal)
+
+
+def _ingest_remote(settings: Settings, server: str, token: str | None,
+                   paths: tuple[str, ...], q: Any, tick: Any, on_ack: Any, wal: bool) -> Any:
+    from ingest import Quarantine
+    from ingest.inputs import lake_paths
+    from server.bulk import ingest_remote
+    from server.client import LakeClient
+
+    given = click.get_current_context().get_parameter_source
+    if wal:
+        raise click.UsageError("--wal is for a local ingest: a server logs every call to its "
+                               "write-ahead log before it answers")
+    if given("tenant") is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("with --server the tenant is the token's (or, without auth, "
+                               "the server's): drop --tenant, or use a token of that tenant")
+    q = q or Quarantine(directory=settings.quarantine_path)
+    with LakeClient(server, token) as client:
+        return ingest_remote(client, list(paths), quarantine=q,
+                             own=lake_paths(settings, q.path), on_progress=tick, on_ack=on_ack)
+
+
+def _changed(n: int | None) -> str:
+    if n is None:
+        return ("trajectories new or changed not counted: that needs a token with the admin "
+                "scope")
+    return f"{n} trajectories new or changed"
 
 
 def _sql_help() -> str:

@@ -27,7 +27,8 @@ class Summary:
     rejected: int = 0
     quarantine: str | None = None
     unreadable: list[str] = field(default_factory=list)
-    changed: int = 0  # trajectories new to the lake or updated; the others were there already
+    changed: int | None = 0  # trajectories new to the lake or updated; the others were there
+    # already. None: not counted (a `--server` load whose token may not list versions)
     skipped: list[str] = field(default_factory=list)  # in directories, of another type
     duplicates: Ids = field(default_factory=Ids)
 
