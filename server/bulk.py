@@ -164,7 +164,29 @@ class _Sender:
             return IngestReply()
         with warnings.catch_warnings():  # a local load does not warn of unknown fields
             warnings.simplefilter("ignore", UnknownFieldWarning)
-            return self.client.ingest_arrow(records)
+            try:
+                return self.client.ingest_arrow(records)
+            except InvalidArgument as e:
+                if e.field != "request":
+                    raise
+            return self._one_by_one(records)  # one is too big for a message
+
+    def _one_by_one(self, records: list[dict[str, Any]]) -> IngestReply:
+        """Each record in a call of its own (those of the batch that landed land again: a
+        no-op); one too big for a message is a reject, not the end of the load."""
+        out = IngestReply()
+        for i, record in enumerate(records):
+            try:
+                r = self.client.ingest_arrow([record])
+            except InvalidArgument as e:
+                if e.field != "request":
+                    raise
+                out.rejects.append({"index": i, "field": None, "reason": e.message})
+                continue
+            out.accepted, out.steps = out.accepted + r.accepted, out.steps + r.steps
+            out.rejects += [{**x, "index": i} for x in r.rejects]
+            out.lsn = max(out.lsn, r.lsn)
+        return out
 
 
 @dataclass

@@ -156,3 +156,26 @@ def test_server_refuses_local_only_options_as_usage_errors(tmp_path: Path) -> No
                        (["--token", "cl_x", "--data", str(tmp_path / "l")], "--token is for")):
         p = lake("ingest", str(f), *args)
         assert p.returncode == 64 and says in p.stderr, p.stderr
+
+
+def test_a_record_too_big_for_the_servers_messages_is_quarantined_and_the_rest_land(
+        lake_dir: Path, tmp_path: Path) -> None:
+    from server.app import serve
+
+    from .conftest import make_settings
+
+    srv = serve(make_settings(lake_dir, max_message_bytes=1 << 20), "127.0.0.1", 0)
+    try:
+        huge = run("huge")
+        huge["steps"][0]["output"] = "x" * (2 << 20)
+        f = tmp_path / "runs.jsonl"
+        f.write_bytes(b"\n".join(orjson.dumps(r) for r in (run("a"), huge, run("b"))) + b"\n")
+        q = tmp_path / "q.jsonl"
+        p = lake("ingest", str(f), "--server", srv.target, "--quarantine", str(q),
+                 "--progress", "none")
+        assert p.returncode == 2, p.stderr
+        assert landed(srv) == {"a": 2, "b": 2}
+        [bad] = quarantined(q)
+        assert bad["location"] == f"{f}:2" and "max_message_bytes" in bad["reason"]
+    finally:
+        srv.stop(grace=1)
