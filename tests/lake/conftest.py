@@ -1,5 +1,5 @@
-"""Fixtures for tests/lake: the real embedding model (loaded once per session), the
-labelled dev pairs, and a lake of the dev trajectories."""
+"""Fixtures for tests/lake: the real embedding model (loaded once per session), a semantic
+cache over a fresh lake, the labelled dev pairs, and a lake of the dev trajectories."""
 
 from __future__ import annotations
 
@@ -19,6 +19,19 @@ def minilm():
     from lake.embedder import MiniLMEmbedder
 
     return MiniLMEmbedder().load()
+
+
+@pytest.fixture
+def cache(tmp_path, minilm):
+    """A semantic cache over a fresh lake (the real model)."""
+    from lake import Lake
+    from lake.context import ContextService
+
+    lake = Lake.open(str(tmp_path / "lake"))
+    cs = ContextService(lake, embedder=minilm)
+    yield cs
+    cs.close()
+    lake.close()
 
 
 @pytest.fixture(scope="session")

@@ -25,14 +25,6 @@ def dev_cache(tmp_path_factory, dev_records, minilm):
     lake.close()
 
 
-@pytest.fixture
-def cache(tmp_path, minilm):
-    lake = Lake.open(str(tmp_path / "lake"))
-    cs = ContextService(lake, embedder=minilm)
-    yield cs
-    cs.close()
-    lake.close()
-
 
 def _runs(*tasks: str, tenant_prefix: str = "", **kw) -> list[dict]:
     return [{"trajectory_id": f"{tenant_prefix}r{i}", "task": t,

@@ -3,23 +3,11 @@ model: ``exact`` (replay it) only when a run of that text did not fail."""
 
 from __future__ import annotations
 
-import pytest
-
-from lake import Lake
-from lake.context import ContextService
 from lake.index import Filters
 from lake.records import now_us
 
 TASK = "Change the shipping address of order #W4817420 to 445 Maple Drive, Suite 394, Boston"
 
-
-@pytest.fixture
-def cache(tmp_path, minilm):
-    lake = Lake.open(str(tmp_path / "lake"))
-    cs = ContextService(lake, embedder=minilm)
-    yield cs
-    cs.close()
-    lake.close()
 
 
 def _runs(outcomes: list[bool | None], task: str = TASK, prefix: str = "r") -> list[dict]:

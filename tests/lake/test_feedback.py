@@ -3,21 +3,10 @@ report is the one that counts in its cluster's hit threshold, live and when relo
 
 from __future__ import annotations
 
-import pytest
-
-from lake import Lake
 from lake.context import ContextService
 
 FLIGHT = "Book a flight from NYC to SF on May 3"
 
-
-@pytest.fixture
-def cache(tmp_path, minilm):
-    lake = Lake.open(str(tmp_path / "lake"))
-    cs = ContextService(lake, embedder=minilm)
-    yield cs
-    cs.close()
-    lake.close()
 
 
 def _served_hit(cache: ContextService) -> dict:
