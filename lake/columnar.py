@@ -323,9 +323,10 @@ def _ordered_sums(x: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.
     it leaves any sum but -0.0 as it is, and a sum from 0.0 is never -0.0)."""
     acc = np.zeros(len(starts))
     longest = int(lengths.max()) if len(lengths) else 0
-    for j in range(longest):
-        live = np.flatnonzero(lengths > j)
-        acc[live] += x[starts[live] + j]
+    with np.errstate(over="ignore"):  # a sum to infinity is the caller's to judge (bad)
+        for j in range(longest):
+            live = np.flatnonzero(lengths > j)
+            acc[live] += x[starts[live] + j]
     return acc
 
 

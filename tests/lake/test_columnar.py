@@ -602,3 +602,14 @@ def test_a_line_that_is_no_json_says_why(raw, said, tmp_path, caplog):
     with Lake.open(str(tmp_path / "lake")) as lake, caplog.at_level("WARNING"):
         summary = ingest_paths(lake, [str(path)])
     assert summary.rejected == 1 and not [r for r in caplog.records if "columnar" in r.msg]
+
+
+def test_step_costs_that_add_up_to_infinity_refuse_the_row_without_a_warning():
+    """Found by hypothesis in CI: numpy warned (an error under pytest) when a run's step
+    costs summed past the largest float; the row is refused, as on the row path."""
+    steps = [{"index": i, "kind": "tool", "cost_usd": c}
+             for i, c in enumerate([1e300, 1.797693124862316e308])]
+    batch = pa.RecordBatch.from_pylist([{"trajectory_id": "r", "task": "t", "steps": steps},
+                                        {"trajectory_id": "ok", "task": "t", "steps": []}])
+    res = agree(batch, KEEP)
+    assert res.rest == [0] and res.rows == [1]
