@@ -140,10 +140,13 @@ def trajectory(lake: Lake, tenant: str, trajectory_id: str, *, as_of: int | str 
     where = f"tenant = {quote(tenant)} AND trajectory_id = {quote(trajectory_id)}"
     rows = _scan(_table(lake, version, "trajectories"), public_columns(TRAJECTORIES), where)
     if not rows:
+        near = _starting_with(lake, version, tenant, trajectory_id)
         raise NotFound(f"no trajectory {trajectory_id!r:.200} in tenant {tenant!r} at version "
-                       f"{version.version}. Just written? Reads see committed versions, a "
-                       "moment behind the log: pass the lsn the write returned as min_lsn. "
-                       "Else list them with ListTrajectories or `lake sql`")
+                       f"{version.version}. "
+                       + (f"Cut short? Ids that start with it: {', '.join(near)}" if near else
+                          "Just written? Reads see committed versions, a moment behind the "
+                          "log: pass the lsn the write returned as min_lsn. Else list them "
+                          "with ListTrajectories or `lake sql`"))
     _show_retractions(rows, _retracted_since(lake, tenant, version))
     if rows[0]["retracted_at"] is not None and not include_retracted:
         raise NotFound(f"trajectory {trajectory_id!r:.200} was retracted at "
@@ -156,6 +159,19 @@ def trajectory(lake: Lake, tenant: str, trajectory_id: str, *, as_of: int | str 
     if full_payloads:
         _inline_payloads(lake, version, tenant, steps)
     return version, {**rows[0], "steps": steps}
+
+
+def _starting_with(lake: Lake, version: Version, tenant: str, prefix: str,
+                   n: int = 3) -> list[str]:
+    """Up to ``n`` ids of the tenant that start with ``prefix`` (an id copied cut short)."""
+    ds = _table(lake, version, "trajectories")
+    if ds is None or len(prefix) < 4:
+        return []
+    like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    got = ds.to_table(columns=["trajectory_id"], limit=n, filter=(
+        f"tenant = {quote(tenant)} AND retracted_at IS NULL AND trajectory_id LIKE "
+        f"{quote(like + '%')}"))
+    return [repr(t) for t in got["trajectory_id"].to_pylist()]
 
 
 def _inline_payloads(lake: Lake, version: Version, tenant: str, steps: list[dict]) -> None:

@@ -399,3 +399,27 @@ def test_as_of_a_time_reads_the_lake_as_it_was_then(lake: Lake):
         lake.version("2000-01-01")
     with pytest.raises(NotFound, match="no tag 'nope'.*or an ISO 8601 time"):
         lake.version("nope")
+
+
+def test_an_id_cut_short_is_answered_with_the_ids_it_starts(lake: Lake):
+    """Ids copied from a table cut at 60 characters: the NotFound names the tenant's ids
+    that start with it (LIKE's wildcards in it are taken literally; retracted ids are not
+    named), else says what else to check."""
+    from lake import reads
+    from lake.errors import NotFound
+
+    lake.ingest([_traj(t, 1) for t in ("tau2/telecom/task[mms]airplane_on",
+                                       "tau2/telecom/task[mms]airplane_off", "ab_c%d", "abXcYd",
+                                       "tau2/telecom/task[mms]airplane_gone")])
+    lake.retract(["tau2/telecom/task[mms]airplane_gone"], "test")
+    with pytest.raises(NotFound) as e:
+        reads.trajectory(lake, "default", "tau2/telecom/task[mms]airp")
+    assert "Cut short? Ids that start with it: " in str(e.value)
+    assert "airplane_on" in str(e.value) and "airplane_off" in str(e.value)
+    assert "airplane_gone" not in str(e.value)
+    with pytest.raises(NotFound, match="start with it: 'ab_c%d'$"):
+        reads.trajectory(lake, "default", "ab_c%")
+    with pytest.raises(NotFound, match="Just written"):
+        reads.trajectory(lake, "default", "nothing-like-it")
+    with pytest.raises(NotFound, match="Just written"):
+        reads.trajectory(lake, "acme", "tau2/telecom/task[mms]airp")  # another tenant's
