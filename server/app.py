@@ -256,7 +256,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     required = auth_required(settings.auth, host)
     owns = lake is None
     lake = lake or Lake.open(settings=settings)
-    audit = AuditLog(lake.store, compact_fragments=settings.compact_fragments).start()
+    audit = AuditLog(lake.store, compact_fragments=settings.compact_fragments,
+                     journal_dir=settings.wal_path if lake.writer is not None else None).start()
     try:
         return _start(settings, lake, host, port, required, audit, owns)
     except BaseException:
