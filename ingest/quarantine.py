@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from pathlib import Path
@@ -9,14 +10,17 @@ from typing import IO
 
 import orjson
 
+_LOADS = itertools.count(1)  # loads of this process (two in one second: two files)
+
 
 class Quarantine:
     """Appends one JSON line per rejected record; the file is created on first reject."""
 
     def __init__(self, path: Path | None = None, directory: Path | None = None):
-        if path is None:
+        if path is None:  # one file per load: the second, the process, and a count within it
             stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-            path = Path(directory or "quarantine") / f"ingest-{stamp}-{os.getpid()}.jsonl"
+            path = Path(directory or "quarantine") / \
+                f"ingest-{stamp}-{os.getpid()}-{next(_LOADS)}.jsonl"
         self.path = Path(path)
         self.count = 0
         self._f: IO[bytes] | None = None

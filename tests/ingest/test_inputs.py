@@ -183,3 +183,12 @@ def test_ingest_of_a_directory_holding_the_lake_never_reads_its_own_files(sample
         assert any((runs / "log").iterdir()) and any((runs / "lake").iterdir())
         with pytest.raises(InvalidArgument, match="the lake's own data, quarantine or log"):
             ingest_paths(lake, [str(runs / "lake")])
+
+
+def test_two_loads_in_one_second_of_one_process_get_two_quarantine_files(tmp_path):
+    """The default quarantine file is named by second and process: a second load in the same
+    second appended to the first's, and its summary pointed at both runs' rejects."""
+    from ingest.quarantine import Quarantine
+
+    a, b = Quarantine(directory=tmp_path), Quarantine(directory=tmp_path)
+    assert a.path != b.path and a.path.parent == b.path.parent == tmp_path
