@@ -32,12 +32,7 @@ class AuditLog:
         events buffered for the next append (``row_buffer.Journal``)."""
         self.store = store
         self.interval_s, self.max_buffer = interval_s, max_buffer
-        journal = None
-        if journal_dir is not None:
-            try:
-                journal = Journal(journal_dir, "audit")
-            except BlockingIOError:  # another audit log of this lake journals: only it
-                journal = None
+        journal = Journal.claim(journal_dir, "audit")
         self._rows = RowBuffer(store, "audit", AUDIT, ensure=True,
                                compact_fragments=compact_fragments, journal=journal)
         if journal is not None:

@@ -32,13 +32,7 @@ class ContextLog:
     def __init__(self, store: Any, journal_dir: Path | None = None):
         self.store = store
         self._recent: dict[str, dict[str, Any]] = {}  # context_id -> what was served
-        journal = None
-        if journal_dir is not None:
-            try:
-                journal = Journal(journal_dir, "contexts")
-            except BlockingIOError:  # another context log of this lake journals: only it
-                log.info("another context log journals in %s; this one appends only",
-                         journal_dir)
+        journal = Journal.claim(journal_dir, "contexts")
         self._rows = RowBuffer(store, "contexts", CONTEXTS, journal=journal)
         self._lock = threading.Lock()  # recent (held for a few instructions)
         if journal is not None:

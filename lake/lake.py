@@ -54,8 +54,6 @@ def _item_reject(e: Exception, location: str, item: Any) -> Reject:
     return Reject(location, getattr(e, "message", str(e)), fld, repr(item)[:1000])
 
 
-
-
 @dataclass
 class IngestResult:
     trajectories: int = 0

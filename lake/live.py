@@ -172,24 +172,31 @@ class LiveRuns:
     # -- the checks -------------------------------------------------------------------------
     def _recall(self, key: Key, must_exist: bool) -> Run | None:
         """The stored run's start, starter and outcome (``NotFound`` if ``must_exist``)."""
-        tenant, trajectory_id = key
         if not must_exist and not self.ids.maybe(key):
             return None
-        rows = self.store.lookup("trajectories", tenant, "trajectory_id", [trajectory_id],
-                                 ["trajectory_id", "started_at", "task", "agent", *OUTCOME])
-        if not rows.num_rows:
+        row = self._stored(key, ["started_at", "task", "agent", *OUTCOME])
+        if row is None:
             if must_exist:
-                raise NotFound(f"trajectory {trajectory_id!r:.200} was not started: call "
+                raise NotFound(f"trajectory {key[1]!r:.200} was not started: call "
                                "StartTrajectory (start_trajectory) first",
                                field="trajectory_id")
             return None
-        row = rows.to_pylist()[0]
-        run = Run(rows["started_at"].cast(pa.int64())[0].as_py(), *_who(row))
+        run = Run(row["started_at"], *_who(row))
         if row["status"] != "running":
             row["scores"] = dict(row["scores"]) if row["scores"] else None  # a map: pairs
             run.outcome = {f: row[f] for f in OUTCOME}
         with self._mutex:
             return self._remember(key, run)
+
+    def _stored(self, key: Key, columns: list[str]) -> dict[str, Any] | None:
+        """The run's stored row (``columns``; ``started_at`` in us), None if not stored."""
+        rows = self.store.lookup("trajectories", key[0], "trajectory_id", [key[1]], columns)
+        if not rows.num_rows:
+            return None
+        if "started_at" in columns:
+            rows = rows.set_column(rows.schema.get_field_index("started_at"), "started_at",
+                                   rows["started_at"].cast(pa.int64()))
+        return rows.to_pylist()[0]
 
     def _check_same_run(self, patch: Patch, run: Run, key: Key) -> None:
         task, agent = _who(patch.record.trajectory)
@@ -198,9 +205,8 @@ class LiveRuns:
         other = task != run.task or (agent and run.agent and agent != run.agent)
         if other:
             self.flush()  # the run's text, for the message (a rare path)
-            got = self.store.lookup("trajectories", key[0], "trajectory_id", [key[1]],
-                                    ["task"])["task"].to_pylist()
-            was = (f"task {got[0]!r:.120}" if got else "another task") + \
+            got = self._stored(key, ["task"])
+            was = (f"task {got['task']!r:.120}" if got else "another task") + \
                 (f", agent {run.agent!r:.60}" if run.agent else "")
             if run.outcome is not None:
                 was += ", finished: " + ", ".join(f"{f} {v}" for f, v in run.outcome.items()
@@ -250,9 +256,8 @@ class LiveRuns:
             return
         if started is None:  # not started here (or without a time): as stored
             self.flush()
-            rows = self.store.lookup("trajectories", key[0], "trajectory_id", [key[1]],
-                                     ["started_at"])["started_at"].cast(pa.int64()).to_pylist()
-            started = rows[0] if rows else None
+            got = self._stored(key, ["started_at"])
+            started = got["started_at"] if got else None
         if started is not None and ended < started:
             iso = [str(datetime.fromtimestamp(t / 1e6, UTC)) for t in (ended, started)]
             raise InvalidArgument(

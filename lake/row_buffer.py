@@ -139,6 +139,19 @@ class Journal:
         self._n = int(old[-1].stem.rsplit("-")[-1]) + 1 if old else 0
         self._file = self._open()
 
+    @classmethod
+    def claim(cls, directory: Path | None, name: str) -> Journal | None:
+        """The journal ``name`` in ``directory``; None without a directory, or when another
+        holds it (in this process or another: that one journals, this buffer only appends)."""
+        if directory is None:
+            return None
+        try:
+            return cls(directory, name)
+        except BlockingIOError:
+            log.info("another %s journal is open in %s; this one appends only", name,
+                     directory)
+            return None
+
     def left(self) -> list[dict[str, Any]]:
         """The rows of files an earlier process left (maybe appended already: the caller
         keeps those not in the table); the files go once the next flush succeeds."""
