@@ -264,12 +264,9 @@ class ContextServicer(pb_grpc.ContextServiceServicer):
 
     def ListTrajectories(self, request: pb.ListTrajectoriesRequest,
                          context: Any) -> pb.ListTrajectoriesResponse:
-        if request.include_retracted and "admin" not in identity().scopes:
-            who = identity()
-            raise PermissionDenied("include_retracted needs the 'admin' scope (retracted "
-                                   f"runs are never served to agents); token {who.token_id} "
-                                   f"of tenant {who.tenant!r} has "
-                                   f"{', '.join(sorted(who.scopes))}", field="include_retracted")
+        if request.include_retracted:
+            _needs("admin", "include_retracted", "retracted runs are never served to agents",
+                   field="include_retracted")
         reads.wait_visible(self.lake, request.min_lsn)
         as_of, after = convert.ref(request.as_of), None
         if request.page_token:
@@ -395,7 +392,8 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
 
     def Tag(self, request: pb.TagRequest, context: Any) -> pb.TagResponse:
         if request.force:
-            _operator("moving a tag (force)", "a tag names a version of every tenant's data")
+            _needs(OPERATOR, "moving a tag (force)", "a tag names a version of every tenant's "
+                   "data")
         version = self.lake.tag(request.name, convert.ref(request.ref), force=request.force)
         return pb.TagResponse(version=self._version(version))
 
@@ -403,7 +401,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         if not request.ref:
             raise InvalidArgument("ref is empty: name the version number or tag to restore "
                                   "(see Versions)", field="ref")
-        _operator("Restore", "it rolls back every tenant's data")
+        _needs(OPERATOR, "Restore", "it rolls back every tenant's data")
         version = self.lake.restore(convert.ref(request.ref))
         return pb.RestoreResponse(version=self._version(version),
                                   restored=version.detail.get("restored", 0))
@@ -433,15 +431,17 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         return convert.version_to_pb(version, self._tags().get(version.version, []))
 
 
-def _operator(what: str, why: str) -> None:
-    """Lake-wide changes need the ``operator`` scope: ``admin`` manages one tenant's data."""
+def _needs(scope: str, what: str, why: str, field: str | None = None) -> None:
+    """A scope a request needs beyond its method's (``methods.SCOPES``, checked by
+    ``AuthLayer``): what it asks decides, e.g. lake-wide changes need ``operator`` (``admin``
+    manages one tenant's data)."""
     who = identity()
-    if OPERATOR not in who.scopes:
-        raise PermissionDenied(f"{what} needs the {OPERATOR!r} scope ({why}); token "
+    if scope not in who.scopes:
+        raise PermissionDenied(f"{what} needs the {scope!r} scope ({why}); token "
                                f"{who.token_id} of tenant {who.tenant!r} has "
                                f"{', '.join(sorted(who.scopes))}: ask the lake's operator, or "
                                f"use a token created with `lake token create --scopes "
-                               f"{OPERATOR}`")
+                               f"{scope}`", field=field)
 
 
 def _own_detail(v: Version, tenant: str) -> Version:
