@@ -291,14 +291,14 @@ class LakeClient:
         client never reached fails within ~2 s (a wrong address should not hang).
         ``again``: the request of the next attempt (a stream's, from its start); None: none."""
         budget = self.retry_s if self._answered else min(self.retry_s, 2.0)
-        deadline, delay = 0.0, 0.1
+        until, delay = 0.0, 0.1
         while True:
             try:
                 return self.call(method, request, deadline=deadline)
             except (Unavailable, ResourceExhausted) as e:
-                deadline = deadline or time.monotonic() + budget  # a stream may have run long
+                until = until or time.monotonic() + budget  # a stream may have run long
                 wait = min(2.0, max(delay, getattr(e, "retry_after_s", 0.0)))
-                if time.monotonic() + wait > deadline or (
+                if time.monotonic() + wait > until or (
                         again is not None and (request := again()) is None):
                     raise
                 time.sleep(wait)

@@ -245,3 +245,18 @@ def test_steps_refused_or_too_big_leave_a_trace_in_the_finished_run(server):
     last = got["steps"][-1]
     assert last["kind"] == "error" and "2 refusal(s)" in last["error"]
     assert "steps[1]: " in last["error"] and "steps[2].duration_ms" in last["error"]
+
+
+def test_retried_calls_keep_the_clients_timeout_and_a_stream_has_none(server):
+    """6a94ec1 named the retry's own end time like the call's ``deadline`` flag: every
+    retried call's first attempt went without a timeout (a hung server hung the agent)."""
+    seen = []
+
+    def method(request, *, metadata, timeout):  # a stub's signature, recording the timeout
+        seen.append(timeout)
+        return "ok"
+
+    with LakeClient(server.target, timeout=7.0) as c:
+        assert c._retry(method, None) == "ok"
+        assert c._retry(method, None, deadline=False) == "ok"
+    assert seen == [7.0, None]
