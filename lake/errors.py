@@ -94,14 +94,16 @@ def os_errno(exc: BaseException) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def disk_error(exc: BaseException, where: str, then: str = "retry") -> LakeError | None:
+def disk_error(exc: BaseException, where: str, then: str = "retry",
+               lead: str = "") -> LakeError | None:
     """A write to ``where`` that failed for a reason the user fixes (a full disk, a
-    read-only one, no permission), as the error that says so; None for any other failure."""
+    read-only one, no permission), as the error that says so (after ``lead``); None for any
+    other failure."""
     n = os_errno(exc)
     if n in (errno.ENOSPC, errno.EDQUOT):
-        return ResourceExhausted(f"the disk holding {where} is full ({os.strerror(n)}): free "
-                                 f"space there, then {then}", retry_after_s=5.0)
+        return ResourceExhausted(f"{lead}the disk holding {where} is full ({os.strerror(n)}): "
+                                 f"free space there, then {then}", retry_after_s=5.0)
     if n in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return Unavailable(f"{where} cannot be written ({os.strerror(n)}): make it writable "
-                           f"or use another directory, then {then}")
+        return Unavailable(f"{lead}{where} cannot be written ({os.strerror(n)}): make it "
+                           f"writable or use another directory, then {then}")
     return None

@@ -420,10 +420,8 @@ class Writer:
         err = disk_error(e, f"the lake {self.settings.data}",
                          f"retry this call (the writer retries its commit every {RESUME_S:g} "
                          "s and takes writes again once it succeeds; nothing acknowledged "
-                         "is lost)")
+                         "is lost)", lead="the lake's writer is waiting: ")
         if err is not None:
-            err.message = f"the lake's writer is waiting: {err.message}"
-            err.args = (err._render(),)
             return err
         return LakeError(f"the lake's writer stopped: {e}. Fix the cause, then reopen the lake "
                          "(restart the server, or rerun the command). Nothing acknowledged is "
