@@ -287,7 +287,10 @@ class StoredIds:
         self.store = store
         self._sorted: np.ndarray | None = None  # read on first use
         self._recent: set[int] = set()
-        self._lock = threading.Lock()
+        self._during: set[int] | None = None  # committed while a read runs (None: no read)
+        self._reset = 0  # resets so far: a read a reset overtook is read again
+        self._lock = threading.Lock()  # the state above, held for no I/O
+        self._reading = threading.Lock()  # one read at a time; the others wait for it
 
     def maybe(self, key: Key) -> bool:
         h = hash(key)
@@ -303,32 +306,48 @@ class StoredIds:
             self._read()
 
     def committed(self, written: dict[str, list[dict[str, Any]]] | None) -> None:
-        """A commit wrote these trajectory rows (None: any row may have changed)."""
+        """A commit wrote these trajectory rows (None: any row may have changed). Never
+        waits for a read of the table: the writer calls it."""
         if written is None:
             self.reset()
             return
+        hashes = (hash((tenant, r["trajectory_id"]))
+                  for tenant, rows in written.items() for r in rows)
         with self._lock:
-            if self._sorted is None:  # not read yet: it will be, with these rows
-                return
-            self._recent.update(hash((tenant, r["trajectory_id"]))
-                                for tenant, rows in written.items() for r in rows)
-            if len(self._recent) > self.MERGE_AT:
-                self._sorted = np.union1d(self._sorted, np.fromiter(
-                    self._recent, np.int64, len(self._recent)))
-                self._recent = set()
+            if self._during is not None:  # a read runs: it may have missed these
+                self._during.update(hashes)
+            elif self._sorted is not None:  # else not read yet: it will be, with these
+                self._recent.update(hashes)
+                if len(self._recent) > self.MERGE_AT:
+                    self._sorted = np.union1d(self._sorted, _array(self._recent))
+                    self._recent = set()
 
     def reset(self) -> None:
         with self._lock:
             self._sorted = None
+            self._reset += 1
 
     def _read(self) -> np.ndarray:
-        with self._lock:
-            if self._sorted is None:
-                t = self.store.dataset("trajectories").to_table(
-                    columns=["tenant", "trajectory_id"]) if self.store.exists(
-                    "trajectories") else pa.table({"tenant": [], "trajectory_id": []})
-                keys = zip(t["tenant"].to_pylist(), t["trajectory_id"].to_pylist(),
-                           strict=True)
-                self._sorted = np.unique(np.fromiter((hash(k) for k in keys), np.int64,
-                                                     t.num_rows))
-            return self._sorted
+        with self._reading:
+            while True:
+                with self._lock:
+                    if self._sorted is not None:
+                        return self._sorted
+                    self._during, resets = set(), self._reset
+                arr = self._load()  # the table as of now or later: commits from here on
+                with self._lock:     # are in it or in _during
+                    during, self._during = self._during, None
+                    if self._reset == resets:
+                        self._sorted = np.union1d(arr, _array(during)) if during else arr
+                        return self._sorted
+
+    def _load(self) -> np.ndarray:
+        if not self.store.exists("trajectories"):
+            return np.empty(0, np.int64)
+        t = self.store.dataset("trajectories").to_table(columns=["tenant", "trajectory_id"])
+        keys = zip(t["tenant"].to_pylist(), t["trajectory_id"].to_pylist(), strict=True)
+        return np.unique(np.fromiter((hash(k) for k in keys), np.int64, t.num_rows))
+
+
+def _array(hashes: set[int]) -> np.ndarray:
+    return np.fromiter(hashes, np.int64, len(hashes))

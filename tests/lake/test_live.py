@@ -11,6 +11,7 @@ import pytest
 
 from lake import Lake
 from lake.errors import Conflict
+from lake.live import StoredIds
 
 
 def _steps(lake: Lake, tid: str) -> list[tuple[int, str, str]]:
@@ -120,3 +121,51 @@ def test_digests_are_bounded(lake: Lake, monkeypatch):
     assert lake.append_steps("old", [_step(0, "X")]).rejected == []  # forgotten: not compared
     assert len(lake.append_steps("new", [_step(0, "X")]).rejected) == 1
     assert _steps(lake, "old")[0] == (0, "a", "ok")  # the first write won
+
+
+class _SlowRead(StoredIds):
+    """Its read of the table (the real one) waits until told: a commit or a reset lands
+    meanwhile, as they would during the ~2 s read of 1M ids."""
+
+    def __init__(self, store):
+        super().__init__(store)
+        self.reading, self.go, self.reads = threading.Event(), threading.Event(), 0
+
+    def _load(self):
+        arr = super()._load()
+        self.reads += 1
+        self.reading.set()
+        assert self.go.wait(10)
+        return arr
+
+
+def test_a_commit_during_the_read_of_stored_ids_neither_waits_nor_is_missed(lake: Lake):
+    lake.start_trajectory({"trajectory_id": "old", "task": "t"})
+    lake.flush()
+    ids = _SlowRead(lake.store)
+    read = threading.Thread(target=ids.warm)
+    read.start()
+    assert ids.reading.wait(10)
+    done = threading.Thread(target=ids.committed, args=({"default": [
+        {"trajectory_id": "new"}]},))
+    done.start()
+    done.join(2)
+    assert not done.is_alive(), "the writer's callback waited for the read"
+    ids.go.set()
+    read.join(10)
+    assert ids.maybe(("default", "old")) and ids.maybe(("default", "new"))
+    assert not ids.maybe(("default", "never")) and ids.reads == 1
+
+
+def test_a_reset_during_the_read_of_stored_ids_reads_again(lake: Lake):
+    """A restore overtook the read: what it read may predate the restored rows."""
+    ids = _SlowRead(lake.store)
+    read = threading.Thread(target=ids.warm)
+    read.start()
+    assert ids.reading.wait(10)
+    lake.start_trajectory({"trajectory_id": "restored", "task": "t"})
+    lake.flush()
+    ids.reset()
+    ids.go.set()
+    read.join(10)
+    assert ids.reads == 2 and ids.maybe(("default", "restored"))
