@@ -65,8 +65,9 @@ class WriteAheadLog:
             raise Conflict(
                 f"{what} is in use by another process (a running `lake serve` or `lake "
                 "ingest`?); a lake has one writer. While a server runs, go through it "
-                "(server.client.LakeClient: ingest_arrow, get_context, tag...; `lake sql` and "
-                "`lake token` work beside it), or stop it and retry") from None
+                "(`lake ingest PATH --server HOST:PORT` for files; server.client.LakeClient: "
+                "ingest_arrow, get_context, tag...; `lake sql` and `lake token` work beside "
+                "it), or stop it and retry") from None
         self._locks.append(f)
 
     def _unlock(self) -> None:
