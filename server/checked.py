@@ -15,6 +15,7 @@ the typo. Records for ``ingest_arrow`` whose value types disagree go in tables o
 
 from __future__ import annotations
 
+import base64
 import difflib
 import warnings
 from collections.abc import Iterable
@@ -85,6 +86,9 @@ def message(cls: Any, path: str = "", names: dict[str, str] | None = None,
         for name, value in fields.items():
             try:
                 cls(**{name: value})
+            except UnicodeEncodeError as u:  # text, but not text UTF-8 can carry
+                raise InvalidArgument(_not_utf8(u), field=f"{path}{(names or {}).get(name, name)}"
+                                      ) from e
             except (TypeError, ValueError, OverflowError):
                 shown = (names or {}).get(name, name)
                 raise InvalidArgument(f"must be {_wants(cls, name)}, got "
@@ -115,10 +119,10 @@ def step(row: dict[str, Any], path: str) -> pb.Step:
     warn_unknown(extra, _STEP_NAMES, f"{path}.", "its attributes")
     attributes = _object(row.get("attributes"), f"{path}.attributes")
     if extra or attributes is not None:
-        row["attributes"] = _json(_kept(attributes, extra))
+        row["attributes"] = _json(_kept(attributes, extra), f"{path}.attributes")
     for key in _JSON_TEXT:
         if row.get(key) is not None and not isinstance(row[key], str):
-            row[key] = _text(row[key])
+            row[key] = _text(row[key], f"{path}.{key}")
     return message(pb.Step, f"{path}.", {"started_at_us": "started_at"},
                    **_times(row, ("started_at",), path, convert.step_fields))
 
@@ -137,7 +141,7 @@ def trajectory(row: dict[str, Any], path: str = "") -> pb.Trajectory:
                  path, "meta")
     meta = _object(row.get("meta"), f"{path}meta")
     if extra or meta is not None:
-        row["meta"] = _json(_kept(meta, extra))
+        row["meta"] = _json(_kept(meta, extra), f"{path}meta")
     status = row.pop("status", None)
     fields = _times(row, tuple(_TIMES), path.rstrip("."), _trajectory_fields)
     if status is not None:
@@ -193,28 +197,44 @@ def _object(value: Any, path: str) -> dict[str, Any] | None:
                           f"{type(value).__name__} {value!r:.80}", field=path)
 
 
-def _text(value: Any) -> str:
+def _text(value: Any, path: str) -> str:
     """An input, output or error as text: an exception as ``Type: message``; a structure or
-    number as JSON (``_json``); a value whose JSON form is a string (bytes, a datetime, an
-    object of the agent's own) as that string, without JSON's quotes."""
+    number as JSON (``_json``); a value whose JSON form is a string (UTF-8 bytes, a datetime,
+    an object of the agent's own) as that string, without JSON's quotes."""
     if isinstance(value, BaseException):
         return f"{type(value).__name__}: {value}"
-    text = _json(value)
+    text = _json(value, path)
     return orjson.loads(text) if text.startswith('"') else text
 
 
-def _json(value: Any) -> str:
+def _json(value: Any, path: str) -> str:
     """A value as JSON text: numpy values as numbers and lists, datetimes as ISO 8601,
-    sets as lists, anything else JSON has no form for as its ``str``."""
-    return orjson.dumps(value, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY
-                        | orjson.OPT_NON_STR_KEYS).decode()
+    sets as lists, bytes as their UTF-8 text (else ``{"base64": ...}``: never altered),
+    anything else JSON has no form for as its ``str``."""
+    try:
+        return orjson.dumps(value, default=_plain, option=orjson.OPT_SERIALIZE_NUMPY
+                            | orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError as e:
+        raise InvalidArgument(_not_utf8(None) if "surrogates" in str(e) else
+                              f"cannot be stored as JSON: {e}", field=path) from None
+
+
+def _not_utf8(e: UnicodeEncodeError | None) -> str:
+    at = f" ({e.object[e.start:e.end]!r} at {e.start})" if e is not None else ""
+    return (f"holds text UTF-8 cannot carry{at}: a lone surrogate, e.g. from decoding bytes "
+            "with errors='surrogateescape'; encode it, or decode the bytes with "
+            "errors='replace', or pass the bytes themselves (stored as base64 when not UTF-8)")
 
 
 def _plain(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return sorted(value, key=repr)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"base64": base64.b64encode(raw).decode("ascii")}
     return str(value)
 
 

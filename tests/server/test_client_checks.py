@@ -86,7 +86,23 @@ def test_tool_values_json_has_no_form_for_are_stored_not_fatal(server, client):
     assert "Zürich" in tool["input"] and tool["output"] == "Parcel(#3)"
     assert json.loads(llm["output"]) == [1, 2]
     assert charge["error"] == "ValueError: card declined"
-    assert (label["input"], label["output"]) == ("\ufffdPNG", "2025-08-01T00:00:00+00:00")
+    assert json.loads(label["input"]) == {"base64": "iVBORw=="}  # never altered: not UTF-8
+    assert label["output"] == "2025-08-01T00:00:00+00:00"
+
+
+def test_text_utf8_cannot_carry_is_refused_at_the_call_naming_the_field(server, client):
+    """A lone surrogate (bytes decoded with errors='surrogateescape') is no UTF-8: refused
+    where it is logged, naming the field, instead of a bare TypeError from the encoder."""
+    with client.trajectory("Track parcel #4", trajectory_id="ck-utf8") as t:
+        with pytest.raises(InvalidArgument, match="lone surrogate") as e:
+            t.tool("read", {"path": "caf\udce9.txt"}, "ok")
+        assert e.value.field == "steps[0].input"
+        with pytest.raises(InvalidArgument, match="lone surrogate") as e:
+            t.tool("read", "x", "\udce9")
+        assert e.value.field == "steps[0].output"
+        t.tool("read", "x", "ok")
+        lsn = t.finish(success=True)
+    assert client.get_trajectory("ck-utf8", min_lsn=lsn)["n_steps"] == 1
 
 
 def test_names_that_clash_keep_both_values_and_text_is_no_list(server, client):
