@@ -62,21 +62,8 @@ never mentions is extra information, not a conflict. Heads about the requester r
 request (know, remember, mention, reveal, say, tell ...: "you do not remember your email") make
 no negation slot.
 
-Role rules (``roles``, ``order``): where order matters, a swap is a difference.
-
-* ``from X`` / ``to X`` (``into``, ``towards``, ``until``, ``till``; ``origin``/``source`` ->
-  from, ``destination``/``target`` -> to), at most one filler word before the slot value X
-  (any type above, or a name or number word): ``roles`` holds ``(X, "from" | "to")``.
-* ``X to Y``, ``X -> Y``, ``X → Y``, ``X => Y`` between two slot values (one filler word allowed
-  on each side): ``("to", X, Y)`` in ``order``: "NYC to SF", "{'size': 'S'} to {'size': 'M'}".
-* ``X over Y``, ``X than Y`` (not after a comparative: "more than $5" is a comparative and a
-  number), ``X rather than Y``, ``X instead of Y``, between the nearest content words:
-  ``("over", X, Y)``: "art than animal", "art over the animal theme".
-
-Only role *conflicts* are differences: the same value with role ``from`` in one text and ``to``
-in the other, or an ordered pair reversed in the other text. So "fly to SF from NYC" vs "NYC to
-SF" is no difference, "from NYC to SF" vs "from SF to NYC" is, and so is "NYC to SF" vs "SF to
-NYC".
+Role rules (``roles``, ``order``): where order matters, a swap is a difference; see
+``lake.slot_roles``.
 
 ``Slots`` equality (``==``, ``hash``) is exact equality of the fields, stricter than ``compare``,
 which applies the tolerance and conflict rules above.
@@ -87,6 +74,25 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field, fields
+
+from .slot_roles import role_differences, roles_and_order
+from .slot_words import (
+    ACTIONS,
+    COMMON_WORDS,
+    COMPARATIVES,
+    DAYS,
+    DISCOURSE,
+    GENERIC,
+    MONTHS,
+    NEG_CUES,
+    NEG_FILLER,
+    NO_CONFLICT,
+    NUMBER_WORDS,
+    PAST,
+    SCOPE_BREAK,
+    SCOPE_WORDS,
+    UNIT_WORDS,
+)
 
 __all__ = ["Slots", "extract", "compare", "SLOT_TYPES", "COMMON_WORDS"]
 
@@ -132,130 +138,11 @@ _SET_FIELDS = {
     "rankings": "ranking"}
 SLOT_TYPES = tuple(_SET_FIELDS) + ("counts", "negations", "roles", "order")
 
-# -- lexicons -----------------------------------------------------------------------------
-
-_MONTHS = {m: i for i, ms in enumerate((
-    ("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"), ("may",),
-    ("jun", "june"), ("jul", "july"), ("aug", "august"), ("sep", "sept", "september"),
-    ("oct", "october"), ("nov", "november"), ("dec", "december")), start=1) for m in ms}
-_DAYS = frozenset("monday tuesday wednesday thursday friday saturday sunday today tonight "
-                  "tomorrow yesterday".split())
-_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    "zero _ two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty".split()) if w != "_"}
-_NUMBER_WORDS.update(thirty="30", forty="40", fifty="50", sixty="60", seventy="70",
-                     eighty="80", ninety="90", hundred="100", thousand="1000",
-                     million="1000000", billion="1000000000", dozen="12")
-_DISCOURSE = frozenset("things requests problems issues questions".split())
-_UNIT_WORDS = ("percent dollars dollar usd eur euros euro cents cent pounds gbp kg g lb lbs oz "
-               "km m mi miles mile ml l gb mb tb kb hours hour hrs hr minutes minute mins min "
-               "seconds sec days day weeks week months month years year pieces piece items item "
-               "bar inch inches ft feet cm mm thousand million billion trillion k bn").split()
-
-# canonical action: "request forms | past forms" (past forms are recognized, not counted)
-_ACTIONS: dict[str, str] = {}
-_PAST: set[str] = set()
-for _canon, _forms in {
-    "cancel": "cancel cancels canceling cancelling cancellation | canceled cancelled",
-    "return": "return returns returning | returned",
-    "exchange": "exchange exchanges exchanging swap swaps swapping | exchanged swapped",
-    "refund": "refund refunds refunding | refunded",
-    "modify": "modify modifies modifying update updates updating edit edits editing alter "
-              "alters altering | modified updated edited altered",
-    "change": "change changes changing | changed",
-    "keep": "keep keeps keeping | kept",
-    "book": "book books booking reserve reserves reserving | booked reserved",
-    "reschedule": "reschedule reschedules rescheduling postpone postpones | rescheduled "
-                  "postponed",
-    "transfer": "transfer transfers transferring | transferred",
-    "escalate": "escalate escalates escalating human humans representative representatives "
-                "supervisor | escalated",
-    "pay": "pay pays paying | paid",
-    "delete": "delete deletes deleting remove removes removing | deleted removed",
-    "add": "add adds adding | added",
-    "create": "create creates creating | created",
-    "buy": "buy buys buying purchase purchases purchasing reorder reorders reordering | "
-           "bought purchased reordered",
-    "upgrade": "upgrade upgrades upgrading | upgraded",
-    "downgrade": "downgrade downgrades downgrading | downgraded",
-    "renew": "renew renews renewing | renewed",
-    "subscribe": "subscribe subscribes subscribing | subscribed",
-    "unsubscribe": "unsubscribe unsubscribes unsubscribing | unsubscribed",
-    "enable": "enable enables enabling activate activates activating | enabled activated",
-    "disable": "disable disables disabling deactivate deactivates deactivating | disabled "
-               "deactivated",
-    "reset": "reset resets resetting |",
-    "send": "send sends sending | sent",
-    "split": "split splits splitting |",
-}.items():
-    _now, _past = _forms.split("|")
-    _ACTIONS.update(dict.fromkeys(_now.split() + _past.split(), _canon))
-    _PAST.update(_past.split())
-_GENERIC = {"change": frozenset(("exchange", "modify")),
-            "exchange": frozenset(("change",)), "modify": frozenset(("change",))}
-
-_COMPARATIVES = frozenset("""
-more less fewer most least fewest higher highest lower lowest bigger biggest larger largest
-smaller smallest cheaper cheapest pricier priciest brighter brightest dimmer darker darkest
-lighter lightest heavier heaviest faster fastest slower slowest longer longest shorter shortest
-newer newest older oldest earlier earliest later latest better best worse worst greater
-greatest thicker thinner wider widest narrower louder loudest quieter quietest stronger
-strongest weaker weakest warmer cooler softer softest harder hardest easier easiest simpler
-closer closest nearer nearest farther farthest further furthest taller tallest deeper
-""".split())
-
-# never proper nouns, even capitalized (sentence start, emphasis, titles)
-COMMON_WORDS = frozenset("""
-a an the this that these those there here it its it's i i'm i've i'd i'll me my mine we us our
-you your yours you're you've you'll you'd he him his she her hers they them their theirs
-who whom whose what which when where why how whoever whatever whenever wherever however
-and or but nor so yet for if then else than as because since while though although unless
-until till after before once whether either neither both each every all any some none no not
-never always often sometimes also too very really just only even still already again ever
-cannot
-of in on at to from by with without into onto about above below over under between through
-during against among within upon via per like
-be am is are was were been being do does did doing done have has had having
-can could may might must shall should will would
-yes ok okay please thanks thank hello hi hey dear sir madam mr mrs ms dr
-first second third next last lastly finally then later now
-also besides moreover furthermore otherwise meanwhile instead anyway overall actually
-note ps btw fyi eg ie etc re fw fwd
-make sure ask tell say let get go come give take use try want need know see look find check
-call help show think feel mention provide confirm explain agree prefer
-customer user agent assistant system
-one two three four five six seven eight nine ten
-other another others same similar different opposite such own else
-important urgent
-""".split()) | frozenset(_ACTIONS) | _COMPARATIVES | _DAYS | frozenset(_MONTHS)
-
-_NEG_CUES = frozenset("not no never without cannot nor".split())
-_NEG_FILLER = frozenset("""
-a an the to be been being any anything anyone anybody really even ever also just yet exactly
-quite at all sure able want wants wanted need needs needed wish like likes try tries going
-gonna wanna have has had do does did will would should could can may might must
-longer more much very so too
-it its this that these those them me you your my our their his her him us i we they he she
-one ones
-""".split())
-_NO_CONFLICT = frozenset("""
-know knew known remember recall recollect think believe understand realize recognize sure
-care mind like love hate mention reveal say tell share disclose speak talk remind
-""".split())
-_SCOPE_BREAK = frozenset("and or but because so if then while unless although though when"
-                         .split())
-_SCOPE_WORDS = 4
-_ROLE_PREP = {"from": "from", "to": "to", "into": "to", "towards": "to", "toward": "to",
-              "until": "to", "till": "to", "origin": "from", "source": "from",
-              "destination": "to", "target": "to"}
-_PAIR_CONNECTORS = frozenset(("to", "into", "->", "→", "=>", "⇒"))
-_PAIR_FILLER = frozenset("the a an my your our their his her its this that one ones of".split())
-
 # -- the scanner --------------------------------------------------------------------------
 
 _MONTH_RE = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|(?-i:May)|june?|july?|"
              r"aug(?:ust)?|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
-_UNIT_RE = "|".join(sorted((re.escape(u) for u in _UNIT_WORDS), key=len, reverse=True))
+_UNIT_RE = "|".join(sorted((re.escape(u) for u in UNIT_WORDS), key=len, reverse=True))
 # "fast" takes plain words in one step (atomic group, no backtracking); a word that may
 # start an email, id, url or date falls through to the specific patterns.
 _SCAN = re.compile(r"""
@@ -313,7 +200,7 @@ def _norm_date(s: str, kind: str) -> str:
         mo, d, y = re.match(r"([A-Za-z]+)\.?\s+(\d+)\w*(?:,?\s+(\d{4}))?", s).groups()
     else:
         d, mo, y = re.match(r"(\d+)\w*\s+(?:of\s+)?([A-Za-z]+)\.?(?:,?\s+(\d{4}))?", s).groups()
-    md = f"{_MONTHS.get(mo.lower(), 0):02d}-{int(d):02d}"
+    md = f"{MONTHS.get(mo.lower(), 0):02d}-{int(d):02d}"
     return f"{y}-{md}" if y else md
 
 
@@ -366,7 +253,7 @@ def _scan(text: str) -> list[tuple[str, str, bool]]:
 
 
 def _is_cue(w: str) -> bool:
-    return w in _NEG_CUES or w.endswith("n't")
+    return w in NEG_CUES or w.endswith("n't")
 
 
 def extract(text: str) -> Slots:
@@ -388,15 +275,15 @@ def extract(text: str) -> Slots:
             continue
         head = None
         j = i + 1
-        while j < n and j <= i + _SCOPE_WORDS:
+        while j < n and j <= i + SCOPE_WORDS:
             kj, wj, _ = toks[j]
-            if kj in ("punct", "arrow") or wj in _SCOPE_BREAK:
+            if kj in ("punct", "arrow") or wj in SCOPE_BREAK:
                 break
             in_scope[j] = True
-            if head is None and (kj != "word" or (wj not in _NEG_FILLER and not _is_cue(wj))):
-                head = _ACTIONS.get(wj, wj) if kj == "word" else wj
+            if head is None and (kj != "word" or (wj not in NEG_FILLER and not _is_cue(wj))):
+                head = ACTIONS.get(wj, wj) if kj == "word" else wj
             j += 1
-        if head is not None and head not in _NO_CONFLICT:
+        if head is not None and head not in NO_CONFLICT:
             negated.add(head)
 
     # values, names, actions, comparatives
@@ -411,24 +298,24 @@ def extract(text: str) -> Slots:
             words.add(low)
             if name:
                 sets["names"].add(low)
-            elif low in _NUMBER_WORDS:
+            elif low in NUMBER_WORDS:
                 (counts if prev in ("the", "these", "those") and i + 1 < n and toks[i + 1][1]
-                 in _DISCOURSE else sets["numbers"]).add(_NUMBER_WORDS[low])
-            elif low in _DAYS:
+                 in DISCOURSE else sets["numbers"]).add(NUMBER_WORDS[low])
+            elif low in DAYS:
                 sets["dates"].add(low)
             if not in_scope[i] and not _is_cue(low):
                 asserted.add(low)
-                canon = _ACTIONS.get(low)
+                canon = ACTIONS.get(low)
                 if canon is not None:
                     asserted.add(canon)
-                    if low not in _PAST and not (
+                    if low not in PAST and not (
                             canon == "change" and i + 2 < n and toks[i + 2][1] == "mind"):
                         sets["actions"].add(canon)
-            if low in _COMPARATIVES and not (low == "longer" and prev == "no"):
+            if low in COMPARATIVES and not (low == "longer" and prev == "no"):
                 sets["comparatives"].add(low)
         prev = low if kind == "word" else ""
 
-    roles, order = _roles(toks)
+    roles, order = roles_and_order(toks, [_value(t) for t in toks])
     return Slots(**{k: frozenset(v) for k, v in sets.items() if k != "rankings"},
                  rankings=frozenset(_rankings(toks)), counts=frozenset(counts),
                  negations=frozenset((h, "+-" if h in asserted else "-") for h in negated),
@@ -444,7 +331,7 @@ def _value(tok: tuple[str, str, bool]) -> str | None:
     if kind == "word":
         if name:
             return low
-        return _NUMBER_WORDS.get(low)
+        return NUMBER_WORDS.get(low)
     return None
 
 
@@ -470,70 +357,6 @@ def _rankings(toks: list) -> list[tuple[str, ...]]:
             out.append(tuple(chain))
         i = j
     return out
-
-
-def _roles(toks: list) -> tuple[set[tuple[str, str]], set[tuple[str, str, str]]]:
-    roles: set[tuple[str, str]] = set()
-    order: set[tuple[str, str, str]] = set()
-    n = len(toks)
-    vals = [_value(t) for t in toks]
-    for i, v in enumerate(vals):
-        if v is None:
-            continue
-        for k in (i - 1, i - 2):  # from/to before the value, one filler word allowed
-            if k < 0 or toks[k][0] != "word":
-                break
-            if toks[k][1] in _ROLE_PREP:
-                roles.add((v, _ROLE_PREP[toks[k][1]]))
-                break
-            if toks[k][1] not in _PAIR_FILLER:
-                break
-    for i, (kind, low, _) in enumerate(toks):
-        if (kind == "arrow" and low != ">") or (kind == "word" and low in _PAIR_CONNECTORS):
-            left, right = _near_value(toks, vals, i, -1), _near_value(toks, vals, i, 1)
-            if left is not None and right is not None and left != right:
-                order.add(("to", left, right))
-        if kind != "word":
-            continue
-        if low in ("over", "than"):
-            p = toks[i - 1][1] if i > 0 and toks[i - 1][0] == "word" else ""
-            if low == "than" and (p in _COMPARATIVES or p in ("other", "else")):
-                continue
-            li, ri = (i - 2 if p == "rather" else i - 1), i + 1
-        elif low == "instead" and i + 1 < n and toks[i + 1][1] == "of":
-            li, ri = i - 1, i + 2
-        else:
-            continue
-        left, right = _content(toks, li, -1), _content(toks, ri, 1)
-        if left and right and left != right:
-            order.add(("over", left, right))
-    return roles, order
-
-
-def _near_value(toks: list, vals: list, i: int, step: int) -> str | None:
-    """The slot value next to position i, one filler word allowed in between."""
-    k = i + step
-    for _ in range(2):
-        if not 0 <= k < len(toks):
-            return None
-        if vals[k] is not None:
-            return vals[k]
-        if toks[k][0] != "word" or toks[k][1] not in _PAIR_FILLER:
-            return None
-        k += step
-    return None
-
-
-def _content(toks: list, k: int, step: int) -> str | None:
-    """The nearest content word (or value) from position k in direction step."""
-    for _ in range(3):
-        if not 0 <= k < len(toks) or toks[k][0] in ("punct", "arrow"):
-            return None
-        kind, low, _ = toks[k]
-        if kind != "word" or (low not in _PAIR_FILLER and low not in COMMON_WORDS):
-            return low
-        k += step
-    return None
 
 
 # -- comparison ---------------------------------------------------------------------------
@@ -562,8 +385,8 @@ def compare(a: Slots, b: Slots) -> tuple[bool, list[str]]:
             continue
         only_a, only_b = va - vb, vb - va
         if fname == "actions":  # 'change' matches exchange or modify, and they it
-            only_a = {v for v in only_a if _GENERIC.get(v, frozenset()).isdisjoint(b.actions)}
-            only_b = {v for v in only_b if _GENERIC.get(v, frozenset()).isdisjoint(a.actions)}
+            only_a = {v for v in only_a if GENERIC.get(v, frozenset()).isdisjoint(b.actions)}
+            only_b = {v for v in only_b if GENERIC.get(v, frozenset()).isdisjoint(a.actions)}
         elif fname == "names":  # casing alone is no difference
             only_a = {v for v in only_a if v not in b.words}
             only_b = {v for v in only_b if v not in a.words}
@@ -577,22 +400,5 @@ def compare(a: Slots, b: Slots) -> tuple[bool, list[str]]:
         pol_b = pb.get(head) or ("+" if head in b.asserted else None)
         if pol_a and pol_b and pol_a != pol_b:
             diffs.append(f"slot 'negation' differs: {head!r} is {_POL[pol_a]} vs {_POL[pol_b]}")
-    ra: dict[str, set[str]] = {}
-    rb: dict[str, set[str]] = {}
-    for v, r in a.roles:
-        ra.setdefault(v, set()).add(r)
-    for v, r in b.roles:
-        rb.setdefault(v, set()).add(r)
-    for v in sorted(set(ra) & set(rb)):
-        if ra[v] != rb[v]:
-            diffs.append(f"slot 'role' differs: {v!r} is {'/'.join(sorted(ra[v]))} vs "
-                         f"{'/'.join(sorted(rb[v]))}")
-    seen: set[tuple[str, frozenset[str]]] = set()
-    for one, other in ((a, b), (b, a)):  # symmetric: either side may hold the reversed pair
-        for rel, x, y in sorted(one.order):
-            pair = (rel, frozenset((x, y)))
-            if (rel, y, x) in other.order and (rel, x, y) not in other.order \
-                    and pair not in seen:
-                seen.add(pair)
-                diffs.append(f"slot 'order' differs: {x} {rel} {y} vs {y} {rel} {x}")
+    diffs += role_differences(a, b)
     return (not diffs, diffs)
