@@ -8,7 +8,8 @@
     ├── PermissionDenied      the caller's token lacks the scope
     ├── Unauthenticated       no token, or an unknown / revoked one
     ├── ResourceExhausted     overload or a limit: retry later or send less
-    └── Unavailable           the service is down or restarting: retry the same call
+    ├── Unavailable           the service is down or restarting: retry the same call
+    └── DeadlineExceeded      no answer within the caller's deadline: retry, with a longer one
 
 Every message says what failed, the offending value or location, and what to do next.
 The gRPC status mapping lives in one table in ``server/errors.py``; the CLI maps the same
@@ -71,6 +72,12 @@ class Unavailable(LakeError):
     idempotent: retry the same call."""
 
 
+class DeadlineExceeded(LakeError):
+    """No answer came within the call's deadline (the Python client's ``timeout``): the
+    call may still complete. Calls with client ids are idempotent: retry, with a longer
+    deadline."""
+
+
 ALL_ERRORS: tuple[type[LakeError], ...] = (
     LakeError,
     InvalidArgument,
@@ -81,6 +88,7 @@ ALL_ERRORS: tuple[type[LakeError], ...] = (
     Unauthenticated,
     ResourceExhausted,
     Unavailable,
+    DeadlineExceeded,
 )
 
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Lance (Rust) names the errno

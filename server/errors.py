@@ -9,6 +9,7 @@
     Unauthenticated                 UNAUTHENTICATED       Unauthenticated
     ResourceExhausted               RESOURCE_EXHAUSTED    ResourceExhausted (+ retry_after_s)
     Unavailable                     UNAVAILABLE           Unavailable (also: server unreachable)
+    DeadlineExceeded                DEADLINE_EXCEEDED     DeadlineExceeded (also: the client's)
     LakeError (any other)           FAILED_PRECONDITION   LakeError
     NotImplementedError             UNIMPLEMENTED         NotImplementedError
     anything else (a bug)           INTERNAL              LakeError (generic message)
@@ -36,6 +37,7 @@ import grpc
 from lake.errors import (
     AlreadyExists,
     Conflict,
+    DeadlineExceeded,
     InvalidArgument,
     LakeError,
     NotFound,
@@ -59,6 +61,7 @@ STATUS: dict[type[BaseException], grpc.StatusCode] = {
     Unauthenticated: Code.UNAUTHENTICATED,
     ResourceExhausted: Code.RESOURCE_EXHAUSTED,
     Unavailable: Code.UNAVAILABLE,
+    DeadlineExceeded: Code.DEADLINE_EXCEEDED,
     LakeError: Code.FAILED_PRECONDITION,
     NotImplementedError: Code.UNIMPLEMENTED,
 }
