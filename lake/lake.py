@@ -32,6 +32,8 @@ from .versions import Catalog, Version
 from .wal import WriteAheadLog
 from .writer import Writer, roll_back
 
+log = logging.getLogger(__name__)
+
 CONNECTIONS_KEPT = 8  # DuckDB connections (one per snapshot and scope) kept for reuse
 
 
@@ -98,6 +100,9 @@ class Lake:
                 raise _unwritable(e, settings) from e
             try:
                 roll_back(store, catalog)  # first: an interrupted commit's writes go
+                if wal.damage:
+                    _damage_lost(wal, catalog.last_lsn(wal.writer_id)
+                                 if store.exists("_versions") else 0)
                 changed = [name for name in ALL_TABLES if store.ensure(name)]
                 writer = Writer(store, catalog, wal, settings)
                 writer.start()
@@ -132,7 +137,7 @@ class Lake:
             try:
                 listener(version, written)
             except Exception:  # noqa: BLE001 - a listener must not stop the write path
-                logging.getLogger(__name__).exception("commit listener failed")
+                log.exception("commit listener failed")
 
     def context(self, tenant: str | None = None) -> Context:
         return Context(tenant or self.settings.tenant, now_us(), self.settings.payload_limit,
@@ -482,3 +487,17 @@ def _unwritable(e: OSError, settings: Settings) -> BaseException:
     return disk_error(e, f"the lake {settings.data}",
                       "open it again; reading needs no writing: `lake sql`, `lake versions`, "
                       "`lake export` work on a read-only lake") or e
+
+
+def _damage_lost(wal: WriteAheadLog, applied: int) -> None:
+    """Say, for each damaged stretch of the log, whether the lake held its entries already."""
+    for first, last, seg in wal.damage:
+        if last <= applied:
+            log.warning("write-ahead log entries %d-%d in %s were damaged, but the lake "
+                        "holds them already (applied up to %d): nothing is lost", first,
+                        last, seg, applied)
+        else:
+            log.error("write-ahead log entries %d-%d in %s were damaged before the lake "
+                      "held them (applied up to %d): what they carried is lost; entries "
+                      "after them are replayed. Re-send those writes if you can tell which",
+                      max(first, applied + 1), last, seg, applied)

@@ -4,7 +4,10 @@ Layout: a directory of segment files ``<first-lsn>.wal`` and a ``WRITER`` file h
 this log's id (lake commits record ``(writer, lsn)`` so a restart knows where to resume).
 Each entry is ``MAGIC | lsn u64 | length u32 | crc32 u32 | payload`` and is fsynced before
 ``append`` returns. On open, a torn tail (a crash mid-append) is cut off at the last
-complete entry: such an entry was never acknowledged.
+complete entry: such an entry was never acknowledged. Damage with intact entries after it
+(a bad sector, a flipped bit) is no torn tail: only the damaged entries are lost (named in
+``damage``; the lake says whether it held them already), the segment is rewritten without
+them and its damaged copy kept beside it.
 
 The log must live on a local disk (``fsync``); the lake itself may be remote.
 """
@@ -12,6 +15,7 @@ The log must live on a local disk (``fsync``); the lake itself may be remote.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import struct
 import threading
@@ -27,8 +31,7 @@ MAGIC = b"CLW1"
 _HEADER = struct.Struct("<4sQII")  # magic, lsn, length, crc32
 
 
-class WalCorrupt(LakeError):
-    pass
+log = logging.getLogger(__name__)
 
 
 class WriteAheadLog:
@@ -52,6 +55,7 @@ class WriteAheadLog:
         self.writer_id = self._writer_id()
         self._mutex = threading.Lock()
         self._segments = sorted(self.path.glob("*.wal"), key=lambda p: int(p.stem))
+        self.damage: list[tuple[int, int, Path]] = []  # (first, last lsn, segment) lost
         self.last_lsn = self._recover_tail()
         self._out: BinaryIO | None = None  # unbuffered: a failed write leaves no bytes behind
         self._broken: str | None = None
@@ -89,23 +93,52 @@ class WriteAheadLog:
         return f.read_text().strip()
 
     def _recover_tail(self) -> int:
-        """Return the last complete LSN; truncate a torn tail of the last segment."""
+        """Return the last complete LSN. A torn tail of the last segment (a crash mid-append:
+        damage with nothing intact after it) is cut off; damage with intact entries after it
+        is not a torn tail: those entries are kept (``_repair``) and the damaged ones named
+        in ``damage``."""
         last = 0
-        for seg in self._segments:
+        for i, seg in enumerate(self._segments):
+            data = seg.read_bytes()
             end = 0
-            for lsn, _payload, end in _scan(seg):  # noqa: B007 - the last end is used
+            for lsn, _payload, end in _scan_bytes(data):  # noqa: B007 - the last end is used
                 last = lsn
-            if end < seg.stat().st_size:
-                if seg is not self._segments[-1]:
-                    raise WalCorrupt(
-                        f"write-ahead log segment {seg} is damaged before its end; move it "
-                        "aside to start without it (its entries will be lost)")
+            if end == len(data):
+                continue
+            later = _entries_after(data, end, last)
+            nxt = int(self._segments[i + 1].stem) if i + 1 < len(self._segments) else None
+            if later or nxt is not None:
+                first_lost, last = last + 1, later[-1][0] if later else last
+                self._repair(seg, data, end, later)
+                self.damage.append((first_lost, (later[0][0] if later else nxt) - 1, seg))
+            else:  # a torn tail: never acknowledged
                 with open(seg, "r+b") as f:
                     f.truncate(end)
                     os.fsync(f.fileno())
         if last == 0 and self._segments:
             last = int(self._segments[-1].stem) - 1
         return last
+
+    def _repair(self, seg: Path, data: bytes, end: int,
+                later: list[tuple[int, int, int]]) -> None:
+        """Rewrite ``seg`` with its intact entries only; the damaged file is kept beside it
+        (``<segment>.damaged``, not read again) for a look."""
+        kept = data[:end] + b"".join(data[a:b] for _lsn, a, b in later)
+        aside = seg.with_name(f"{seg.name}.damaged")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = seg.with_name(f"{seg.name}.damaged.{n}")
+        tmp = seg.with_name(f"{seg.name}.repairing")
+        with open(tmp, "wb") as f:
+            f.write(kept)
+            os.fsync(f.fileno())
+        os.link(seg, aside)
+        os.replace(tmp, seg)
+        _fsync_dir(self.path)
+        log.error("write-ahead log segment %s is damaged at byte %d: %d intact entries after "
+                  "the damage are kept; the damaged bytes are kept in %s", seg, end,
+                  len(later), aside)
 
     # -- writing ------------------------------------------------------------------------------
     def append(self, payload: bytes) -> int:
@@ -192,7 +225,28 @@ class WriteAheadLog:
 def _scan(seg: Path) -> Iterator[tuple[int, bytes, int]]:
     """Yield (lsn, payload, end offset) for each complete, checksummed entry."""
     with open(seg, "rb") as f:
-        data = f.read()
+        return _scan_bytes(f.read())
+
+
+def _entries_after(data: bytes, pos: int, after_lsn: int) -> list[tuple[int, int, int]]:
+    """Intact entries past damage at ``pos`` (found by their magic, checked by their
+    checksum, LSNs rising past ``after_lsn``): ``(lsn, start, end)``."""
+    out = []
+    i = data.find(MAGIC, pos + 1)
+    while i != -1 and i + _HEADER.size <= len(data):
+        _magic, lsn, length, crc = _HEADER.unpack_from(data, i)
+        start = i + _HEADER.size
+        if lsn > after_lsn and start + length <= len(data) and \
+                zlib.crc32(data[start:start + length]) == crc:
+            out.append((lsn, i, start + length))
+            after_lsn = lsn
+            i = data.find(MAGIC, start + length)
+        else:
+            i = data.find(MAGIC, i + 1)
+    return out
+
+
+def _scan_bytes(data: bytes) -> Iterator[tuple[int, bytes, int]]:
     pos = 0
     while pos + _HEADER.size <= len(data):
         magic, lsn, length, crc = _HEADER.unpack_from(data, pos)

@@ -272,3 +272,55 @@ def test_a_read_only_lake_is_named_with_what_to_do(tmp_path, monkeypatch):
     with Lake.open(path, readonly=True) as lake:  # reading needs no writing
         assert lake.sql("select count(*) from trajectories").fetchall() == [(0,)]
 
+
+
+def _flip(wal_path, lsn: int) -> None:
+    """Flip one byte in the middle of entry ``lsn``'s payload (a bad sector, a cosmic ray)."""
+    from lake.wal import _HEADER, _scan_bytes
+
+    seg = next(iter(sorted(wal_path.glob("*.wal"))))
+    data = bytearray(seg.read_bytes())
+    start = 0
+    for got, payload, end in _scan_bytes(bytes(data)):
+        if got == lsn:
+            data[start + _HEADER.size + len(payload) // 2] ^= 0x40
+            seg.write_bytes(bytes(data))
+            return
+        start = end
+    raise AssertionError(f"no entry {lsn}")
+
+
+def _crash_after_logging(lake_dir, tids: list[str]):
+    """Two trajectories committed (lsns 1, 2), then ``tids`` logged, not committed."""
+    with Lake.open(str(lake_dir)) as lake:
+        lake.ingest([_traj("a")])
+        lake.ingest([_traj("b")])
+        wal_path = lake.settings.wal_path
+    wal = WriteAheadLog(wal_path)
+    assert [wal.append(_entry([_traj(t)])) for t in tids] == [3, 4]
+    wal.close()
+    return wal_path
+
+
+def test_damage_before_intact_entries_loses_only_the_damaged_entry(lake_dir, caplog):
+    """A damaged entry is not a torn tail: the acknowledged entries after it are replayed,
+    not cut off with it. Here the damaged one was in the lake already: nothing is lost."""
+    wal_path = _crash_after_logging(lake_dir, ["c", "d"])
+    _flip(wal_path, 2)
+    with Lake.open(str(lake_dir)) as lake:
+        assert sorted(lake.sql("select trajectory_id from trajectories").fetchall()) == \
+            [("a",), ("b",), ("c",), ("d",)]
+    assert "entries 2-2" in caplog.text and "nothing is lost" in caplog.text
+    assert [p.name for p in wal_path.glob("*.damaged")]  # the evidence is kept
+    with Lake.open(str(lake_dir)) as lake:  # the repaired log opens cleanly
+        assert lake.count("trajectories") == 4
+
+
+def test_a_damaged_entry_the_lake_lacks_is_named_and_the_rest_replayed(lake_dir, caplog):
+    wal_path = _crash_after_logging(lake_dir, ["c", "d"])
+    _flip(wal_path, 3)
+    with Lake.open(str(lake_dir)) as lake:
+        assert sorted(lake.sql("select trajectory_id from trajectories").fetchall()) == \
+            [("a",), ("b",), ("d",)]
+        assert lake.ingest([_traj("e")]).lsn == 5  # no lsn used twice
+    assert "entries 3-3" in caplog.text and "is lost" in caplog.text
