@@ -73,6 +73,10 @@ class ApplyStats:
     def as_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
 
+    def add(self, other: ApplyStats) -> None:
+        for name, n in other.__dict__.items():
+            setattr(self, name, getattr(self, name) + n)
+
 
 @dataclass
 class Resolved:
@@ -281,13 +285,18 @@ class Writer:
                 tenant = r.tenant if isinstance(r, Patch) else r.trajectory["tenant"]
                 by_tenant.setdefault(tenant, []).append(r)
             written: dict[str, list[dict]] = {}
+            tenants: dict[str, dict[str, int]] = {}  # each tenant's counts: an admin sees its own
             for tenant, items in by_tenant.items():
-                rows = self._apply_tenant(tenant, self._resolve(tenant, items), stats)
+                own = ApplyStats()
+                rows = self._apply_tenant(tenant, self._resolve(tenant, items), own)
+                stats.add(own)
+                tenants[tenant] = own.as_dict()
                 if rows:
                     written[tenant] = rows
             if stats.inserted or stats.updated or (operation == "replay" and _moved(
                     self.store, self.catalog.current())):
-                version = self.catalog.commit(operation, self.wal.writer_id, lsn, stats.as_dict())
+                version = self.catalog.commit(operation, self.wal.writer_id, lsn,
+                                              {**stats.as_dict(), "tenants": tenants})
             else:  # nothing changed: no new version; the entries' effect is already stored
                 version = self.catalog._latest or self.catalog.latest()
             self.wal.truncate(lsn)

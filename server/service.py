@@ -444,10 +444,17 @@ def _needs(scope: str, what: str, why: str, field: str | None = None) -> None:
                                f"{scope}`", field=field)
 
 
+_TENANT_DETAIL = ("ingest", "replay", "retract")  # operations whose detail is tenants' data
+
+
 def _own_detail(v: Version, tenant: str) -> Version:
-    """A version as a tenant's admin sees it: another tenant's detail (its counts, a
-    retraction's reason) is left out."""
-    owner = v.detail.get("tenant", tenant if v.operation != "retract" else None)
+    """A version as a tenant's admin sees it: its own counts of a commit (which may carry
+    several tenants' writes), not the others' nor their sum; another tenant's detail (a
+    retraction's reason) is left out; a lake-wide operation's (compact, restore) is shown."""
+    if "tenants" in v.detail:
+        own = v.detail["tenants"].get(tenant)
+        return dataclasses.replace(v, detail={"tenant": tenant, **own} if own else {})
+    owner = v.detail.get("tenant", None if v.operation in _TENANT_DETAIL else tenant)
     return v if owner == tenant else dataclasses.replace(v, detail={})
 
 

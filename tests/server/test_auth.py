@@ -105,6 +105,11 @@ def test_lake_wide_changes_need_the_operator_scope(secure):
         assert seen == {"retract": {"tenant": "acme", "trajectories": 1,
                                     "reason": "acme's own reason"}}
         assert "leaked" not in repr(acme.versions())
+        ingests = [v["detail"] for v in acme.versions() if v["operation"] == "ingest"]
+        own = {(d.get("tenant"), d.get("inserted")) for d in ingests}
+        assert own == {("acme", 1), (None, None)}
+        assert all(d == {} or set(d) == {"tenant", "inserted", "updated", "unchanged", "steps"}
+                   for d in ingests)  # bravo's counts and the commits' totals: not shown
         assert "leaked" in repr(ops.versions())  # the operator sees every tenant's
         assert ops.restore("bravo-release")["operation"] == "restore"
         assert ops.tag("bravo-release", force=True)
