@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,27 @@ class RowBuffer:
         self._wake = threading.Event()  # flush now (``wake``), or stop
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._journal_said = -60.0
 
     def add(self, row: dict[str, Any]) -> int:
         """Buffer ``row``; returns how many rows are buffered now."""
         with self._lock:
             if self.journal is not None:
-                self.journal.write(row)
+                try:
+                    self.journal.write(row)
+                except OSError as e:  # a full disk: the row is kept, in memory only
+                    self._journal_failed(e)
             self._rows.append(row)
             return len(self._rows)
+
+    def _journal_failed(self, e: OSError) -> None:
+        """Said once a minute: a refused call's audit row must not turn its clear refusal
+        (the disk is full) into an internal error."""
+        if time.monotonic() - self._journal_said >= 60:
+            self._journal_said = time.monotonic()
+            log.error("%s: could not journal a row (%s); rows are kept in memory until the "
+                      "table append (a crash before it loses them). Free space on %s",
+                      self.table, e, self.journal.dir if self.journal else "its disk")
 
     def __len__(self) -> int:
         with self._lock:

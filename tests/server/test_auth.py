@@ -274,3 +274,26 @@ def test_retracted_runs_are_listed_only_to_admins(secure):
         assert e.value.field == "include_retracted"
     with LakeClient(secure.target, token(secure, scopes="read,admin")) as c:
         assert c.list_trajectories(include_retracted=True).trajectories == []
+
+
+def test_a_full_disk_refusal_stays_resource_exhausted_when_its_audit_row_cannot_be_journaled(
+        secure, monkeypatch):
+    """The log's disk is full: the ingest is refused (ResourceExhausted, what to do), and
+    the refusal's audit row, which cannot be journaled on that disk either, is kept in
+    memory and appended later, instead of turning the refusal into an internal error."""
+    import errno
+
+    from lake.errors import ResourceExhausted
+    from lake.row_buffer import Journal
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("lake.wal._write_all", full)  # the log's disk, where the journal is
+    monkeypatch.setattr(Journal, "write", full)
+    with LakeClient(secure.target, token(secure), retry_s=0) as c, \
+            pytest.raises(ResourceExhausted, match="full"):
+        c.ingest_arrow([run("r-1")])
+    monkeypatch.undo()
+    assert [r["outcome"] for r in audit_rows(secure)
+            if r["action"] == "IngestService/IngestArrow"] == ["resource_exhausted"]
