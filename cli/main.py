@@ -287,6 +287,39 @@ def restore(settings: Settings, ref: str) -> None:
 
 @cli.command()
 @_common
+@click.option("--older-than", default="7d", show_default=True, metavar="AGE",
+              help="Keep every version made within this (7d, 36h, 90m).")
+@click.option("--dry-run", is_flag=True, help="Say what would go; remove nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def vacuum(settings: Settings, older_than: str, dry_run: bool, as_json: bool) -> None:
+    """Free the disk of old versions: their files go, and they can no longer be read
+    (--as-of) or restored. Kept: the latest version, every one made within --older-than,
+    and every tagged one (tag what you may want back). Lake-wide, like restore.
+
+    \b
+    Example:
+      lake vacuum --older-than 7d --dry-run
+    """
+    from lake.vacuum import parse_age
+
+    age = parse_age(older_than)
+    with Lake.open(settings=settings) as lake, audited(
+            lake.store, settings.tenant, "vacuum", f"older than {older_than}",
+            dry_run=dry_run) as d:
+        r = lake.vacuum(age, dry_run=dry_run)
+        d.update(horizon=r.horizon, unreadable=len(r.unreadable),
+                 bytes_removed=r.bytes_removed)
+    if as_json:
+        _echo_json(r.as_dict())
+        return
+    freed = "would remove" if dry_run else f"removed {r.bytes_removed:,} bytes:"
+    tagged = f", and tagged {', '.join(map(str, r.tagged))}" if r.tagged else ""
+    click.echo(f"{freed} the files of {len(r.unreadable)} version(s) older than {r.horizon}; "
+               f"readable: versions {r.horizon} on{tagged}")
+
+
+@cli.command()
+@_common
 @click.option("--sample/--no-sample", default=True,
               help="Load the bundled tau2-bench sample into an empty lake.")
 def init(settings: Settings, sample: bool) -> None:

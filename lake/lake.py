@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import duckdb
@@ -19,6 +20,7 @@ import orjson
 import pyarrow as pa
 
 from . import sql as sqlmod
+from . import vacuum
 from .arrow_values import with_numbers
 from .errors import InvalidArgument, LakeError, NotFound, disk_error
 from .live import LiveRuns
@@ -28,6 +30,7 @@ from .records import Context, Record, normalize, normalize_line, now_us
 from .schema import ALL_TABLES, DATA_TABLES, TRAJECTORIES
 from .settings import Settings
 from .tables import TableStore, quote
+from .vacuum import VacuumResult
 from .versions import Catalog, Version
 from .wal import WriteAheadLog
 from .writer import Writer, roll_back
@@ -357,6 +360,22 @@ class Lake:
                  "retractions_kept": kept})
         self._committed(version, None)
         return version
+
+    def vacuum(self, older_than: timedelta, *, dry_run: bool = False) -> VacuumResult:
+        """Remove the files of versions older than ``older_than`` that are not tagged; they
+        can no longer be read or restored (``lake/vacuum.py``). A vacuum is a version."""
+        writer = self._writer()
+        writer.flush()
+        with writer.exclusive():
+            versions = self.catalog.list()
+            result = vacuum.plan(versions, self.catalog.tags(), older_than)
+            result.dry_run = dry_run
+            vacuum.run(self.store, versions, result, older_than)
+            if not dry_run and any(result.removed.values()):
+                self.catalog.commit(  # no row changed: no listener is told
+                    "vacuum", writer.wal.writer_id, writer.lag["applied_lsn"],
+                    {**result.as_dict(), "older_than_s": older_than.total_seconds()})
+        return result
 
     def retractions(self, tenant: str | None = None) -> dict[tuple[str, str], tuple[int, str]]:
         """Every retraction in force, (tenant, trajectory_id) -> (retracted_at, reason):

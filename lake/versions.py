@@ -111,7 +111,7 @@ class Catalog:
         if isinstance(ref, str) and not ref.lstrip("-").isdigit():
             tags = self.tags()
             if ref in tags:
-                return versions[tags[ref]]
+                return _readable(versions, versions[tags[ref]])
             at = _time(ref)
             if at is None:
                 raise NotFound(f"no tag {ref!r}; known tags: {', '.join(sorted(tags)) or 'none'} "
@@ -122,12 +122,29 @@ class Catalog:
                 first = versions[min(versions)]
                 raise NotFound(f"the lake did not exist at {at.isoformat()}: its first version "
                                f"({first.version}) was made at {first.created_at.isoformat()}")
-            return max(before, key=lambda v: v.version)
+            return _readable(versions, max(before, key=lambda v: v.version))
         n = int(ref)
         if n not in versions:
             raise NotFound(f"no version {n}; versions run from {min(versions)} to {max(versions)} "
                            "(see `lake versions`)")
-        return versions[n]
+        return _readable(versions, versions[n])
+
+
+def vacuumed(versions: list[Version], number: int) -> Version | None:
+    """The vacuum (``lake/vacuum.py``) that removed version ``number``'s files, if one did."""
+    return next((v for v in versions if v.operation == "vacuum"
+                 and number < v.detail.get("horizon", 0)
+                 and number not in v.detail.get("tagged", ())), None)
+
+
+def _readable(versions: dict[int, Version], v: Version) -> Version:
+    vac = vacuumed(list(versions.values()), v.version)
+    if vac is not None:
+        raise NotFound(f"version {v.version} was vacuumed (version {vac.version}, "
+                       f"{vac.created_at:%Y-%m-%d %H:%M} UTC): its files are gone. Versions "
+                       f"from {vac.detail['horizon']} on, and tagged ones, can be read "
+                       "(see `lake versions`)")
+    return v
 
 
 def _time(ref: str) -> datetime | None:
