@@ -62,8 +62,8 @@ never mentions is extra information, not a conflict. Heads about the requester r
 request (know, remember, mention, reveal, say, tell ...: "you do not remember your email") make
 no negation slot.
 
-Role rules (``roles``, ``order``): where order matters, a swap is a difference; see
-``lake.slot_roles``.
+Role rules (``roles``, ``order``, ``role_words``): where order matters, a swap is a difference;
+see ``lake.slot_roles``.
 
 ``Slots`` equality (``==``, ``hash``) is exact equality of the fields, stricter than ``compare``,
 which applies the tolerance and conflict rules above.
@@ -75,7 +75,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field, fields
 
-from .slot_roles import role_differences, roles_and_order
+from .slot_roles import role_differences, role_words, roles_and_order
 from .slot_words import (
     ACTIONS,
     COMMON_WORDS,
@@ -116,6 +116,7 @@ class Slots:
     negations: frozenset[tuple[str, str]] = frozenset()
     roles: frozenset[tuple[str, str]] = frozenset()
     order: frozenset[tuple[str, str, str]] = frozenset()
+    role_words: frozenset[tuple[str, str]] = frozenset()
     #: every word and value, lower-cased (names are looked up in it)
     words: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
     #: words and values outside any negation scope (for the negation rule)
@@ -136,7 +137,7 @@ _SET_FIELDS = {
     "user_ids": "user_id", "codes": "code", "dates": "date", "numbers": "number",
     "quoted": "quoted", "names": "name", "actions": "action", "comparatives": "comparative",
     "rankings": "ranking"}
-SLOT_TYPES = tuple(_SET_FIELDS) + ("counts", "negations", "roles", "order")
+SLOT_TYPES = tuple(_SET_FIELDS) + ("counts", "negations", "roles", "order", "role_words")
 
 # -- the scanner --------------------------------------------------------------------------
 
@@ -315,11 +316,13 @@ def extract(text: str) -> Slots:
                 sets["comparatives"].add(low)
         prev = low if kind == "word" else ""
 
-    roles, order = roles_and_order(toks, [_value(t) for t in toks])
+    vals = [_value(t) for t in toks]
+    roles, order = roles_and_order(toks, vals)
     return Slots(**{k: frozenset(v) for k, v in sets.items() if k != "rankings"},
                  rankings=frozenset(_rankings(toks)), counts=frozenset(counts),
                  negations=frozenset((h, "+-" if h in asserted else "-") for h in negated),
-                 roles=frozenset(roles), order=frozenset(order), words=frozenset(words),
+                 roles=frozenset(roles), order=frozenset(order),
+                 role_words=frozenset(role_words(toks, vals)), words=frozenset(words),
                  asserted=frozenset(asserted))
 
 

@@ -65,3 +65,41 @@ def test_runs_without_an_outcome_are_not_held_against_it(cache):
     b = cache.get_context("default", {"text": TASK})
     assert b["verdict"] == "similar" and "never succeeded" in b["reason"]
     assert [n["success"] for n in b["neighbors"]] == [None, None, False]
+
+
+REVERSED = [  # QA F-HIT: a successful run of the first text; the second reverses its roles
+    ("Move the user's line from plan P-100 to plan P-200 on 555-123-2002",
+     "Move the user's line from plan P-200 to plan P-100 on 555-123-2002", "'P-100' is to vs from"),
+    ("Transfer $50 from checking to savings for John Smith",
+     "Transfer $50 from savings to checking for John Smith", "'checking' is to vs from"),
+    ("Switch the user from the basic plan to the premium plan",
+     "Switch the user from the premium plan to the basic plan", "'basic' is to vs from"),
+    ("Enable roaming and disable mobile data on 555-123-2002",
+     "Disable roaming and enable mobile data on 555-123-2002", "'data' is enable vs disable"),
+    ("Exchange 2 blue T-shirts size M for size L in order #W1000002",
+     "Exchange 2 blue T-shirts size L for size M in order #W1000002", "'l' is from vs to"),
+]
+REWORDED = [  # the same roles in another order: still a hit
+    ("Switch the user from the basic plan to the premium plan",
+     "Switch the user to the premium plan from the basic plan"),
+    ("Enable roaming and disable mobile data on 555-123-2002",
+     "Disable mobile data and enable roaming on 555-123-2002"),
+]
+
+
+def test_a_task_with_its_roles_reversed_is_similar_not_hit(cache):
+    """The reversed task embeds at cosine ~0.99 and has the same slot values; the reason
+    names the swapped word and its role in the query vs in the run. A rewording that keeps
+    the roles stays a hit."""
+    tasks = [a for a, _, _ in REVERSED]
+    for i, task in enumerate(tasks):
+        cache.lake.ingest(_runs([True], task, prefix=f"t{i}-"))
+    cache.wait_indexed(cache.lake.ingest(_runs([True], OTHERS[0], prefix="o")).lsn)
+    for _, reversed_, role in REVERSED:
+        a = cache.get_context("default", {"text": reversed_, "k": 3})
+        assert a["neighbors"][0]["similarity"] >= 0.95, a["neighbors"][0]
+        assert a["verdict"] == "similar", (reversed_, a["reason"])
+        assert a["reason"] == f"slot 'role' differs: {role}", a["reason"]
+    for _, reworded in REWORDED:
+        a = cache.get_context("default", {"text": reworded, "k": 3})
+        assert a["verdict"] == "hit", (reworded, a["reason"])
