@@ -58,6 +58,9 @@ class Settings:
                                "half); 0: no per-tenant limit")
     stream_idle_ms: int = _s(60_000, "a client stream (StreamSteps) that sends no message for "
                              "this long is ended (UNAVAILABLE: reopen it and send again)")
+    keep_versions: str = _s("", "`lake serve` vacuums hourly, keeping the versions made "
+                            "within this age (7d, 36h) and tagged ones; empty: keeps every "
+                            "version (`lake vacuum` frees them by hand)")
     max_open_streams: int = _s(16, "health Watch and reflection streams open at once (they "
                                "need no token); more get RESOURCE_EXHAUSTED")
 

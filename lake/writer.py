@@ -176,6 +176,15 @@ class Writer:
             self._raise_if_failed()
 
     @property
+    def state(self) -> str:
+        """``ok``; ``waiting`` (a commit failed on a full or read-only disk: retried every
+        ``RESUME_S``, writes refused meanwhile); ``stopped`` (until the lake is reopened)."""
+        e = self._error
+        if e is None:
+            return "ok"
+        return "waiting" if disk_error(e, "", "") is not None else "stopped"
+
+    @property
     def lag(self) -> dict[str, int]:
         return {"submitted_lsn": self._submitted_lsn, "applied_lsn": self._applied_lsn,
                 "pending_steps": self._pending_steps}

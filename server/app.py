@@ -40,9 +40,11 @@ from lake.audit import AuditLog
 from lake.context import ContextService
 from lake.errors import Conflict, InvalidArgument
 from lake.tokens import Tokens
+from lake.vacuum import parse_age
 
 from .auth import Authenticator, AuthLayer
 from .errors import ErrorLayer, Layer, layered
+from .housekeeping import Housekeeper
 from .limits import Limiter, LimitLayer
 from .metrics import Metrics, MetricsLayer
 from .otlp import SERVICE_NAME as OTLP_SERVICE
@@ -170,6 +172,7 @@ class Server:
     otlp_port: int | None = None  # a second port for OTLP exporters (4317), if asked
     metrics: Metrics | None = None  # Prometheus metrics over HTTP, if asked
     metrics_port: int | None = None
+    housekeeper: Housekeeper | None = None  # writer health, the hourly vacuum
     _stopped: bool = False
     _warming: threading.Thread | None = None
 
@@ -219,6 +222,8 @@ class Server:
         if self._stopped:
             return
         self._stopped = True
+        if self.housekeeper is not None:  # before the shutdown's NOT_SERVING: it stays
+            self.housekeeper.stop()
 
         async def shut() -> None:
             await self.health.enter_graceful_shutdown()
@@ -253,6 +258,8 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     """Start serving ``lake`` (opened from ``settings`` and owned by the server if None)."""
     host = (host or settings.host).strip("[]")
     port = settings.port if port is None else port
+    if settings.keep_versions:
+        parse_age(settings.keep_versions)  # a bad age stops it before anything starts
     required = auth_required(settings.auth, host)
     owns = lake is None
     lake = lake or Lake.open(settings=settings)
@@ -311,6 +318,10 @@ def _start(settings: Settings, lake: Lake, host: str, port: int, required: bool,
         raise
     running = Server(rpc, lake, host, bound, required, audit, tokens, limiter,
                      health_servicer, owns, cache, otlp, metrics, metrics_port)
+    running.housekeeper = Housekeeper(
+        lake, lambda name, status: rpc.run(health_servicer.set(name, status)),
+        (*[n for n in SERVICE_NAMES if n.endswith(".IngestService")], OTLP_SERVICE),
+        settings.keep_versions).start()
     log.info(running.describe())  # `lake serve` prints it; a library user may log it
     return running
 
@@ -351,6 +362,9 @@ def _gauges(lake: Lake, cache: ContextService, limiter: Limiter,
                                         index["trajectories"]),
         "lake_version": ("the lake's latest version", lake.catalog.current().version),
         "lake_audit_pending": ("audit events buffered, not yet written", audit.pending),
+        "lake_writer_up": ("1: the lake takes writes; 0: its writer waits on a full or "
+                           "read-only disk, or stopped (see the log)",
+                           float(lake.writer is not None and lake.writer.state == "ok")),
     }
 
 

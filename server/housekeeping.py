@@ -1,0 +1,77 @@
+"""What a running server watches beside its calls: the writer's health (gRPC health says
+when the lake takes no writes) and, if ``keep_versions`` is set, the hourly vacuum."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from grpc_health.v1 import health_pb2
+
+from lake import Lake
+from lake.errors import LakeError
+from lake.vacuum import parse_age
+
+log = logging.getLogger(__name__)
+
+WATCH_S = 1.0  # how often the writer's state is looked at
+VACUUM_EVERY_S = 3600.0
+SERVING, NOT_SERVING = (health_pb2.HealthCheckResponse.SERVING,
+                        health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+class Housekeeper:
+    def __init__(self, lake: Lake, set_health: Callable[[str, int], None],
+                 write_services: tuple[str, ...], keep_versions: str):
+        """``set_health(service, status)``; ``write_services``: those that take writes."""
+        self.lake, self.set_health, self.write_services = lake, set_health, write_services
+        self.keep = parse_age(keep_versions) if keep_versions else None
+        self.state = "ok"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lake-housekeeping",
+                                        daemon=True)
+
+    def start(self) -> Housekeeper:
+        if self.lake.writer is not None:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        next_vacuum = time.monotonic() + VACUUM_EVERY_S
+        while not self._stop.wait(WATCH_S):
+            self.watch()
+            if self.keep is not None and time.monotonic() >= next_vacuum:
+                next_vacuum = time.monotonic() + VACUUM_EVERY_S
+                self.vacuum()
+
+    def watch(self) -> None:
+        """Health follows the writer: its write services NOT_SERVING while it waits on a
+        disk, and the whole server's too once it stopped (only a restart brings it back:
+        an orchestrator's health probe should restart it)."""
+        state = self.lake.writer.state if self.lake.writer is not None else "ok"
+        if state == self.state:
+            return
+        self.state = state
+        for name in self.write_services:
+            self.set_health(name, SERVING if state == "ok" else NOT_SERVING)
+        self.set_health("", NOT_SERVING if state == "stopped" else SERVING)
+        (log.warning if state == "ok" else log.error)(
+            "the lake's writer is %s: health of %s now %s", state,
+            ", ".join(self.write_services), "SERVING" if state == "ok" else "NOT_SERVING")
+
+    def vacuum(self) -> None:
+        try:
+            r = self.lake.vacuum(self.keep)
+        except LakeError as e:
+            log.error("the hourly vacuum failed: %s (it runs again in an hour)", e)
+            return
+        if r.unreadable:
+            log.info("vacuum: the files of %d versions older than %d removed (%d bytes)",
+                     len(r.unreadable), r.horizon, r.bytes_removed)
