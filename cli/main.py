@@ -287,6 +287,31 @@ def restore(settings: Settings, ref: str) -> None:
 
 @cli.command()
 @_common
+@click.argument("dest", type=click.Path())
+def backup(settings: Settings, dest: str) -> None:
+    """Copy the lake to DEST, a new directory, consistently, even while a server writes it
+    (a plain copy may not open). The copy is the lake as of the command's start; open it
+    with --data DEST.
+
+    \b
+    Example:
+      lake backup /backups/lake-2026-11-22
+    """
+    from pathlib import Path
+
+    from lake.backup import backup as copy_lake
+
+    if not settings.is_local:
+        raise click.UsageError(f"{settings.data} is not a local directory: copy its "
+                               "_versions.lance and _tags.lance first, then the rest (e.g. "
+                               "`aws s3 sync`), for a consistent copy")
+    copied = copy_lake(settings.local_root, Path(dest))
+    click.echo(f"copied {len(copied)} tables and files of {settings.data} to {dest}; open it "
+               f"with --data {dest}")
+
+
+@cli.command()
+@_common
 @click.option("--older-than", default="7d", show_default=True, metavar="AGE",
               help="Keep every version made within this (7d, 36h, 90m).")
 @click.option("--dry-run", is_flag=True, help="Say what would go; remove nothing.")

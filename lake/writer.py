@@ -458,6 +458,13 @@ def roll_back(store: TableStore, catalog: Catalog) -> list[str]:
     latest = catalog.latest() if store.exists("_versions") else None
     moved = _moved(store, latest)
     for name in moved:
+        pinned = latest.tables.get(name) if latest else None
+        if pinned is not None and pinned > store.version(name):
+            raise LakeError(
+                f"lake version {latest.version} pins table {name} at its version {pinned}, "
+                f"but the table holds versions up to {store.version(name)} only: the table is "
+                "older than the lake's catalog, as in a copy taken while the lake was written "
+                "(tables copied before the catalog). Copy a live lake with `lake backup DEST`")
         store.restore(name, latest.tables.get(name) if latest else None)
         log.warning("table %s was ahead of lake version %s (an interrupted commit): rolled "
                     "back; the log replays what was acknowledged", name,

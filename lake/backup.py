@@ -1,0 +1,50 @@
+"""A consistent copy of a local lake, taken while a server writes it.
+
+A lake version pins one Lance version of every data table, and Lance never changes a
+version's files once written (only a vacuum removes them). So the catalog (``_versions``,
+``_tags``) is copied first, then every table: each table copy holds at least the versions
+the copied catalog pins, and the copy reads as the lake was when its catalog was copied.
+Versions committed meanwhile may be in a table copy, half copied even; the copy's first
+writer rolls them back (``writer.roll_back``), as after an interrupted commit. A plain
+``cp -r`` may copy a table before the catalog that pins its next version.
+
+Not copied: the write-ahead log (``_wal``: its acknowledged, uncommitted writes are at most
+``flush_interval_ms`` old and stay in the source) and the lock files.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from .errors import AlreadyExists, InvalidArgument, NotFound
+
+FIRST = ("_versions.lance", "_tags.lance")
+SKIP = {"_wal", "_writer.lock"}
+
+
+def backup(root: Path, dest: Path, tick: Callable[[str], None] | None = None) -> list[str]:
+    """Copy the lake at ``root`` to the new directory ``dest``; returns what was copied."""
+    if not (root / "_versions.lance").is_dir():
+        raise NotFound(f"no lake at {root}: point --data / LAKE_DATA at one")
+    dest = dest.expanduser()
+    if dest.resolve().is_relative_to(root.resolve()):
+        raise InvalidArgument(f"{dest} is inside the lake {root}: back it up elsewhere",
+                              field="dest")
+    if dest.exists() and any(dest.iterdir()):
+        raise AlreadyExists(f"{dest} is not empty: give a new directory (a backup never "
+                            "writes over another)")
+    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    rest = sorted(p.name for p in root.iterdir() if p.name not in SKIP and p.name not in FIRST)
+    copied = []
+    for name in (*[n for n in FIRST if (root / n).exists()], *rest):
+        src = root / name
+        if tick is not None:
+            tick(name)
+        if src.is_dir():
+            shutil.copytree(src, dest / name, symlinks=True)
+        else:
+            shutil.copy2(src, dest / name)
+        copied.append(name)
+    return copied
