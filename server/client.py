@@ -6,7 +6,7 @@
         reply = lake.ingest_arrow([{"trajectory_id": "run-1", "task": "refund #12",
                                     "steps": [{"kind": "tool", "name": "refund"}],
                                     "outcome": {"success": True}}])
-        run = lake.get_trajectory("run-1", min_lsn=reply.lsn)   # read your own write
+        run = lake.get_trajectory("run-1")   # sees this client's writes (min_lsn: its lsn)
         page = lake.list_trajectories(agent="support-bot", status="failed")
 
 Rows come back shaped like the lake's tables (``lake/schema.py``): times are UTC
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -38,7 +39,7 @@ from proto.contextlake.v1 import lake_pb2_grpc as pb_grpc
 
 from . import checked, convert
 from .client_run import Run
-from .client_stream import Stream, not_resent, raise_after, step_message
+from .client_stream import Stream, not_resent, raise_after, reworded, step_message
 from .errors import from_rpc_error
 
 DEFAULT_PORT = 50051
@@ -85,6 +86,7 @@ class LakeClient:
         self.target = _target(target)
         self.timeout, self.max_message_bytes = timeout, max_message_bytes
         self.retry_s = retry_s  # how long idempotent calls ride out a restart or overload
+        self._lsn, self._lsn_lock = 0, threading.Lock()
         self._answered = False  # a server answered once: a failure to connect is a restart
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.channel = grpc.insecure_channel(self.target, options=[
@@ -126,6 +128,17 @@ class LakeClient:
                     "--max-message-bytes", field="request")
             raise err from e
 
+    @property
+    def lsn(self) -> int:
+        """The highest log position this client's writes returned: reads wait for it by
+        default (``min_lsn``), so they see this client's own writes."""
+        return self._lsn
+
+    def _wrote(self, lsn: int) -> int:
+        with self._lsn_lock:
+            self._lsn = max(self._lsn, lsn)
+        return lsn
+
     # -- ingest -------------------------------------------------------------------------------
     def ingest_arrow(self, data: pa.Table | pa.RecordBatch | list[dict[str, Any]]) -> IngestReply:
         """Send trajectories (interchange format, docs/format.md) as Arrow IPC.
@@ -157,7 +170,7 @@ class LakeClient:
                                  else at[offset + x.index], "field": x.field or None,
                                  "reason": x.reason, "trajectory_id": x.trajectory_id or None}
                                 for x in r.rejects]
-                out.lsn = max(out.lsn, r.lsn)
+                out.lsn = max(out.lsn, self._wrote(r.lsn))
         out.rejects.sort(key=lambda x: x["index"])
         return out
 
@@ -172,11 +185,13 @@ class LakeClient:
 
     # -- reading ------------------------------------------------------------------------------
     def get_trajectory(self, trajectory_id: str, *, as_of: int | str | None = None,
-                       full_payloads: bool = False, min_lsn: int = 0) -> dict[str, Any]:
-        """The trajectory row with ``steps``; ``min_lsn``: wait until that write is visible."""
-        r = self._retry(self.context.GetTrajectory, pb.GetTrajectoryRequest(
-            trajectory_id=trajectory_id, as_of=_ref(as_of), full_payloads=full_payloads,
-            min_lsn=min_lsn))
+                       full_payloads: bool = False, min_lsn: int | None = None
+                       ) -> dict[str, Any]:
+        """The trajectory row with ``steps``. ``min_lsn``: wait until writes through that log
+        position are visible; by default this client's last write (``lsn``), 0: no wait."""
+        r = self._read(self.context.GetTrajectory, pb.GetTrajectoryRequest(
+            trajectory_id=trajectory_id, as_of=_ref(as_of), full_payloads=full_payloads),
+            min_lsn)
         return convert.trajectory_from_pb(r.trajectory)
 
     def list_trajectories(self, *, agent: str = "", agent_version: str = "", model: str = "",
@@ -186,20 +201,36 @@ class LakeClient:
                           min_reward: float | None = None, tags: list[str] | None = None,
                           page_size: int = 0,
                           page_token: str = "", as_of: int | str | None = None,
-                          min_lsn: int = 0, include_retracted: bool = False) -> Page:
-        """One page of trajectory rows (without ``steps``), in trajectory_id order."""
+                          min_lsn: int | None = None, include_retracted: bool = False) -> Page:
+        """One page of trajectory rows (without ``steps``), in trajectory_id order.
+        ``min_lsn`` as in ``get_trajectory``: by default this client's last write."""
         flt = checked.message(pb.Filter, "filter.", agent=agent, agent_version=agent_version,
                               model=model, session_id=session_id, status=_statuses(status),
                               success=success, since_us=epoch_us(since, "since"),
                               until_us=epoch_us(until, "until"), min_reward=min_reward,
                               tags=tags or [])
-        r = self._retry(self.context.ListTrajectories, pb.ListTrajectoriesRequest(
+        r = self._read(self.context.ListTrajectories, pb.ListTrajectoriesRequest(
             filter=flt, page_size=page_size, page_token=page_token, as_of=_ref(as_of),
-            min_lsn=min_lsn, include_retracted=include_retracted))
+            include_retracted=include_retracted), min_lsn)
         rows = [convert.trajectory_from_pb(t) for t in r.trajectories]
         for row in rows:
             del row["steps"]  # a listing carries none: not an empty list of them
         return Page(rows, r.next_page_token, r.version)
+
+    def _read(self, method: Callable[..., Any], request: Any, min_lsn: int | None) -> Any:
+        """A read that waits for ``min_lsn`` (None: this client's last write); an error of
+        that wait says where the position came from."""
+        request.min_lsn = self._lsn if min_lsn is None else min_lsn
+        try:
+            return self._retry(method, request)
+        except LakeError as e:
+            if min_lsn is None and request.min_lsn and (
+                    e.field == "min_lsn" or "not committed" in e.message):
+                raise reworded(e, f"{e.message} (min_lsn {request.min_lsn} was this client's "
+                                  "last write, its lsn, waited for by default to read it: pass "
+                                  "min_lsn=0 to read what is committed now, without "
+                                  "waiting)") from e
+            raise
 
     def iter_trajectories(self, **filters: Any) -> Iterator[dict[str, Any]]:
         """Every trajectory matching the filters (all pages, one consistent version)."""
@@ -217,7 +248,8 @@ class LakeClient:
         tid = trajectory_id or f"run-{uuid.uuid4().hex}"
         fields.setdefault("started_at", datetime.now(UTC))
         msg = checked.trajectory({"trajectory_id": tid, "task": task, **fields})
-        self._retry(self.ingest.StartTrajectory, pb.StartTrajectoryRequest(trajectory=msg))
+        self._wrote(self._retry(self.ingest.StartTrajectory,
+                                pb.StartTrajectoryRequest(trajectory=msg)).lsn)
         return tid
 
     def append(self, trajectory_id: str, steps: list[dict[str, Any]]) -> IngestReply:
@@ -230,7 +262,8 @@ class LakeClient:
     def _append(self, steps: list[pb.Step], trajectory_id: str) -> IngestReply:
         r = self._retry(self.ingest.AppendSteps, pb.AppendStepsRequest(
             trajectory_id=trajectory_id, steps=steps))
-        return IngestReply(r.accepted, r.accepted, [_reject(x) for x in r.rejects], r.lsn)
+        return IngestReply(r.accepted, r.accepted, [_reject(x) for x in r.rejects],
+                           self._wrote(r.lsn))
 
     def stream(self, trajectory_id: str, steps: Iterable[dict[str, Any]],
                per_message: int = 1) -> IngestReply:
@@ -264,7 +297,8 @@ class LakeClient:
             if sent.error is not None:
                 e.add_note(f"the steps had also raised, after {sent.steps}: {sent.error!r}")
             raise
-        reply = IngestReply(r.accepted, r.accepted, [_reject(x) for x in r.rejects], r.lsn)
+        reply = IngestReply(r.accepted, r.accepted, [_reject(x) for x in r.rejects],
+                            self._wrote(r.lsn))
         if sent.error is not None:
             raise_after(sent, reply)
         return reply
@@ -279,7 +313,7 @@ class LakeClient:
             status=_statuses(status)[0] if status else 0, success=success, reward=reward,
             scores=scores or {},
             ended_at_us=epoch_us(datetime.now(UTC) if ended_at is None else ended_at, "ended_at")))
-        return r.lsn
+        return self._wrote(r.lsn)
 
     def trajectory(self, task: str, **fields: Any) -> Run:
         """``with client.trajectory(task, agent=...) as t: t.tool(...); t.finish(success=True)``"""
@@ -311,7 +345,9 @@ class LakeClient:
                     min_reward: float | None = None, tags: list[str] | None = None,
                     since_us: int | None = None, until_us: int | None = None,
                     min_lsn: int = 0) -> dict[str, Any]:
-        """Closest past trajectories, a verdict and the fused plan (docs/context.md)."""
+        """Closest past trajectories, a verdict and the fused plan (docs/context.md).
+        ``min_lsn`` is 0 unless given (an answer at once, from what is indexed): pass
+        ``client.lsn`` to wait until this client's writes are in it."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidArgument(f"k must be a whole number from 1 (the server's limit: "
                                   f"100), got {k!r:.40}", field="k")
@@ -339,7 +375,7 @@ class LakeClient:
         r = self._retry(self.context.ReportOutcome, checked.message(
             pb.ReportOutcomeRequest, context_id=context_id, used=used, success=success,
             reward=reward, trajectory_id=trajectory_id))
-        return ReportReply(r.stored, r.hit_threshold, r.lsn)
+        return ReportReply(r.stored, r.hit_threshold, self._wrote(r.lsn))
 
     def recluster(self) -> dict[str, Any]:
         r = self.call(self.admin.Recluster, pb.ReclusterRequest())

@@ -101,8 +101,15 @@ def raise_after(sent: Stream, reply: IngestReply) -> None:
 
 
 def not_resent(e: Unavailable | ResourceExhausted, sent: Stream) -> LakeError:
-    msg = (f"{e.message}; the stream was not sent again: its {sent.steps} steps took more "
-           f"than {STREAM_RESEND_BYTES:,} bytes, more than the client keeps to resend. Some "
-           "may have landed: stream them again (indexes make that harmless), in smaller streams")
-    return ResourceExhausted(msg, retry_after_s=e.retry_after_s) \
-        if isinstance(e, ResourceExhausted) else Unavailable(msg)
+    return reworded(e, f"{e.message}; the stream was not sent again: its {sent.steps} steps "
+                       f"took more than {STREAM_RESEND_BYTES:,} bytes, more than the client "
+                       "keeps to resend. Some may have landed: stream them again (indexes "
+                       "make that harmless), in smaller streams")
+
+
+def reworded(e: LakeError, message: str) -> LakeError:
+    """``e``'s class, field and retry hint with ``message``: what the client knows more."""
+    if isinstance(e, ResourceExhausted):
+        return ResourceExhausted(message, retry_after_s=e.retry_after_s, field=e.field,
+                                 location=e.location)
+    return type(e)(message, field=e.field, location=e.location)
