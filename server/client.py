@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 import uuid
@@ -32,7 +33,18 @@ from typing import Any
 import grpc
 import pyarrow as pa
 
-from lake.errors import InvalidArgument, LakeError, ResourceExhausted, Unavailable
+from lake.errors import (
+    AlreadyExists,
+    Conflict,
+    DeadlineExceeded,
+    InvalidArgument,
+    LakeError,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from lake.records import epoch_us
 from proto.contextlake.v1 import lake_pb2 as pb
 from proto.contextlake.v1 import lake_pb2_grpc as pb_grpc
@@ -41,6 +53,10 @@ from . import checked, convert
 from .client_run import Run
 from .client_stream import Stream, not_resent, raise_after, reworded, step_message
 from .errors import from_rpc_error
+
+__all__ = ["LakeClient", "Run", "IngestReply", "ReportReply", "Page", "LakeError",
+           "InvalidArgument", "NotFound", "AlreadyExists", "Conflict", "PermissionDenied",
+           "Unauthenticated", "ResourceExhausted", "Unavailable", "DeadlineExceeded"]
 
 DEFAULT_PORT = 50051
 Time = datetime | str | int | float  # a datetime, ISO 8601 text or epoch seconds, as in files
@@ -119,6 +135,12 @@ class LakeClient:
                     f"({e.details()}): send less per call, or create this client with the "
                     "server's max_message_bytes (ingest_arrow splits tables to fit it)",
                     field="request")
+            elif isinstance(err, DeadlineExceeded) and deadline:  # this client's own deadline
+                err = DeadlineExceeded(
+                    f"no answer within this client's timeout ({self.timeout:g} s; "
+                    f"{e.details()}): the call may still complete. Retry with a longer one, "
+                    "LakeClient(..., timeout=seconds) (calls carrying your ids are "
+                    "idempotent)")
             elif "sent message larger than max" in err.message.lower():  # nothing was sent:
                 err = InvalidArgument(  # no retry makes it fit
                     f"the request is larger than this client's max_message_bytes "
@@ -225,7 +247,8 @@ class LakeClient:
             return self._retry(method, request)
         except LakeError as e:
             if min_lsn is None and request.min_lsn and (
-                    e.field == "min_lsn" or "not committed" in e.message):
+                    e.field == "min_lsn" or "not committed" in e.message
+                    or isinstance(e, DeadlineExceeded)):
                 raise reworded(e, f"{e.message} (min_lsn {request.min_lsn} was this client's "
                                   "last write, its lsn, waited for by default to read it: pass "
                                   "min_lsn=0 to read what is committed now, without "
@@ -417,17 +440,38 @@ class LakeClient:
         self.close()
 
 
+_GRPC_SCHEMES = ("dns", "unix", "unix-abstract", "ipv4", "ipv6", "vsock")  # gRPC's names
+
+
 def _target(target: str) -> str:
     """``host:port`` for gRPC: ``http://`` (as OpenTelemetry endpoints are written) is
-    dropped, a missing port is the server's default (gRPC's own would be 443)."""
+    dropped, a missing port is the server's default (gRPC's own would be 443); gRPC's own
+    names (``dns:``, ``unix:``, ...) pass as they are. Anything else is refused here: no
+    server answers a malformed address, and no retry would make it answer."""
+    if not isinstance(target, str) or not target.strip():
+        raise InvalidArgument(f"must be host:port, e.g. 127.0.0.1:{DEFAULT_PORT}, got "
+                              f"{target!r:.80}", field="target")
     if target.startswith("https://"):
         raise InvalidArgument("this client speaks plaintext gRPC: give host:port (for TLS, "
                               "put the server behind a proxy and use gRPC's secure channel)",
                               field="target")
-    target = target.removeprefix("http://").rstrip("/")
-    if "://" not in target and not target.startswith("unix:") \
-            and ":" not in target.rpartition("]")[2]:
-        target = f"{target}:{DEFAULT_PORT}"
+    target = target.strip().removeprefix("http://").rstrip("/")
+    scheme = re.match(r"([a-z][a-z0-9+.-]*):", target)
+    if scheme and scheme[1] in _GRPC_SCHEMES:
+        return target
+    if "://" in target or "/" in target:
+        raise InvalidArgument(f"{target!r:.80} is not an address this client takes: give "
+                              f"host:port (e.g. 127.0.0.1:{DEFAULT_PORT}), optionally after "
+                              "http://, or a gRPC name (dns:, unix:, ipv4:, ipv6:)",
+                              field="target")
+    host, colon, port = target.rpartition(":") if ":" in target.rpartition("]")[2] \
+        else (target, "", "")
+    if not colon:
+        return f"{target}:{DEFAULT_PORT}"
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidArgument(f"{target!r:.80} is not host:port: the port must be a number "
+                              f"from 1 to 65535 (the server's default is {DEFAULT_PORT})",
+                              field="target")
     return target
 
 

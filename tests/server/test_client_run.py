@@ -1,12 +1,16 @@
-"""The client against a real server: reading a run right after finishing it."""
+"""The client against a real server: reading a run right after finishing it, and the
+errors it raises."""
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 
-from lake.errors import InvalidArgument, NotFound
+from lake.errors import ALL_ERRORS
 from server.app import serve
-from server.client import LakeClient
+from server.client import DeadlineExceeded, InvalidArgument, LakeClient, NotFound
 
 from .conftest import make_settings
 
@@ -34,3 +38,25 @@ def test_a_client_reads_its_own_writes_by_default(lake_dir):
             assert "this client's last write" in e.value.message
     finally:
         srv.stop(grace=1)
+
+
+def test_every_error_the_client_raises_comes_from_it_and_says_what_to_do(server):
+    """QA F-ERR: NotFound & co. were not importable from server.client; the client's own
+    deadline read as the server's fault; a malformed address was retried as unreachable."""
+    import server.client as client_module
+
+    assert all(getattr(client_module, cls.__name__) is cls for cls in ALL_ERRORS)
+    with socket.socket() as hung:  # a peer that takes the connection and never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()
+        with LakeClient(f"127.0.0.1:{hung.getsockname()[1]}", timeout=0.3) as c, \
+                pytest.raises(DeadlineExceeded, match=r"this client's timeout \(0.3 s") as e:
+            c.get_trajectory("nope")
+    assert "timeout=" in e.value.message
+    for target in ("grpc://127.0.0.1:50731", "127.0.0.1:notaport", "127.0.0.1:70000",
+                   "localhost:50051/path", ""):
+        t0 = time.monotonic()
+        with pytest.raises(InvalidArgument) as e:
+            LakeClient(target)
+        assert e.value.field == "target" and time.monotonic() - t0 < 0.5
+    assert LakeClient("dns:///localhost:50051").target == "dns:///localhost:50051"
