@@ -23,7 +23,8 @@ def describe(a: dict[str, Any]) -> str:
         out.append(f"plan ({p['support']} runs, {rate} success): {' > '.join(p['tools'])}"
                    + _cited(p))
     for p in a["fused"].get("pitfalls", [])[:3]:
-        out.append(f"pitfall: {p['tool']}{': ' + p['error'] if p['error'] else ''} "
+        what = "run error" if p.get("kind") == "error" else p["tool"]
+        out.append(f"pitfall: {what}{': ' + p['error'] if p['error'] else ''} "
                    f"(in {p['failed_runs']} failed, {p['successful_runs']} successful runs)"
                    + _cited(p))
     out.append(f"context_id: {a['context_id']}")

@@ -12,9 +12,15 @@ For each cluster of a tenant (one DuckDB pass over the steps of every member):
   plan;
 - ``tools``: per tool: calls, runs using it, the success rate of those runs, error rate,
   median latency and median cost;
-- ``pitfalls``: tools and tool errors frequent in failed runs and rare in successful ones
-  (``fail_share - success_share`` ≥ ``PITFALL_MIN_LIFT``), with their counts and
-  ``sources``: up to ``MAX_CITED`` of the failed runs that show it, most recent first;
+- ``pitfalls``: tools, tool errors and the runs' own errors frequent in failed runs and
+  rare in successful ones (``fail_share - success_share`` ≥ ``PITFALL_MIN_LIFT``), with
+  their ``kind`` (``tool``: calling it; ``tool_error``: its error; ``error``: an ``error``
+  step, e.g. the exception that ended a run, its type in ``error``, ``tool`` None), their
+  counts and ``sources``: up to ``MAX_CITED`` of the failed runs that show it, most recent
+  first. ``error`` is a pattern (``error_pattern``): numbers, ids, emails and quoted
+  values become ``<n>``, ``<email>``, ``'…'``, so an error about order #W1 and the same
+  about #W2 are one pitfall; ``examples``: each source's text. The client's own
+  ``steps_refused`` step is not a pitfall (it says what the lake refused, not the task);
 - ``expected``: median steps, tool calls, cost and tokens of the successful runs (of all
   runs when none succeeded);
 - ``runs`` / ``success_rate`` / ``sources``: how many runs back the numbers, and which.
@@ -36,7 +42,11 @@ MAX_CITED = 5  # trajectory ids cited per plan and per pitfall
 TOP_PITFALLS = 5
 PITFALL_MIN_LIFT = 0.2
 MAX_SOURCES = 20  # trajectory ids cited per cluster (the count is always given)
-ERROR_PREFIX = 80  # errors are grouped by their first characters
+ERROR_PREFIX = 80  # errors are grouped by the first characters of their pattern
+# an error's pattern (``error_pattern``), applied in order: RE2 (DuckDB's regexp_replace)
+ERROR_VALUES = ((r"(^|[^\w])'[^']*'", "\\1'…'"), (r'(^|[^\w])"[^"]*"', '\\1"…"'),
+                (r"[\w.+-]+@[\w-]+(\.[\w-]+)+", "<email>"),
+                (r"[\w@+-]*\d([\w.@+-]*\w)?", "<n>"))
 
 
 def wilson_low(successes: float, n: float, z: float = 1.96) -> float:
@@ -151,7 +161,7 @@ def pitfalls_for_query(pitfalls: list[dict], neighbors: list[dict]) -> list[dict
     """A cluster's pitfalls (in its ranking) for one query: first those on a tool the
     query's ``neighbors`` called (``neighbors_using``: how many did), so a refund's answer
     leads with refund tools' pitfalls, not the cancels' sharing its cluster."""
-    used: dict[str, int] = {}
+    used: dict[str | None, int] = {}
     for n in neighbors:
         for tool in set(n["tools"]):
             used[tool] = used.get(tool, 0) + 1
@@ -187,40 +197,68 @@ def _tools(con: duckdb.DuckDBPyConnection, out: dict[int, dict]) -> None:
                                       "p50_ms": p50, "p50_cost_usd": cost})
 
 
+def error_pattern(text: str) -> str:
+    """SQL: the pattern of the error text ``text`` (an SQL expression): ``ERROR_VALUES``
+    replaced, cut to ``ERROR_PREFIX`` characters."""
+    out = f"left({text}, {4 * ERROR_PREFIX})"
+    for find, put in ERROR_VALUES:
+        out = f"regexp_replace({out}, {_sql_text(find)}, {_sql_text(put)}, 'g')"
+    return f"left({out}, {ERROR_PREFIX})"
+
+
+def _sql_text(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+# an error step's text: its name (the client's: the exception type) and message
+_STEP_ERROR = """case when s.kind <> 'error' then s.error when s.error is null then s.name
+                      when s.name is null or starts_with(s.error, s.name) then s.error
+                      else s.name || ': ' || s.error end"""
+
+
 def _pitfalls(con: duckdb.DuckDBPyConnection, out: dict[int, dict]) -> None:
     rows = con.execute(f"""
-        with marks as (
-          select distinct s.trajectory_id, s.name as tool,
-                 case when s.error is not null then left(s.error, {ERROR_PREFIX}) end as error
-          from s where s.kind in ('tool', 'error')),
+        with texts as (
+          select s.trajectory_id, s.kind, s.name, {_STEP_ERROR} as error from s
+          where s.kind = 'tool' or (s.kind = 'error' and s.name is distinct from 'steps_refused')),
+        marks as (
+          select trajectory_id,
+                 case when kind = 'error' then 'error' when error is null then 'tool'
+                      else 'tool_error' end as kind,
+                 case when kind = 'tool' then name end as tool,
+                 {error_pattern("error")} as pattern,
+                 min(left(error, {ERROR_PREFIX})) as example
+          from texts group by all),
         runs as (
           select m.cluster_id, r.trajectory_id, r.success, r.started_at
           from m join r using (trajectory_id) where r.success is not null),
         totals as (
           select cluster_id, sum((not success)::int) as failed, sum(success::int) as ok
           from runs group by 1)
-        select u.cluster_id, k.tool, k.error,
+        select u.cluster_id, k.kind, k.tool, k.pattern,
                count(distinct case when not u.success then u.trajectory_id end) as in_failed,
                count(distinct case when u.success then u.trajectory_id end) as in_ok,
                t.failed, t.ok,
                (list(u.trajectory_id order by u.started_at desc nulls last, u.trajectory_id)
-                filter (where not u.success))[1:{MAX_CITED}] as sources
+                filter (where not u.success))[1:{MAX_CITED}] as sources,
+               (list(k.example order by u.started_at desc nulls last, u.trajectory_id)
+                filter (where not u.success))[1:{MAX_CITED}] as examples
         from marks k join runs u using (trajectory_id) join totals t using (cluster_id)
-        group by u.cluster_id, k.tool, k.error, t.failed, t.ok""").fetchall()
+        group by u.cluster_id, k.kind, k.tool, k.pattern, t.failed, t.ok""").fetchall()
     by: dict[int, list[dict]] = {}
-    for cid, tool, error, in_failed, in_ok, failed, ok, sources in rows:
+    for cid, kind, tool, pattern, in_failed, in_ok, failed, ok, sources, examples in rows:
         fail_share = in_failed / failed if failed else 0.0
         ok_share = in_ok / ok if ok else 0.0
         lift = fail_share - ok_share
         if failed and lift >= PITFALL_MIN_LIFT:
             by.setdefault(cid, []).append({
-                "tool": tool, "error": error, "failed_runs": in_failed,
+                "kind": kind, "tool": tool, "error": pattern, "failed_runs": in_failed,
                 "successful_runs": in_ok, "fail_share": round(fail_share, 4),
                 "success_share": round(ok_share, 4), "lift": round(lift, 4),
-                "sources": sources})
+                "sources": sources, "examples": examples})
     for cid, items in by.items():
         items.sort(key=lambda p: (-(p["error"] is not None), -p["lift"], -p["failed_runs"],
-                                  p["tool"] or "", p["error"] or ""))
+                                  p["kind"], p["tool"] or "", p["error"] or ""))
         if cid in out:
             out[cid]["pitfalls"] = items[:TOP_PITFALLS]
 

@@ -113,7 +113,7 @@ class FusedCache:
         c = stats.get(cluster, {})
         sources = keep(c.get("sources"))
         plans = [{**p, "sources": keep(p["sources"])} for p in c.get("plans", [])]
-        pitfalls = [{**p, "sources": keep(p["sources"])} for p in c.get("pitfalls", [])]
+        pitfalls = [_pitfall(p, keep(p["sources"])) for p in c.get("pitfalls", [])]
         got = self._served[(tenant, cluster)] = _Served(
             idx, stats, generation, now, until, sources, plans,
             {tuple(p["tools"]): i for i, p in enumerate(plans)}, pitfalls)
@@ -137,6 +137,19 @@ class FusedCache:
                 stats[cid]["label"] = _label(idx, vecs, cid, rows)
         self._stats[tenant] = (time.time(), self._changes, stats)
         return stats
+
+
+def _pitfall(p: dict, sources: list[str]) -> dict:
+    """A pitfall as served, citing ``sources`` (those of its own still servable), its
+    ``example`` the error text of the first of them (a retracted run's text is not shown)."""
+    text = dict(zip(p["sources"], p["examples"], strict=True))
+    out: dict = {}
+    for k, v in p.items():
+        if k == "error":
+            out.update(error=v, example=text[sources[0]] if sources else None)
+        elif k != "examples":
+            out[k] = v
+    return {**out, "sources": sources}
 
 
 def _label(idx: TenantIndex, vecs: np.ndarray, cid: int, rows: list[int]) -> str:

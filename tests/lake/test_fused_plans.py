@@ -107,7 +107,7 @@ def test_every_plan_and_pitfall_cites_runs_that_show_it(cache):
             assert 1 <= len(p["sources"]) <= p["failed_runs"]
             for s in p["sources"]:
                 assert outcome[s] is False and p["tool"] in tools[s]
-                assert p["error"] is None or (s, p["tool"], p["error"]) in errors
+            assert p["error"] is None or (p["sources"][0], p["tool"], p["example"]) in errors
     refused = [p for p in fused["pitfalls"] if p["error"]]
     assert refused and refused[0]["sources"] == ["refund1"]
     from lake.answer_text import describe  # the text answer names them too
@@ -136,11 +136,41 @@ def test_pitfalls_on_the_neighbours_tools_come_first(cache):
     from lake.fused import pitfalls_for_query
 
     pool = [{"tool": "cancel_pending_order", "error": "already shipped", "lift": 0.9},
-            {"tool": "ValueError", "error": "bad id", "lift": 0.5},
+            {"tool": None, "error": "ValueError: bad id", "lift": 0.5},
             {"tool": "return_delivered_order_items", "error": "not delivered", "lift": 0.4}]
     neighbors = [{"tools": REFUND}, {"tools": REFUND + ["get_order_details"]}, {"tools": []}]
     got = pitfalls_for_query(pool, neighbors)
     assert [(p["tool"], p["neighbors_using"]) for p in got] == [
-        ("return_delivered_order_items", 2), ("cancel_pending_order", 0), ("ValueError", 0)]
+        ("return_delivered_order_items", 2), ("cancel_pending_order", 0), (None, 0)]
     served = cache.get_context("default", {"text": REFUND_QUERY, "k": 5})["fused"]["pitfalls"]
     assert served and served[0]["tool"] in REFUND and served[0]["neighbors_using"] >= 1
+
+
+def _failing(tid: str, task: str, minute: int, last: dict) -> dict:
+    run = _run(tid, task, ["get_order_details"], False, minute)
+    run["steps"].append(last)
+    return run
+
+
+def test_pitfalls_group_one_error_about_different_ids_and_name_run_errors(cache):
+    task = "Refund order #W30000{} to the original card: return the delivered items"
+    tool = {"kind": "tool", "name": "return_delivered_order_items"}
+    runs = [_failing(f"bad{i}", task.format(i), 40 + i, {
+        **tool, "error": f"ValueError: order #W{oid} is not in a valid state"})
+        for i, oid in enumerate(("1781527", "9332820"))]
+    runs += [_failing(f"boom{i}", task.format(5 + i), 45 + i, {
+        "kind": "error", "name": "RuntimeError", "error": "LLM API timeout"}) for i in range(2)]
+    runs += [_failing("refused", task.format(8), 48, {
+        "kind": "error", "name": "steps_refused", "error": "1 refusal(s) when this run's "
+        "steps were sent: steps[3].duration_ms: must be >= 0"})]
+    assert not cache.lake.ingest(runs).rejected
+    got = cache.get_context("default", {"text": task.format(9), "k": 5})["fused"]["pitfalls"]
+    by = {(p["kind"], p["tool"], p["error"]): p for p in got}
+    state = by[("tool_error", "return_delivered_order_items",
+                "ValueError: order #<n> is not in a valid state")]
+    assert state["failed_runs"] == 2 and state["sources"] == ["bad1", "bad0"]
+    assert state["example"] == "ValueError: order #W9332820 is not in a valid state"
+    raised = by[("error", None, "RuntimeError: LLM API timeout")]
+    assert raised["failed_runs"] == 2 and raised["example"] == "RuntimeError: LLM API timeout"
+    assert not [p for p in got if "refused" in (p["error"] or "")]  # the client's, not the task's
+    assert all(p["tool"] is not None for p in got if p["kind"] != "error")
