@@ -20,8 +20,9 @@ def describe(a: dict[str, Any]) -> str:
                    f"{' > '.join(n['tools'][:6])}")
     for p in a["fused"].get("plans", [])[:1]:
         rate = "n/a" if p["success_rate"] is None else f"{p['success_rate']:.0%}"
-        out.append(f"plan ({p['support']} runs, {rate} success): {' > '.join(p['tools'])}"
-                   + _cited(p))
+        what = "plan to replay" if p.get("why") == "replay" else "plan"
+        out.append(f"{what} ({p['support']} runs, {rate} success): "
+                   f"{' > '.join(p['tools']) or '(no tool calls)'}" + _cited(p))
     for p in a["fused"].get("pitfalls", [])[:3]:
         what = "run error" if p.get("kind") == "error" else p["tool"]
         out.append(f"pitfall: {what}{': ' + p['error'] if p['error'] else ''} "

@@ -315,7 +315,8 @@ class ContextService:
         if qhash is not None:
             self._keep_a_success(idx, vec, qhash, q, neighbors, now)
         verdict = self._verdict(q, qhash, neighbors, threshold)
-        fused = self._fused_for(tenant, idx, cluster, now, neighbors, refresh)
+        fused = self._fused_for(tenant, idx, cluster, now, neighbors, verdict["verdict"],
+                                refresh)
         ctx_id = "ctx_" + uuid.uuid4().hex
         version = self.lake.catalog.current().version
         answer = {
@@ -407,12 +408,13 @@ class ContextService:
                 "label": stats.get("label")}
 
     def _fused_for(self, tenant: str, idx: TenantIndex, cluster: int | None, now: int,
-                   neighbors: list[dict], refresh: bool = True) -> dict[str, Any]:
-        """The cluster's fused context, its plans ranked for ``neighbors``. ``refresh=False``:
-        stale stats as they are (none: {}), not computed here."""
+                   neighbors: list[dict], verdict: str, refresh: bool = True) -> dict[str, Any]:
+        """The cluster's fused context, its plans ranked for ``neighbors`` and ``verdict``
+        (``FusedCache.for_cluster``). ``refresh=False``: stale stats as they are (none: {}),
+        not computed here."""
         if cluster is None:
             return {}
-        out = self.fused.for_cluster(tenant, idx, cluster, now, neighbors, refresh)
+        out = self.fused.for_cluster(tenant, idx, cluster, now, neighbors, verdict, refresh)
         out["feedback"] = self.feedback.stats(tenant, cluster)
         return out
 

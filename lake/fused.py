@@ -7,9 +7,9 @@ For each cluster of a tenant (one DuckDB pass over the steps of every member):
   them in the cluster (a plan seen once is not trusted over one seen ten times), and
   ``sources``: up to ``MAX_CITED`` runs that followed it, successful first (then unknown
   outcome, then failed), most recent first within each. ``PLAN_POOL`` are kept; a query is
-  served ``TOP_PLANS`` of them by ``for_query``: first the plans that worked for its own
-  neighbours, so a cluster that mixes refunds and cancels answers a refund with the refund
-  plan;
+  served ``TOP_PLANS`` plans by ``for_query``: on exact and hit the plan of the run to
+  replay first, then those that worked for its own neighbours (in the pool or not), so a
+  cluster that mixes refunds and cancels answers a refund with the refund plan;
 - ``tools``: per tool: calls, runs using it, the success rate of those runs, error rate,
   median latency and median cost;
 - ``pitfalls``: tools, tool errors and the runs' own errors frequent in failed runs and
@@ -31,6 +31,7 @@ Runs whose outcome is unknown count for support, never for success rates.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
@@ -119,42 +120,70 @@ def _plans(con: duckdb.DuckDBPyConnection, out: dict[int, dict]) -> None:
             out[cid]["plans"] = [{**p, "score": round(p["score"], 4)} for p in plans[:PLAN_POOL]]
 
 
-def for_query(plans: list[dict], index: dict[tuple[str, ...], int], neighbors: list[dict],
-              top: int = TOP_PLANS) -> list[dict]:
-    """The ``top`` plans of a cluster's pool (``plans``, in the cluster's ranking; ``index``:
-    a plan's position by its tools) for one query, whose ``neighbors`` are best first.
+# why a plan is served where it is (``for_query``), first to last
+REPLAY, SUCCEEDED, FOLLOWED, CLUSTER = ("replay", "neighbor_succeeded", "neighbor_followed",
+                                        "cluster_best")
 
-    A neighbour *followed* a plan when its tool sequence is the plan's. First the plans that
-    worked for a neighbour, the nearest such neighbour first; then those neighbours followed
-    without success, the nearest first; then the cluster's best. Each plan gets
-    ``neighbors_followed`` / ``neighbors_succeeded`` (how many of the neighbours returned
-    followed it / succeeded with it), and its ``sources`` start with the neighbours that
-    succeeded with it, nearest first. A few microseconds: it runs on every answer."""
-    followed: dict[int, int] = {}  # plan -> neighbours that followed it
-    nearest: dict[int, int] = {}  # plan -> position of the nearest of them
-    worked: dict[int, list[tuple[int, str]]] = {}  # plan -> (position, id) of those it worked for
+
+def for_query(plans: list[dict], index: dict[tuple[str, ...], int], neighbors: list[dict],
+              replay: bool = False, top: int = TOP_PLANS) -> list[dict]:
+    """The ``top`` plans for one query, from its cluster's pool (``plans``, in the cluster's
+    ranking; ``index``: a plan's position by its tools) and its ``neighbors`` (best first,
+    the one a verdict is about first). A few microseconds: it runs on every answer.
+
+    A neighbour *followed* a plan when its tool sequence is the plan's. In order, each
+    plan's ``why`` saying which rule put it there: ``replay`` (``replay``: the verdict is
+    exact or hit): the first neighbour's plan, the run to replay cited first; then
+    ``neighbor_succeeded``: plans that worked for a neighbour, the nearest such neighbour
+    first; ``neighbor_followed``: plans of the pool neighbours followed without success, the
+    nearest first; ``cluster_best``: the rest of the pool, by score. A plan of a neighbour
+    outside the pool (rare in the cluster, from another cluster, or newer than the stats) is
+    counted over the neighbours only (``counted``: ``neighbors``, else ``cluster``). Each
+    plan gets ``neighbors_followed`` / ``neighbors_succeeded``, and its ``sources`` start
+    with the run to replay, then the neighbours it worked for, nearest first."""
+    by: dict[int | tuple[str, ...], list[dict]] = {}  # plan (pool position or tools) ->
+    won: dict[int | tuple[str, ...], int] = {}  # its neighbours; the first it worked for
     for pos, n in enumerate(neighbors):
-        at = index.get(tuple(n["tools"]))
-        if at is not None:
-            followed[at] = followed.get(at, 0) + 1
-            nearest.setdefault(at, pos)
-            if n["success"] is True:
-                worked.setdefault(at, []).append((pos, n["trajectory_id"]))
+        tools = tuple(n["tools"])
+        at = index.get(tools)
+        key = tools if at is None else at
+        by.setdefault(key, []).append(n)
+        if n["success"] is True and key not in won:
+            won[key] = pos
+    first = next(iter(by)) if replay and by else None  # neighbour 0's plan comes first
     never = len(neighbors)
-    order = sorted(followed, key=lambda i: (worked[i][0][0] if i in worked else never,
-                                            nearest[i], i))[:top]
+    keys = [k for k in by if type(k) is int or k == first or (k and k in won)]  # nearest first
+    order = sorted(keys, key=lambda k: (k != first, won.get(k, never)))[:top]  # stable
     i = 0
     while len(order) < top and i < len(plans):
-        if i not in followed:
+        if i not in by:
             order.append(i)
         i += 1
-    out = []
-    for i in order:
-        p = plans[i]
-        ok = [tid for _, tid in worked.get(i, ())]
-        out.append({**p, "sources": _cite(ok, p["sources"]) if ok else p["sources"],
-                    "neighbors_followed": followed.get(i, 0), "neighbors_succeeded": len(ok)})
-    return out
+    return [_served(plans, key, by.get(key, ()), key == first) for key in order]
+
+
+def _served(plans: list[dict], key: int | tuple[str, ...], followers: Sequence[dict],
+            replayed: bool) -> dict:
+    """A plan as served: ``key`` its pool position, or its tools when it is not in the pool
+    (then counted over ``followers``, the neighbours that followed it, nearest first)."""
+    ok = [n["trajectory_id"] for n in followers if n["success"] is True]
+    cite = list(dict.fromkeys(([followers[0]["trajectory_id"]] if replayed else []) + ok))
+    why = REPLAY if replayed else SUCCEEDED if ok else FOLLOWED if followers else CLUSTER
+    seen = {"neighbors_followed": len(followers), "neighbors_succeeded": len(ok), "why": why}
+    if type(key) is int:
+        p = plans[key]
+        return {**p, "sources": _cite(cite, p["sources"]) if cite else p["sources"],
+                "counted": "cluster", **seen}
+    known = sum(n["success"] is not None for n in followers)
+    runs = sorted(followers, key=lambda n: _OUTCOME_RANK[n["success"]])  # stable: nearest first
+    return {"tools": list(key), "support": len(followers),
+            "success_rate": len(ok) / known if known else None,
+            "score": round(wilson_low(len(ok), known), 4),
+            "sources": _cite(cite, [n["trajectory_id"] for n in runs]),
+            "counted": "neighbors", **seen}
+
+
+_OUTCOME_RANK = {True: 0, None: 1, False: 2}
 
 
 def pitfalls_for_query(pitfalls: list[dict], neighbors: list[dict]) -> list[dict]:

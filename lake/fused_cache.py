@@ -5,9 +5,9 @@ query needs them and they are stale, that is when the tenant changed (``changed`
 retractions, a refit) and they are older than ``FUSED_TTL_S`` (or there are none). What is
 served of a cluster's stats follows the index as it is at the query: trajectories retracted
 or expired since the stats were computed are not cited (``_servable``), and its plans are
-ranked for the query's neighbours (``fused.for_query``: a cheap pass over the neighbours'
-tool sequences, no SQL), its pitfalls too (``fused.pitfalls_for_query``: those on tools the
-neighbours called first).
+ranked for the query's neighbours and verdict (``fused.for_query``: a cheap pass over the
+neighbours' tool sequences, no SQL), its pitfalls too (``fused.pitfalls_for_query``: those
+on tools the neighbours called first).
 """
 
 from __future__ import annotations
@@ -74,17 +74,19 @@ class FusedCache:
         return self._stats.get(tenant, (0.0, -1, {}))[2].get(cluster, {})
 
     def for_cluster(self, tenant: str, idx: TenantIndex, cluster: int, now: int,
-                    neighbors: list[dict], refresh: bool = True) -> dict[str, Any]:
-        """The cluster's fused context to serve ``now``, its plans ranked for the query's
-        ``neighbors``. ``refresh=False``: stale stats as they are (none: {}), not computed
-        here."""
+                    neighbors: list[dict], verdict: str,
+                    refresh: bool = True) -> dict[str, Any]:
+        """The cluster's fused context to serve ``now``, its plans and pitfalls ranked for
+        the query's ``neighbors`` and ``verdict`` (exact, hit: the first neighbour's plan
+        first). ``refresh=False``: stale stats as they are (none: {}), not computed here."""
         stats = self._stats.get(tenant, (0.0, -1, {}))[2]
         if refresh and self.stale(tenant):
             stats = self._compute(tenant, idx)
         served = self._servable(tenant, idx, stats, cluster, now)
         out = dict(stats.get(cluster, {}))
         out["sources"] = list(served.sources)
-        out["plans"] = fusedmod.for_query(served.plans, served.index, neighbors)
+        out["plans"] = fusedmod.for_query(served.plans, served.index, neighbors,
+                                          replay=verdict in ("exact", "hit"))
         out["pitfalls"] = fusedmod.pitfalls_for_query(served.pitfalls, neighbors)
         return out
 

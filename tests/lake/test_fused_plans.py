@@ -113,7 +113,7 @@ def test_every_plan_and_pitfall_cites_runs_that_show_it(cache):
     from lake.answer_text import describe  # the text answer names them too
 
     text = describe(cache.get_context("default", {"text": REFUND_QUERY, "k": 5}))
-    plan_line = next(line for line in text.splitlines() if line.startswith("plan ("))
+    plan_line = next(line for line in text.splitlines() if line.startswith("plan"))
     assert plan_line.endswith("; e.g. " + ", ".join(fused_sources(cache)[:2]))
     assert any(line.startswith("pitfall:") and "; e.g. " in line for line in text.splitlines())
 
@@ -144,6 +144,71 @@ def test_pitfalls_on_the_neighbours_tools_come_first(cache):
         ("return_delivered_order_items", 2), ("cancel_pending_order", 0), (None, 0)]
     served = cache.get_context("default", {"text": REFUND_QUERY, "k": 5})["fused"]["pitfalls"]
     assert served and served[0]["tool"] in REFUND and served[0]["neighbors_using"] >= 1
+
+
+def _plan_of(a: dict) -> tuple[list[str], str]:
+    p = a["fused"]["plans"][0]
+    return p["tools"], p["sources"][0]
+
+
+def test_exact_serves_the_plan_of_the_run_to_replay_even_outside_the_pool(cache, monkeypatch):
+    import lake.fused as fused
+
+    monkeypatch.setattr(fused, "PLAN_POOL", 1)  # the pool: the cancels' plan only
+    task = "Refund order #W2000005 to the original card: return the delivered items. I am Li."
+    own = ["get_order_details", "issue_store_credit"]
+    assert not cache.lake.ingest([_run("mine", task, own, True, 30)]).rejected
+    a = cache.get_context("default", {"text": task, "k": 5})
+    assert a["verdict"] == "exact" and a["neighbors"][0]["trajectory_id"] == "mine"
+    assert cache.fused.cluster("default", a["cluster"]["id"])["plans"][0]["tools"] == CANCEL
+    plan = a["fused"]["plans"][0]
+    assert (plan["tools"], plan["sources"], plan["why"]) == (own, ["mine"], "replay")
+    assert (plan["support"], plan["success_rate"], plan["counted"]) == (1, 1.0, "neighbors")
+    # the refunds' own plan (out of the pool too) worked for neighbours: it comes next
+    assert [p["why"] for p in a["fused"]["plans"]][1] == "neighbor_succeeded"
+    assert a["fused"]["plans"][1]["tools"] == REFUND
+    # a run newer than the fused stats (computed at most every few seconds) is replayed too
+    again = task.replace("W2000005", "W2000006")
+    assert not cache.lake.ingest([_run("newer", again, ["issue_gift_card"], True, 31)]).rejected
+    cache.wait_indexed(cache.lake.writer.lag["applied_lsn"] if cache.lake.writer else 0)
+    b = cache.get_context("default", {"text": again, "k": 5})
+    assert b["verdict"] == "exact" and _plan_of(b) == (["issue_gift_card"], "newer")
+
+
+def test_the_replayed_plan_cites_the_run_to_replay_first_when_its_outcome_is_unknown(cache):
+    from lake.fused import for_query
+
+    pool = [{"tools": CANCEL, "support": 5, "success_rate": 1.0, "score": 0.57,
+             "sources": ["cancel0", "cancel1"]},
+            {"tools": REFUND, "support": 3, "success_rate": 0.5, "score": 0.09,
+             "sources": ["refund0", "refund2", "refund1"]}]
+    index = {tuple(p["tools"]): i for i, p in enumerate(pool)}
+    near = [{"trajectory_id": "new", "tools": REFUND, "success": None},
+            {"trajectory_id": "cancel3", "tools": CANCEL, "success": True}]
+    got = for_query(pool, index, near, replay=True)
+    assert [(p["tools"], p["why"], p["sources"][0]) for p in got] == [
+        (REFUND, "replay", "new"), (CANCEL, "neighbor_succeeded", "cancel3")]
+    similar = for_query(pool, index, near, replay=False)  # adapt, not replay: what worked first
+    assert [(p["tools"], p["why"]) for p in similar] == [
+        (CANCEL, "neighbor_succeeded"), (REFUND, "neighbor_followed")]
+
+
+def test_plans_come_in_the_documented_order_the_pool_by_score(cache):
+    from lake.fused import for_query
+
+    pool = [{"tools": [f"t{i}"], "support": 9 - i, "success_rate": 1.0, "score": 0.9 - i / 10,
+             "sources": [f"r{i}"]} for i in range(6)]
+    index = {tuple(p["tools"]): i for i, p in enumerate(pool)}
+    near = [{"trajectory_id": "x", "tools": ["t4"], "success": False},
+            {"trajectory_id": "y", "tools": ["t5"], "success": True},
+            {"trajectory_id": "z", "tools": ["own"], "success": True},
+            {"trajectory_id": "w", "tools": ["gone"], "success": False}]  # failed, not pooled
+    got = for_query(pool, index, near, top=6)
+    assert [(p["tools"][0], p["why"]) for p in got] == [
+        ("t5", "neighbor_succeeded"), ("own", "neighbor_succeeded"), ("t4", "neighbor_followed"),
+        ("t0", "cluster_best"), ("t1", "cluster_best"), ("t2", "cluster_best")]
+    best = [p["score"] for p in got if p["why"] == "cluster_best"]
+    assert best == sorted(best, reverse=True)
 
 
 def _failing(tid: str, task: str, minute: int, last: dict) -> dict:
