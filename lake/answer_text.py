@@ -18,6 +18,8 @@ def describe(a: dict[str, Any]) -> str:
         ok = {True: "ok  ", False: "FAIL", None: "?   "}[n["success"]]
         out.append(f"  {n['similarity']:.3f} {ok} {n['trajectory_id']}  "
                    f"{' > '.join(n['tools'][:6])}")
+    if a["verdict"] == "miss":
+        out.append("no plan or pitfalls: nothing close enough was done before")
     for p in a["fused"].get("plans", [])[:1]:
         rate = "n/a" if p["success_rate"] is None else f"{p['success_rate']:.0%}"
         what = "plan to replay" if p.get("why") == "replay" else "plan"

@@ -7,7 +7,7 @@ served of a cluster's stats follows the index as it is at the query: trajectorie
 or expired since the stats were computed are not cited (``_servable``), and its plans are
 ranked for the query's neighbours and verdict (``fused.for_query``: a cheap pass over the
 neighbours' tool sequences, no SQL), its pitfalls too (``fused.pitfalls_for_query``: those
-on tools the neighbours called first).
+on tools the neighbours called first). A miss is served neither.
 """
 
 from __future__ import annotations
@@ -78,13 +78,17 @@ class FusedCache:
                     refresh: bool = True) -> dict[str, Any]:
         """The cluster's fused context to serve ``now``, its plans and pitfalls ranked for
         the query's ``neighbors`` and ``verdict`` (exact, hit: the first neighbour's plan
-        first). ``refresh=False``: stale stats as they are (none: {}), not computed here."""
+        first; miss: none, the cluster is not this kind of task). ``refresh=False``: stale
+        stats as they are (none: {}), not computed here."""
         stats = self._stats.get(tenant, (0.0, -1, {}))[2]
         if refresh and self.stale(tenant):
             stats = self._compute(tenant, idx)
         served = self._servable(tenant, idx, stats, cluster, now)
         out = dict(stats.get(cluster, {}))
         out["sources"] = list(served.sources)
+        if verdict == "miss":
+            out["plans"], out["pitfalls"] = [], []
+            return out
         out["plans"] = fusedmod.for_query(served.plans, served.index, neighbors,
                                           replay=verdict in ("exact", "hit"))
         out["pitfalls"] = fusedmod.pitfalls_for_query(served.pitfalls, neighbors)

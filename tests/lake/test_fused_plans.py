@@ -211,6 +211,15 @@ def test_plans_come_in_the_documented_order_the_pool_by_score(cache):
     assert best == sorted(best, reverse=True)
 
 
+def test_a_miss_serves_no_plans_or_pitfalls(cache):
+    from lake.answer_text import describe
+
+    a = cache.get_context("default", {"text": "zebra quartz violin nebula", "k": 5})
+    assert a["verdict"] == "miss" and a["cluster"] is not None
+    assert a["fused"]["plans"] == [] and a["fused"]["pitfalls"] == []
+    assert "no plan or pitfalls" in describe(a)
+
+
 def _failing(tid: str, task: str, minute: int, last: dict) -> dict:
     run = _run(tid, task, ["get_order_details"], False, minute)
     run["steps"].append(last)
