@@ -107,7 +107,8 @@ class LakeClient:
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.channel = grpc.insecure_channel(self.target, options=[
             ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes)])
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_reconnect_backoff_ms", 1000)])  # a server back is found in a second
         self.ingest = pb_grpc.IngestServiceStub(self.channel)
         self.context = pb_grpc.ContextServiceStub(self.channel)
         self.admin = pb_grpc.AdminServiceStub(self.channel)
@@ -282,9 +283,12 @@ class LakeClient:
         return self._append([step_message(s, f"steps[{i}]") for i, s in enumerate(steps)],
                             trajectory_id)
 
-    def _append(self, steps: list[pb.Step], trajectory_id: str) -> IngestReply:
-        r = self._retry(self.ingest.AppendSteps, pb.AppendStepsRequest(
-            trajectory_id=trajectory_id, steps=steps))
+    def _append(self, steps: list[pb.Step], trajectory_id: str,
+                retry: bool = True) -> IngestReply:
+        """``retry``: False makes one attempt (a ``Run``'s batch, sent again later)."""
+        request = pb.AppendStepsRequest(trajectory_id=trajectory_id, steps=steps)
+        r = self._retry(self.ingest.AppendSteps, request) if retry else \
+            self.call(self.ingest.AppendSteps, request)
         return IngestReply(r.accepted, r.accepted, [_reject(x) for x in r.rejects],
                            self._wrote(r.lsn))
 

@@ -242,27 +242,6 @@ def test_a_request_over_the_servers_limit_is_named_not_retried(lake_dir):
         srv.stop(0)
 
 
-def test_steps_refused_or_too_big_leave_a_trace_in_the_finished_run(server):
-    """finish() records the caller's outcome, and the run's last step names what the lake
-    refused or what could not be sent; a batch too big for a message goes a step at a time,
-    so only the step that cannot be sent is lost."""
-    with LakeClient(server.target, max_message_bytes=256 << 10) as c:
-        with pytest.raises(InvalidArgument) as e:
-            with c.trajectory("Export the orders table", trajectory_id="ck-refused") as t:
-                t.tool("count_rows", {"t": "orders"}, "12")
-                t.tool("dump_table", {"t": "orders"}, "Y" * (300 << 10))  # over a message
-                t.tool("notify", {"to": "ops"}, "sent", duration_ms=-3.0)  # the lake refuses
-                t.finish(success=True, reward=1.0)
-        assert "larger than this client's max_message_bytes" in str(e.value)
-        got = c.get_trajectory("ck-refused", min_lsn=c.stats()["submitted_lsn"])
-    assert (got["status"], got["success"]) == ("succeeded", True)
-    names = [(s["index"], s["name"]) for s in got["steps"]]
-    assert names == [(0, "count_rows"), (3, "steps_refused")]
-    last = got["steps"][-1]
-    assert last["kind"] == "error" and "2 refusal(s)" in last["error"]
-    assert "steps[1]: " in last["error"] and "steps[2].duration_ms" in last["error"]
-
-
 def test_retried_calls_keep_the_clients_timeout_and_a_stream_has_none(server):
     """6a94ec1 named the retry's own end time like the call's ``deadline`` flag: every
     retried call's first attempt went without a timeout (a hung server hung the agent)."""
