@@ -167,20 +167,24 @@ def _served(plans: list[dict], key: int | tuple[str, ...], followers: Sequence[d
     """A plan as served: ``key`` its pool position, or its tools when it is not in the pool
     (then counted over ``followers``, the neighbours that followed it, nearest first)."""
     ok = [n["trajectory_id"] for n in followers if n["success"] is True]
-    cite = list(dict.fromkeys(([followers[0]["trajectory_id"]] if replayed else []) + ok))
+    cite = ok
+    if replayed and (not ok or ok[0] != followers[0]["trajectory_id"]):
+        cite = [followers[0]["trajectory_id"], *ok]
     why = REPLAY if replayed else SUCCEEDED if ok else FOLLOWED if followers else CLUSTER
-    seen = {"neighbors_followed": len(followers), "neighbors_succeeded": len(ok), "why": why}
     if type(key) is int:
         p = plans[key]
         return {**p, "sources": _cite(cite, p["sources"]) if cite else p["sources"],
-                "counted": "cluster", **seen}
+                "counted": "cluster", "neighbors_followed": len(followers),
+                "neighbors_succeeded": len(ok), "why": why}
     known = sum(n["success"] is not None for n in followers)
-    runs = sorted(followers, key=lambda n: _OUTCOME_RANK[n["success"]])  # stable: nearest first
+    runs = followers if len(followers) == 1 else sorted(
+        followers, key=lambda n: _OUTCOME_RANK[n["success"]])  # stable: nearest first
     return {"tools": list(key), "support": len(followers),
             "success_rate": len(ok) / known if known else None,
             "score": round(wilson_low(len(ok), known), 4),
             "sources": _cite(cite, [n["trajectory_id"] for n in runs]),
-            "counted": "neighbors", **seen}
+            "counted": "neighbors", "neighbors_followed": len(followers),
+            "neighbors_succeeded": len(ok), "why": why}
 
 
 _OUTCOME_RANK = {True: 0, None: 1, False: 2}
