@@ -187,16 +187,19 @@ def _content(toks: list, k: int, step: int) -> str | None:
 
 
 def role_words(toks: list, vals: list[str | None]) -> set[tuple[str, str]]:
-    """``role_words`` of a scanned text (see the module docstring)."""
+    """``role_words`` of a scanned text (see the module docstring). One pass: linear."""
     out: set[tuple[str, str]] = set()
     preps: list[tuple[str, str]] = []  # this sentence's from/to phrases' words
+    verbs: set[str] = set()  # this sentence's exchange, replace and change verbs so far
+    values = {v for v in vals if v is not None}
     n = len(toks)
     for i, (kind, low, _) in enumerate(toks):
         if kind == "punct" and low in _SENTENCE_END:
-            _add_preps(out, preps, vals)
+            _add_preps(out, preps, values)
+            verbs.clear()
         if kind != "word":
             continue
-        if low in _CONNECTED and _after_verb(toks, i, _CONNECTED[low]):
+        if low in _CONNECTED and not verbs.isdisjoint(_CONNECTED[low]):
             out.update((w, "from") for w in _phrase(toks, vals, i - 1, -1))
             out.update((w, "to") for w in _phrase(toks, vals, i + 1, 1))
             if low in _PHRASE_PREP:  # a to-phrase of the sentence too
@@ -207,16 +210,18 @@ def role_words(toks: list, vals: list[str | None]) -> set[tuple[str, str]]:
             out.update((w, _POLE[low]) for w in _phrase(toks, vals, i + 1, 1))
         elif low in _PARTICLE_VERBS and i + 1 < n and toks[i + 1][1] in _PARTICLES:
             out.update((w, _PARTICLES[toks[i + 1][1]]) for w in _phrase(toks, vals, i + 2, 1))
-    _add_preps(out, preps, vals)
+        if low in _VERBS:
+            verbs.add(low)
+    _add_preps(out, preps, values)
     return out
 
 
 def _add_preps(out: set[tuple[str, str]], preps: list[tuple[str, str]],
-               vals: list[str | None]) -> None:
+               values: set[str]) -> None:
     """A sentence's from/to phrases: all their words if it has both a from and a to phrase
     (a move), else only their values ("to protect", "die from" are no move)."""
     if {r for _, r in preps} != {"from", "to"}:
-        preps[:] = [(w, r) for w, r in preps if w in vals]
+        preps[:] = [(w, r) for w, r in preps if w in values]
     out.update(preps)
     preps.clear()
 
@@ -237,17 +242,6 @@ def _phrase(toks: list, vals: list[str | None], start: int, step: int) -> list[s
         elif low not in _PHRASE_SKIP:
             break
     return out
-
-
-def _after_verb(toks: list, i: int, verbs: frozenset[str]) -> bool:
-    """One of ``verbs`` occurs before position i in the same sentence."""
-    for k in range(i - 1, -1, -1):
-        kind, low, _ = toks[k]
-        if kind == "punct" and low in _SENTENCE_END:
-            return False
-        if kind == "word" and low in verbs:
-            return True
-    return False
 
 
 def role_differences(a: Slots, b: Slots) -> list[str]:

@@ -6,6 +6,8 @@ are rewordings of one meaning that must stay equal.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from lake.slots import compare, extract
@@ -102,3 +104,11 @@ def test_a_word_with_both_roles_or_one_side_only_is_no_conflict():
     assert differs("move the plan from the basic plan to the premium plan",
                    "move the plan to the premium plan") == []
     assert differs("Enable roaming for data", "Enable data roaming") == []
+
+
+@pytest.mark.parametrize("text", ["to " * 10000, "exchange " + "for " * 10000,
+                                  "from a to b " * 3000, "turn on " * 5000])
+def test_role_words_take_linear_time(text):
+    t0 = time.perf_counter()
+    extract(text)
+    assert time.perf_counter() - t0 < 2.0
