@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -75,6 +76,7 @@ class Lake:
         self._connections_lock = threading.Lock()
         self._listeners: list[Callable[[Version, dict[str, list[dict]] | None], None]] = []
         self._retract_listeners: list[Callable[[str, list[str]], None]] = []
+        self.created = False  # this open made the lake (``open`` sets it)
         self.live = LiveRuns(store, self.flush)  # what live runs' patches are checked against
         self._listeners.append(lambda _, written: self.live.ids.committed(written))
         # SQL's column caches: keys name immutable Lance files, so entries never go stale
@@ -89,12 +91,14 @@ class Lake:
         settings = settings or Settings.load(data=data, **overrides)
         if data is not None and settings.data != data:
             settings = settings.replace(data=data)
+        if settings.is_local:
+            _check_root(settings.local_root, readonly)
         store = TableStore(settings.data)
         if readonly and not store.exists("_versions"):
             raise NotFound(f"no lake at {settings.data}: create one with `lake ingest FILE` "
                            "(or `make run` for the sample), or point --data / LAKE_DATA at it")
         catalog = Catalog(store)
-        writer = None
+        writer, created = None, False
         if not readonly:  # a reader never writes: it reads what the versions pin
             try:
                 wal = WriteAheadLog(settings.wal_path, settings.wal_segment_bytes,
@@ -111,6 +115,7 @@ class Lake:
                 writer.start()
                 if catalog.latest() is None:  # new, or killed before its first version
                     catalog.commit("create", wal.writer_id, writer.lag["applied_lsn"], {})
+                    created = True
                 elif changed:  # tables created or columns added by a newer schema
                     catalog.commit("migrate", wal.writer_id, writer.lag["applied_lsn"],
                                    {"tables": changed})
@@ -119,7 +124,9 @@ class Lake:
                 if isinstance(e, OSError):
                     raise _unwritable(e, settings) from e
                 raise
-        return cls(settings, store, catalog, writer)
+        lake = cls(settings, store, catalog, writer)
+        lake.created = created
+        return lake
 
     # -- writing ------------------------------------------------------------------------------
     def subscribe(self, listener: Callable[[Version, dict[str, list[dict]] | None], None]
@@ -520,3 +527,24 @@ def _damage_lost(wal: WriteAheadLog, applied: int) -> None:
                       "held them (applied up to %d): what they carried is lost; entries "
                       "after them are replayed. Re-send those writes if you can tell which",
                       max(first, applied + 1), last, seg, applied)
+
+
+def _check_root(root: Path, readonly: bool) -> None:
+    """A lake's local root is a directory, and a writer makes a new lake only in a new or
+    empty one (or one holding only a lake's entries): never among someone's files, as a
+    mistyped --data would."""
+    if root.exists() and not root.is_dir():
+        raise InvalidArgument(f"{root} is a file: --data / LAKE_DATA names the lake's directory",
+                              field="data")
+    if readonly or not root.is_dir() or (root / "_versions.lance").is_dir():
+        return
+    foreign = sorted(p.name for p in root.iterdir() if not p.name.startswith(".")
+                     and not p.name.endswith(".lance") and p.name not in _LAKE_ENTRIES)
+    if foreign:
+        raise InvalidArgument(
+            f"{root} holds no lake but other files ({', '.join(foreign[:3])}"
+            f"{', ...' if len(foreign) > 3 else ''}): point --data / LAKE_DATA at a lake, or "
+            "at a new or empty directory to create one there", field="data")
+
+
+_LAKE_ENTRIES = {"_wal", "quarantine", "_writer.lock"}  # beside the tables, in a lake's root

@@ -104,6 +104,9 @@ class Tokens:
     def at(cls, settings: Settings, actor: str = "lake") -> Tokens:
         """The token store of the lake at ``settings.data``, auditing as ``actor``. Works while
         a server runs (it writes the ``tokens`` table directly, not through the log)."""
+        if settings.is_local and not (settings.local_root / "_versions.lance").is_dir():
+            raise NotFound(f"no lake at {settings.data}: create it first (`lake init "
+                           "--no-sample`, or `lake serve`), or point --data / LAKE_DATA at it")
         store = TableStore(settings.data)
         return cls(store, audit=AuditLog(store), actor=actor)
 

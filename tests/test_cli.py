@@ -216,3 +216,33 @@ def test_every_command_has_help_with_an_example(cmd):
 
 def gzip_lines(path: Path) -> list[bytes]:
     return [x for x in gzip.decompress(path.read_bytes()).splitlines() if x.strip()]
+
+
+def test_serve_and_ingest_never_make_a_lake_among_other_files(tmp_path):
+    """A mistyped --data: a directory of someone's files is refused, a file too; a new
+    directory becomes a new lake, and `lake serve` says so."""
+    from lake import Lake
+    from lake.errors import InvalidArgument
+
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "notes.txt").write_text("mine")
+    with pytest.raises(InvalidArgument, match="holds no lake but other files .notes.txt."):
+        Lake.open(str(tmp_path / "home"))
+    assert sorted(p.name for p in (tmp_path / "home").iterdir()) == ["notes.txt"]
+    with pytest.raises(InvalidArgument, match="is a file"):
+        Lake.open(str(tmp_path / "home" / "notes.txt"))
+    p = lake("ingest", str(tmp_path / "home" / "notes.txt"), data=tmp_path / "home",
+             check=False)
+    assert p.returncode == 1 and "holds no lake but other files" in p.stderr
+    from ingest.sample import holds
+
+    with Lake.open(str(tmp_path / "new")) as lk:
+        assert lk.created and holds(lk).startswith("created a new, empty lake at ")
+    with Lake.open(str(tmp_path / "new")) as lk:
+        assert not lk.created and "holds 0 trajectories" in holds(lk)
+
+
+def test_token_commands_on_a_mistyped_data_dir_make_nothing(tmp_path):
+    p = lake("token", "create", "--agent", "bot", data=tmp_path / "typo", check=False)
+    assert p.returncode == 1 and "no lake at" in p.stderr and "lake init" in p.stderr
+    assert not (tmp_path / "typo").exists()

@@ -21,6 +21,9 @@ def load_if_empty(lake) -> str:  # type: ignore[no-untyped-def]
 
 def holds(lake) -> str:  # type: ignore[no-untyped-def]
     n, everyone = lake.count("trajectories"), _all_tenants(lake)
+    if lake.created and not everyone:
+        return (f"created a new, empty lake at {lake.settings.data} (no lake was there: if "
+                "you meant an existing one, stop and check --data / LAKE_DATA)")
     return (f"lake {lake.settings.data} holds {n} trajectories in tenant "
             f"{lake.settings.tenant!r}" + (f" ({everyone} in all tenants)" if everyone != n
                                            else ""))
