@@ -267,9 +267,12 @@ class ContextService:
         """New or updated trajectory rows were committed: index them (if loaded)."""
         with self._lock:
             idx = self._indexes.get(tenant)
-        if idx is None:
-            return
         trajectories = [t for t in trajectories if t["task"] != SPANS_PLACEHOLDER_TASK]
+        if idx is None:  # not loaded: embedded now all the same, so that its first query
+            if trajectories:  # reads their vectors instead of running the model on them all
+                self.embed_tasks([t["task_hash"] for t in trajectories],
+                                 [t["task"] for t in trajectories])
+            return
         tools = _tool_names(self.lake, tenant, [t["trajectory_id"] for t in trajectories])
         rows = [Row(t["trajectory_id"], t["task"], t["task_hash"], t["success"], t["reward"],
                     t["agent"], t["agent_version"], tuple(t["tags"] or ()), t["started_at"],

@@ -154,6 +154,9 @@ def auth_required(mode: str, host: str) -> bool:
     return mode == "on" or (mode == "auto" and not is_loopback(host))
 
 
+WARM_TENANTS = 8  # indexes loaded at start: the tenants holding the most trajectories
+
+
 @dataclass
 class Server:
     """A running server. ``stop()`` (or leaving ``with``) shuts it down gracefully."""
@@ -183,9 +186,10 @@ class Server:
         stored ids); ``on_ready`` gets a line saying they are loaded."""
         def run() -> None:
             t0 = time.monotonic()
+            first = tenant or self.lake.settings.tenant
             try:
                 self.lake.live.ids.warm()
-                idx = self.cache.index(tenant or self.lake.settings.tenant)
+                idx = self.cache.index(first)
                 self.cache.embedding.embed(["warm up"], persisted=False)
             except Exception:  # noqa: BLE001 - warming is best effort; queries still work
                 log.exception("warming the semantic cache failed; it will load on first use")
@@ -194,9 +198,23 @@ class Server:
                 on_ready(f"ready: embedding model and index ({len(idx.rows)} runs) loaded "
                          f"in {time.monotonic() - t0:.1f} s; text lookups now take "
                          "milliseconds")
+            for other in self._biggest_tenants(WARM_TENANTS):  # then the others' indexes
+                if other != first and not self._stopped:
+                    try:
+                        self.cache.index(other)
+                    except Exception:  # noqa: BLE001 - best effort, as above
+                        log.exception("warming tenant %r's index failed", other)
         t = self._warming = threading.Thread(target=run, name="lake-warm", daemon=True)
         t.start()
         return t
+
+    def _biggest_tenants(self, n: int) -> list[str]:
+        """The ``n`` tenants holding the most trajectories."""
+        if not self.lake.store.exists("trajectories"):
+            return []
+        return [t for t, in self.lake.sql(
+            "select tenant from trajectories group by 1 order by count(*) desc, 1 limit "
+            f"{int(n)}", all_tenants=True).fetchall()]
 
     @property
     def target(self) -> str:
