@@ -8,6 +8,8 @@ keyword arguments (the CLI's flags).
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -81,6 +83,7 @@ class Settings:
             key = f"LAKE_{f.name.upper()}"
             if key in env:
                 values[f.name] = env[key]
+        _unknown_env(env, {f"LAKE_{f.name.upper()}" for f in fields(cls)})
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_mapping(values)
 
@@ -103,8 +106,8 @@ class Settings:
         for name, low in _MINIMUMS.items():
             if getattr(self, name) < low:
                 raise InvalidArgument(f"setting {name}={getattr(self, name)} is below its "
-                                      f"minimum {low}; set LAKE_{name.upper()} or the flag to "
-                                      f"at least {low}", field=name)
+                                      f"minimum {low}; set LAKE_{name.upper()} (or {name} in "
+                                      f"the config file) to at least {low}", field=name)
         if not self.tenant:
             raise InvalidArgument("setting tenant is empty; name a tenant", field="tenant")
         if self.auth not in AUTH_MODES:
@@ -129,7 +132,8 @@ class Settings:
         if not self.is_local:
             raise InvalidArgument(
                 f"the lake root {self.data} is not a local directory, so the write-ahead log "
-                "needs a local disk: set LAKE_WAL_DIR (or --wal-dir) to a local directory")
+                "needs a local disk: set LAKE_WAL_DIR (or wal_dir in lake.toml) to a local "
+                "directory")
         return self.local_root / "_wal"
 
     @property
@@ -143,3 +147,18 @@ class Settings:
         """(name, env var, default, help) for every setting: docs and `lake config`."""
         return [(f.name, f"LAKE_{f.name.upper()}", f.default, f.metadata["help"])
                 for f in fields(cls)]
+
+
+_OTHER_ENV = {"LAKE_CONFIG", "LAKE_TOKEN", "LAKE_DEBUG"}  # read elsewhere, not settings
+_warned: set[str] = set()
+
+
+def _unknown_env(env: Mapping[str, str], known: set[str]) -> None:
+    """A mistyped variable (LAKE_PROT) would be ignored without a word: say so, once."""
+    for key in sorted(k for k in env if k.startswith("LAKE_") and k not in known
+                      and k not in _OTHER_ENV and k not in _warned):
+        _warned.add(key)
+        near = difflib.get_close_matches(key, sorted(known | _OTHER_ENV), n=1)
+        logging.getLogger(__name__).warning(
+            "environment variable %s is no setting of the lake and is ignored%s (`lake "
+            "config` lists them)", key, f": did you mean {near[0]}?" if near else "")

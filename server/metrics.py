@@ -4,10 +4,12 @@ serves them at ``http://HOST:9464/metrics``.
 - ``lake_rpc_calls_total{method, code}``: finished calls by status code (``OK``,
   ``INVALID_ARGUMENT``, ``RESOURCE_EXHAUSTED``, ...), counted by a layer just inside the
   error layer, so refused calls (auth, overload) count too;
-- ``lake_rpc_seconds{method}``: call latency in the server (a histogram);
+- ``lake_rpc_duration_seconds{method}``: call latency in the server (a histogram);
 - read at each scrape, from the parts themselves: calls in flight, the write path's log
   positions (submitted, applied: their gap is the commit lag) and pending steps, the
-  semantic cache's index lag, the lake's version, audit events not yet written.
+  semantic cache's index lag, the lake's version, audit events not yet written, whether
+  the writer takes writes (``lake_writer_up``);
+- ``process_*``: the process's resident memory, CPU seconds, open files (prometheus_client).
 
 Each server has a registry of its own (several servers may run in one process: tests).
 """
@@ -20,7 +22,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -34,8 +42,9 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.calls = Counter("lake_rpc_calls", "Finished RPCs by method and status code",
                              ["method", "code"], registry=self.registry)
-        self.seconds = Histogram("lake_rpc_seconds", "RPC latency in the server, seconds",
-                                 ["method"], buckets=BUCKETS, registry=self.registry)
+        self.seconds = Histogram("lake_rpc_duration_seconds", "RPC latency in the server, "
+                                 "seconds", ["method"], buckets=BUCKETS, registry=self.registry)
+        ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, cpu, fds
         self._http: Any = None
 
     def watch(self, gauges: Callable[[], dict[str, tuple[str, float]]]) -> None:

@@ -246,3 +246,9 @@ def test_token_commands_on_a_mistyped_data_dir_make_nothing(tmp_path):
     p = lake("token", "create", "--agent", "bot", data=tmp_path / "typo", check=False)
     assert p.returncode == 1 and "no lake at" in p.stderr and "lake init" in p.stderr
     assert not (tmp_path / "typo").exists()
+
+
+def test_a_mistyped_setting_variable_is_named_not_ignored_silently(tmp_path):
+    p = lake("config", data=tmp_path / "lake", env={"LAKE_PROT": "5"})
+    assert "LAKE_PROT is no setting of the lake and is ignored: did you mean LAKE_PORT?" \
+        in p.stderr

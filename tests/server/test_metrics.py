@@ -36,11 +36,13 @@ def test_calls_codes_latency_and_lag_are_scraped(lake_dir):
         assert calls[(("code", "OK"), ("method", "IngestArrow"))] == 1
         assert calls[(("code", "NOT_FOUND"), ("method", "GetTrajectory"))] == 1
         assert calls[(("code", "INVALID_ARGUMENT"), ("method", "GetContext"))] == 1
-        assert m[("lake_rpc_seconds_count", (("method", "IngestArrow"),))] == 1
+        assert m[("lake_rpc_duration_seconds_count", (("method", "IngestArrow"),))] == 1
         assert m[("lake_log_applied_lsn", ())] >= lsn == m[("lake_log_submitted_lsn", ())]
         assert m[("lake_version", ())] == srv.lake.version().version
         assert {"lake_rpc_inflight", "lake_pending_steps", "lake_index_lag_trajectories",
-                "lake_audit_pending"} <= {k[0] for k in m}
+                "lake_audit_pending", "lake_writer_up", "process_resident_memory_bytes",
+                "process_open_fds"} <= {k[0] for k in m}
+        assert m[("lake_writer_up", ())] == 1 and m[("process_resident_memory_bytes", ())] > 0
         port = srv.metrics_port
     with pytest.raises(OSError):  # stopped with the server
         scrape(port)
