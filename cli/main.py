@@ -506,8 +506,16 @@ def token_revoke(settings: Settings, token_id: str) -> None:
     Example:
       lake token revoke 3f9a0c1b2d4e
     """
+    from datetime import UTC, datetime
+
+    started = datetime.now(UTC)
     info = _tokens(settings).revoke(token_id)
-    click.echo(f"revoked token {info.token_id} (tenant {info.tenant!r}, agent {info.agent!r})")
+    who = f"(tenant {info.tenant!r}, agent {info.agent!r})"
+    if info.revoked_at is not None and info.revoked_at < started:
+        click.echo(f"token {info.token_id} {who} was already revoked, at "
+                   f"{info.revoked_at:%Y-%m-%d %H:%M:%S} UTC: nothing to do")
+        return
+    click.echo(f"revoked token {info.token_id} {who}")
 
 
 @token.command("list")

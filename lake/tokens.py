@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
@@ -201,7 +201,12 @@ class Tokens:
 
 def _info(row: dict[str, Any]) -> TokenInfo:
     return TokenInfo(row["token_id"], row["tenant"], row["agent"], tuple(row["scopes"]),
-                     row["created_at"], row["revoked_at"])
+                     _time(row["created_at"]), _time(row["revoked_at"]))
+
+
+def _time(t: Any) -> Any:
+    """A time as the table reads it back (a written row holds epoch microseconds)."""
+    return datetime.fromtimestamp(t / 1e6, UTC) if isinstance(t, int) else t
 
 
 def _refused(message: str, row: dict[str, Any] | None, token_id: str, *,

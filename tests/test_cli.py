@@ -252,3 +252,14 @@ def test_a_mistyped_setting_variable_is_named_not_ignored_silently(tmp_path):
     p = lake("config", data=tmp_path / "lake", env={"LAKE_PROT": "5"})
     assert "LAKE_PROT is no setting of the lake and is ignored: did you mean LAKE_PORT?" \
         in p.stderr
+
+
+def test_token_times_read_alike_and_a_second_revoke_says_so(tmp_path):
+    data = tmp_path / "lake"
+    lake("init", "--no-sample", data=data)
+    made = json.loads(lake("token", "create", "--agent", "bot", "--json", data=data).stdout)
+    listed = json.loads(lake("token", "list", "--json", data=data).stdout)
+    assert made["created_at"] == listed[0]["created_at"] and isinstance(made["created_at"], str)
+    first = lake("token", "revoke", made["token_id"], data=data).stdout
+    again = lake("token", "revoke", made["token_id"], data=data).stdout
+    assert first.startswith("revoked token") and "was already revoked, at" in again
