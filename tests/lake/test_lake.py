@@ -158,7 +158,8 @@ def test_a_table_a_killed_process_was_creating_is_created_again(tmp_path, dev_re
 def test_second_writer_gets_a_clear_conflict(lake, lake_dir):
     from lake.errors import Conflict
 
-    with pytest.raises(Conflict, match="in use by another process.*lake ingest PATH --server HOST:PORT"):
+    with pytest.raises(Conflict, match="in use by another process.*lake ingest PATH "
+                                       "--server HOST:PORT"):
         Lake.open(str(lake_dir))
 
 

@@ -39,7 +39,7 @@ def test_serve_says_where_and_how_and_stops_gracefully_on_sigterm(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**_env(), "LAKE_FLUSH_INTERVAL_MS": "60000"})
     try:  # the lake as it is: no demo sample without --sample
-        assert "holds 0 trajectories in tenant 'default'" in proc.stdout.readline()
+        assert "created a new, empty lake at " in proc.stdout.readline()  # and says so
         line = proc.stdout.readline()
         m = re.search(r"on 127\.0\.0\.1:(\d+); auth OFF \(loopback\)", line)
         assert m, line + proc.stderr.read() if proc.poll() is not None else line
