@@ -130,16 +130,25 @@ def recluster(settings: Settings, as_json: bool) -> None:
 @_common
 @click.argument("ids", nargs=-1, required=True)
 @click.option("--reason", required=True, help="Why (kept with the trajectory, for audit).")
-def retract(settings: Settings, ids: tuple[str, ...], reason: str) -> None:
-    """Never serve these trajectories again (they stay in the lake, for audit).
+@click.option("--purge", is_flag=True,
+              help="Also remove their content now (task text, meta, steps, payloads only they "
+                   "use); older versions keep it until `lake vacuum`.")
+def retract(settings: Settings, ids: tuple[str, ...], reason: str, purge: bool) -> None:
+    """Never serve these trajectories again (they stay in the lake, for audit; --purge
+    removes their content too).
 
     \b
     Example:
-      lake retract run-42 run-43 --reason "leaked a customer's card number"
+      lake retract run-42 run-43 --reason "leaked a customer's card number" --purge
+      lake vacuum --older-than 0   # and the versions that still hold it
     """
     with _service(settings) as cs, audited(cs.lake.store, settings.tenant, "retract",
                                            f"trajectories {','.join(ids)}"[:500],
-                                           reason=reason) as d:
-        res = cs.retract(settings.tenant, list(ids), reason)
+                                           reason=reason, purge=purge) as d:
+        res = cs.retract(settings.tenant, list(ids), reason, purge=purge)
         d["retracted"] = res["retracted"]
+    if purge:
+        click.echo(f"purged {res['retracted']} trajectories: their content is gone from the "
+                   "current version; `lake vacuum` removes the older versions that hold it")
+        return
     click.echo(f"retracted {res['retracted']} trajectories")

@@ -487,8 +487,9 @@ class ContextService:
         return {"context_id": context_id, "stored": stored,
                 "hit_threshold": self.threshold(tenant, ctx["cluster_id"])}
 
-    def retract(self, tenant: str, ids: list[str], reason: str) -> dict[str, Any]:
-        return {"retracted": self.lake.retract(ids, reason, tenant=tenant)}
+    def retract(self, tenant: str, ids: list[str], reason: str, *,
+                purge: bool = False) -> dict[str, Any]:
+        return {"retracted": self.lake.retract(ids, reason, tenant=tenant, purge=purge)}
 
     def _retracted(self, tenant: str, ids: list[str]) -> None:
         """``lake.retract`` (whoever called it) retracted these: never serve them again."""

@@ -26,6 +26,7 @@ from .arrow_values import with_numbers
 from .errors import InvalidArgument, LakeError, NotFound, disk_error
 from .live import LiveRuns
 from .patches import Patch, parse, steps_patch
+from .purge import is_purged, purge_rows
 from .query import run
 from .records import Context, Record, normalize, normalize_line, now_us
 from .schema import ALL_TABLES, DATA_TABLES, TRAJECTORIES
@@ -426,10 +427,12 @@ class Lake:
             return self.catalog.commit(operation, writer.wal.writer_id, writer.lag["applied_lsn"],
                                        {"tenant": tenant, **detail}).version
 
-    def retract(self, ids: list[str], reason: str, *, tenant: str | None = None) -> int:
+    def retract(self, ids: list[str], reason: str, *, tenant: str | None = None,
+                purge: bool = False) -> int:
         """Mark trajectories retracted: never served again, kept (and visible to SQL) for audit.
-        Returns how many were newly retracted: one retracted already keeps its first time and
-        reason, and a call that retracts nothing new makes no version (a retry is a no-op)."""
+        Returns how many were newly retracted (``purge``: purged): one retracted already keeps
+        its first time and reason, and a call that changes nothing makes no version (a retry
+        is a no-op). ``purge`` also removes their content (``lake/purge.py``)."""
         tenant = tenant or self.settings.tenant
         if not reason or not reason.strip():
             raise InvalidArgument("a retraction needs a reason: say why (`lake retract "
@@ -443,16 +446,25 @@ class Lake:
             if missing:
                 raise NotFound(f"no trajectory {', '.join(missing[:5])} in tenant {tenant!r}; "
                                "nothing was retracted (check the ids with `lake sql`)")
-            rows = [r for r in rows if r["retracted_at"] is None]
+            rows = [r for r in rows if r["retracted_at"] is None or purge and not is_purged(r)]
             if not rows:
                 return 0
             at = now_us()
             for r in rows:
-                r["retracted_at"], r["retract_reason"] = at, reason
-            self.store.upsert("trajectories", ["tenant", "trajectory_id"],
-                              pa.Table.from_pylist(rows, schema=TRAJECTORIES))
+                if r["retracted_at"] is None:
+                    r["retracted_at"], r["retract_reason"] = at, reason
+            if purge:
+                purge_rows(self.store, tenant, rows)
+            else:
+                self.store.upsert("trajectories", ["tenant", "trajectory_id"],
+                                  pa.Table.from_pylist(rows, schema=TRAJECTORIES))
             self.catalog.commit("retract", writer.wal.writer_id, writer.lag["applied_lsn"],
-                                {"tenant": tenant, "trajectories": len(rows), "reason": reason})
+                                {"tenant": tenant, "trajectories": len(rows), "reason": reason,
+                                 **({"purged": len(rows)} if purge else {})})
+        if purge:  # a live run purged takes nothing more (``LiveRuns._recall``)
+            self.live.forget([(tenant, r["trajectory_id"]) for r in rows])
+            writer.wal.roll()  # the applied segments, which hold what was ingested, go
+            writer.wal.truncate(writer.lag["applied_lsn"])
         for listener in self._retract_listeners:
             listener(tenant, [r["trajectory_id"] for r in rows])
         return len(rows)

@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from .errors import Conflict, InvalidArgument, NotFound
 from .patches import SPANS_PLACEHOLDER_TASK, Patch
+from .purge import is_purged
 from .tables import TableStore
 
 OUTCOME = ("status", "success", "reward", "scores")  # what a finish sets, for good
@@ -85,6 +86,12 @@ class LiveRuns:
         self._stepped.clear()
         self._digests = 0
         self.ids.reset()
+
+    def forget(self, keys: list[Key]) -> None:
+        """Forget these runs (purged): their next patch recalls them from the table."""
+        with self._mutex:
+            for key in keys:
+                self._forget_steps(key, self._runs.pop(key, None))
 
     # -- before logging ---------------------------------------------------------------------
     def check(self, patch: Patch, tenant: str) -> None:
@@ -174,7 +181,11 @@ class LiveRuns:
         """The stored run's start, starter and outcome (``NotFound`` if ``must_exist``)."""
         if not must_exist and not self.ids.maybe(key):
             return None
-        row = self._stored(key, ["started_at", "task", "agent", *OUTCOME])
+        row = self._stored(key, ["started_at", "task", "agent", "retract_reason", *OUTCOME])
+        if row is not None and is_purged(row):
+            raise Conflict(f"trajectory {key[1]!r:.200} was purged ({row['retract_reason']!r:.200}"
+                           "): it takes no more starts, steps or finish; send the run under a "
+                           "new trajectory_id", field="trajectory_id")
         if row is None:
             if must_exist:
                 raise NotFound(f"trajectory {key[1]!r:.200} was not started: call "

@@ -120,8 +120,14 @@ class TableStore:
         elif version != self.version(name):
             self.dataset(name, version).restore()
 
-    def compact(self, name: str) -> None:
-        self.dataset(name).optimize.compact_files()
+    def compact(self, name: str, *, every_deletion: bool = False) -> None:
+        """``every_deletion``: rewrite every fragment with a deleted row, however few (a
+        purge: deleted rows stay in their data files until then)."""
+        if every_deletion:
+            self.dataset(name).optimize.compact_files(materialize_deletions=True,
+                                                      materialize_deletions_threshold=0.0)
+        else:
+            self.dataset(name).optimize.compact_files()
 
     def index_keys(self, name: str, column: str) -> bool:
         """Keep a BTREE index on ``column``: created once the table holds ``INDEX_MIN_ROWS``

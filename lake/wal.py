@@ -191,6 +191,20 @@ class WriteAheadLog:
         self._segments.append(seg)
         return self._out
 
+    def roll(self) -> None:
+        """Start a new segment now: the current one is deleted by the next ``truncate``
+        past its entries (a purge: applied entries hold what was ingested)."""
+        with self._mutex:
+            if self._out is not None:
+                self._out.close()
+                self._out = None
+            seg = self.path / f"{self.last_lsn + 1:020d}.wal"
+            if self._segments and self._segments[-1] == seg:
+                return
+            seg.touch()
+            _fsync_dir(self.path)
+            self._segments.append(seg)
+
     # -- reading and truncation -----------------------------------------------------------------
     def replay(self, after_lsn: int) -> Iterator[tuple[int, bytes]]:
         """Entries with LSN > after_lsn, in order."""

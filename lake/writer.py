@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 from . import patches
 from .errors import LakeError, disk_error
 from .patches import Patch
+from .purge import is_purged
 from .records import Context, Record, normalize_line, progress
 from .row_log import read_wal_entry, rows_table, steps_of
 from .schema import DATA_TABLES, PAYLOADS, STEPS, TRAJECTORIES
@@ -376,6 +377,8 @@ class Writer:
             old = stored.get(key)
             if old is None:
                 new.append(rec)
+            elif is_purged(old):  # its content was purged: a retried load never brings it back
+                stats.unchanged += 1
             elif (old["_record_hash"] == rec.trajectory["_record_hash"]
                   or rec.progress < progress(old["n_steps"], old["status"])):
                 stats.unchanged += 1

@@ -408,9 +408,11 @@ class LakeClient:
         r = self.call(self.admin.Recluster, pb.ReclusterRequest())
         return {"clusters": r.clusters, "trajectories": r.trajectories, "version": r.version}
 
-    def retract(self, trajectory_ids: list[str], reason: str) -> int:
+    def retract(self, trajectory_ids: list[str], reason: str, *, purge: bool = False) -> int:
+        """Never serve these runs again; ``purge``: also remove their content now (older
+        versions keep it until vacuumed). Returns how many were retracted (purged)."""
         r = self.call(self.admin.Retract, pb.RetractRequest(trajectory_ids=trajectory_ids,
-                                                            reason=reason))
+                                                            reason=reason, purge=purge))
         return r.retracted
 
     # -- admin --------------------------------------------------------------------------------

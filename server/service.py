@@ -417,7 +417,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             raise InvalidArgument("trajectory_ids is empty: name what to retract",
                                   field="trajectory_ids")
         res = self.cache.retract(identity().tenant, list(request.trajectory_ids),
-                                 request.reason)
+                                 request.reason, purge=request.purge)
         return pb.RetractResponse(retracted=res["retracted"],
                                   version=self.lake.catalog.current().version)
 

@@ -494,12 +494,14 @@ class ReclusterResponse(_message.Message):
     def __init__(self, clusters: _Optional[int] = ..., trajectories: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
 
 class RetractRequest(_message.Message):
-    __slots__ = ("trajectory_ids", "reason")
+    __slots__ = ("trajectory_ids", "reason", "purge")
     TRAJECTORY_IDS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    PURGE_FIELD_NUMBER: _ClassVar[int]
     trajectory_ids: _containers.RepeatedScalarFieldContainer[str]
     reason: str
-    def __init__(self, trajectory_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    purge: bool
+    def __init__(self, trajectory_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ..., purge: _Optional[bool] = ...) -> None: ...
 
 class RetractResponse(_message.Message):
     __slots__ = ("retracted", "version")
