@@ -6,6 +6,7 @@ Knows nothing of gRPC, files on the wire, or the CLI.
 from .errors import (
                      AlreadyExists,
                      Conflict,
+                     DeadlineExceeded,
                      InvalidArgument,
                      LakeError,
                      NotFound,
@@ -19,4 +20,4 @@ from .settings import Settings
 
 __all__ = ["Lake", "IngestResult", "Reject", "Settings", "LakeError", "InvalidArgument",
            "NotFound", "AlreadyExists", "Conflict", "PermissionDenied", "Unauthenticated",
-           "ResourceExhausted", "Unavailable"]
+           "ResourceExhausted", "Unavailable", "DeadlineExceeded"]

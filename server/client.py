@@ -56,7 +56,8 @@ from .errors import from_rpc_error
 
 __all__ = ["LakeClient", "Run", "IngestReply", "ReportReply", "Page", "LakeError",
            "InvalidArgument", "NotFound", "AlreadyExists", "Conflict", "PermissionDenied",
-           "Unauthenticated", "ResourceExhausted", "Unavailable", "DeadlineExceeded"]
+           "Unauthenticated", "ResourceExhausted", "Unavailable", "DeadlineExceeded",
+           "StepsRefused"]
 
 DEFAULT_PORT = 50051
 Time = datetime | str | int | float  # a datetime, ISO 8601 text or epoch seconds, as in files
@@ -70,6 +71,26 @@ class IngestReply:
     steps: int = 0
     rejects: list[dict[str, Any]] = field(default_factory=list)
     lsn: int = 0
+
+
+class StepsRefused(InvalidArgument):
+    """Some steps of an ``append`` or ``stream`` were refused by the lake's rules; the
+    others landed (durable). ``reply``: what landed, and ``rejects``."""
+
+    reply: IngestReply
+
+
+def _strict(reply: IngestReply, strict: bool) -> IngestReply:
+    if not strict or not reply.rejects:
+        return reply
+    listed = "; ".join(f"{r['field'] or 'steps'}: {r['reason']}" for r in reply.rejects[:3])
+    more = f"; and {len(reply.rejects) - 3} more" if len(reply.rejects) > 3 else ""
+    e = StepsRefused(f"{len(reply.rejects)} step(s) refused by the lake's rules, "
+                     f"{reply.accepted} landed (durable): {listed}{more}. Fix them and send "
+                     "them again at their indexes; strict=False returns refusals in "
+                     "reply.rejects instead", field=reply.rejects[0]["field"] or None)
+    e.reply = reply
+    raise e
 
 
 @dataclass
@@ -276,12 +297,15 @@ class LakeClient:
                                 pb.StartTrajectoryRequest(trajectory=msg)).lsn)
         return tid
 
-    def append(self, trajectory_id: str, steps: list[dict[str, Any]]) -> IngestReply:
+    def append(self, trajectory_id: str, steps: list[dict[str, Any]], *,
+               strict: bool = True) -> IngestReply:
         """Add steps (each with its ``index``); durable when it returns; safe to retry.
         A value of the wrong type raises ``InvalidArgument`` (``steps[i].<field>``) before
-        anything is sent; the lake's rules reject bad steps one by one (``rejects``)."""
-        return self._append([step_message(s, f"steps[{i}]") for i, s in enumerate(steps)],
-                            trajectory_id)
+        anything is sent; the lake's rules refuse bad steps one by one, the others land:
+        then it raises ``StepsRefused`` naming them (its ``reply`` says what landed), or,
+        ``strict=False``, returns them in ``rejects``."""
+        return _strict(self._append([step_message(s, f"steps[{i}]")
+                                     for i, s in enumerate(steps)], trajectory_id), strict)
 
     def _append(self, steps: list[pb.Step], trajectory_id: str,
                 retry: bool = True) -> IngestReply:
@@ -293,10 +317,12 @@ class LakeClient:
                            self._wrote(r.lsn))
 
     def stream(self, trajectory_id: str, steps: Iterable[dict[str, Any]],
-               per_message: int = 1) -> IngestReply:
+               per_message: int = 1, *, strict: bool = True) -> IngestReply:
         """Send steps (each with its ``index``) over one client stream, ``per_message`` to a
-        message, as ``steps`` yields them; all are acknowledged when it returns (durable;
-        the lake's rules refuse bad ones one by one: ``rejects``, indexed over the stream).
+        message, as ``steps`` yields them; all are acknowledged when it returns (durable).
+        The lake's rules refuse bad ones one by one, the others land: then it raises
+        ``StepsRefused`` naming them by their position in the stream (its ``reply`` says
+        what landed), or, ``strict=False``, returns them in ``rejects``.
 
         A step of the wrong type raises ``InvalidArgument`` naming ``steps[i].<field>``, and
         an exception of ``steps`` itself propagates as it is; either ends the stream after
@@ -328,7 +354,7 @@ class LakeClient:
                             self._wrote(r.lsn))
         if sent.error is not None:
             raise_after(sent, reply)
-        return reply
+        return _strict(reply, strict)
 
     def finish(self, trajectory_id: str, *, success: bool | None = None,
                reward: float | None = None, scores: dict[str, float] | None = None,

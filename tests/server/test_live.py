@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from lake import Conflict, InvalidArgument, Lake, NotFound
-from server.client import LakeClient
+from server.client import LakeClient, StepsRefused
 
 
 def test_trajectory_context_manager(server, client):
@@ -39,10 +39,14 @@ def test_trajectory_context_manager(server, client):
 
 def test_append_lands_good_steps_and_rejects_bad_ones(server, client):
     tid = client.start("a task", trajectory_id="p-1")
-    reply = client.append(tid, [{"index": 0, "kind": "tool"}, {"index": 1, "kind": ""},
-                                {"index": 2, "kind": "tool", "duration_ms": -4.0},
-                                {"index": 3, "kind": "llm"}])
-    assert reply.accepted == 2 and [r["index"] for r in reply.rejects] == [1, 2]
+    with pytest.raises(StepsRefused, match=r"2 step\(s\) refused by the lake's rules, 2 "
+                                           r"landed \(durable\): steps\[1\].kind") as e:
+        client.append(tid, [{"index": 0, "kind": "tool"}, {"index": 1, "kind": ""},
+                            {"index": 2, "kind": "tool", "duration_ms": -4.0},
+                            {"index": 3, "kind": "llm"}])
+    reply = e.value.reply  # the safe default raises; what landed is in its reply
+    assert e.value.field == "steps[1].kind" and reply.accepted == 2
+    assert [r["index"] for r in reply.rejects] == [1, 2]
     assert reply.rejects[1]["field"] == "steps[2].duration_ms"
     got = client.get_trajectory(tid, min_lsn=reply.lsn)
     assert [s["index"] for s in got["steps"]] == [0, 3]
@@ -86,7 +90,7 @@ def test_one_trajectory_id_is_one_run(server, client):
     client.start("Task A: refund #W1", trajectory_id="race", agent="A")  # a retry
     client.append("race", [{"index": 0, "kind": "tool", "name": "A0"}])
     reply = client.append("race", [{"index": 0, "kind": "tool", "name": "B0"},
-                                   {"index": 1, "kind": "tool", "name": "A1"}])
+                                   {"index": 1, "kind": "tool", "name": "A1"}], strict=False)
     assert reply.accepted == 1 and len(reply.rejects) == 1
     assert reply.rejects[0]["index"] == 0 and reply.rejects[0]["field"] == "steps[0].index"
     assert "already has a step at index 0 with other content" in reply.rejects[0]["reason"]
@@ -113,7 +117,9 @@ def test_stream_rejects_name_the_position_in_the_whole_stream(server, client):
     steps[3]["duration_ms"] = steps[900]["duration_ms"] = -4.0  # 900: the second group
     steps[600]["attributes"] = "["  # not JSON: refused by the message's conversion
     steps[1100]["cost_usd"] = -1.0  # refused by the lake's rules, in the third group
-    reply = client.stream(tid, steps)
+    with pytest.raises(StepsRefused, match="4 step.s. refused .* 1196 landed"):
+        client.stream(tid, steps)
+    reply = client.stream(tid, steps, strict=False)  # a retry: the same refusals
     assert reply.accepted == 1196
     assert [(r["index"], r["field"]) for r in reply.rejects] == \
         [(3, "steps[3].duration_ms"), (600, "steps[600].attributes"),
@@ -128,14 +134,15 @@ def test_one_unreadable_step_does_not_sink_its_batch(server, client):
                                 {"index": 1, "kind": "tool", "attributes": "oops"},
                                 {"index": 2, "kind": "tool", "cost_usd": -1.0},
                                 {"index": 3, "kind": "tool", "duration_ms": -1.0},
-                                {"index": 4, "kind": "llm"}])
+                                {"index": 4, "kind": "llm"}], strict=False)
     assert reply.accepted == 2
     assert [(r["index"], r["field"]) for r in reply.rejects] == \
         [(1, "steps[1].attributes"), (2, "steps[2].cost_usd"), (3, "steps[3].duration_ms")]
     assert all(r["reason"] for r in reply.rejects)
     got = client.get_trajectory(tid, min_lsn=reply.lsn)
     assert [s["index"] for s in got["steps"]] == [0, 4]
-    reply = client.append(tid, [{"index": 5, "kind": "tool", "attributes": "[]"}])
+    reply = client.append(tid, [{"index": 5, "kind": "tool", "attributes": "[]"}],
+                          strict=False)
     assert (reply.accepted, [r["index"] for r in reply.rejects]) == (0, [0])  # its position
 
 
