@@ -432,17 +432,27 @@ def serve(settings: Settings, host: str | None, port: int | None, otlp_port: int
     from server.app import serve as start
 
     # the banner and progress go to stdout (below); problems to stderr, with the time
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     flags = {"host": host, "port": port, "otlp_port": otlp_port, "metrics_port": metrics_port,
              "auth": auth, "max_message_bytes": max_message_bytes}
     settings = settings.replace(**{k: v for k, v in flags.items() if v is not None})
     stop = threading.Event()
+
+    def on_signal(*_: Any) -> None:
+        if stop.is_set():  # a second one: now, without the graceful part
+            click.echo("second signal: exiting now; acknowledged writes replay from the log "
+                       "on the next start", err=True)
+            os._exit(130)
+        stop.set()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     with Lake.open(settings=settings) as lake:
         click.echo(load_if_empty(lake) if sample else holds(lake))
+        if stop.is_set():  # asked to stop while starting: never open the port
+            click.echo("stopped before serving; every acknowledged write is in the lake")
+            return
         server = start(settings, lake=lake)
         server.warm(on_ready=click.echo)  # model + index load in the background; the port
         # is already open

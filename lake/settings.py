@@ -60,6 +60,7 @@ class Settings:
                                "half); 0: no per-tenant limit")
     stream_idle_ms: int = _s(60_000, "a client stream (StreamSteps) that sends no message for "
                              "this long is ended (UNAVAILABLE: reopen it and send again)")
+    log_level: str = _s("warning", "`lake serve`'s log level: debug, info, warning, error")
     keep_versions: str = _s("", "`lake serve` vacuums hourly, keeping the versions made "
                             "within this age (7d, 36h) and tagged ones; empty: keeps every "
                             "version (`lake vacuum` frees them by hand)")
@@ -110,6 +111,9 @@ class Settings:
                                       f"the config file) to at least {low}", field=name)
         if not self.tenant:
             raise InvalidArgument("setting tenant is empty; name a tenant", field="tenant")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise InvalidArgument(f"setting log_level={self.log_level!r} is not one of debug, "
+                                  "info, warning, error", field="log_level")
         if self.auth not in AUTH_MODES:
             raise InvalidArgument(f"setting auth={self.auth!r} is not one of "
                                   f"{', '.join(AUTH_MODES)}", field="auth")

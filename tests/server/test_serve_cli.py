@@ -57,6 +57,39 @@ def test_serve_says_where_and_how_and_stops_gracefully_on_sigterm(tmp_path):
     assert lake("sql", "select count(*) from steps", "--data", str(data)).stdout.strip() == "3"
 
 
+def test_a_second_signal_exits_at_once_and_nothing_acknowledged_is_lost(tmp_path):
+    """The first SIGTERM stops gracefully, which waits for the model's load under way; a
+    second one (an impatient operator, an orchestrator) exits now; the log replays."""
+    data = tmp_path / "lake"
+    proc = subprocess.Popen([LAKE, "serve", "--data", str(data), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**_env(), "LAKE_FLUSH_INTERVAL_MS": "60000"})
+    try:
+        proc.stdout.readline()
+        m = re.search(r"on 127\.0\.0\.1:(\d+)", proc.stdout.readline())
+        with LakeClient(f"127.0.0.1:{m.group(1)}") as c:
+            assert c.ingest_arrow([run("a", 3)]).accepted == 1  # durable, not yet committed
+        proc.send_signal(signal.SIGTERM)  # the model is still loading: a slow stop
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "second signal: exiting now" in err, (out, err)
+    from lake import Lake
+
+    with Lake.open(str(data)) as again:  # the next writer replays the log
+        assert again.sql("select count(*) from steps").fetchall() == [(3,)]
+
+
+def test_a_bad_log_level_is_named(tmp_path):
+    p = subprocess.run([LAKE, "serve", "--data", str(tmp_path / "lake"), "--port", "0"],
+                       capture_output=True, text=True, env={**_env(), "LAKE_LOG_LEVEL": "loud"},
+                       timeout=60)
+    assert p.returncode == 1 and "log_level='loud' is not one of debug, info" in p.stderr
+
+
 def test_token_commands_create_list_and_revoke(tmp_path, server):
     data = server.lake.settings.data
     created = json.loads(lake("token", "create", "--data", data, "--tenant", "acme",
