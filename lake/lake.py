@@ -29,7 +29,7 @@ from .patches import Patch, parse, steps_patch
 from .purge import is_purged, purge_rows
 from .query import run
 from .records import Context, Record, normalize, normalize_line, now_us
-from .schema import ALL_TABLES, DATA_TABLES, TRAJECTORIES
+from .schema import ALL_TABLES, DATA_TABLES, FORMAT, TRAJECTORIES
 from .settings import Settings
 from .tables import TableStore, quote
 from .vacuum import VacuumResult
@@ -99,6 +99,7 @@ class Lake:
             raise NotFound(f"no lake at {settings.data}: create one with `lake ingest FILE` "
                            "(or `make run` for the sample), or point --data / LAKE_DATA at it")
         catalog = Catalog(store)
+        _check_format(catalog, settings.data)
         writer, created = None, False
         if not readonly:  # a reader never writes: it reads what the versions pin
             try:
@@ -115,11 +116,12 @@ class Lake:
                 writer = Writer(store, catalog, wal, settings)
                 writer.start()
                 if catalog.latest() is None:  # new, or killed before its first version
-                    catalog.commit("create", wal.writer_id, writer.lag["applied_lsn"], {})
+                    catalog.commit("create", wal.writer_id, writer.lag["applied_lsn"],
+                                   {"format": FORMAT})
                     created = True
                 elif changed:  # tables created or columns added by a newer schema
                     catalog.commit("migrate", wal.writer_id, writer.lag["applied_lsn"],
-                                   {"tables": changed})
+                                   {"tables": changed, "format": FORMAT})
             except BaseException as e:
                 wal.close()
                 if isinstance(e, OSError):
@@ -560,3 +562,16 @@ def _check_root(root: Path, readonly: bool) -> None:
 
 
 _LAKE_ENTRIES = {"_wal", "quarantine", "_writer.lock"}  # beside the tables, in a lake's root
+
+
+def _check_format(catalog: Catalog, where: str) -> None:
+    """Refuse a lake a newer package wrote in a format this one does not know."""
+    if not catalog.store.exists("_versions"):
+        return
+    newest = max((v.detail.get("format", 1) for v in catalog.list()
+                  if v.operation in ("create", "migrate")), default=1)
+    if newest > FORMAT:
+        raise LakeError(f"the lake at {where} has format {newest}, written by a newer Context "
+                        f"Lake; this one knows formats up to {FORMAT}: upgrade the package "
+                        "(a migration is one-way: `lake backup` before upgrading keeps a copy "
+                        "the older package opens)")

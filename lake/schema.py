@@ -238,6 +238,12 @@ LOG_TABLES: dict[str, pa.Schema] = {
 }
 CATALOG_TABLES: dict[str, pa.Schema] = {"_versions": VERSIONS, "_tags": TAGS,
                                         "_embeddings": EMBEDDINGS}
+# The lake's on-disk format, recorded by the versions that create or migrate a lake. Bump it
+# when this package writes what an older one cannot read or write (a column it would not
+# fill, a changed meaning): an older package then refuses the lake instead of damaging it.
+# Adding nullable columns alone needs no bump: an older package ignores them.
+FORMAT = 1
+
 ALL_TABLES: dict[str, pa.Schema] = {**DATA_TABLES, **LOG_TABLES, **CATALOG_TABLES,
                                      **SYSTEM_TABLES}
 

@@ -424,3 +424,17 @@ def test_an_id_cut_short_is_answered_with_the_ids_it_starts(lake: Lake):
         reads.trajectory(lake, "default", "nothing-like-it")
     with pytest.raises(NotFound, match="Just written"):
         reads.trajectory(lake, "acme", "tau2/telecom/task[mms]airp")  # another tenant's
+
+
+def test_a_lake_of_a_newer_format_is_refused_not_damaged(lake_dir):
+    from lake.errors import LakeError
+    from lake.schema import FORMAT
+
+    with Lake.open(str(lake_dir)) as lk:
+        assert lk.versions()[0].detail == {"format": FORMAT}
+        lk.catalog.commit("migrate", lk.writer.wal.writer_id, lk.writer.lag["applied_lsn"],
+                          {"tables": [], "format": FORMAT + 1})  # as a newer package would
+    for readonly in (False, True):
+        with pytest.raises(LakeError, match=f"has format {FORMAT + 1}, written by a newer "
+                                            "Context Lake.*upgrade the package"):
+            Lake.open(str(lake_dir), readonly=readonly)
