@@ -15,7 +15,7 @@ from lake import LakeError, Settings
 from lake.answer_text import describe
 
 from .audited import audited
-from .main import _common, _echo_json, cli
+from .main import _common, _echo_json, _via_server, cli, remote
 from .progress import rows_bar
 
 
@@ -50,9 +50,11 @@ def _filters(success_only: bool, min_reward: float | None, agent: str | None,
 @click.option("--agent-version", default=None)
 @click.option("--tag", "tags", multiple=True, help="Only trajectories with this tag (repeat).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full JSON answer.")
+@_via_server
 def context(settings: Settings, text: str | None, queries: str | None, k: int,
             success_only: bool, min_reward: float | None, agent: str | None,
-            agent_version: str | None, tags: tuple[str, ...], as_json: bool) -> None:
+            agent_version: str | None, tags: tuple[str, ...], as_json: bool,
+            server: str | None, token: str | None) -> None:
     """Closest past trajectories for a task, a verdict and the fused plan.
 
     Verdicts: exact (same task text), hit (near-duplicate: reuse it), similar (adapt it,
@@ -66,6 +68,17 @@ def context(settings: Settings, text: str | None, queries: str | None, k: int,
     if (text is None) == (queries is None):
         raise click.UsageError("give a TEXT or --queries FILE (one of them)")
     filters = _filters(success_only, min_reward, agent, agent_version, tags)
+    client = remote(server, token)
+    if client is not None:
+        if queries is not None:
+            raise click.UsageError("--queries reads the lake itself: drop --server, or ask "
+                                   "one TEXT at a time")
+        with client:
+            answer = client.get_context(text, k=k, success_only=success_only,
+                                        agent=agent or "", agent_version=agent_version or "",
+                                        min_reward=min_reward, tags=list(tags) or None)
+        _echo_json(answer) if as_json else click.echo(describe(answer))
+        return
     with _service(settings) as cs:
         if queries is not None:
             _batch(cs, settings.tenant, queries, k, filters)
@@ -106,13 +119,22 @@ def _batch(cs: Any, tenant: str, path: str, k: int, filters: dict[str, Any]) -> 
 @cli.command()
 @_common
 @click.option("--json", "as_json", is_flag=True)
-def recluster(settings: Settings, as_json: bool) -> None:
+@_via_server
+def recluster(settings: Settings, as_json: bool, server: str | None, token: str | None) -> None:
     """Re-fit the tenant's clusters (kinds of task) now, as a new version.
 
     \b
     Example:
       lake recluster --tenant acme
     """
+    client = remote(server, token)
+    if client is not None:
+        with client:
+            got = client.recluster()
+        _echo_json(got) if as_json else click.echo(
+            f"{got['clusters']} clusters over {got['trajectories']} trajectories (version "
+            f"{got['version']})")
+        return
     with _service(settings) as cs, audited(cs.lake.store, settings.tenant, "recluster",
                                            f"tenant {settings.tenant}") as d, \
             rows_bar(True) as tick:
@@ -133,7 +155,9 @@ def recluster(settings: Settings, as_json: bool) -> None:
 @click.option("--purge", is_flag=True,
               help="Also remove their content now (task text, meta, steps, payloads only they "
                    "use); older versions keep it until `lake vacuum`.")
-def retract(settings: Settings, ids: tuple[str, ...], reason: str, purge: bool) -> None:
+@_via_server
+def retract(settings: Settings, ids: tuple[str, ...], reason: str, purge: bool,
+            server: str | None, token: str | None) -> None:
     """Never serve these trajectories again (they stay in the lake, for audit; --purge
     removes their content too).
 
@@ -142,11 +166,16 @@ def retract(settings: Settings, ids: tuple[str, ...], reason: str, purge: bool) 
       lake retract run-42 run-43 --reason "leaked a customer's card number" --purge
       lake vacuum --older-than 0   # and the versions that still hold it
     """
-    with _service(settings) as cs, audited(cs.lake.store, settings.tenant, "retract",
-                                           f"trajectories {','.join(ids)}"[:500],
-                                           reason=reason, purge=purge) as d:
-        res = cs.retract(settings.tenant, list(ids), reason, purge=purge)
-        d["retracted"] = res["retracted"]
+    client = remote(server, token)
+    if client is not None:
+        with client:
+            res = {"retracted": client.retract(list(ids), reason, purge=purge)}
+    else:
+        with _service(settings) as cs, audited(cs.lake.store, settings.tenant, "retract",
+                                               f"trajectories {','.join(ids)}"[:500],
+                                               reason=reason, purge=purge) as d:
+            res = cs.retract(settings.tenant, list(ids), reason, purge=purge)
+            d["retracted"] = res["retracted"]
     if purge:
         click.echo(f"purged {res['retracted']} trajectories: their content is gone from the "
                    "current version; `lake vacuum` removes the older versions that hold it")

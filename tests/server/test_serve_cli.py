@@ -18,7 +18,7 @@ from cli.main import cli
 from lake.errors import Unauthenticated
 from server.client import LakeClient
 
-from .conftest import run
+from .conftest import audit_rows, run
 
 LAKE = str(Path(sys.executable).with_name("lake"))
 
@@ -116,3 +116,24 @@ def test_token_commands_create_list_and_revoke(tmp_path, server):
 def test_new_commands_have_help_with_an_example(cmd):
     result = CliRunner().invoke(cli, [*cmd, "--help"])
     assert result.exit_code == 0 and "Example" in result.output
+
+
+def test_admin_commands_go_through_a_running_server(server, client):
+    """The server holds the lake: tag, context, retract, recluster and restore reach it
+    with --server (its RPCs, audited there) instead of failing on the lake's lock."""
+    lsn = client.ingest_arrow([run("a", 2), run("b", 2)]).lsn
+    client.get_trajectory("b", min_lsn=lsn)
+    via = ["--server", server.target]
+    assert lake("tag", "before", *via).stdout.startswith("tagged version")
+    answer = json.loads(lake("context", "Refund order #W1", "--k", "1", "--json", *via).stdout)
+    assert answer["verdict"] in ("exact", "hit", "similar", "miss") and answer["context_id"]
+    assert lake("retract", "a", "--reason", "test", *via).stdout.strip() == \
+        "retracted 1 trajectories"
+    assert "clusters over" in lake("recluster", *via).stdout
+    assert "restored before as version" in lake("restore", "before", *via).stdout
+    p = subprocess.run([LAKE, "tag", "x", "--token", "cl_x", "--data", server.lake.settings.data],
+                       capture_output=True, text=True, env=_env(), timeout=60)
+    assert p.returncode == 64 and "--token is for --server" in p.stderr
+    actions = {r["action"] for r in audit_rows(server)}
+    assert {"AdminService/Tag", "AdminService/Retract", "AdminService/Recluster",
+            "AdminService/Restore"} <= actions
