@@ -83,7 +83,7 @@ def test_cli_vacuum_reports_and_is_audited(tmp_path: Path):
     with Lake.open(str(data)) as lake:
         _fill(lake, 6)
     env = {**os.environ, "LANCE_LOG": "error"}
-    cmd = [sys.executable, "-m", "cli.main", "vacuum", "--data", str(data)]
+    cmd = [str(Path(sys.executable).with_name("lake")), "vacuum", "--data", str(data)]
     p = subprocess.run([*cmd, "--older-than", "0", "--json"], capture_output=True, text=True,
                        env=env, cwd=Path(__file__).parents[2])
     assert p.returncode == 0, p.stderr
