@@ -52,6 +52,7 @@ from .vectors import LRU_SIZE, EmbeddingService, VectorCache
 
 log = logging.getLogger(__name__)
 K_MAX = 100
+REUSE_FAILED = 2  # reported failed replays of a run (more than its successes): no longer hit
 # answer_now searches only indexes this small for the query (``TenantIndex.scan_rows``):
 # 4,096 vectors of 384 floats take ~0.1 ms in a loop here (2-3x that inside the server); an
 # exact scan of 20,000 takes ~3 ms, which on an event loop stalls every other call as long.
@@ -317,7 +318,7 @@ class ContextService:
         threshold = self.threshold(tenant, cluster)
         if qhash is not None:
             self._keep_a_success(idx, vec, qhash, q, neighbors, now)
-        verdict = self._verdict(q, qhash, neighbors, threshold)
+        verdict = self._verdict(tenant, q, qhash, neighbors, threshold)
         fused = self._fused_for(tenant, idx, cluster, now, neighbors, verdict["verdict"],
                                 refresh)
         ctx_id = "ctx_" + uuid.uuid4().hex
@@ -383,10 +384,18 @@ class ContextService:
         if len(ids) and idx.rows[int(ids[0])].task_hash == qhash:
             neighbors[-1] = self._neighbor(idx, int(ids[0]), float(scores[0]))
 
-    def _verdict(self, q: Query, qhash: str | None, neighbors: list[dict],
+    def _verdict(self, tenant: str, q: Query, qhash: str | None, neighbors: list[dict],
                  threshold: float) -> dict[str, Any]:
         hashes = [n.pop("_hash") for n in neighbors]
-        return verdicts.of_neighbors(q.text, qhash, neighbors, hashes, threshold, self._slots)
+        v = verdicts.of_neighbors(q.text, qhash, neighbors, hashes, threshold, self._slots)
+        if v["verdict"] in (verdicts.EXACT, verdicts.HIT):  # what replaying it did, reported
+            failed, ok = self.feedback.reuses(tenant, neighbors[0]["trajectory_id"])
+            if failed >= REUSE_FAILED and failed > ok:
+                v = {**v, "verdict": verdicts.SIMILAR, "reason": (
+                    f"{v['reason']}; but replaying run {neighbors[0]['trajectory_id']!r:.80} "
+                    f"failed {failed} of {failed + ok} reported times: adapt it, do not "
+                    "replay it")}
+        return v
 
     def _slots(self, text: str) -> slots.Slots:
         """Slots of a stored task text, extracted once (stored texts repeat across queries)."""

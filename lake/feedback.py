@@ -51,6 +51,8 @@ class Feedback:
         self._obs: dict[str, _Observed] = {}  # tenant -> its observations
         self._thresholds: dict[tuple[str, int | None], float] = {}
         self._reported: dict[str, tuple] = {}  # context_id -> its last report
+        # tenant -> run the verdict said to replay (exact, hit) -> {context_id: success}
+        self._reuse: dict[str, dict[str, dict[str, bool]]] = {}
 
     def load(self, tenant: str, cluster_of: Callable[[str], int | None]) -> None:
         """The tenant's stored reports that calibrate thresholds, the latest of each context,
@@ -83,6 +85,31 @@ class Feedback:
         self._obs[tenant] = out
         for key in [k for k in self._thresholds if k[0] == tenant]:
             del self._thresholds[key]
+        self._load_reuse(tenant)
+
+    def _load_reuse(self, tenant: str) -> None:
+        """Each replayed run's reuses as reported: the latest report of every context whose
+        verdict (exact, hit) said to replay it."""
+        store, reuse = self.lake.store, {}
+        if store.exists("feedback") and store.exists("contexts"):
+            rows = _latest(store.dataset("feedback").to_table(
+                columns=["context_id", "reported_at", "used", "success"],
+                filter=f"tenant = {quote(tenant)} and verdict in ('exact', 'hit')").to_pylist())
+            ids = sorted({r["context_id"] for r in rows})
+            tops = {c["context_id"]: (c["neighbors"] or [None])[0] for c in store.lookup(
+                "contexts", tenant, "context_id", ids, ["context_id", "neighbors"]).to_pylist()
+            } if ids else {}
+            for r in rows:
+                top = tops.get(r["context_id"])
+                if top is not None and r["used"] and r["success"] is not None:
+                    reuse.setdefault(top, {})[r["context_id"]] = bool(r["success"])
+        self._reuse[tenant] = reuse
+
+    def reuses(self, tenant: str, trajectory_id: str) -> tuple[int, int]:
+        """(failed, succeeded): reported reuses of the run, one per context (its latest)."""
+        got = self._reuse.get(tenant, {}).get(trajectory_id, {})
+        ok = sum(got.values())
+        return len(got) - ok, ok
 
     def threshold(self, tenant: str, cluster: int | None) -> float:
         key = (tenant, cluster)
@@ -132,7 +159,14 @@ class Feedback:
 
     def _observe(self, row: dict[str, Any], served: dict[str, Any]) -> None:
         """The context's new latest report replaces its observation (hit/similar contexts
-        only: an exact one is matched by text hash, it says nothing about the threshold)."""
+        only: an exact one is matched by text hash, it says nothing about the threshold),
+        and, for exact and hit, the replayed run's reuse."""
+        top = (served.get("neighbors") or [None])[0]
+        if row["verdict"] in ("exact", "hit") and top is not None:
+            runs = self._reuse.setdefault(row["tenant"], {}).setdefault(top, {})
+            runs.pop(row["context_id"], None)
+            if row["used"] and row["success"] is not None:
+                runs[row["context_id"]] = bool(row["success"])
         if row["top_similarity"] is None or row["verdict"] not in ("hit", "similar") \
                 or row["cluster_id"] is None:
             return

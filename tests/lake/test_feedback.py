@@ -67,3 +67,28 @@ def test_a_context_whose_best_run_had_failed_says_nothing_of_the_threshold(cache
         assert _counted(cache, cluster) == (default, 0)
         assert _counted(cache, cluster, reload=True) == (default, 0)
     assert cache.lake.sql("select top_success from contexts").fetchall() == [(False,), (False,)]
+
+
+def test_a_run_whose_replays_keep_failing_is_no_longer_served_as_one_to_replay(cache):
+    """The agent QA's loop: one failed reuse after a hit tightened the threshold, then 20
+    more failed reuses of the same run still came back `hit` ("reuse it"). Reports are
+    remembered per replayed run: after two failed replays (more than succeeded) the verdict
+    is `similar`, naming the run and its record; a later success report restores it."""
+    cache.lake.ingest([{"trajectory_id": "r0", "task": FLIGHT,
+                        "steps": [{"kind": "tool", "name": "book"}],
+                        "outcome": {"success": True}}])
+    served = []
+    for _ in range(2):
+        got = cache.get_context("default", {"text": FLIGHT})
+        assert got["verdict"] == "exact"
+        cache.report("default", got["context_id"], used=True, success=False)
+        served.append(got["context_id"])
+    got = cache.get_context("default", {"text": FLIGHT})
+    assert got["verdict"] == "similar" and got["neighbors"][0]["trajectory_id"] == "r0"
+    assert "replaying run 'r0' failed 2 of 2 reported times" in got["reason"]
+    cache.flush_log()  # as after a restart: from the tables
+    cache.feedback.load("default", {"r0": got["cluster"]["id"]}.get)
+    assert cache.get_context("default", {"text": FLIGHT})["verdict"] == "similar"
+    for cid in served:  # the agent corrects its reports: it worked after all
+        cache.report("default", cid, used=True, success=True)
+    assert cache.get_context("default", {"text": FLIGHT})["verdict"] == "exact"
