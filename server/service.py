@@ -303,6 +303,7 @@ def _query(request: pb.GetContextRequest, agent: str) -> Query:
 def _context_response(a: dict[str, Any]) -> pb.GetContextResponse:
     return pb.GetContextResponse(  # sub-messages as dicts: half the cost of message objects
         verdict={"label": a["verdict"], "reason": a["reason"],
+                 "confidence": a["neighbors"][0]["similarity"] if a["neighbors"] else 0.0,
                  "cluster_id": (a["cluster"] or {}).get("id")},
         neighbours=[{"similarity": n["similarity"], "trajectory": {
             "trajectory_id": n["trajectory_id"], "task": n["task"], "success": n["success"],
