@@ -36,7 +36,8 @@ def test_ingest_get_context_report_and_sql_sees_the_feedback(server, client):
     raw = client.call(client.context.GetContext, pb.GetContextRequest(text="refund order W1"))
     assert raw.context_id and raw.verdict.label and "verdict:" in raw.context
     assert raw.neighbours[0].trajectory.trajectory_id == "t0"
-    assert raw.verdict.confidence == pytest.approx(raw.neighbours[0].similarity) > 0
+    assert raw.verdict.confidence == pytest.approx(raw.neighbours[0].similarity)
+    assert raw.verdict.confidence > 0
 
 
 def test_context_errors_name_the_field(server, client):
