@@ -43,8 +43,17 @@ def backup(root: Path, dest: Path, tick: Callable[[str], None] | None = None) ->
         if tick is not None:
             tick(name)
         if src.is_dir():
-            shutil.copytree(src, dest / name, symlinks=True)
+            shutil.copytree(src, dest / name, symlinks=True, copy_function=_copy_present)
         else:
-            shutil.copy2(src, dest / name)
+            _copy_present(src, dest / name)
         copied.append(name)
     return copied
+
+
+def _copy_present(src: str | Path, dst: str | Path) -> None:
+    """Copy a file that is still there: a writer's temporary file (Lance writes one, then
+    renames it) may be gone between listing and copying, and was never part of a version."""
+    try:
+        shutil.copy2(src, dst)
+    except FileNotFoundError:
+        pass
