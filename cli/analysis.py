@@ -137,7 +137,8 @@ def _print_comparison(res: Comparison) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the totals and rows as JSON.")
 def cost_cmd(settings: Settings, by: str, where: str | None, as_of: str | None,
              as_json: bool) -> None:
-    """Cost and tokens: totals, then by agent, version, model, day or tool.
+    """Cost and tokens: totals, then by agent, version, model, day, tool or actor (whose
+    steps: the agent's, a simulated user's...).
 
     The rows are those of the SQL views cost_by_agent, cost_by_version, cost_by_model,
     cost_by_day, cost_by_tool (docs/analysis.md).
@@ -161,7 +162,8 @@ def cost_cmd(settings: Settings, by: str, where: str | None, as_of: str | None,
     t = Table(title=f"cost by {by} (view {res['view']})", title_justify="left")
     cols = list(res["rows"][0]) if res["rows"] else []
     for c in cols:
-        t.add_column(c, justify="left" if c in ("agent", "agent_version", "model", "day", "tool")
+        t.add_column(c, justify="left" if c in ("agent", "agent_version", "model", "day", "tool",
+                                                "actor")
                      else "right", overflow="fold")
     for r in res["rows"]:
         t.add_row(*[_cell(c, r[c]) for c in cols])

@@ -37,7 +37,7 @@ from .tables import quote
 
 DIMENSIONS = ("agent", "agent_version", "model")
 ADJUSTMENTS = ("none", "bonferroni")  # for the many (group, B) tests of one comparison
-COST_DIMENSIONS = ("agent", "agent_version", "model", "day", "tool")
+COST_DIMENSIONS = ("agent", "agent_version", "model", "day", "tool", "actor")
 Z95 = 1.959963984540054
 NONE = "(none)"  # the arm / group of runs whose value is NULL
 ALL = "(all)"  # the group of every run
@@ -166,13 +166,22 @@ _COST = f"""count(*) AS runs, CAST(count_if(success) AS BIGINT) AS successes,
 _COST_KEYS = {"agent": "agent", "agent_version": "agent, agent_version", "model": "model",
               "day": "day"}
 _COST_VIEWS = {"agent": "cost_by_agent", "agent_version": "cost_by_version",
-               "model": "cost_by_model", "day": "cost_by_day", "tool": "cost_by_tool"}
+               "model": "cost_by_model", "day": "cost_by_day", "tool": "cost_by_tool",
+               "actor": "cost_by_actor"}
 
 
 def _cost_sql(by: str, where: str = "true") -> str:
+    runs = ("" if where == "true" else f" AND (s.tenant, s.trajectory_id) IN (SELECT "
+            f"tenant, trajectory_id FROM run_costs WHERE ({where}))")
+    if by == "actor":  # whose steps cost what: the agent's, a simulated user's, ...
+        return f"""
+SELECT coalesce(s.actor, '{NONE}') AS actor, count(*) AS steps,
+       count(DISTINCT (s.tenant, s.trajectory_id)) AS runs,
+       {_exact("sum", "s.cost_usd")} AS cost_usd, sum(s.tokens_in) AS tokens_in,
+       sum(s.tokens_out) AS tokens_out
+FROM steps s WHERE true{runs}
+GROUP BY 1 ORDER BY cost_usd DESC NULLS LAST, actor"""
     if by == "tool":
-        runs = ("" if where == "true" else f" AND (s.tenant, s.trajectory_id) IN (SELECT "
-                f"tenant, trajectory_id FROM run_costs WHERE ({where}))")
         return f"""
 SELECT s.name AS tool, count(*) AS calls, count(DISTINCT (s.tenant, s.trajectory_id)) AS runs,
        count(s.error) AS errors, {_exact("sum", "s.cost_usd")} AS cost_usd,
@@ -341,7 +350,8 @@ def _round(col: str, v: Any) -> Any:
 # -- cost ----------------------------------------------------------------------------------
 def cost(con: duckdb.DuckDBPyConnection, by: str = "agent", *,
          where: str | None = None) -> dict[str, Any]:
-    """Totals, and cost and tokens by ``by`` (agent, agent_version, model, day or tool)."""
+    """Totals, and cost and tokens by ``by`` (agent, agent_version, model, day, tool or
+    actor: whose steps, e.g. the agent's or a simulated user's)."""
     if by not in COST_DIMENSIONS:
         raise InvalidArgument(f"cannot report cost by {by!r}: use one of "
                               f"{', '.join(COST_DIMENSIONS)}", field="--by")

@@ -310,6 +310,13 @@ def test_cost_views_add_up_to_the_direct_sums(dev_lake):
     assert 0 < sum(r["calls"] for r in gpt) < n_tool
     one = cost(con, "day", where="agent = 'gpt-4.1'")
     assert one["total"]["runs"] == 120 and sum(r["runs"] for r in one["rows"]) == 120
+    actors = {r["actor"]: r for r in cost(con, "actor")["rows"]}  # the agent's vs the
+    assert set(actors) == {"agent", "user"}  # simulated user's steps (tau2-bench)
+    steps_cost = con.sql("SELECT sum(cost_usd) FROM steps").fetchall()[0][0]
+    assert sum(r["cost_usd"] or 0 for r in actors.values()) == pytest.approx(steps_cost, 1e-5)
+    assert 0 < actors["user"]["cost_usd"] < actors["agent"]["cost_usd"]
+    assert con.sql("SELECT sum(steps) FROM cost_by_actor").fetchall()[0][0] == \
+        con.sql("SELECT count(*) FROM steps").fetchall()[0][0]
 
 
 def test_bonferroni_widens_every_interval_and_keeps_the_real_regression(regressed):
