@@ -115,7 +115,7 @@ def test_retracted_and_expired_are_never_served(cache):
 
 
 def test_fused_sources_follow_retractions_and_expiry_between_queries(cache):
-    cache.get_context("default", {"text": "warm up"})  # the model loads before the clock runs
+    cache.embedding.embed(["warm up"], persisted=False)  # the model loads before the clock
     soon = now_us() + 4_000_000  # the steps before the sleep take well under 4 s
     runs = _runs(*["Cancel order #7 and refund it to the card"] * 6)
     runs[4]["expires_at"] = datetime.fromtimestamp(soon / 1e6, UTC).isoformat()
