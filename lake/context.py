@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from . import embedder as embedders
+from . import fused as fusedmod
 from . import reads, slots
 from . import verdict as verdicts
 from .context_log import ContextLog
@@ -424,8 +425,8 @@ class ContextService:
         """The cluster's fused context, its plans ranked for ``neighbors`` and ``verdict``
         (``FusedCache.for_cluster``). ``refresh=False``: stale stats as they are (none: {}),
         not computed here."""
-        if cluster is None:
-            return {}
+        if cluster is None:  # no clusters yet (a new lake): the fields, empty
+            return {**fusedmod.empty(), "feedback": self.feedback.stats(tenant, -1)}
         out = self.fused.for_cluster(tenant, idx, cluster, now, neighbors, verdict, refresh)
         out["feedback"] = self.feedback.stats(tenant, cluster)
         return out

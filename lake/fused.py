@@ -61,6 +61,13 @@ def wilson_low(successes: float, n: float, z: float = 1.96) -> float:
     return max(0.0, (centre - margin) / denom)
 
 
+def empty() -> dict[str, Any]:
+    """A fused context with nothing in it (no runs in the cluster, or no cluster yet): every
+    field there, empty, so a client reading ``fused["plans"]`` never fails on a new lake."""
+    return {"label": None, "runs": 0, "success_rate": None, "plans": [], "tools": [],
+            "pitfalls": [], "expected": {}, "sources": []}
+
+
 def compute(members: pa.Table, runs: pa.Table, steps: pa.Table) -> dict[int, dict[str, Any]]:
     """Fused stats per cluster.
 
@@ -77,8 +84,8 @@ def compute(members: pa.Table, runs: pa.Table, steps: pa.Table) -> dict[int, dic
         "select cluster_id, count(*), avg(success::int), list(trajectory_id order by "
         "success desc nulls last, trajectory_id) from m join r using (trajectory_id) "
         "group by 1").fetchall():
-        out[cid] = {"runs": n, "success_rate": rate, "sources": sources[:MAX_SOURCES],
-                    "plans": [], "tools": [], "pitfalls": [], "expected": {}}
+        out[cid] = {**empty(), "runs": n, "success_rate": rate,
+                    "sources": sources[:MAX_SOURCES]}
     _plans(con, out)
     _tools(con, out)
     _pitfalls(con, out)

@@ -84,7 +84,7 @@ class FusedCache:
         if refresh and self.stale(tenant):
             stats = self._compute(tenant, idx)
         served = self._servable(tenant, idx, stats, cluster, now)
-        out = dict(stats.get(cluster, {}))
+        out = {**fusedmod.empty(), **stats.get(cluster, {})}
         out["sources"] = list(served.sources)
         if verdict == "miss":
             out["plans"], out["pitfalls"] = [], []
