@@ -516,3 +516,13 @@ def test_a_served_context_reaches_sql_soon_on_a_quiet_server(tmp_path, minilm, m
     finally:
         cs.close()
         lake.close()
+
+
+def test_an_answer_on_a_new_lake_has_every_fused_field(cache):
+    """The README's loop reads ctx["fused"]["plans"]: on a lake with nothing in it yet (a
+    new `lake serve` without the sample) that must be [], not a KeyError."""
+    got = cache.get_context("default", {"text": "Refund order #7"})
+    assert got["verdict"] == "miss"
+    assert {k: got["fused"][k] for k in ("plans", "pitfalls", "sources", "tools")} == \
+        {"plans": [], "pitfalls": [], "sources": [], "tools": []}
+    assert got["fused"]["feedback"] == {"reports_used": 0, "success_rate_when_used": None}
