@@ -92,6 +92,8 @@ class ContextService:
         self.feedback = Feedback(lake)  # reports on served contexts; hit thresholds
         self._slot_cache: dict[str, slots.Slots] = {}
         self._pending: list[tuple[int, dict[str, list[dict]]]] = []  # (lsn, rows by tenant)
+        # retracted while a commit of theirs waited here: (tenant, id) -> that commit's lsn
+        self._retracted_queued: dict[tuple[str, str], int] = {}
         self._pending_cv = threading.Condition()
         self.indexed_lsn = lake.writer.lag["applied_lsn"] if lake.writer else 0
         self._closed = False
@@ -234,12 +236,14 @@ class ContextService:
                 lsn, written = self._pending[0]
             try:
                 for tenant, rows in written.items():
-                    self.on_commit(tenant, rows)
+                    self.on_commit(tenant, rows, lsn)
             except Exception:  # noqa: BLE001 - keep indexing; the rows reload on restart
                 log.exception("indexing committed trajectories failed")
             with self._pending_cv:
                 self._pending.pop(0)
                 self.indexed_lsn = max(self.indexed_lsn, lsn)
+                for key in [k for k, at in self._retracted_queued.items() if at <= lsn]:
+                    del self._retracted_queued[key]
                 self._pending_cv.notify_all()
 
     def wait_indexed(self, lsn: int, timeout: float = 60.0) -> None:
@@ -265,11 +269,16 @@ class ContextService:
             return {"commits": len(self._pending),
                     "trajectories": sum(len(r) for _, w in self._pending for r in w.values())}
 
-    def on_commit(self, tenant: str, trajectories: list[dict[str, Any]]) -> None:
-        """New or updated trajectory rows were committed: index them (if loaded)."""
+    def on_commit(self, tenant: str, trajectories: list[dict[str, Any]], lsn: int = 0) -> None:
+        """New or updated trajectory rows were committed (at ``lsn``): index them, or, the
+        tenant's index not loaded, embed their tasks. Rows retracted since (while waiting
+        here) are left out: they are as committed, from before the retraction."""
         with self._lock:
             idx = self._indexes.get(tenant)
-        trajectories = [t for t in trajectories if t["task"] != SPANS_PLACEHOLDER_TASK]
+        with self._pending_cv:
+            late = self._retracted_queued
+            trajectories = [t for t in trajectories if t["task"] != SPANS_PLACEHOLDER_TASK
+                            and late.get((tenant, t["trajectory_id"]), -1) < lsn]
         if idx is None:  # not loaded: embedded now all the same, so that its first query
             if trajectories:  # reads their vectors instead of running the model on them all
                 self.embed_tasks([t["task_hash"] for t in trajectories],
@@ -502,7 +511,12 @@ class ContextService:
         return {"retracted": self.lake.retract(ids, reason, tenant=tenant, purge=purge)}
 
     def _retracted(self, tenant: str, ids: list[str]) -> None:
-        """``lake.retract`` (whoever called it) retracted these: never serve them again."""
+        """``lake.retract`` (whoever called it) retracted these: never serve them again,
+        nor index them from a commit still waiting for the indexer (``on_commit``)."""
+        with self._pending_cv:
+            if self._pending:
+                last = self._pending[-1][0]
+                self._retracted_queued.update({(tenant, tid): last for tid in ids})
         with self._lock:
             idx = self._indexes.get(tenant)
         if idx is not None:

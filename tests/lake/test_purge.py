@@ -98,3 +98,29 @@ def test_a_purge_over_grpc_and_the_shell(lake_dir: Path, tmp_path: Path):
     p = subprocess.run([lake_cli, "retract", "fine", "--reason", "r", "--purge", "--data",
                         str(lake_dir)], capture_output=True, text=True)
     assert p.returncode == 0 and "purged 1 trajectories" in p.stdout, p.stderr
+
+
+def test_a_run_purged_before_the_indexer_reached_it_is_never_served(cache):
+    """The indexer works through commits after the writer: a purge (or any retraction) in
+    between must not let it add the row as it was committed, with the secret."""
+    import threading
+
+    lake = cache.lake
+    lake.ingest([{"trajectory_id": "a", "task": "Refund order W2 for the customer",
+                  "outcome": {"success": True}}])
+    cache.get_context("default", {"text": "refund an order"})  # the tenant's index loads
+    go, real = threading.Event(), cache.on_commit
+
+    def behind(*args):  # an indexer behind the writer (a bulk load)
+        go.wait(10)
+        real(*args)
+
+    cache.on_commit = behind
+    lake.ingest([{"trajectory_id": "leak", "task": f"Charge card {SECRET} for order W1",
+                  "outcome": {"success": True}}])
+    assert cache.retract("default", ["leak"], "leaked a card", purge=True)["retracted"] == 1
+    go.set()
+    cache.wait_indexed(lake.writer.lag["applied_lsn"])
+    got = cache.get_context("default", {"text": f"Charge card {SECRET} for order W1"})
+    assert "leak" not in {n["trajectory_id"] for n in got["neighbors"]}
+    assert SECRET not in str(got)
