@@ -26,7 +26,7 @@ from .arrow_values import with_numbers
 from .errors import InvalidArgument, LakeError, NotFound, disk_error
 from .live import LiveRuns
 from .patches import Patch, parse, steps_patch
-from .purge import is_purged, purge_rows
+from .purge import PURGED, is_purged, purge_rows
 from .query import run
 from .records import Context, Record, normalize, normalize_line, now_us
 from .schema import ALL_TABLES, DATA_TABLES, FORMAT, TRAJECTORIES
@@ -361,6 +361,7 @@ class Lake:
             for name in DATA_TABLES:
                 self.store.restore(name, target.tables.get(name))
             kept = self._retract_again(retracted)
+            self._purge_again(retracted)
             self.live.clear()  # live runs' state is the restored rows' now: recalled from
             # them (a run started since is NotFound, not lost)
             version = self.catalog.commit(
@@ -416,6 +417,16 @@ class Lake:
             self.store.upsert("trajectories", ["tenant", "trajectory_id"],
                               pa.Table.from_pylist(rows, schema=TRAJECTORIES))
         return len(rows)
+
+    def _purge_again(self, retracted: dict[tuple[str, str], tuple[int, str]]) -> None:
+        """Purge again the runs a restore brought back from before their purge."""
+        for tenant in sorted({k[0] for k, (_, why) in retracted.items() if
+                              (why or "").startswith(PURGED)}):
+            ids = sorted(tid for (t, tid), (_, why) in retracted.items()
+                         if t == tenant and (why or "").startswith(PURGED))
+            rows = self.store.lookup("trajectories", tenant, "trajectory_id", ids,
+                                     list(TRAJECTORIES.names)).to_pylist()
+            purge_rows(self.store, tenant, rows)
 
     def replace_tenant_rows(self, tenant: str, tables: dict[str, pa.Table], *, operation: str,
                             detail: dict[str, Any]) -> int:

@@ -29,20 +29,25 @@ PURGED_TASK = "[purged]"
 
 
 def is_purged(row: dict[str, Any]) -> bool:
-    return (row.get("retract_reason") or "").startswith(PURGED)
+    """A tombstone: its reason says purged and its content is gone (a restore to before the
+    purge brings the content back under the reason, and ``Lake.restore`` purges it again)."""
+    return (row.get("retract_reason") or "").startswith(PURGED) and \
+        row.get("task", PURGED_TASK) == PURGED_TASK
 
 
 def purge_rows(store: TableStore, tenant: str, rows: list[dict[str, Any]]) -> int:
     """Scrub ``rows`` (trajectory rows of ``tenant``, already marked retracted) and delete
-    their content; the caller holds the writer's lock. Returns how many were purged."""
+    their content; the caller holds the writer's lock. Returns how many were purged (a row
+    a restore brought back from before its purge is purged again)."""
     rows = [r for r in rows if not is_purged(r)]
     if not rows:
         return 0
     ids = [r["trajectory_id"] for r in rows]
     hashes = {r["task_hash"] for r in rows if r["task_hash"]}
     for r in rows:
+        reason = r["retract_reason"] or ""
         r.update(task=PURGED_TASK, task_hash="", meta=None, on_behalf_of=None,
-                 retract_reason=PURGED + (r["retract_reason"] or ""))
+                 retract_reason=reason if reason.startswith(PURGED) else PURGED + reason)
     store.upsert("trajectories", ["tenant", "trajectory_id"],
                  pa.Table.from_pylist(rows, schema=TRAJECTORIES))
     refs = _payload_refs(store, tenant, ids)

@@ -124,3 +124,19 @@ def test_a_run_purged_before_the_indexer_reached_it_is_never_served(cache):
     got = cache.get_context("default", {"text": f"Charge card {SECRET} for order W1"})
     assert "leak" not in {n["trajectory_id"] for n in got["neighbors"]}
     assert SECRET not in str(got)
+
+
+def test_a_restore_to_before_a_purge_purges_again(lake: Lake):
+    """Restoring a version from before the purge must not make the content current again
+    (review H2): the restore keeps retractions, and a purge is purged again."""
+    lake.ingest(_records())
+    before = lake.version().version
+    lake.retract(["leak"], "leaked a card number", purge=True)
+    lake.restore(before)
+    assert lake.sql("select task, retract_reason from trajectories where trajectory_id = "
+                    "'leak'").fetchall() == [("[purged]", "purged: leaked a card number")]
+    assert lake.sql("select count(*) from steps where trajectory_id = 'leak'").fetchall() \
+        == [(0,)]
+    assert SECRET not in str(lake.sql("select * from steps").fetchall())
+    assert lake.sql("select count(*) from steps where trajectory_id = 'fine'").fetchall() \
+        == [(1,)]
