@@ -105,7 +105,7 @@ class WriteAheadLog:
                 last = lsn
             if end == len(data):
                 continue
-            later = _entries_after(data, end, last)
+            later = _entries_after(data, _resume_at(data, end), last)
             nxt = int(self._segments[i + 1].stem) if i + 1 < len(self._segments) else None
             if later or nxt is not None:
                 first_lost, last = last + 1, later[-1][0] if later else last
@@ -115,9 +115,9 @@ class WriteAheadLog:
                 with open(seg, "r+b") as f:
                     f.truncate(end)
                     os.fsync(f.fileno())
-        if last == 0 and self._segments:
-            last = int(self._segments[-1].stem) - 1
-        return last
+        if self._segments:  # an empty last segment (rolled, or made just before a crash)
+            last = max(last, int(self._segments[-1].stem) - 1)  # names the next lsn: never
+        return last  # go below it (damage before it may have taken the entries up to it)
 
     def _repair(self, seg: Path, data: bytes, end: int,
                 later: list[tuple[int, int, int]]) -> None:
@@ -180,7 +180,8 @@ class WriteAheadLog:
             return self._out
         if self._out is None and self._segments:
             seg = self._segments[-1]
-            if seg.stat().st_size + size <= self.segment_bytes:
+            had = seg.stat().st_size
+            if had + size <= self.segment_bytes or had == 0:  # an empty one takes any size
                 self._out = open(seg, "ab", buffering=0)
                 return self._out
         if self._out is not None:
@@ -188,7 +189,8 @@ class WriteAheadLog:
         seg = self.path / f"{self.last_lsn + 1:020d}.wal"
         self._out = open(seg, "ab", buffering=0)
         _fsync_dir(self.path)
-        self._segments.append(seg)
+        if not self._segments or self._segments[-1] != seg:  # listed once: truncate must
+            self._segments.append(seg)  # never take the live segment for an old one
         return self._out
 
     def roll(self) -> None:
@@ -242,11 +244,24 @@ def _scan(seg: Path) -> Iterator[tuple[int, bytes, int]]:
         return _scan_bytes(f.read())
 
 
+def _resume_at(data: bytes, end: int) -> int:
+    """Where to look for intact entries past the damaged one at ``end``: past its payload
+    when its header is whole (never inside it: a payload is user data, and may hold bytes
+    that look like an entry); a header that runs past the file is a torn tail (nothing
+    after it); a damaged header, from the byte after it."""
+    if end + _HEADER.size <= len(data):
+        magic, _lsn, length, _crc = _HEADER.unpack_from(data, end)
+        if magic == MAGIC:
+            stop = end + _HEADER.size + length
+            return len(data) if stop > len(data) else stop
+    return end + 1
+
+
 def _entries_after(data: bytes, pos: int, after_lsn: int) -> list[tuple[int, int, int]]:
-    """Intact entries past damage at ``pos`` (found by their magic, checked by their
-    checksum, LSNs rising past ``after_lsn``): ``(lsn, start, end)``."""
+    """Intact entries from ``pos`` on (found by their magic, checked by their checksum,
+    LSNs rising past ``after_lsn``): ``(lsn, start, end)``."""
     out = []
-    i = data.find(MAGIC, pos + 1)
+    i = data.find(MAGIC, pos)
     while i != -1 and i + _HEADER.size <= len(data):
         _magic, lsn, length, crc = _HEADER.unpack_from(data, i)
         start = i + _HEADER.size

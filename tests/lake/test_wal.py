@@ -324,3 +324,59 @@ def test_a_damaged_entry_the_lake_lacks_is_named_and_the_rest_replayed(lake_dir,
             [("a",), ("b",), ("d",)]
         assert lake.ingest([_traj("e")]).lsn == 5  # no lsn used twice
     assert "entries 3-3" in caplog.text and "is lost" in caplog.text
+
+
+def test_a_torn_entry_is_never_searched_for_entries_inside_it(tmp_path):
+    """A payload is user data: bytes in it that look like a whole entry (lsn 99, another
+    tenant's write) must not be replayed when the entry holding them is torn (review H3)."""
+    import zlib
+
+    from lake.wal import _HEADER, MAGIC
+
+    wal = WriteAheadLog(tmp_path)
+    wal.append(b"one")
+    wal.append(b"two")
+    wal.close()
+    body = b'{"op": "traj", "tenant": "another"}'
+    forged = _HEADER.pack(MAGIC, 99, len(body), zlib.crc32(body)) + body
+    payload = b"A" * 100 + forged + b"B" * 1000  # a step's output, say
+    entry = _HEADER.pack(MAGIC, 3, len(payload), zlib.crc32(payload)) + payload
+    with open(next(tmp_path.glob("*.wal")), "ab") as f:
+        f.write(entry[:-500])  # killed mid-append
+    wal = WriteAheadLog(tmp_path)
+    assert (wal.last_lsn, wal.damage) == (2, [])
+    assert [p for _, p in wal.replay(0)] == [b"one", b"two"]
+    wal.close()
+
+
+def test_lsns_never_go_back_behind_an_empty_segment(tmp_path):
+    """Damage at the end of a segment followed by an empty one (rolled by a purge): the
+    next append takes the lsn the empty segment names, not one used before (review M1)."""
+    wal = WriteAheadLog(tmp_path)
+    for p in (b"one", b"two", b"three"):
+        wal.append(p)
+    wal.roll()
+    wal.close()
+    seg = tmp_path / f"{1:020d}.wal"
+    data = bytearray(seg.read_bytes())
+    data[-1] ^= 0xFF  # a bad sector in entry 3
+    seg.write_bytes(bytes(data))
+    wal = WriteAheadLog(tmp_path)
+    assert wal.last_lsn == 3 and wal.append(b"four") == 4
+    assert [n for n, _ in wal.replay(3)] == [4]
+    wal.close()
+
+
+def test_an_entry_bigger_than_a_segment_after_a_roll_keeps_the_live_segment(tmp_path):
+    """The rolled (empty) segment takes an entry of any size, and is listed once: the
+    writer's truncate must not take the live segment for an old one (review M2)."""
+    wal = WriteAheadLog(tmp_path, segment_bytes=100)
+    wal.append(b"one")
+    wal.roll()
+    big = wal.append(b"x" * 200)
+    wal.truncate(1)
+    after = wal.append(b"after")
+    wal.close()
+    wal = WriteAheadLog(tmp_path, segment_bytes=100)
+    assert [n for n, _ in wal.replay(1)] == [big, after] == [2, 3]
+    wal.close()
