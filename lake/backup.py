@@ -8,8 +8,10 @@ Versions committed meanwhile may be in a table copy, half copied even; the copy'
 writer rolls them back (``writer.roll_back``), as after an interrupted commit. A plain
 ``cp -r`` may copy a table before the catalog that pins its next version.
 
-Not copied: the write-ahead log (``_wal``: its acknowledged, uncommitted writes are at most
-``flush_interval_ms`` old and stay in the source) and the lock files.
+A vacuum during the copy may remove files the copied catalog pins: the copy is checked at
+the end and refused if so. Not copied: the write-ahead log (``_wal``: its acknowledged,
+uncommitted writes are at most ``flush_interval_ms`` old and stay in the source) and the
+lock files.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import AlreadyExists, InvalidArgument, NotFound
+from .errors import AlreadyExists, InvalidArgument, LakeError, NotFound
 
 FIRST = ("_versions.lance", "_tags.lance")
 SKIP = {"_wal", "_writer.lock"}
@@ -47,7 +49,36 @@ def backup(root: Path, dest: Path, tick: Callable[[str], None] | None = None) ->
         else:
             _copy_present(src, dest / name)
         copied.append(name)
+    _check_whole(dest)
     return copied
+
+
+def _check_whole(dest: Path) -> None:
+    """Every data file the copy's latest version pins is there (a vacuum during the copy
+    may have removed some: then the copy is no backup, and says so)."""
+    from .schema import DATA_TABLES
+    from .tables import TableStore
+    from .versions import Catalog
+
+    store = TableStore(str(dest))
+    latest = Catalog(store).latest()
+    for name, pinned in (latest.tables.items() if latest else ()):
+        if name not in DATA_TABLES or not store.exists(name):
+            continue
+        try:
+            ds = store.dataset(name, pinned)
+        except (OSError, ValueError) as e:
+            raise _torn(dest, name, pinned) from e
+        base = dest / f"{name}.lance" / "data"
+        if any(not (base / f.path).exists() for frag in ds.get_fragments()
+               for f in frag.data_files()):
+            raise _torn(dest, name, pinned)
+
+
+def _torn(dest: Path, name: str, version: int) -> LakeError:
+    return LakeError(f"the copy in {dest} lacks files of table {name} at its version "
+                     f"{version}: a vacuum ran during the backup and removed them. Delete "
+                     f"{dest} and run the backup again, with no vacuum meanwhile")
 
 
 def _copy_present(src: str | Path, dst: str | Path) -> None:

@@ -43,7 +43,8 @@ def plan(versions: list[Version], tags: dict[str, int], older_than: timedelta,
     """Which lake versions stay readable: from the oldest made within ``older_than`` (the
     latest at least), and the tagged ones before it."""
     now = now or datetime.now(UTC)
-    live = [v.version for v in versions if not vacuumed(versions, v.version)]
+    vacuums = [v for v in versions if v.operation == "vacuum"]  # few: one scan each
+    live = [v.version for v in versions if not vacuumed(vacuums, v.version)]
     recent = [v.version for v in versions if _aware(v.created_at) >= now - older_than]
     horizon = min(recent) if recent else max(live)
     tagged = sorted({n for n in tags.values() if n < horizon and n in live})

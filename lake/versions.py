@@ -138,7 +138,7 @@ def vacuumed(versions: list[Version], number: int) -> Version | None:
 
 
 def _readable(versions: dict[int, Version], v: Version) -> Version:
-    vac = vacuumed(list(versions.values()), v.version)
+    vac = vacuumed([x for x in versions.values() if x.operation == "vacuum"], v.version)
     if vac is not None:
         raise NotFound(f"version {v.version} was vacuumed (version {vac.version}, "
                        f"{vac.created_at:%Y-%m-%d %H:%M} UTC): its files are gone. Versions "

@@ -40,16 +40,19 @@ class Housekeeper:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+        if self._thread.is_alive():  # a vacuum under way holds the writer: the lake
+            self._thread.join()  # closes after it
 
     def _run(self) -> None:
         next_vacuum = time.monotonic() + VACUUM_EVERY_S
         while not self._stop.wait(WATCH_S):
-            self.watch()
-            if self.keep is not None and time.monotonic() >= next_vacuum:
-                next_vacuum = time.monotonic() + VACUUM_EVERY_S
-                self.vacuum()
+            try:  # whatever fails, health goes on being watched
+                self.watch()
+                if self.keep is not None and time.monotonic() >= next_vacuum:
+                    next_vacuum = time.monotonic() + VACUUM_EVERY_S
+                    self.vacuum()
+            except Exception:  # noqa: BLE001 - logged; the next turn tries again
+                log.exception("housekeeping failed (it runs again)")
 
     def watch(self) -> None:
         """Health follows the writer: its write services NOT_SERVING while it waits on a
@@ -69,8 +72,9 @@ class Housekeeper:
     def vacuum(self) -> None:
         try:
             r = self.lake.vacuum(self.keep)
-        except LakeError as e:
-            log.error("the hourly vacuum failed: %s (it runs again in an hour)", e)
+        except Exception as e:  # noqa: BLE001 - Lance raises OSError, RuntimeError too
+            log.error("the hourly vacuum failed: %s (it runs again in an hour)", e,
+                      exc_info=not isinstance(e, LakeError))
             return
         if r.unreadable:
             log.info("vacuum: the files of %d versions older than %d removed (%d bytes)",

@@ -93,3 +93,18 @@ def test_keep_versions_vacuums_and_a_bad_age_stops_the_start(lake_dir):
         assert srv.lake.count("trajectories") == 5
     finally:
         srv.stop(grace=1)
+
+
+def test_a_vacuum_failing_otherwise_leaves_housekeeping_running(lake_dir, monkeypatch, caplog):
+    """Lance raises OSError or RuntimeError too: logged, and health goes on being watched."""
+    from lake import Lake
+
+    srv = serve(make_settings(lake_dir).replace(keep_versions="7d"), "127.0.0.1", 0)
+    try:
+        monkeypatch.setattr(Lake, "vacuum", lambda *a, **k: (_ for _ in ()).throw(
+            RuntimeError("LanceError(IO): permission denied")))
+        srv.housekeeper.vacuum()  # what the hourly turn does: it does not raise
+        assert "the hourly vacuum failed: LanceError(IO): permission denied" in caplog.text
+        assert srv.housekeeper._thread.is_alive()
+    finally:
+        srv.stop(grace=1)
