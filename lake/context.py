@@ -42,6 +42,7 @@ from . import fused as fusedmod
 from . import reads, slots
 from . import verdict as verdicts
 from .context_log import ContextLog
+from .embed_ahead import EmbedAhead
 from .errors import InvalidArgument, NotFound, ResourceExhausted
 from .feedback import Feedback
 from .fused_cache import FusedCache
@@ -100,6 +101,7 @@ class ContextService:
         self._indexer = threading.Thread(target=self._index_loop, name="lake-indexer",
                                          daemon=True)
         self._indexer.start()
+        self.ahead = EmbedAhead(self.embed_tasks)  # tenants not loaded: their tasks' vectors
         lake.subscribe(self._committed)
         lake.on_retract(self._retracted)
         self._lock = threading.RLock()  # the tenants' indexes (held while one loads)
@@ -279,10 +281,9 @@ class ContextService:
             late = self._retracted_queued
             trajectories = [t for t in trajectories if t["task"] != SPANS_PLACEHOLDER_TASK
                             and late.get((tenant, t["trajectory_id"]), -1) < lsn]
-        if idx is None:  # not loaded: embedded now all the same, so that its first query
-            if trajectories:  # reads their vectors instead of running the model on them all
-                self.embed_tasks([t["task_hash"] for t in trajectories],
-                                 [t["task"] for t in trajectories])
+        if idx is None:  # not loaded: embedded ahead, off this thread (``EmbedAhead``)
+            if trajectories:
+                self.ahead.add(tenant, trajectories)
             return
         tools = _tool_names(self.lake, tenant, [t["trajectory_id"] for t in trajectories])
         rows = [Row(t["trajectory_id"], t["task"], t["task_hash"], t["success"], t["reward"],
@@ -517,6 +518,7 @@ class ContextService:
             if self._pending:
                 last = self._pending[-1][0]
                 self._retracted_queued.update({(tenant, tid): last for tid in ids})
+        self.ahead.forget(tenant, ids)
         with self._lock:
             idx = self._indexes.get(tenant)
         if idx is not None:
@@ -535,6 +537,7 @@ class ContextService:
             self._closed = True
             self._pending_cv.notify_all()
         self._indexer.join(timeout=60)
+        self.ahead.close()
         self.contexts.close()
         self.embedding.close()
 

@@ -15,6 +15,7 @@ def test_tasks_of_a_tenant_nobody_queried_are_embedded_as_they_commit(secure):
         rows = [run(f"a-{i}", task=f"Refund order #W{1000 + i} to the card") for i in range(12)]
         lsn = acme.ingest_arrow(rows).lsn
         secure.cache.wait_indexed(lsn)
+    assert secure.cache.ahead.wait_idle()  # off the indexer's thread, on its own
     assert "acme" not in secure.cache._indexes  # nobody asked for its index
     hashes = [h for h, in secure.lake.sql("select task_hash from trajectories",
                                           tenant="acme").fetchall()]
