@@ -10,6 +10,8 @@ travel and restore leave the trail as it is.
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from .row_buffer import Journal, RowBuffer
 from .schema import AUDIT
 from .tables import TableStore
 
+log = logging.getLogger(__name__)
+
 
 class AuditLog:
     def __init__(self, store: TableStore, *, interval_s: float = 0.5,
@@ -32,6 +36,7 @@ class AuditLog:
         events buffered for the next append (``row_buffer.Journal``)."""
         self.store = store
         self.interval_s, self.max_buffer = interval_s, max_buffer
+        self._said = -60.0  # when a failed append was last logged
         journal = Journal.claim(journal_dir, "audit")
         self._rows = RowBuffer(store, "audit", AUDIT, ensure=True,
                                compact_fragments=compact_fragments, journal=journal)
@@ -68,7 +73,19 @@ class AuditLog:
                "detail": orjson.dumps(detail, default=str).decode() if detail else None}
         full = self._rows.add(row) >= self.max_buffer
         if flush or full or not self._rows.started:
-            self.flush()
+            try:
+                self.flush()
+            except Exception as e:  # noqa: BLE001 - a server's rows wait for its next flush
+                if not self._rows.started:
+                    raise  # a one-shot log (the CLI's): nothing will append them later
+                self._flush_failed(e)
+
+    def _flush_failed(self, e: Exception) -> None:
+        """A running server's audit append failed (a full disk): the call it records is
+        answered as it was, its rows stay buffered (and journaled) for the next flush."""
+        if time.monotonic() - self._said >= 60:
+            self._said = time.monotonic()
+            log.error("audit rows could not be appended (%s): kept for the next attempt", e)
 
     def flush(self) -> None:
         """Append everything buffered so far (one commit)."""

@@ -52,7 +52,7 @@ class RowBuffer:
             if self.journal is not None:
                 try:
                     self.journal.write(row)
-                except OSError as e:  # a full disk: the row is kept, in memory only
+                except (OSError, ValueError) as e:  # a full disk: the row is kept, in memory
                     self._journal_failed(e)
             self._rows.append(row)
             return len(self._rows)
@@ -75,7 +75,11 @@ class RowBuffer:
         with self._write_lock:
             with self._lock:
                 rows, self._rows = self._rows, []
-                files = self.journal.rotate() if self.journal is not None and rows else []
+                try:
+                    files = self.journal.rotate() if self.journal is not None and rows else []
+                except OSError as e:  # the rows go on, kept in the file still open
+                    files = []
+                    self._journal_failed(e)
             if not rows:
                 return 0
             try:
@@ -183,10 +187,12 @@ class Journal:
         self._file.flush()
 
     def rotate(self) -> list[Path]:
-        """Start a new file; returns the files whose rows the flush under way appends."""
+        """Start a new file; returns the files whose rows the flush under way appends. If
+        the new file cannot be made (a full disk), nothing changes and this raises."""
+        new = self._open()
         self._file.close()
         self._pending.append(Path(self._file.name))
-        self._file = self._open()
+        self._file = new
         return list(self._pending)
 
     def done(self, files: list[Path]) -> None:

@@ -297,3 +297,31 @@ def test_a_full_disk_refusal_stays_resource_exhausted_when_its_audit_row_cannot_
     monkeypatch.undo()
     assert [r["outcome"] for r in audit_rows(secure)
             if r["action"] == "IngestService/IngestArrow"] == ["resource_exhausted"]
+
+
+def test_a_full_disk_never_turns_admin_calls_internal_and_the_audit_catches_up(secure,
+                                                                                monkeypatch):
+    """The operator QA's tmpfs: the audit journal could not rotate (ENOSPC) and stayed
+    closed, so every audited call was INTERNAL until a restart. Now a failed rotate keeps
+    the open file, a failed audit append keeps the rows, the call is answered as it was,
+    and once space is back the rows land."""
+    import errno
+
+    from lake.row_buffer import Journal
+    from lake.tables import TableStore
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_append = TableStore.append
+    monkeypatch.setattr(Journal, "_open", full)
+    monkeypatch.setattr(TableStore, "append", lambda self, name, rows: full() if name ==
+                        "audit" else real_append(self, name, rows))
+    with LakeClient(secure.target, token(secure, scopes="read,ingest,admin")) as c:
+        c.tag("while-full")  # audited at once: its append fails, the call does not
+        with pytest.raises(NotFound):
+            c.get_trajectory("nope")
+        monkeypatch.undo()  # space is back
+        c.tag("after")
+    actions = [(r["action"], r["outcome"]) for r in audit_rows(secure)]
+    assert actions.count(("AdminService/Tag", "ok")) == 2  # the one kept while full, too
