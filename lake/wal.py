@@ -25,9 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import Conflict, LakeError, Unavailable, disk_error
+from .errors import Conflict, LakeError, ResourceExhausted, Unavailable, disk_error
 
 MAGIC = b"CLW1"
+FREE_BYTES = 16 << 20  # free space that ends a full disk's refusals, as health sees them
 _HEADER = struct.Struct("<4sQII")  # magic, lsn, length, crc32
 
 
@@ -59,6 +60,7 @@ class WriteAheadLog:
         self.last_lsn = self._recover_tail()
         self._out: BinaryIO | None = None  # unbuffered: a failed write leaves no bytes behind
         self._broken: str | None = None
+        self._disk_full = False  # the last append failed on a full disk (``full``)
 
     def _lock(self, path: Path, what: str) -> None:
         f = open(path, "a+b")
@@ -164,9 +166,23 @@ class WriteAheadLog:
             except OSError as e:
                 if out is not None and start is not None:
                     self._cut_back(out, start, e)
-                raise _write_error(self.path, e) from e
+                err = _write_error(self.path, e)
+                self._disk_full = isinstance(err, ResourceExhausted)
+                raise err from e
+            self._disk_full = False
             self.last_lsn = lsn
             return lsn
+
+    def full(self) -> bool:
+        """The last append failed on a full disk, and the disk still has under
+        ``FREE_BYTES`` free (writes are refused meanwhile: health says so)."""
+        if self._disk_full:
+            try:
+                st = os.statvfs(self.path)
+                self._disk_full = st.f_bavail * st.f_frsize < FREE_BYTES
+            except OSError:
+                pass
+        return self._disk_full
 
     def _cut_back(self, out: BinaryIO, start: int, cause: OSError) -> None:
         try:

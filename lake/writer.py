@@ -179,10 +179,11 @@ class Writer:
     @property
     def state(self) -> str:
         """``ok``; ``waiting`` (a commit failed on a full or read-only disk: retried every
-        ``RESUME_S``, writes refused meanwhile); ``stopped`` (until the lake is reopened)."""
+        ``RESUME_S``, writes refused meanwhile; or the log's disk is full); ``stopped``
+        (until the lake is reopened)."""
         e = self._error
         if e is None:
-            return "ok"
+            return "waiting" if self.wal.full() else "ok"  # the log's disk: the same refusal
         return "waiting" if disk_error(e, "", "") is not None else "stopped"
 
     @property

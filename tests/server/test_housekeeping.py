@@ -108,3 +108,31 @@ def test_a_vacuum_failing_otherwise_leaves_housekeeping_running(lake_dir, monkey
         assert srv.housekeeper._thread.is_alive()
     finally:
         srv.stop(grace=1)
+
+
+def test_health_follows_a_full_disk_under_the_log_too(lake_dir, monkeypatch):
+    """With the log on the lake's disk (the default) the log fills first and no commit
+    fails: health must still say the lake takes no writes, and come back with the space
+    (operator QA)."""
+    import errno
+
+    from lake.errors import ResourceExhausted
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    srv = serve(make_settings(lake_dir), "127.0.0.1", 0)
+    try:
+        monkeypatch.setattr("lake.wal._write_all", full)
+        monkeypatch.setattr("lake.wal.FREE_BYTES", 1 << 62)  # the disk reads as full
+        with LakeClient(srv.target, retry_s=0) as c, pytest.raises(ResourceExhausted):
+            c.ingest_arrow([run("r-1")])
+        down, up = (health_pb2.HealthCheckResponse.NOT_SERVING,
+                    health_pb2.HealthCheckResponse.SERVING)
+        _until(lambda: _health(srv.target, INGEST) == down)
+        monkeypatch.undo()  # space is back
+        _until(lambda: _health(srv.target, INGEST) == up)
+        with LakeClient(srv.target) as c:
+            assert c.ingest_arrow([run("r-2")]).accepted == 1
+    finally:
+        srv.stop(grace=1)
