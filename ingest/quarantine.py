@@ -26,9 +26,10 @@ class Quarantine:
         self._f: IO[bytes] | None = None
 
     def add(self, location: str, reason: str, field: str | None, text: str | bytes | None) -> None:
-        if self._f is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "ab")
+        if self._f is None:  # rejected records are data: their owner's only, as the lake's
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            self._f = open(fd, "ab")  # noqa: SIM115 - closed by close()
         file, _, line = location.rpartition(":")
         if isinstance(text, bytes):
             text = text.decode("utf-8", errors="replace")

@@ -79,6 +79,9 @@ def run(store: TableStore, versions: list[Version], result: VacuumResult,
     return result
 
 
+MAX_AGE_S = 100 * 365 * 86400  # past it, now - age is before any datetime
+
+
 def parse_age(text: str) -> timedelta:
     """``7d``, ``36h``, ``90m``, ``0`` (a number alone: days) -> timedelta."""
     from .errors import InvalidArgument
@@ -92,6 +95,10 @@ def parse_age(text: str) -> timedelta:
     if not n >= 0:
         raise InvalidArgument(f"{text!r} is no age: give a number and a unit, e.g. 7d, 36h, "
                               "90m (a number alone is days)", field="older_than")
+    if n > MAX_AGE_S:
+        raise InvalidArgument(f"{text!r} is more than 100 years: to keep every version, set "
+                              "no age (keep_versions empty) and do not vacuum",
+                              field="older_than")
     return timedelta(seconds=n)
 
 

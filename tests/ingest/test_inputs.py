@@ -192,3 +192,15 @@ def test_two_loads_in_one_second_of_one_process_get_two_quarantine_files(tmp_pat
 
     a, b = Quarantine(directory=tmp_path), Quarantine(directory=tmp_path)
     assert a.path != b.path and a.path.parent == b.path.parent == tmp_path
+
+
+def test_quarantined_records_are_their_owners_only(tmp_path):
+    """Rejected records are data, as the lake's rows are: 0700 directory, 0600 file (the
+    operator QA found a caller's ./lake-data/quarantine world-readable)."""
+    from ingest.quarantine import Quarantine
+
+    q = Quarantine(directory=tmp_path / "quarantine")
+    q.add("runs.jsonl:1", "task is missing", "task", '{"card": "4111"}')
+    q.close()
+    assert (q.path.parent.stat().st_mode & 0o777, q.path.stat().st_mode & 0o777) == \
+        (0o700, 0o600)
