@@ -72,3 +72,23 @@ def test_a_copy_missing_pinned_files_is_refused(lake: Lake, lake_dir: Path, tmp_
     next((copy / "steps.lance" / "data").iterdir()).unlink()  # as a vacuum would have
     with pytest.raises(LakeError, match="lacks files of table steps.*a vacuum ran"):
         _check_whole(copy)
+
+
+def test_an_interrupted_backup_is_never_taken_for_one(lake: Lake, lake_dir: Path, tmp_path,
+                                                      monkeypatch):
+    """The copy is made in DEST.partial and renamed once whole: a backup cut short leaves
+    no DEST to open by mistake, and running it again starts over."""
+    import lake.backup as bk
+
+    lake.ingest([{"trajectory_id": "a", "task": "t"}])
+    dest = tmp_path / "copy"
+    monkeypatch.setattr(bk, "_check_whole", lambda work: (_ for _ in ()).throw(
+        KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        backup(lake_dir, dest)
+    assert not dest.exists() and (tmp_path / "copy.partial").exists()
+    monkeypatch.undo()
+    backup(lake_dir, dest)
+    assert not (tmp_path / "copy.partial").exists()
+    with Lake.open(str(dest), readonly=True) as copy:
+        assert copy.count("trajectories") == 1
