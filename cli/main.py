@@ -367,8 +367,12 @@ def serve(settings: Settings, host: str | None, port: int | None, otlp_port: int
                 pass
         finally:
             click.echo("stopping: finishing calls in flight, flushing the write path")
-            server.stop()
+            server.stop(wait_warm=False)  # a model still loading is not waited for
     click.echo("stopped; every acknowledged write is in the lake")
+    if server.warming:  # its thread, killed at exit inside torch's import, would abort
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @cli.group()

@@ -217,6 +217,11 @@ class Server:
             f"{int(n)}", all_tenants=True).fetchall()]
 
     @property
+    def warming(self) -> bool:
+        """The background load of the model and indexes is still under way."""
+        return self._warming is not None and self._warming.is_alive()
+
+    @property
     def target(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
@@ -235,8 +240,10 @@ class Server:
         return (f"{where}; auth OFF (loopback): calls without a token act as tenant "
                 f"{self.lake.settings.tenant!r} with every scope (use --auth on to require tokens)")
 
-    def stop(self, grace: float = 10.0) -> None:
-        """Refuse new calls, let running ones finish (up to ``grace`` s), flush, close."""
+    def stop(self, grace: float = 10.0, *, wait_warm: bool = True) -> None:
+        """Refuse new calls, let running ones finish (up to ``grace`` s), flush, close.
+        ``wait_warm=False``: not for the model's load under way either (the caller then
+        ends the process with ``os._exit``: ``warming``)."""
         if self._stopped:
             return
         self._stopped = True
@@ -250,8 +257,8 @@ class Server:
             self.rpc.run(shut())
         finally:
             self.rpc.close()  # waits for calls still running on the pool
-            if self._warming is not None:  # a thread killed at exit inside torch's import
-                self._warming.join(timeout=120)  # aborts the process
+            if self._warming is not None and wait_warm:  # a thread killed at exit inside
+                self._warming.join(timeout=120)  # torch's import aborts the process
             try:
                 if self.metrics is not None:
                     self.metrics.close()
