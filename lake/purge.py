@@ -10,8 +10,11 @@ content back (``writer._apply_tenant`` skips a purged id), and the tables' fragm
 holding deleted rows are rewritten (Lance keeps a deleted row in its file until then). The
 write-ahead log moves to a new segment so the applied ones, which hold what was ingested,
 are deleted. Older versions still hold the content until a vacuum removes them (``lake
-vacuum``; tagged versions too, once untagged); the semantic cache's persisted cluster stats
-until the tenant's next recluster; and a served context's query text is the asker's own.
+vacuum``; tagged versions too, once untagged). Not removed either: a cluster's label (a
+member's task text) and pitfall examples (step errors) until the tenant's next recluster;
+the query texts of served contexts and the ids in audit rows (the asker's, kept for audit);
+quarantine files; a ``.damaged`` log copy; and a log segment holding writes logged after
+the purge (a re-send of the run, dropped at commit) until the log moves on past it.
 """
 
 from __future__ import annotations
