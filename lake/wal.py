@@ -107,7 +107,12 @@ class WriteAheadLog:
                 last = lsn
             if end == len(data):
                 continue
-            later = _entries_after(data, _resume_at(data, end), last)
+            resume = _resume_at(data, end)
+            later = _entries_after(data, resume, last)
+            if resume > end + 1:  # a whole header: its payload skipped. Unless its length
+                alt = _entries_after(data, end + 1, last)  # is what was damaged: then the
+                if _whole_chain(data, alt) and (not later or alt[0][0] < later[0][0]):
+                    later = alt  # entries after it run on, whole, to the end of the file
             nxt = int(self._segments[i + 1].stem) if i + 1 < len(self._segments) else None
             if later or nxt is not None:
                 first_lost, last = last + 1, later[-1][0] if later else last
@@ -271,6 +276,14 @@ def _resume_at(data: bytes, end: int) -> int:
             stop = end + _HEADER.size + length
             return len(data) if stop > len(data) else stop
     return end + 1
+
+
+def _whole_chain(data: bytes, entries: list[tuple[int, int, int]]) -> bool:
+    """Entries that follow one another with rising lsns, each starting where the one before
+    ends, to the end of the file: a log's own entries (bytes in a torn entry's payload that
+    look like entries do not also run, whole, to where a crash happened to cut the file)."""
+    return bool(entries) and entries[-1][2] == len(data) and all(
+        b[1] == a[2] and b[0] == a[0] + 1 for a, b in zip(entries, entries[1:], strict=False))
 
 
 def _entries_after(data: bytes, pos: int, after_lsn: int) -> list[tuple[int, int, int]]:

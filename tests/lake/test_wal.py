@@ -380,3 +380,23 @@ def test_an_entry_bigger_than_a_segment_after_a_roll_keeps_the_live_segment(tmp_
     wal = WriteAheadLog(tmp_path, segment_bytes=100)
     assert [n for n, _ in wal.replay(1)] == [big, after] == [2, 3]
     wal.close()
+
+
+def test_a_damaged_length_field_loses_only_its_own_entry(tmp_path):
+    """A bit flipped in an entry's length, not its payload: the entries after it, whole,
+    are found where they are, not cut off as a torn tail (operator QA's second pass)."""
+    from lake.wal import _HEADER
+
+    wal = WriteAheadLog(tmp_path)
+    for p in (b"one", b"two", b"three", b"four"):
+        wal.append(p * 10)
+    wal.close()
+    seg = next(tmp_path.glob("*.wal"))
+    data = bytearray(seg.read_bytes())
+    second = _HEADER.size + 30  # entry 1 is a header and 30 bytes
+    data[second + 12] ^= 0x10  # the length field of entry 2 (magic 4, lsn 8, length 4)
+    seg.write_bytes(bytes(data))
+    wal = WriteAheadLog(tmp_path)
+    assert [n for n, _ in wal.replay(0)] == [1, 3, 4] and wal.last_lsn == 4
+    assert [(a, b) for a, b, _ in wal.damage] == [(2, 2)]
+    wal.close()
