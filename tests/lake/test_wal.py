@@ -394,7 +394,7 @@ def test_a_damaged_length_field_loses_only_its_own_entry(tmp_path):
     seg = next(tmp_path.glob("*.wal"))
     data = bytearray(seg.read_bytes())
     second = _HEADER.size + 30  # entry 1 is a header and 30 bytes
-    data[second + 12] ^= 0x10  # the length field of entry 2 (magic 4, lsn 8, length 4)
+    data[second + 13] ^= 0x01  # the length of entry 2 (magic 4, lsn 8, length 4): +256
     seg.write_bytes(bytes(data))
     wal = WriteAheadLog(tmp_path)
     assert [n for n, _ in wal.replay(0)] == [1, 3, 4] and wal.last_lsn == 4
