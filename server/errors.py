@@ -45,6 +45,7 @@ from lake.errors import (
     ResourceExhausted,
     Unauthenticated,
     Unavailable,
+    disk_error,
 )
 
 from .methods import PACKAGES
@@ -81,7 +82,10 @@ def _cut(text: str, limit: int) -> str:
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str, list[tuple[str, Any]]]:
-    """(code, message, trailing metadata) for an exception; INTERNAL for unknown ones."""
+    """(code, message, trailing metadata) for an exception; INTERNAL for unknown ones. A
+    disk the user fixes (full, read-only), under any call, says so (``disk_error``)."""
+    if not isinstance(exc, LakeError):
+        exc = disk_error(exc, "the lake (or its log)", "retry") or exc
     code = next((STATUS[c] for c in type(exc).__mro__ if c in STATUS), Code.INTERNAL)
     if code is Code.INTERNAL:
         return code, INTERNAL_MESSAGE, []

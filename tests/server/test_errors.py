@@ -161,3 +161,19 @@ def test_layers_wrap_plain_and_async_methods_in_order_and_leave_others_alone():
     assert asyncio.run(coro.unary_unary(b"", None)) == ["inner", "outer"]
     health = grpc.unary_unary_rpc_method_handler(_raise)
     assert layered("/grpc.health.v1.Health/Check", health, layers) is health
+
+
+def test_a_full_or_read_only_disk_under_any_call_is_said_so_not_internal():
+    """Lance raises its own text for ENOSPC from a Tag's commit or a context log append
+    (operator QA): RESOURCE_EXHAUSTED naming the disk, with a retry hint, not INTERNAL."""
+    import grpc
+
+    from server.errors import status_of
+
+    code, message, trailers = status_of(OSError(
+        "LanceError(IO): No space left on device (os error 28), rust/lance/src/io/commit.rs"))
+    assert code is grpc.StatusCode.RESOURCE_EXHAUSTED and "is full" in message
+    assert any(k == "retry-after-ms" for k, _ in trailers)
+    code, message, _ = status_of(PermissionError(13, "Permission denied"))
+    assert code is grpc.StatusCode.UNAVAILABLE and "cannot be written" in message
+    assert status_of(KeyError("x"))[0] is grpc.StatusCode.INTERNAL
