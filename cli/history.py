@@ -35,21 +35,34 @@ def versions(settings: Settings, as_json: bool) -> None:
 @click.option("--version", "ref", default=None, metavar="VERSION|TAG",
               help="Version to tag [default: the latest].")
 @click.option("--force", is_flag=True, help="Move an existing tag.")
+@click.option("--delete", is_flag=True, help="Remove the tag (its version is then vacuumed "
+              "as any other).")
 @_via_server
-def tag(settings: Settings, name: str, ref: str | None, force: bool, server: str | None,
-        token: str | None) -> None:
+def tag(settings: Settings, name: str, ref: str | None, force: bool, delete: bool,
+        server: str | None, token: str | None) -> None:
     """Name a version, to read (--as-of) or restore it later.
 
     \b
     Example:
       lake tag before-cleanup
       lake tag before-cleanup --server 127.0.0.1:50051   # while it serves the lake
+      lake tag before-cleanup --delete
     """
+    if delete and (ref is not None or force):
+        raise click.UsageError("--delete removes the tag NAME: drop --version and --force")
     client = remote(server, token)
     if client is not None:
         with client:
-            got = client.tag(name, ref, force=force)
-        click.echo(f"tagged version {got['version']} as {name!r}")
+            got = client.untag(name) if delete else client.tag(name, ref, force=force)
+        click.echo(f"removed tag {name!r} (version {got['version']})" if delete else
+                   f"tagged version {got['version']} as {name!r}")
+        return
+    if delete:
+        with Lake.open(settings=settings) as lake, audited(
+                lake.store, settings.tenant, "untag", f"tag {name}") as d:
+            v = lake.untag(name)
+            d["version"] = v.version
+        click.echo(f"removed tag {name!r} (version {v.version})")
         return
     with Lake.open(settings=settings) as lake, audited(
             lake.store, settings.tenant, "tag", f"tag {name}", version=ref, force=force) as d:

@@ -351,6 +351,11 @@ class Lake:
         self.catalog.tag(name, target.version, force=force)
         return target
 
+    def untag(self, name: str) -> Version:
+        """Remove a tag; returns the version it named."""
+        number = self.catalog.untag(name)
+        return next(v for v in self.catalog.list() if v.version == number)
+
     def restore(self, ref: int | str) -> Version:
         """Make the lake's contents those of ``ref`` again, as a new version."""
         writer = self._writer()

@@ -100,6 +100,16 @@ class Catalog:
         row = {"name": name, "version": version, "created_at": now_us()}
         self.store.upsert("_tags", ["name"], pa.Table.from_pylist([row], schema=TAGS))
 
+    def untag(self, name: str) -> int:
+        """Remove a tag (its version is then vacuumed like any other); returns the version
+        it named. Removing a tag that is not there is NotFound (a retry: the tags say so)."""
+        tags = self.tags()
+        if name not in tags:
+            raise NotFound(f"no tag {name!r}; known tags: {', '.join(sorted(tags)) or 'none'}",
+                           field="name")
+        self.store.delete("_tags", f"name = {quote(name)}")
+        return tags[name]
+
     def resolve(self, ref: int | str | None) -> Version:
         """A version number, a tag name, a time (ISO 8601: the lake as it was then, the
         latest version made at or before it), or None (latest) -> Version."""

@@ -456,6 +456,11 @@ class LakeClient:
         r = self.call(self.admin.Tag, pb.TagRequest(name=name, ref=_ref(ref), force=force))
         return convert.version_from_pb(r.version)
 
+    def untag(self, name: str) -> dict[str, Any]:
+        """Remove a tag (needs the operator scope); returns the version it named."""
+        r = self.call(self.admin.Tag, pb.TagRequest(name=name, delete=True))
+        return convert.version_from_pb(r.version)
+
     def restore(self, ref: int | str) -> dict[str, Any]:
         """Make ``ref``'s contents current again, as a new version; returns the new one."""
         r = self.call(self.admin.Restore, pb.RestoreRequest(ref=_ref(ref)))

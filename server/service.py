@@ -392,6 +392,10 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                                   tags.get(v.version, [])) for v in self.lake.versions()])
 
     def Tag(self, request: pb.TagRequest, context: Any) -> pb.TagResponse:
+        if request.delete:
+            _needs(OPERATOR, "removing a tag (delete)", "a tag keeps a version of every "
+                   "tenant's data from a vacuum", field="delete")
+            return pb.TagResponse(version=self._version(self.lake.untag(request.name)))
         if request.force:
             _needs(OPERATOR, "moving a tag (force)", "a tag names a version of every tenant's "
                    "data")

@@ -97,3 +97,13 @@ def test_cli_vacuum_reports_and_is_audited(tmp_path: Path):
     with Lake.open(str(data), readonly=True) as lake:
         assert lake.sql("select outcome, detail from audit where action = 'vacuum'",
                         all_tenants=True).fetchall()[0][0] == "ok"
+
+
+def test_an_untagged_version_is_vacuumed_as_any_other(lake: Lake):
+    _fill(lake, 8)  # tags version 6 "five"
+    assert lake.untag("five").version == 6
+    with pytest.raises(NotFound, match="no tag 'five'; known tags: none"):
+        lake.untag("five")
+    lake.vacuum(timedelta(0))
+    with pytest.raises(NotFound, match="version 6 was vacuumed"):
+        lake.sql("select 1", as_of=6)

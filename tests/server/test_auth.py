@@ -113,13 +113,17 @@ def test_lake_wide_changes_need_the_operator_scope(secure):
         assert "leaked" in repr(ops.versions())  # the operator sees every tenant's
         assert ops.restore("bravo-release")["operation"] == "restore"
         assert ops.tag("bravo-release", force=True)
+        with pytest.raises(PermissionDenied, match="needs the 'operator' scope"):
+            acme.untag("bravo-release")
+        assert ops.untag("bravo-release")["version"] > 0
     finally:
         for c in (acme, bravo, ops):
             c.close()
     refused = [(r["tenant"], r["action"], r["outcome"]) for r in audit_rows(secure)
                if r["outcome"] != "ok"]
     assert refused == [("acme", "AdminService/Restore", "permission_denied"),
-                       ("acme", "AdminService/Tag", "permission_denied")]
+                       ("acme", "AdminService/Tag", "permission_denied"),
+                       ("acme", "AdminService/Tag", "permission_denied")]  # the untag
 
 
 def test_token_names_are_checked_and_a_mistyped_token_is_not_echoed(secure):

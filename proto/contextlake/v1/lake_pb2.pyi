@@ -448,14 +448,16 @@ class VersionsResponse(_message.Message):
     def __init__(self, versions: _Optional[_Iterable[_Union[Version, _Mapping]]] = ...) -> None: ...
 
 class TagRequest(_message.Message):
-    __slots__ = ("name", "ref", "force")
+    __slots__ = ("name", "ref", "force", "delete")
     NAME_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
     name: str
     ref: str
     force: bool
-    def __init__(self, name: _Optional[str] = ..., ref: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    delete: bool
+    def __init__(self, name: _Optional[str] = ..., ref: _Optional[str] = ..., force: _Optional[bool] = ..., delete: _Optional[bool] = ...) -> None: ...
 
 class TagResponse(_message.Message):
     __slots__ = ("version",)
