@@ -398,15 +398,29 @@ class ContextService:
     def _verdict(self, tenant: str, q: Query, qhash: str | None, neighbors: list[dict],
                  threshold: float) -> dict[str, Any]:
         hashes = [n.pop("_hash") for n in neighbors]
+        hash_of = {n["trajectory_id"]: h for n, h in zip(neighbors, hashes, strict=True)}
         v = verdicts.of_neighbors(q.text, qhash, neighbors, hashes, threshold, self._slots)
-        if v["verdict"] in (verdicts.EXACT, verdicts.HIT):  # what replaying it did, reported
-            failed, ok = self.feedback.reuses(tenant, neighbors[0]["trajectory_id"])
-            if failed >= REUSE_FAILED and failed > ok:
-                v = {**v, "verdict": verdicts.SIMILAR, "reason": (
-                    f"{v['reason']}; but replaying run {neighbors[0]['trajectory_id']!r:.80} "
-                    f"failed {failed} of {failed + ok} reported times: adapt it, do not "
-                    "replay it")}
-        return v
+        if v["verdict"] not in (verdicts.EXACT, verdicts.HIT):
+            return v
+
+        def failing(n: dict) -> tuple[int, int] | None:  # what replaying it did, reported
+            failed, ok = self.feedback.reuses(tenant, n["trajectory_id"])
+            return (failed, ok) if failed >= REUSE_FAILED and failed > ok else None
+
+        bad = failing(neighbors[0])
+        if bad is None:
+            return v
+        top = neighbors[0]["trajectory_id"]
+        if v["verdict"] == verdicts.EXACT:  # another run of the same text may do
+            alt = next((i for i, n in enumerate(neighbors[1:], 1) if hash_of[
+                n["trajectory_id"]] == qhash and n["success"] and failing(n) is None), None)
+            if alt is not None:
+                neighbors.insert(0, neighbors.pop(alt))
+                return {**v, "reason": f"{v['reason']}; run {top!r:.80}, whose replays "
+                        f"failed {bad[0]} of {sum(bad)} reported times, passed over"}
+        return {**v, "verdict": verdicts.SIMILAR, "reason": (
+            f"{v['reason']}; but replaying run {top!r:.80} failed {bad[0]} of {sum(bad)} "
+            "reported times: adapt it, do not replay it")}
 
     def _slots(self, text: str) -> slots.Slots:
         """Slots of a stored task text, extracted once (stored texts repeat across queries)."""

@@ -163,10 +163,13 @@ class Feedback:
         and, for exact and hit, the replayed run's reuse."""
         top = (served.get("neighbors") or [None])[0]
         if row["verdict"] in ("exact", "hit") and top is not None:
-            runs = self._reuse.setdefault(row["tenant"], {}).setdefault(top, {})
+            tenant_runs = self._reuse.setdefault(row["tenant"], {})
+            runs = tenant_runs.setdefault(top, {})
             runs.pop(row["context_id"], None)
             if row["used"] and row["success"] is not None:
                 runs[row["context_id"]] = bool(row["success"])
+            if len(tenant_runs) > REPORTS_KEPT:  # the runs reported on longest ago go
+                del tenant_runs[next(iter(tenant_runs))]
         if row["top_similarity"] is None or row["verdict"] not in ("hit", "similar") \
                 or row["cluster_id"] is None:
             return

@@ -92,3 +92,20 @@ def test_a_run_whose_replays_keep_failing_is_no_longer_served_as_one_to_replay(c
     for cid in served:  # the agent corrects its reports: it worked after all
         cache.report("default", cid, used=True, success=True)
     assert cache.get_context("default", {"text": FLIGHT})["verdict"] == "exact"
+
+
+def test_an_exact_passes_over_a_run_whose_replays_fail_to_another_run_of_the_text(cache):
+    cache.lake.ingest([{"trajectory_id": tid, "task": FLIGHT,
+                        "steps": [{"kind": "tool", "name": "book"}],
+                        "outcome": {"success": True}} for tid in ("r0", "r1")])
+    first = None
+    for _ in range(2):
+        got = cache.get_context("default", {"text": FLIGHT})
+        first = first or got["neighbors"][0]["trajectory_id"]
+        assert got["verdict"] == "exact" and got["neighbors"][0]["trajectory_id"] == first
+        cache.report("default", got["context_id"], used=True, success=False)
+    got = cache.get_context("default", {"text": FLIGHT})
+    other = ({"r0", "r1"} - {first}).pop()
+    assert got["verdict"] == "exact" and got["neighbors"][0]["trajectory_id"] == other
+    assert f"run {first!r}, whose replays failed 2 of 2 reported times, passed over" \
+        in got["reason"]
