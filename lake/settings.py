@@ -61,6 +61,8 @@ class Settings:
     stream_idle_ms: int = _s(60_000, "a client stream (StreamSteps) that sends no message for "
                              "this long is ended (UNAVAILABLE: reopen it and send again)")
     log_level: str = _s("warning", "`lake serve`'s log level: debug, info, warning, error")
+    abandon_after: str = _s("", "`lake serve` finishes as abandoned the runs left running "
+                            "with no start or step for this long (24h, 7d); empty: never")
     keep_versions: str = _s("", "`lake serve` vacuums hourly, keeping the versions made "
                             "within this age (7d, 36h) and tagged ones; empty: keeps every "
                             "version (`lake vacuum` frees them by hand)")

@@ -283,8 +283,9 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None, 
     """Start serving ``lake`` (opened from ``settings`` and owned by the server if None)."""
     host = (host or settings.host).strip("[]")
     port = settings.port if port is None else port
-    if settings.keep_versions:
-        parse_age(settings.keep_versions)  # a bad age stops it before anything starts
+    for age in (settings.keep_versions, settings.abandon_after):
+        if age:
+            parse_age(age)  # a bad age stops it before anything starts
     required = auth_required(settings.auth, host)
     owns = lake is None
     lake = lake or Lake.open(settings=settings)
@@ -346,7 +347,7 @@ def _start(settings: Settings, lake: Lake, host: str, port: int, required: bool,
     running.housekeeper = Housekeeper(
         lake, lambda name, status: rpc.run(health_servicer.set(name, status)),
         (*[n for n in SERVICE_NAMES if n.endswith(".IngestService")], OTLP_SERVICE),
-        settings.keep_versions).start()
+        settings.keep_versions, settings.abandon_after).start()
     log.info(running.describe())  # `lake serve` prints it; a library user may log it
     return running
 

@@ -1,5 +1,6 @@
 """What a running server watches beside its calls: the writer's health (gRPC health says
-when the lake takes no writes) and, if ``keep_versions`` is set, the hourly vacuum."""
+when the lake takes no writes) and, hourly, if set, the runs left running past
+``abandon_after`` and the vacuum of versions past ``keep_versions``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable
 
 from grpc_health.v1 import health_pb2
 
-from lake import Lake
+from lake import Lake, stale
 from lake.errors import LakeError
 from lake.vacuum import parse_age
 
@@ -24,10 +25,12 @@ SERVING, NOT_SERVING = (health_pb2.HealthCheckResponse.SERVING,
 
 class Housekeeper:
     def __init__(self, lake: Lake, set_health: Callable[[str, int], None],
-                 write_services: tuple[str, ...], keep_versions: str):
+                 write_services: tuple[str, ...], keep_versions: str,
+                 abandon_after: str = ""):
         """``set_health(service, status)``; ``write_services``: those that take writes."""
         self.lake, self.set_health, self.write_services = lake, set_health, write_services
         self.keep = parse_age(keep_versions) if keep_versions else None
+        self.abandon_after = parse_age(abandon_after) if abandon_after else None
         self.state = "ok"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lake-housekeeping",
@@ -48,9 +51,12 @@ class Housekeeper:
         while not self._stop.wait(WATCH_S):
             try:  # whatever fails, health goes on being watched
                 self.watch()
-                if self.keep is not None and time.monotonic() >= next_vacuum:
+                if time.monotonic() >= next_vacuum:
                     next_vacuum = time.monotonic() + VACUUM_EVERY_S
-                    self.vacuum()
+                    if self.abandon_after is not None:
+                        self.abandon()
+                    if self.keep is not None:
+                        self.vacuum()
             except Exception:  # noqa: BLE001 - logged; the next turn tries again
                 log.exception("housekeeping failed (it runs again)")
 
@@ -68,6 +74,13 @@ class Housekeeper:
         (log.warning if state == "ok" else log.error)(
             "the lake's writer is %s: health of %s now %s", state,
             ", ".join(self.write_services), "SERVING" if state == "ok" else "NOT_SERVING")
+
+    def abandon(self) -> None:
+        """Finish as abandoned the runs left running past ``abandon_after`` (``lake/stale``)."""
+        done = stale.abandon(self.lake, self.abandon_after)
+        if done:
+            log.warning("finished %d run(s) left running for over %s as abandoned (e.g. %s "
+                        "of tenant %r)", len(done), self.abandon_after, done[0][1], done[0][0])
 
     def vacuum(self) -> None:
         try:

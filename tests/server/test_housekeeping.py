@@ -136,3 +136,18 @@ def test_health_follows_a_full_disk_under_the_log_too(lake_dir, monkeypatch):
             assert c.ingest_arrow([run("r-2")]).accepted == 1
     finally:
         srv.stop(grace=1)
+
+
+def test_abandon_after_finishes_runs_left_running_and_a_bad_age_stops_the_start(lake_dir):
+    with pytest.raises(InvalidArgument, match="is no age"):
+        serve(make_settings(lake_dir).replace(abandon_after="a day"), "127.0.0.1", 0)
+    srv = serve(make_settings(lake_dir).replace(abandon_after="1s"), "127.0.0.1", 0)
+    try:
+        with LakeClient(srv.target) as c:
+            c.start("an agent that died", trajectory_id="gone")
+            time.sleep(1.5)
+            srv.housekeeper.abandon()  # what the hourly turn does
+            got = c.get_trajectory("gone", min_lsn=srv.lake.writer.lag["submitted_lsn"])
+        assert got["status"] == "abandoned"
+    finally:
+        srv.stop(grace=1)
