@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .schema import TRAJECTORIES
-from .tables import TableStore, in_filter, quote
+from .tables import TableStore, quote
 
 PURGED = "purged: "  # a purged row's retract_reason starts so
 PURGED_TASK = "[purged]"
@@ -53,43 +53,26 @@ def purge_rows(store: TableStore, tenant: str, rows: list[dict[str, Any]]) -> in
                  retract_reason=reason if reason.startswith(PURGED) else PURGED + reason)
     store.upsert("trajectories", ["tenant", "trajectory_id"],
                  pa.Table.from_pylist(rows, schema=TRAJECTORIES))
-    refs = _payload_refs(store, tenant, ids)
-    for at in range(0, len(ids), 500):
-        store.delete("steps", in_filter(tenant, "trajectory_id", ids[at:at + 500]))
-    unused = sorted(refs - _payload_refs(store, tenant, None, among=refs))
-    for at in range(0, len(unused), 500):
-        store.delete("payloads", in_filter(tenant, "sha256", unused[at:at + 500]))
-    _forget_embeddings(store, hashes)
+    if store.exists("steps"):
+        refs = _payload_refs(store.lookup("steps", tenant, "trajectory_id", ids, _REFS))
+        store.delete_keys("steps", "trajectory_id", ids, tenant)
+        still = _payload_refs(store.dataset("steps").to_table(
+            columns=_REFS, filter=f"tenant = {quote(tenant)} AND ({_HAS_REF})"))
+        store.delete_keys("payloads", "sha256", sorted(refs - still), tenant)
+    if hashes and store.exists("_embeddings"):  # the vectors of texts no run (of any
+        have = store.dataset("trajectories").to_table(columns=["task_hash"])  # tenant) has
+        store.delete_keys("_embeddings", "text_hash",
+                          sorted(hashes - set(pc.unique(have["task_hash"]).to_pylist())))
     for name in ("trajectories", "steps", "payloads", "_embeddings"):
         if store.exists(name):  # a deleted row stays in its file until the file is rewritten
             store.compact(name, every_deletion=True)
     return len(rows)
 
 
-def _payload_refs(store: TableStore, tenant: str, ids: list[str] | None, *,
-                  among: set[str] | None = None) -> set[str]:
-    """The payloads the steps of ``ids`` (None: every step of the tenant) refer to, of
-    ``among`` if given."""
-    if not store.exists("steps") or (among is not None and not among):
-        return set()
-    has = "(input_ref IS NOT NULL OR output_ref IS NOT NULL)"
-    scopes = [f"tenant = {quote(tenant)}"] if ids is None else [
-        in_filter(tenant, "trajectory_id", ids[at:at + 500]) for at in range(0, len(ids), 500)]
-    refs: set[str] = set()
-    for scope in scopes:
-        t = store.dataset("steps").to_table(columns=["input_ref", "output_ref"],
-                                            filter=f"{scope} AND {has}")
-        refs |= {v for col in ("input_ref", "output_ref") for v in t[col].to_pylist() if v}
-    return refs if among is None else refs & among
+_REFS = ["input_ref", "output_ref"]
+_HAS_REF = "input_ref IS NOT NULL OR output_ref IS NOT NULL"
 
 
-def _forget_embeddings(store: TableStore, hashes: set[str]) -> None:
-    """Delete the stored vectors of task texts no trajectory (of any tenant) still has."""
-    if not hashes or not store.exists("_embeddings"):
-        return
-    t = store.dataset("trajectories").to_table(columns=["task_hash"])
-    still = set(pc.unique(t["task_hash"]).to_pylist())
-    gone = sorted(hashes - still)
-    for at in range(0, len(gone), 500):
-        keys = ", ".join(quote(h) for h in gone[at:at + 500])
-        store.delete("_embeddings", f"text_hash IN ({keys})")
+def _payload_refs(steps: pa.Table) -> set[str]:
+    """The payloads (sha256) these steps' inputs and outputs refer to."""
+    return {v for col in _REFS for v in steps[col].to_pylist() if v}

@@ -113,6 +113,15 @@ class TableStore:
     def delete(self, name: str, predicate: str) -> None:
         self.dataset(name).delete(predicate)
 
+    def delete_keys(self, name: str, column: str, keys: list[str],
+                    tenant: str | None = None) -> None:
+        """Delete the rows (of ``tenant``, if given) whose ``column`` is in ``keys``, as
+        ``lookup`` finds them: ``IN_LIST_MAX`` keys to a filter (one commit each)."""
+        for at in range(0, len(keys), IN_LIST_MAX):
+            part = keys[at:at + IN_LIST_MAX]
+            self.delete(name, in_filter(tenant, column, part) if tenant is not None else
+                        f"{column} IN ({', '.join(quote(k) for k in part)})")
+
     def restore(self, name: str, version: int | None) -> None:
         """Make ``version``'s rows current again as a new version (None: empty the table)."""
         if version is None:
