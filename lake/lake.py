@@ -425,10 +425,11 @@ class Lake:
 
     def _purge_again(self, retracted: dict[tuple[str, str], tuple[int, str]]) -> None:
         """Purge again the runs a restore brought back from before their purge."""
-        for tenant in sorted({k[0] for k, (_, why) in retracted.items() if
-                              (why or "").startswith(PURGED)}):
-            ids = sorted(tid for (t, tid), (_, why) in retracted.items()
-                         if t == tenant and (why or "").startswith(PURGED))
+        purged: dict[str, list[str]] = {}
+        for (tenant, tid), (_, why) in sorted(retracted.items()):
+            if (why or "").startswith(PURGED):
+                purged.setdefault(tenant, []).append(tid)
+        for tenant, ids in purged.items():
             rows = self.store.lookup("trajectories", tenant, "trajectory_id", ids,
                                      list(TRAJECTORIES.names)).to_pylist()
             purge_rows(self.store, tenant, rows)

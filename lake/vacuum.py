@@ -20,7 +20,7 @@ from typing import Any
 
 from .schema import ALL_TABLES, DATA_TABLES
 from .tables import TableStore
-from .versions import Version, vacuumed
+from .versions import Version, vacuumed, vacuums
 
 
 @dataclass
@@ -43,8 +43,8 @@ def plan(versions: list[Version], tags: dict[str, int], older_than: timedelta,
     """Which lake versions stay readable: from the oldest made within ``older_than`` (the
     latest at least), and the tagged ones before it."""
     now = now or datetime.now(UTC)
-    vacuums = [v for v in versions if v.operation == "vacuum"]  # few: one scan each
-    live = [v.version for v in versions if not vacuumed(vacuums, v.version)]
+    done = vacuums(versions)
+    live = [v.version for v in versions if not vacuumed(done, v.version)]
     recent = [v.version for v in versions if _aware(v.created_at) >= now - older_than]
     horizon = min(recent) if recent else max(live)
     tagged = sorted({n for n in tags.values() if n < horizon and n in live})

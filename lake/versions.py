@@ -9,6 +9,7 @@ versions. Restore writes the old contents as a *new* version: nothing is destroy
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -140,15 +141,20 @@ class Catalog:
         return _readable(versions, versions[n])
 
 
-def vacuumed(versions: list[Version], number: int) -> Version | None:
-    """The vacuum (``lake/vacuum.py``) that removed version ``number``'s files, if one did."""
-    return next((v for v in versions if v.operation == "vacuum"
-                 and number < v.detail.get("horizon", 0)
+def vacuums(versions: Iterable[Version]) -> list[Version]:
+    """The vacuums among ``versions`` (few: ``vacuumed`` scans them for each version)."""
+    return [v for v in versions if v.operation == "vacuum"]
+
+
+def vacuumed(vacuums: list[Version], number: int) -> Version | None:
+    """Of ``vacuums`` (``lake/vacuum.py``), the one that removed version ``number``'s files,
+    if one did."""
+    return next((v for v in vacuums if number < v.detail.get("horizon", 0)
                  and number not in v.detail.get("tagged", ())), None)
 
 
 def _readable(versions: dict[int, Version], v: Version) -> Version:
-    vac = vacuumed([x for x in versions.values() if x.operation == "vacuum"], v.version)
+    vac = vacuumed(vacuums(versions.values()), v.version)
     if vac is not None:
         raise NotFound(f"version {v.version} was vacuumed (version {vac.version}, "
                        f"{vac.created_at:%Y-%m-%d %H:%M} UTC): its files are gone. Versions "
