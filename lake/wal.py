@@ -207,12 +207,18 @@ class WriteAheadLog:
                 return self._out
         if self._out is not None:
             self._out.close()
-        seg = self.path / f"{self.last_lsn + 1:020d}.wal"
-        self._out = open(seg, "ab", buffering=0)
-        _fsync_dir(self.path)
-        if not self._segments or self._segments[-1] != seg:  # listed once: truncate must
-            self._segments.append(seg)  # never take the live segment for an old one
+        self._out = open(self._new_segment(), "ab", buffering=0)
         return self._out
+
+    def _new_segment(self) -> Path:
+        """The segment the next entry (``last_lsn + 1``) starts, made and listed once (so
+        truncate never takes the live segment for an old one)."""
+        seg = self.path / f"{self.last_lsn + 1:020d}.wal"
+        if not self._segments or self._segments[-1] != seg:
+            seg.touch()
+            _fsync_dir(self.path)
+            self._segments.append(seg)
+        return seg
 
     def roll(self) -> None:
         """Start a new segment now: the current one is deleted by the next ``truncate``
@@ -221,12 +227,7 @@ class WriteAheadLog:
             if self._out is not None:
                 self._out.close()
                 self._out = None
-            seg = self.path / f"{self.last_lsn + 1:020d}.wal"
-            if self._segments and self._segments[-1] == seg:
-                return
-            seg.touch()
-            _fsync_dir(self.path)
-            self._segments.append(seg)
+            self._new_segment()
 
     # -- reading and truncation -----------------------------------------------------------------
     def replay(self, after_lsn: int) -> Iterator[tuple[int, bytes]]:
