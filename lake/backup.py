@@ -23,9 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import AlreadyExists, InvalidArgument, LakeError, NotFound
+from .settings import WAL_DIR
+from .wal import WRITER_LOCK
 
 FIRST = ("_versions.lance", "_tags.lance")
-SKIP = {"_wal", "_writer.lock"}
+SKIP = {WAL_DIR, WRITER_LOCK}
 
 
 def backup(root: Path, dest: Path, tick: Callable[[str], None] | None = None) -> list[str]:

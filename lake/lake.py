@@ -30,11 +30,11 @@ from .purge import PURGED, is_purged, purge_rows
 from .query import run
 from .records import Context, Record, normalize, normalize_line, now_us
 from .schema import ALL_TABLES, DATA_TABLES, FORMAT, TRAJECTORIES
-from .settings import Settings
+from .settings import QUARANTINE_DIR, WAL_DIR, Settings
 from .tables import TableStore, quote
 from .vacuum import VacuumResult
 from .versions import Catalog, Version
-from .wal import WriteAheadLog
+from .wal import WRITER_LOCK, WriteAheadLog
 from .writer import Writer, roll_back
 
 log = logging.getLogger(__name__)
@@ -578,7 +578,7 @@ def _check_root(root: Path, readonly: bool) -> None:
             "at a new or empty directory to create one there", field="data")
 
 
-_LAKE_ENTRIES = {"_wal", "quarantine", "_writer.lock"}  # beside the tables, in a lake's root
+_LAKE_ENTRIES = {WAL_DIR, QUARANTINE_DIR, WRITER_LOCK}  # beside the tables, in its root
 
 
 def _check_format(catalog: Catalog, where: str) -> None:

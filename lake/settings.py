@@ -24,6 +24,7 @@ _MINIMUMS = {"payload_limit": 1024, "preview_chars": 0, "flush_rows": 1, "flush_
              "metrics_port": -1, "max_message_bytes": 65536, "max_inflight": 1,
              "inflight_reserve": 0, "stream_idle_ms": 10, "max_open_streams": 1}
 AUTH_MODES = ("auto", "on", "off")
+WAL_DIR, QUARANTINE_DIR = "_wal", "quarantine"  # their defaults: in a local lake's root
 
 
 def _s(default: Any, help: str) -> Any:
@@ -140,13 +141,13 @@ class Settings:
                 f"the lake root {self.data} is not a local directory, so the write-ahead log "
                 "needs a local disk: set LAKE_WAL_DIR (or wal_dir in lake.toml) to a local "
                 "directory")
-        return self.local_root / "_wal"
+        return self.local_root / WAL_DIR
 
     @property
     def quarantine_path(self) -> Path:
         if self.quarantine_dir:
             return Path(self.quarantine_dir).expanduser()
-        return (self.local_root if self.is_local else Path(".")) / "quarantine"
+        return (self.local_root if self.is_local else Path(".")) / QUARANTINE_DIR
 
     @classmethod
     def describe(cls) -> list[tuple[str, str, Any, str]]:

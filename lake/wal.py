@@ -28,6 +28,7 @@ from typing import BinaryIO
 from .errors import Conflict, LakeError, ResourceExhausted, Unavailable, disk_error
 
 MAGIC = b"CLW1"
+WRITER_LOCK = "_writer.lock"  # in a local lake's root: one writer, whichever its log
 FREE_BYTES = 16 << 20  # free space that ends a full disk's refusals, as health sees them
 _HEADER = struct.Struct("<4sQII")  # magic, lsn, length, crc32
 
@@ -49,7 +50,7 @@ class WriteAheadLog:
             self._lock(self.path / "LOCK", f"the lake's write-ahead log {self.path}")
             if root is not None:
                 root.mkdir(mode=0o700, parents=True, exist_ok=True)
-                self._lock(root / "_writer.lock", f"the lake at {root}")
+                self._lock(root / WRITER_LOCK, f"the lake at {root}")
         except BaseException:
             self._unlock()
             raise
