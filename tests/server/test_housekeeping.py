@@ -82,8 +82,7 @@ def test_a_stopped_writer_turns_the_whole_server_not_serving(lake_dir, monkeypat
 def test_keep_versions_vacuums_and_a_bad_age_stops_the_start(lake_dir):
     with pytest.raises(InvalidArgument, match="is no age"):
         serve(make_settings(lake_dir).replace(keep_versions="a week"), "127.0.0.1", 0)
-    srv = serve(make_settings(lake_dir).replace(keep_versions="0s"), "127.0.0.1", 0)
-    try:
+    with serve(make_settings(lake_dir).replace(keep_versions="0s"), "127.0.0.1", 0) as srv:
         with LakeClient(srv.target) as c:
             for i in range(5):
                 lsn = c.ingest_arrow([run(f"r-{i}")]).lsn
@@ -91,23 +90,18 @@ def test_keep_versions_vacuums_and_a_bad_age_stops_the_start(lake_dir):
         srv.housekeeper.vacuum()  # what the hourly turn does
         assert srv.lake.versions()[-1].operation == "vacuum"
         assert srv.lake.count("trajectories") == 5
-    finally:
-        srv.stop(grace=1)
 
 
 def test_a_vacuum_failing_otherwise_leaves_housekeeping_running(lake_dir, monkeypatch, caplog):
     """Lance raises OSError or RuntimeError too: logged, and health goes on being watched."""
     from lake import Lake
 
-    srv = serve(make_settings(lake_dir).replace(keep_versions="7d"), "127.0.0.1", 0)
-    try:
+    with serve(make_settings(lake_dir).replace(keep_versions="7d"), "127.0.0.1", 0) as srv:
         monkeypatch.setattr(Lake, "vacuum", lambda *a, **k: (_ for _ in ()).throw(
             RuntimeError("LanceError(IO): permission denied")))
         srv.housekeeper.vacuum()  # what the hourly turn does: it does not raise
         assert "the hourly vacuum failed: LanceError(IO): permission denied" in caplog.text
         assert srv.housekeeper._thread.is_alive()
-    finally:
-        srv.stop(grace=1)
 
 
 def test_health_follows_a_full_disk_under_the_log_too(lake_dir, monkeypatch):
@@ -121,8 +115,7 @@ def test_health_follows_a_full_disk_under_the_log_too(lake_dir, monkeypatch):
     def full(*_a, **_k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    srv = serve(make_settings(lake_dir), "127.0.0.1", 0)
-    try:
+    with serve(make_settings(lake_dir), "127.0.0.1", 0) as srv:
         monkeypatch.setattr("lake.wal._write_all", full)
         monkeypatch.setattr("lake.wal.FREE_BYTES", 1 << 62)  # the disk reads as full
         with LakeClient(srv.target, retry_s=0) as c, pytest.raises(ResourceExhausted):
@@ -134,20 +127,15 @@ def test_health_follows_a_full_disk_under_the_log_too(lake_dir, monkeypatch):
         _until(lambda: _health(srv.target, INGEST) == up)
         with LakeClient(srv.target) as c:
             assert c.ingest_arrow([run("r-2")]).accepted == 1
-    finally:
-        srv.stop(grace=1)
 
 
 def test_abandon_after_finishes_runs_left_running_and_a_bad_age_stops_the_start(lake_dir):
     with pytest.raises(InvalidArgument, match="is no age"):
         serve(make_settings(lake_dir).replace(abandon_after="a day"), "127.0.0.1", 0)
-    srv = serve(make_settings(lake_dir).replace(abandon_after="1s"), "127.0.0.1", 0)
-    try:
+    with serve(make_settings(lake_dir).replace(abandon_after="1s"), "127.0.0.1", 0) as srv:
         with LakeClient(srv.target) as c:
             c.start("an agent that died", trajectory_id="gone")
             time.sleep(1.5)
             srv.housekeeper.abandon()  # what the hourly turn does
             got = c.get_trajectory("gone", min_lsn=srv.lake.writer.lag["submitted_lsn"])
         assert got["status"] == "abandoned"
-    finally:
-        srv.stop(grace=1)
