@@ -58,15 +58,15 @@ class Feedback:
         """The tenant's stored reports that calibrate thresholds, the latest of each context,
         each in the cluster that ``cluster_of`` gives its context's best neighbour now (a
         refit renumbers clusters: the number stored with the report may now be another kind
-        of task)."""
+        of task); and, from the same reports, each replayed run's reuses (``reuses``)."""
         store = self.lake.store  # Lance, not DuckDB: this may run on the indexer thread
         rows: list[dict[str, Any]] = []
-        if store.exists("feedback"):  # served hit/similar: the same for all of a context's
-            rows = _latest(store.dataset("feedback").to_table(  # reports; then the latest
-                columns=["context_id", "reported_at", "cluster_id", "top_similarity", "used",
-                         "success"],
-                filter=f"tenant = {quote(tenant)} and top_similarity is not null and "
-                       "verdict in ('hit', 'similar')").to_pylist())
+        if store.exists("feedback"):  # a context's verdict, cluster, similarity: the same
+            rows = _latest(store.dataset("feedback").to_table(  # in all its reports
+                columns=["context_id", "reported_at", "verdict", "cluster_id",
+                         "top_similarity", "used", "success"],
+                filter=f"tenant = {quote(tenant)} and "
+                       "verdict in ('exact', 'hit', 'similar')").to_pylist())
         served: dict[str, dict[str, Any]] = {}  # context_id -> best neighbour, slots, ...
         if rows and store.exists("contexts"):
             ds = store.dataset("contexts")
@@ -75,35 +75,21 @@ class Feedback:
                                sorted({r["context_id"] for r in rows}),
                                [c for c in cols if c in ds.schema.names]).to_pylist()
             served = {c["context_id"]: c for c in got}
-        out = _Observed()
+        out, reuse = _Observed(), {}
         for r in rows:
             c = served.get(r["context_id"], {})
             top = (c.get("neighbors") or [None])[0]
+            if r["verdict"] in ("exact", "hit") and top is not None and r["used"] \
+                    and r["success"] is not None:  # the replayed run's reuse
+                reuse.setdefault(top, {})[r["context_id"]] = bool(r["success"])
+            if r["verdict"] == "exact" or r["top_similarity"] is None:
+                continue  # matched by text hash: nothing about the threshold
             cid = cluster_of(top) if top is not None else r["cluster_id"]
             if cid is not None:
                 out.put(r["context_id"], cid, _observation(r, c))
-        self._obs[tenant] = out
+        self._obs[tenant], self._reuse[tenant] = out, reuse
         for key in [k for k in self._thresholds if k[0] == tenant]:
             del self._thresholds[key]
-        self._load_reuse(tenant)
-
-    def _load_reuse(self, tenant: str) -> None:
-        """Each replayed run's reuses as reported: the latest report of every context whose
-        verdict (exact, hit) said to replay it."""
-        store, reuse = self.lake.store, {}
-        if store.exists("feedback") and store.exists("contexts"):
-            rows = _latest(store.dataset("feedback").to_table(
-                columns=["context_id", "reported_at", "used", "success"],
-                filter=f"tenant = {quote(tenant)} and verdict in ('exact', 'hit')").to_pylist())
-            ids = sorted({r["context_id"] for r in rows})
-            tops = {c["context_id"]: (c["neighbors"] or [None])[0] for c in store.lookup(
-                "contexts", tenant, "context_id", ids, ["context_id", "neighbors"]).to_pylist()
-            } if ids else {}
-            for r in rows:
-                top = tops.get(r["context_id"])
-                if top is not None and r["used"] and r["success"] is not None:
-                    reuse.setdefault(top, {})[r["context_id"]] = bool(r["success"])
-        self._reuse[tenant] = reuse
 
     def reuses(self, tenant: str, trajectory_id: str) -> tuple[int, int]:
         """(failed, succeeded): reported reuses of the run, one per context (its latest)."""
