@@ -18,8 +18,7 @@ from trajectories t
 left join (select tenant, trajectory_id, max(started_at) as last from steps group by 1, 2) s
   using (tenant, trajectory_id)
 where t.status = 'running'
-  and greatest(coalesce(s.last, t.started_at, t.ingested_at),
-               coalesce(t.started_at, t.ingested_at), t.ingested_at) < ?
+  and greatest(s.last, t.started_at, t.ingested_at) < ?  -- NULLs are passed over
 order by 1, 2
 """
 
