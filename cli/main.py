@@ -124,9 +124,10 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
     from .progress import bar
 
     q = Quarantine(path=quarantine) if quarantine else None
-    if server is None and token is not None:
-        raise click.UsageError("--token is for --server HOST:PORT: a local ingest opens the "
-                               "lake itself")
+    if wal and server is not None:
+        raise click.UsageError("--wal is for a local ingest: a server logs every call to its "
+                               "write-ahead log before it answers")
+    client = remote(server, token)
     landed: dict[str, Any] = {"trajectories": 0}
 
     def on_ack(ev: dict[str, Any]) -> None:
@@ -137,8 +138,8 @@ def ingest(settings: Settings, paths: tuple[str, ...], as_json: bool, quarantine
 
     try:
         with bar(progress == "bar", "ingest") as tick:
-            summary = (_ingest_remote(settings, server, token, paths, q, tick, on_ack, wal)
-                       if server is not None else
+            summary = (_ingest_remote(settings, client, paths, q, tick, on_ack)
+                       if client is not None else
                        _ingest_local(settings, paths, q, tick, on_ack, wal))
     except LakeError:
         if landed["trajectories"]:  # what the failure did not undo, for the rerun
@@ -181,22 +182,14 @@ def _ingest_local(settings: Settings, paths: tuple[str, ...], q: Any, tick: Any,
                             wal=wal)
 
 
-def _ingest_remote(settings: Settings, server: str, token: str | None,
-                   paths: tuple[str, ...], q: Any, tick: Any, on_ack: Any, wal: bool) -> Any:
+def _ingest_remote(settings: Settings, client: Any, paths: tuple[str, ...], q: Any,
+                   tick: Any, on_ack: Any) -> Any:
     from ingest import Quarantine
     from ingest.inputs import lake_paths
     from server.bulk import ingest_remote
-    from server.client import LakeClient
 
-    given = click.get_current_context().get_parameter_source
-    if wal:
-        raise click.UsageError("--wal is for a local ingest: a server logs every call to its "
-                               "write-ahead log before it answers")
-    if given("tenant") is click.core.ParameterSource.COMMANDLINE:
-        raise click.UsageError("with --server the tenant is the token's (or, without auth, "
-                               "the server's): drop --tenant, or use a token of that tenant")
     q = q or Quarantine(directory=settings.quarantine_path)
-    with LakeClient(server, token) as client:
+    with client:
         return ingest_remote(client, list(paths), quarantine=q,
                              own=lake_paths(settings, q.path), on_progress=tick, on_ack=on_ack)
 
